@@ -1,0 +1,5 @@
+"""advlab: attack, defend and measure the adversarial robustness of classifiers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,146 @@
+"""Input checks shared by attacks and evaluations: each failure names the problem and the fix.
+
+Nothing here runs the model except :func:`check_logits`, which inspects logits an attack has
+already computed (so checking costs no extra forward pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+class AdvlabWarning(UserWarning):
+    """A problem advlab worked around; the message says how to silence it properly."""
+
+
+def check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}; "
+                        "wrap a scikit-learn estimator or a function with advlab.models wrappers first")
+    return model
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
+def check_inputs(model: nn.Module, x: object, y: object, *, bounds: tuple[float, float],
+                 target: object = None, generator: torch.Generator | None = None) -> None:
+    """Validate a batch before an attack touches it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, ...), got {type(x).__name__}; "
+                        "convert with torch.as_tensor(x, dtype=torch.float32)")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}; for uint8 images use "
+                        "x.float() / 255 and bounds=(0, 1)")
+    if x.dim() < 2:
+        raise ValueError(f"x must have a batch dimension, shape (B, ...); got shape {tuple(x.shape)}. "
+                         "For a single input use x.unsqueeze(0)")
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch (B = 0); pass at least one input")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
+        raise ValueError(f"x contains NaN or Inf in {bad} of {x.shape[0]} inputs; clean the data first")
+    lo, hi = bounds
+    xmin, xmax = float(x.min()), float(x.max())
+    if xmin < lo or xmax > hi:
+        raise ValueError(f"x has values in [{xmin:.4g}, {xmax:.4g}], outside the bounds ({lo:g}, {hi:g}); "
+                         "rescale the inputs (normalisation belongs inside the model, e.g. "
+                         "advlab.models.Normalize) or pass bounds=(lo, hi) to the attack")
+    _check_labels("y", y, x)
+    if target is not None:
+        _check_labels("target", target, x)
+        same = int((target == y).sum())  # type: ignore[operator]
+        if same:
+            raise ValueError(f"target equals the true label y for {same} inputs; a targeted attack "
+                             "needs target != y (see advlab.attacks.random_targets)")
+    dev = model_device(model)
+    if dev is not None and dev != x.device:
+        raise ValueError(f"model is on {dev} but x is on {x.device}; advlab never moves models or "
+                         "tensors: put both on the same device")
+    for p in model.parameters():
+        if p.is_floating_point() and p.dtype != x.dtype:
+            raise TypeError(f"x is {x.dtype} but the model's parameters are {p.dtype}; "
+                            f"use x.to({p.dtype}) or convert the model")
+        break
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator.device.type != x.device.type:
+            raise ValueError(f"generator is on {generator.device} but x is on {x.device}; "
+                             f"create it with torch.Generator(device={str(x.device)!r})")
+
+
+def _check_labels(name: str, labels: object, x: Tensor) -> None:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, shape (B,), got "
+                        f"{type(labels).__name__}; use torch.as_tensor({name}, dtype=torch.long)")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"{name} must hold integer class indices, got {labels.dtype}; "
+                        "pass class indices, not one-hot vectors or scores")
+    if tuple(labels.shape) != (x.shape[0],):
+        raise ValueError(f"{name} has shape {tuple(labels.shape)} but x has batch size {x.shape[0]}; "
+                         f"{name} must have shape ({x.shape[0]},)")
+    if labels.device != x.device:
+        raise ValueError(f"{name} is on {labels.device} but x is on {x.device}; put them on one device")
+    if int(labels.min()) < 0:
+        raise ValueError(f"{name} contains negative class indices (min {int(labels.min())})")
+
+
+def check_logits(logits: Tensor, y: Tensor, target: Tensor | None) -> None:
+    """Inspect the first logits an attack computed: shape, finiteness, labels, not probabilities."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (B, num_classes), got {shape}")
+    b, c = logits.shape
+    if b != y.shape[0]:
+        raise ValueError(f"the model returned {b} rows for a batch of {y.shape[0]} inputs")
+    if c < 2:
+        raise ValueError(f"the model returns {c} output; a classifier needs at least 2 classes "
+                         "(for a binary classifier with one logit z, return torch.cat([-z, z], 1) / 2)")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model returned NaN or Inf logits on the clean inputs; check the model "
+                         "and its input range")
+    for name, labels in (("y", y), ("target", target)):
+        if labels is not None and int(labels.max()) >= c:
+            raise ValueError(f"{name} contains class {int(labels.max())} but the model has {c} "
+                             f"classes (0..{c - 1})")
+    with torch.no_grad():
+        probs_like = bool((logits >= 0).all()) and bool(
+            torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-4))
+    if probs_like:
+        raise ValueError("the model appears to return probabilities (non-negative rows summing to 1), "
+                         "not logits; remove the final softmax so gradients do not vanish "
+                         "(log-probabilities are fine)")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the model in eval mode and restore every submodule's own mode afterwards.
+
+    A model left in training mode would use batch statistics and dropout during the attack and
+    update its batch-norm running statistics, changing the user's model; we warn and switch.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    if any(t for _, t in modes):
+        warnings.warn("the model is in training mode; advlab attacks it in eval mode (dropout off, "
+                      "batch-norm running statistics frozen) and restores the mode afterwards. "
+                      "Call model.eval() first to silence this warning.", AdvlabWarning, stacklevel=4)
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, t in modes:
+            m.training = t

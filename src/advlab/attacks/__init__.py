@@ -1,0 +1,13 @@
+"""Attacks. Each is a frozen configuration; calling it returns an :class:`AttackResult`.
+
+>>> from advlab.attacks import PGD
+>>> result = PGD(eps=0.1, norm="linf", steps=20, step_size=0.01, random_start=False)(model, x, y)
+>>> result.x_adv, result.success, result.pred, result.norms, result.num_grads
+"""
+
+from __future__ import annotations
+
+from advlab.attacks._base import AttackResult, random_targets
+from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
+
+__all__ = ["AttackResult", "BIM", "FGM", "FGSM", "IFGSM", "MIFGM", "MIFGSM", "PGD", "random_targets"]

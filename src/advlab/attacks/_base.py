@@ -1,0 +1,81 @@
+"""What every attack returns, and the helpers that build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from advlab.threat import ThreatModel
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """The outcome of one attack call on a batch of ``B`` inputs.
+
+    Attributes:
+        x_adv: ``(B, *)`` adversarial inputs, inside ``threat`` (ball and box).
+        success: ``(B,)`` bool, the model misclassifies ``x_adv`` (untargeted) or predicts
+            ``target`` (targeted). Points the model already got wrong count as successes.
+        pred: ``(B,)`` int64, the model's class for ``x_adv``.
+        confidence: ``(B,)`` softmax probability of ``pred`` at ``x_adv``.
+        norms: ``(B,)`` ``||x_adv - x||`` in the threat model's norm.
+        num_grads: ``(B,)`` int64, forward+backward passes spent on each point.
+        num_forwards: ``(B,)`` int64, forward passes on each point (gradient steps included).
+        threat: the threat model the attack ran under.
+        attack: the attack's configuration, as ``repr``.
+        target: ``(B,)`` the targets of a targeted attack, else ``None``.
+    """
+
+    x_adv: Tensor
+    success: Tensor
+    pred: Tensor
+    confidence: Tensor
+    norms: Tensor
+    num_grads: Tensor
+    num_forwards: Tensor
+    threat: ThreatModel
+    attack: str
+    target: Tensor | None = None
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the batch on which the attack succeeded (see ``success``)."""
+        return float(self.success.float().mean())
+
+    def __len__(self) -> int:
+        return int(self.x_adv.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """Scalars for logs and reports."""
+        return {
+            "attack": self.attack,
+            "norm": self.threat.norm,
+            "eps": self.threat.eps,
+            "n": len(self),
+            "success_rate": self.success_rate,
+            "mean_norm": float(self.norms.float().mean()),
+            "max_norm": float(self.norms.float().max()),
+            "grads_per_point": float(self.num_grads.float().mean()),
+        }
+
+
+def config_repr(config: object) -> str:
+    """``PGD(eps=0.1, norm='linf', ...)`` for any dataclass config."""
+    args = ", ".join(f"{f.name}={getattr(config, f.name)!r}" for f in fields(config))  # type: ignore[arg-type]
+    return f"{type(config).__name__}({args})"
+
+
+def random_targets(y: Tensor, num_classes: int, *, generator: torch.Generator | None = None) -> Tensor:
+    """A uniformly random target class different from ``y`` for each point, ``(B,)``.
+
+    Without a generator a fresh one seeded with 0 is used, so the global RNG is never touched.
+    """
+    if num_classes < 2:
+        raise ValueError("random targets need at least 2 classes")
+    if generator is None:
+        generator = torch.Generator(device=y.device).manual_seed(0)
+    offset = torch.randint(1, num_classes, y.shape, generator=generator, device=y.device)
+    return (y + offset) % num_classes

@@ -1,0 +1,224 @@
+"""Threat models: the norm ball around an input, intersected with the valid input box.
+
+A :class:`ThreatModel` is a small immutable value that owns every piece of geometry an attack
+needs: the perturbation norm, projection onto ``{x' : ||x' - x||_p <= eps} ∩ [lo, hi]^d``, the
+steepest-ascent direction of a gradient under that norm, a uniformly random starting point, and
+the membership check used by tests and evaluations. Attacks never re-implement these.
+
+Shapes: ``x`` and ``x_adv`` are ``(B, *)`` with the batch first; per-sample quantities are ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Norm = Literal["linf", "l2", "l1"]
+NORMS: tuple[str, ...] = ("linf", "l2", "l1")
+
+_ALIASES = {
+    "linf": "linf", "inf": "linf", "l_inf": "linf", "li": "linf", "infinity": "linf",
+    "l2": "l2", "2": "l2", "l_2": "l2",
+    "l1": "l1", "1": "l1", "l_1": "l1",
+}
+
+# Norms are computed in float32; a projected point can exceed eps by a few units in the last
+# place. ``contains`` accepts this much slack (relative to eps, plus an absolute floor).
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+def canonical_norm(norm: str | float) -> str:
+    """Map a user's spelling of a norm (``"Linf"``, ``"inf"``, ``2``, ``"L1"``) to ``linf|l2|l1``."""
+    if isinstance(norm, (int, float)) and not isinstance(norm, bool):
+        key = "linf" if math.isinf(norm) else str(int(norm)) if float(norm).is_integer() else "?"
+    elif isinstance(norm, str):
+        key = norm.strip().lower()
+    else:
+        key = "?"
+    if key not in _ALIASES:
+        raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}")
+    return _ALIASES[key]
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample ``(B,)`` vector so it broadcasts against ``like`` ``(B, *)``."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def lp_norm(delta: Tensor, norm: str) -> Tensor:
+    """Per-sample norm of ``delta`` ``(B, *)`` -> ``(B,)``."""
+    flat = _flat(delta)
+    if norm == "linf":
+        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    if norm == "l2":
+        return torch.linalg.vector_norm(flat, ord=2, dim=1)
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
+    raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}")
+
+
+def project_l1_ball(delta: Tensor, eps: float) -> Tensor:
+    """Euclidean projection of each sample of ``delta`` onto the L1 ball of radius ``eps``.
+
+    Duchi, Shalev-Shwartz, Singer & Chandra (2008), the sort-based O(d log d) algorithm:
+    ``w_i = sign(v_i) * max(|v_i| - theta, 0)`` with ``theta`` chosen so that ``||w||_1 = eps``.
+    Computed in float64 so the radius is met to float32 precision for large ``d``.
+    """
+    flat = _flat(delta)
+    norms = flat.abs().sum(dim=1)
+    outside = norms > eps
+    if not bool(outside.any()):
+        return delta
+    v = flat[outside].double()
+    a = v.abs()
+    mu, _ = torch.sort(a, dim=1, descending=True)
+    cssv = mu.cumsum(dim=1) - eps
+    ks = torch.arange(1, mu.shape[1] + 1, device=mu.device, dtype=mu.dtype)
+    cond = mu - cssv / ks > 0
+    rho = cond.to(torch.int64).cumsum(dim=1).argmax(dim=1, keepdim=True)  # last True index
+    theta = cssv.gather(1, rho) / (rho + 1).to(mu.dtype)
+    w = torch.sign(v) * (a - theta).clamp_min(0)
+    out = flat.clone()
+    out[outside] = w.to(flat.dtype)
+    return out.view_as(delta)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An Lp ball of radius ``eps`` around each input, inside the input box ``bounds``.
+
+    Args:
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"inf"``, ``2`` are accepted).
+        eps: the radius, ``>= 0``, in input units (for images in [0, 1], 8/255 ≈ 0.031).
+        bounds: ``(lo, hi)``, the box every adversarial input must stay in.
+        targeted: whether the attacker aims at a chosen class (recorded for reports).
+
+    Example:
+        >>> tm = ThreatModel(norm="linf", eps=0.1)
+        >>> x_adv = tm.project(x + noise, x)       # inside the ball and the box
+        >>> bool(tm.contains(x_adv, x).all())
+        True
+    """
+
+    norm: Norm = "linf"
+    eps: float = 0.0
+    bounds: tuple[float, float] = (0.0, 1.0)
+    targeted: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", canonical_norm(self.norm))
+        try:
+            eps = float(self.eps)
+        except (TypeError, ValueError):
+            raise TypeError(f"eps must be a number, got {type(self.eps).__name__}") from None
+        if not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        object.__setattr__(self, "eps", eps)
+        try:
+            lo, hi = (float(b) for b in self.bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds must be a pair (lo, hi), got {self.bounds!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds must be finite with lo < hi, got {self.bounds!r}")
+        object.__setattr__(self, "bounds", (lo, hi))
+
+    # -- geometry -------------------------------------------------------------------------
+
+    def norm_of(self, delta: Tensor) -> Tensor:
+        """``||delta||_p`` per sample, ``(B, *)`` -> ``(B,)``."""
+        return lp_norm(delta, self.norm)
+
+    def clip(self, x: Tensor) -> Tensor:
+        """Clamp into the input box ``bounds``."""
+        return x.clamp(self.bounds[0], self.bounds[1])
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Map ``x_adv`` into the ball around ``x`` and then into the box.
+
+        For L∞ this is the exact Euclidean projection onto the intersection (both are boxes).
+        For L2 and L1 the ball projection is exact and the box clip keeps the norm bound, since
+        clipping (with ``x`` inside the box) only shrinks each coordinate of the perturbation.
+        The arithmetic follows the common reference loop (``delta = clamp(x_adv - x)``, then
+        ``clamp(x + delta)``) so results agree bit for bit with peers that use it.
+        """
+        delta = x_adv - x
+        eps = self.eps
+        if self.norm == "linf":
+            delta = torch.clamp(delta, min=-eps, max=eps)
+        elif self.norm == "l2":
+            norms = lp_norm(delta, "l2")
+            factor = torch.min(eps / norms, torch.ones_like(norms))  # eps/0 = inf -> 1
+            delta = delta * _view(factor, delta)
+        else:
+            delta = project_l1_ball(delta, eps)
+        return torch.clamp(x + delta, min=self.bounds[0], max=self.bounds[1])
+
+    def contains(self, x_adv: Tensor, x: Tensor, *, rtol: float = RTOL, atol: float = ATOL) -> Tensor:
+        """``(B,)`` bool: inside the box and within ``eps * (1 + rtol) + atol`` of ``x``."""
+        lo, hi = self.bounds
+        flat = _flat(x_adv)
+        in_box = ((flat >= lo) & (flat <= hi)).all(dim=1)
+        in_ball = self.norm_of(x_adv - x) <= self.eps * (1 + rtol) + atol
+        return in_box & in_ball
+
+    def ascent_direction(self, grad: Tensor, *, x_adv: Tensor | None = None,
+                         l1_sparsity: float = 0.05) -> Tensor:
+        """The steepest-ascent direction of unit norm for a linearised objective.
+
+        * L∞: ``sign(g)`` (FGSM's direction);
+        * L2: ``g / ||g||_2``;
+        * L1: sparse L1 descent (Tramèr & Boneh 2019): the top ``l1_sparsity`` fraction of
+          coordinates by ``|g|``, excluding those already at a bound the step would push past
+          (needs ``x_adv``), each moved by ``sign(g) / k`` so the direction has L1 norm 1.
+        """
+        if self.norm == "linf":
+            return grad.sign()
+        if self.norm == "l2":
+            norms = lp_norm(grad, "l2").clamp_min(1e-12)
+            return grad / _view(norms, grad)
+        flat = _flat(grad)
+        score = flat.abs()
+        if x_adv is not None:
+            xf = _flat(x_adv)
+            blocked = ((xf <= self.bounds[0]) & (flat < 0)) | ((xf >= self.bounds[1]) & (flat > 0))
+            score = score.masked_fill(blocked, -1.0)
+        k = max(1, min(flat.shape[1], int(round(l1_sparsity * flat.shape[1]))))
+        top = score.topk(k, dim=1).indices
+        chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True)
+        chosen &= score > 0
+        count = chosen.sum(dim=1, keepdim=True).clamp_min(1)
+        direction = torch.where(chosen, flat.sign(), torch.zeros_like(flat)) / count
+        return direction.view_as(grad)
+
+    def random_start(self, x: Tensor, *, generator: torch.Generator | None) -> Tensor:
+        """A point drawn uniformly from the ball around each ``x``, then clipped to the box.
+
+        L∞ draws ``U[-eps, eps]`` per coordinate (as Madry et al.); L2 and L1 draw a direction
+        uniform on the sphere (Gaussian / Laplace, normalised) and a radius ``eps * u^(1/d)``.
+        """
+        eps = self.eps
+        if self.norm == "linf":
+            noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+            return self.clip(x + noise)
+        b = x.shape[0]
+        d = x[0].numel()
+        if self.norm == "l2":
+            direction = torch.empty_like(x).normal_(generator=generator)
+        else:  # Laplace: sign * Exp(1), uniform on the L1 sphere after normalising
+            u = torch.empty_like(x).uniform_(generator=generator).clamp_min(1e-12)
+            sign = torch.empty_like(x).bernoulli_(0.5, generator=generator) * 2 - 1
+            direction = -torch.log(u) * sign
+        norms = lp_norm(direction, self.norm).clamp_min(1e-12)
+        radius = eps * torch.empty(b, device=x.device, dtype=x.dtype).uniform_(
+            generator=generator) ** (1.0 / d)
+        noise = direction * _view(radius / norms, x)
+        return self.project(x + noise, x)
