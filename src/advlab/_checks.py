@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import warnings
 from typing import Iterator
 
@@ -19,6 +21,18 @@ log = logging.getLogger(__name__)
 
 class AdvlabWarning(UserWarning):
     """A problem advlab worked around; the message says how to silence it properly."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str) -> None:
+    """Warn with the location of the first caller outside advlab (and contextlib)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+                                 or frame.f_code.co_filename.endswith("contextlib.py")):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, AdvlabWarning, stacklevel=level)
 
 
 def check_model(model: object) -> nn.Module:
@@ -135,9 +149,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     """
     modes = [(m, m.training) for m in model.modules()]
     if any(t for _, t in modes):
-        warnings.warn("the model is in training mode; advlab attacks it in eval mode (dropout off, "
-                      "batch-norm running statistics frozen) and restores the mode afterwards. "
-                      "Call model.eval() first to silence this warning.", AdvlabWarning, stacklevel=4)
+        warn("the model is in training mode; advlab attacks it in eval mode (dropout off, "
+             "batch-norm running statistics frozen) and restores the mode afterwards. "
+             "Call model.eval() first to silence this warning.")
         model.eval()
     try:
         yield

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from advlab._checks import check_logits
+
 LossFn = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
 
@@ -76,19 +78,28 @@ def get_loss(loss: str | LossFn) -> LossFn:
 
 
 def objective(model: torch.nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
-              loss: LossFn) -> tuple[Tensor, Tensor]:
+              loss: LossFn, *, check: bool = False) -> tuple[Tensor, Tensor]:
     """Per-sample objective ``(B,)`` and the logits ``(B, C)`` used for predictions.
 
     The one place where an ensemble that fuses *losses* (Dong et al. 2018, "ensemble in loss")
     differs from every other model: its objective is the weighted sum of its members' losses,
     while any other model (ensembles fused in logits or predictions included) is scored on the
-    logits it returns.
+    logits it returns. With ``check=True`` (an attack's first step) the model's output and the
+    labels are validated before any loss is computed.
     """
     from advlab.models.ensemble import Ensemble  # local: models must not import attacks
 
-    if isinstance(model, Ensemble) and model.fusion == "loss":
-        member_logits = model.member_logits(x)
-        obj = sum(w * loss(z, y, target) for w, z in zip(model.weights.tolist(), member_logits))
-        return obj, model.fuse(member_logits)
-    logits = model(x)
-    return loss(logits, y, target), logits
+    fused = isinstance(model, Ensemble) and model.fusion == "loss"
+    if check:
+        try:
+            out = model.member_logits(x) if fused else model(x)
+        except (RuntimeError, IndexError) as err:
+            raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check that "
+                             "x has the (B, ...) shape the model expects") from err
+        check_logits(model.fuse(out) if fused else out, y, target)
+    else:
+        out = model.member_logits(x) if fused else model(x)
+    if fused:
+        obj = sum(w * loss(z, y, target) for w, z in zip(model.weights.tolist(), out))
+        return obj, model.fuse(out)
+    return loss(out, y, target), out

@@ -156,7 +156,8 @@ class ThreatModel:
             delta = torch.clamp(delta, min=-eps, max=eps)
         elif self.norm == "l2":
             norms = lp_norm(delta, "l2")
-            factor = torch.min(eps / norms, torch.ones_like(norms))  # eps/0 = inf -> 1
+            # == min(eps / n, 1), without 0/0 when eps = 0 and n = 0
+            factor = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
             delta = delta * _view(factor, delta)
         else:
             delta = project_l1_ball(delta, eps)

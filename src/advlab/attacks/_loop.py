@@ -84,9 +84,7 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
     early = schedule.early_stop
     for step in range(schedule.steps):
         x_adv.requires_grad_(True)
-        obj, logits = objective(model, x_adv, y, target, loss)
-        if check_first and step == 0:
-            check_logits(logits, y, target)
+        obj, logits = objective(model, x_adv, y, target, loss, check=check_first and step == 0)
         state.num_forwards[idx] += 1
         leaf, keep = x_adv, None
         if early:

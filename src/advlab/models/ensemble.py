@@ -52,6 +52,9 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(models)
         self.fusion: str = fusion
         self.register_buffer("weights", w / w.sum(), persistent=False)
+        # the container has no mode-dependent layers of its own: follow the members, so that an
+        # ensemble of eval-mode models is itself in eval mode
+        self.training = self.members.training = any(m.training for m in models)
 
     def member_logits(self, x: Tensor) -> list[Tensor]:
         """Each member's logits, ``K`` tensors of shape ``(B, C)``."""

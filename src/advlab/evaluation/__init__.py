@@ -1,0 +1,7 @@
+"""Measuring robustness: clean/robust accuracy over ε for several attacks, worst case per point."""
+
+from __future__ import annotations
+
+from advlab.evaluation.robustness import EvalRow, Evaluation, clean_predictions, evaluate, provenance
+
+__all__ = ["EvalRow", "Evaluation", "clean_predictions", "evaluate", "provenance"]

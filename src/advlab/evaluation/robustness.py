@@ -1,0 +1,239 @@
+"""Clean and robust accuracy over a dataset, for several attacks and a list of ε in one call.
+
+Conventions (STYLE principle 6): attacks run only on the points the model classifies correctly
+(the others are already "broken" and cost nothing); robust accuracy is over all ``n`` points;
+the attack success rate is over the ``n_correct`` correctly classified points, and every row
+states both denominators. ``worst-case`` counts a point as broken when *any* attack broke it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import advlab
+from advlab._checks import check_inputs, check_model, eval_mode
+
+log = logging.getLogger(__name__)
+
+WORST_CASE = "worst-case"
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One (attack, ε) cell of an evaluation."""
+
+    attack: str
+    eps: float
+    norm: str
+    n: int
+    n_correct: int
+    n_robust: int
+    clean_accuracy: float
+    robust_accuracy: float
+    success_rate: float  # over n_correct
+    median_norm: float  # of successful perturbations (nan if none)
+    mean_norm: float
+    grads: int  # forward+backward passes spent
+    seconds: float
+    config: str = ""
+
+
+@dataclass
+class Evaluation:
+    """The rows of an evaluation and where they came from."""
+
+    rows: list[EvalRow]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    per_point: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def robust_accuracy(self, attack: str, eps: float) -> float:
+        for r in self.rows:
+            if r.attack == attack and math.isclose(r.eps, eps, rel_tol=1e-9, abs_tol=1e-12):
+                return r.robust_accuracy
+        raise KeyError(f"no row for attack {attack!r} at eps={eps}")
+
+    @property
+    def attacks(self) -> list[str]:
+        return list(dict.fromkeys(r.attack for r in self.rows))
+
+    @property
+    def eps(self) -> list[float]:
+        return sorted({r.eps for r in self.rows})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [dataclasses.asdict(r) for r in self.rows], "provenance": self.provenance}
+
+    def to_json(self, path: str | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, default=float)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        return text
+
+    def table(self) -> str:
+        """Markdown table: robust accuracy per attack (rows) and ε (columns), denominators stated."""
+        eps_list = self.eps
+        if not self.rows:
+            return "(no rows)"
+        first = self.rows[0]
+        head = (f"Robust accuracy (%) over n = {first.n} points; clean accuracy "
+                f"{100 * first.clean_accuracy:.1f}% ({first.n_correct}/{first.n}); attacks run on the "
+                f"{first.n_correct} correctly classified points; norm {first.norm}.\n\n")
+        cols = "| attack | " + " | ".join(f"ε={e:g}" for e in eps_list) + " |"
+        sep = "|---|" + "---:|" * len(eps_list)
+        lines = [cols, sep]
+        for name in self.attacks:
+            cells = []
+            for e in eps_list:
+                try:
+                    cells.append(f"{100 * self.robust_accuracy(name, e):.1f}")
+                except KeyError:
+                    cells.append("–")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return head + "\n".join(lines) + "\n"
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Library versions, code revision and time, for every stored result."""
+    try:
+        from advlab.models.checkpoint import code_revision
+        rev = code_revision()
+    except Exception:  # provenance must never break a run
+        rev = "unknown"
+    info = {"advlab": advlab.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "code_revision": rev, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info.update(extra)
+    return info
+
+
+def _name(attack: Any) -> str:
+    return type(attack).__name__
+
+
+def clean_predictions(model: nn.Module, x: Tensor, *, batch_size: int = 512) -> Tensor:
+    """Predicted classes ``(N,)`` in eval mode, without gradients."""
+    check_model(model)
+    preds = []
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            preds.append(model(x[i:i + batch_size]).argmax(dim=1))
+    return torch.cat(preds)
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
+             attacks: Sequence[Any] | Mapping[str, Any], eps: Sequence[float],
+             batch_size: int = 256, seed: int = 0, progress: bool = True) -> Evaluation:
+    """Clean accuracy, robust accuracy, success rate and norms for each attack at each ε.
+
+    Args:
+        model: an ``nn.Module`` returning logits.
+        x, y: the whole evaluation set, ``(N, *)`` and ``(N,)``.
+        attacks: attack configurations (any ε; each is re-run at every ε of ``eps`` with
+            ``dataclasses.replace(attack, eps=e)``), as a list or a ``{name: attack}`` mapping.
+            Use ``early_stop=True`` on iterative attacks to pay only for still-robust points.
+        eps: the radii, increasing.
+        batch_size: points per attack call.
+        seed: seeds one ``torch.Generator`` per (attack, ε), so rows do not depend on order.
+
+    Returns:
+        An :class:`Evaluation` whose rows include, with more than one attack, a ``worst-case`` row
+        per ε (a point counts as broken if any attack broke it).
+
+    Example:
+        >>> ev = evaluate(model, x, y, attacks=[FGSM(eps=0), PGD(eps=0, early_stop=True)],
+        ...               eps=[0.05, 0.1])
+        >>> print(ev.table())
+    """
+    check_model(model)
+    named = dict(attacks) if isinstance(attacks, Mapping) else {}
+    if not named:
+        for a in attacks:  # type: ignore[union-attr]
+            key = _name(a)
+            while key in named:
+                key += "'"
+            named[key] = a
+    if not named:
+        raise ValueError("evaluate needs at least one attack")
+    eps = [float(e) for e in eps]
+    if not eps:
+        raise ValueError("evaluate needs at least one eps")
+    if any(b <= a for a, b in zip(eps, eps[1:])):
+        raise ValueError(f"eps must be strictly increasing, got {eps}")
+    if any(e < 0 or not math.isfinite(e) for e in eps):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    bounds = next(iter(named.values())).bounds
+    check_inputs(model, x, y, bounds=bounds)
+    n = x.shape[0]
+    pred = clean_predictions(model, x, batch_size=max(batch_size, 512))
+    correct = pred == y
+    idx = correct.nonzero().squeeze(1)
+    n_correct = int(idx.numel())
+    clean_acc = n_correct / n
+    rows: list[EvalRow] = []
+    per_point: dict[str, Tensor] = {}
+    jobs = [(name, e) for e in eps for name in named]
+    bar = tqdm(jobs, desc="evaluate", disable=not progress, leave=False)
+    broken_any: dict[float, Tensor] = {e: torch.zeros(n, dtype=torch.bool, device=x.device) for e in eps}
+    grads_any: dict[float, int] = {e: 0 for e in eps}
+    secs_any: dict[float, float] = {e: 0.0 for e in eps}
+    for name, e in bar:
+        bar.set_postfix_str(f"{name} eps={e:g}")
+        attack = dataclasses.replace(named[name], eps=e)
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        broken = torch.zeros(n, dtype=torch.bool, device=x.device)
+        norms = torch.full((n,), float("nan"), device=x.device)
+        grads = 0
+        t0 = time.perf_counter()
+        for i in range(0, n_correct, batch_size):
+            b = idx[i:i + batch_size]
+            res = attack(model, x[b], y[b], generator=gen)
+            broken[b] = res.success
+            norms[b] = res.norms.to(norms.dtype)
+            grads += int(res.num_grads.sum())
+        secs = time.perf_counter() - t0
+        rows.append(_row(name, attack, e, n, n_correct, broken, norms, grads, secs, clean_acc))
+        per_point[f"{name}@{e:g}"] = broken.clone()
+        broken_any[e] |= broken
+        grads_any[e] += grads
+        secs_any[e] += secs
+    if len(named) > 1:
+        any_attack = next(iter(named.values()))
+        for e in eps:
+            rows.append(_row(WORST_CASE, dataclasses.replace(any_attack, eps=e), e, n, n_correct,
+                             broken_any[e], torch.full((n,), float("nan")), grads_any[e], secs_any[e],
+                             clean_acc, config="any of: " + ", ".join(named)))
+    norm = rows[0].norm
+    prov = provenance(seed=seed, batch_size=batch_size, norm=norm,
+                      attacks={k: _config_str(v) for k, v in named.items()})
+    per_point["correct"] = correct
+    return Evaluation(rows=rows, provenance=prov, per_point=per_point)
+
+
+def _config_str(attack: Any) -> str:
+    from advlab.attacks._base import config_repr
+    return config_repr(attack) if dataclasses.is_dataclass(attack) else repr(attack)
+
+
+def _row(name: str, attack: Any, e: float, n: int, n_correct: int, broken: Tensor, norms: Tensor,
+         grads: int, secs: float, clean_acc: float, config: str | None = None) -> EvalRow:
+    n_broken = int(broken.sum())
+    ok = norms[broken & torch.isfinite(norms)]
+    return EvalRow(attack=name, eps=e, norm=str(attack.norm), n=n, n_correct=n_correct,
+                   n_robust=n_correct - n_broken, clean_accuracy=clean_acc,
+                   robust_accuracy=(n_correct - n_broken) / n,
+                   success_rate=n_broken / n_correct if n_correct else float("nan"),
+                   median_norm=float(ok.median()) if ok.numel() else float("nan"),
+                   mean_norm=float(ok.mean()) if ok.numel() else float("nan"),
+                   grads=grads, seconds=secs,
+                   config=config if config is not None else _config_str(attack))

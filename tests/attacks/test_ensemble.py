@@ -1,0 +1,92 @@
+"""Ensembles fused in logits, predictions or loss (Dong et al. 2018, Algorithm 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advlab.attacks import FGSM, IFGSM, MIFGSM, PGD
+from advlab.losses import cross_entropy, objective
+from advlab.models.ensemble import Ensemble
+
+
+@pytest.fixture(scope="module")
+def members(linear_model, cnn_model, mlp_model):
+    return [linear_model, cnn_model, mlp_model]
+
+
+def test_logit_fusion_is_the_weighted_sum(members, digits):
+    x = digits["x_test"][:20]
+    ens = Ensemble(members, weights=[1, 2, 1], fusion="logits").eval()
+    with torch.no_grad():
+        expected = 0.25 * members[0](x) + 0.5 * members[1](x) + 0.25 * members[2](x)
+        assert torch.allclose(ens(x), expected, atol=1e-5)
+
+
+def test_prediction_fusion_returns_log_of_averaged_probabilities(members, digits):
+    x = digits["x_test"][:20]
+    ens = Ensemble(members, weights=[1, 1, 2], fusion="predictions").eval()
+    with torch.no_grad():
+        p = sum(w * torch.softmax(m(x), 1) for w, m in zip([0.25, 0.25, 0.5], members))
+        assert torch.allclose(ens(x).exp(), p, atol=1e-6)
+        assert torch.allclose(torch.softmax(ens(x), 1), p, atol=1e-6)
+
+
+def test_loss_fusion_objective_and_gradient_are_the_weighted_sum(members, digits):
+    x, y = digits["x_test"][:20].clone().requires_grad_(True), digits["y_test"][:20]
+    ens = Ensemble(members, weights=[3, 1, 1], fusion="loss").eval()
+    obj, _ = objective(ens, x, y, None, cross_entropy)
+    expected = sum(w * cross_entropy(m(x), y) for w, m in zip([0.6, 0.2, 0.2], members))
+    assert torch.allclose(obj, expected, atol=1e-6)
+    g1, = torch.autograd.grad(obj.sum(), x)
+    g2, = torch.autograd.grad(expected.sum(), x)
+    assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_the_three_fusions_give_different_attacks(members, digits):
+    x, y = digits["x_test"][:100], digits["y_test"][:100]
+    outs = {f: MIFGSM(eps=0.1, steps=5)(Ensemble(members, fusion=f), x, y).x_adv
+            for f in ("logits", "predictions", "loss")}
+    assert not torch.equal(outs["logits"], outs["predictions"])
+    assert not torch.equal(outs["logits"], outs["loss"])
+
+
+@pytest.mark.parametrize("fusion", ["logits", "predictions", "loss"])
+@pytest.mark.parametrize("attack", [FGSM(eps=0.15), IFGSM(eps=0.15, steps=5), PGD(eps=0.15, steps=5),
+                                    MIFGSM(eps=0.15, steps=5)])
+def test_every_gradient_attack_runs_on_every_fusion(members, digits, fusion, attack):
+    x, y = digits["x_test"][:100], digits["y_test"][:100]
+    ens = Ensemble(members, fusion=fusion)
+    r = attack(ens, x, y)
+    assert r.threat.contains(r.x_adv, x).all()
+    with torch.no_grad():
+        assert torch.equal(ens(r.x_adv).argmax(1), r.pred)
+        clean_wrong = (ens(x).argmax(1) != y).float().mean()
+    assert r.success_rate > clean_wrong + 0.2  # it attacks the ensemble, not just keeps errors
+
+
+def test_ensemble_attack_transfers_better_to_its_members_than_a_single_source(members, digits):
+    """White-box on the ensemble fools each member more often than FGSM on clean data does."""
+    x, y = digits["x_test"][:200], digits["y_test"][:200]
+    r = MIFGSM(eps=0.15, steps=10)(Ensemble(members, fusion="logits"), x, y)
+    with torch.no_grad():
+        for m in members:
+            assert (m(r.x_adv).argmax(1) != y).float().mean() > 0.5
+
+
+def test_bad_ensembles():
+    m = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])
+    with pytest.raises(ValueError, match="fusion"):
+        Ensemble([m], fusion="votes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weights"):
+        Ensemble([m, m], weights=[1, -1])
+    with pytest.raises(ValueError, match="2 models"):
+        Ensemble([m, m], weights=[1])
+    with pytest.raises(TypeError, match="nn.Module"):
+        Ensemble([m, "model"])  # type: ignore[list-item]
+    ens = Ensemble([nn.Linear(3, 2), nn.Linear(3, 4)])
+    with pytest.raises(ValueError, match="output shapes"):
+        ens(torch.zeros(1, 3))

@@ -1,0 +1,84 @@
+"""evaluate(): clean/robust accuracy and success rates over ε, denominators, worst case."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advlab.attacks import FGSM, IFGSM, PGD
+from advlab.evaluation import evaluate
+
+
+@pytest.fixture(scope="module")
+def ev(cnn_model, digits):
+    x, y = digits["x_test"][:300], digits["y_test"][:300]
+    attacks = {"FGSM": FGSM(eps=0.0), "PGD": PGD(eps=0.0, steps=10, early_stop=True)}
+    return evaluate(cnn_model, x, y, attacks=attacks, eps=[0.0, 0.05, 0.1, 0.2], progress=False)
+
+
+def test_clean_accuracy_and_denominators(ev, cnn_model, digits):
+    x, y = digits["x_test"][:300], digits["y_test"][:300]
+    with torch.no_grad():
+        correct = int((cnn_model(x).argmax(1) == y).sum())
+    for r in ev.rows:
+        assert r.n == 300 and r.n_correct == correct
+        assert r.clean_accuracy == pytest.approx(correct / 300)
+        assert r.robust_accuracy == pytest.approx(r.n_robust / 300)
+        assert r.success_rate == pytest.approx((correct - r.n_robust) / correct)
+        assert r.robust_accuracy <= r.clean_accuracy
+
+
+def test_eps_zero_breaks_nothing(ev):
+    for name in ("FGSM", "PGD"):
+        assert ev.robust_accuracy(name, 0.0) == ev.rows[0].clean_accuracy
+
+
+def test_rows_match_a_direct_attack(ev, cnn_model, digits):
+    """The PGD cell equals running the attack by hand on the correctly classified points."""
+    x, y = digits["x_test"][:300], digits["y_test"][:300]
+    with torch.no_grad():
+        ok = cnn_model(x).argmax(1) == y
+    r = PGD(eps=0.1, steps=10, early_stop=True)(cnn_model, x[ok], y[ok],
+                                                 generator=torch.Generator().manual_seed(0))
+    assert ev.robust_accuracy("PGD", 0.1) == pytest.approx(int((~r.success).sum()) / 300)
+
+
+def test_worst_case_is_no_better_than_any_attack(ev):
+    for e in ev.eps:
+        wc = ev.robust_accuracy("worst-case", e)
+        assert wc <= min(ev.robust_accuracy(a, e) for a in ("FGSM", "PGD")) + 1e-12
+    accs = [ev.robust_accuracy("worst-case", e) for e in ev.eps]
+    assert accs[-1] < accs[0]
+
+
+def test_table_and_json(ev, tmp_path):
+    table = ev.table()
+    assert "n = 300" in table and "| PGD |" in table and "ε=0.1" in table
+    data = json.loads(ev.to_json(str(tmp_path / "ev.json")))
+    assert len(data["rows"]) == len(ev.rows)
+    assert {"advlab", "torch", "code_revision", "seed"} <= set(data["provenance"])
+    assert json.loads((tmp_path / "ev.json").read_text()) == data
+
+
+def test_early_stop_evaluation_costs_less_for_the_same_answer(cnn_model, digits):
+    x, y = digits["x_test"][:300], digits["y_test"][:300]
+    kw = dict(eps=[0.1], progress=False)
+    fixed = evaluate(cnn_model, x, y, attacks=[IFGSM(eps=0.0, steps=10)], **kw)
+    early = evaluate(cnn_model, x, y, attacks=[IFGSM(eps=0.0, steps=10, early_stop=True)], **kw)
+    assert early.rows[0].robust_accuracy <= fixed.rows[0].robust_accuracy
+    assert early.rows[0].grads < fixed.rows[0].grads
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(eps=[0.1, 0.05]), "increasing"),
+    (dict(eps=[]), "at least one eps"),
+    (dict(eps=[-0.1, 0.1]), ">= 0"),
+    (dict(eps=[0.1], attacks=[]), "at least one attack"),
+])
+def test_bad_evaluations(cnn_model, digits, kwargs, match):
+    x, y = digits["x_test"][:10], digits["y_test"][:10]
+    kwargs.setdefault("attacks", [FGSM(eps=0.0)])
+    with pytest.raises(ValueError, match=match):
+        evaluate(cnn_model, x, y, progress=False, **kwargs)

@@ -1,0 +1,25 @@
+"""The public API of advlab.models is curated: pin it."""
+
+from __future__ import annotations
+
+import advlab.models as models
+
+EXPECTED = {
+    "MLP", "LeNet5", "SmallCNN", "SmallResNet", "ARCHITECTURES", "build", "build_seeded",
+    "list_architectures", "Normalize", "ModelCard", "save", "load", "load_card", "code_revision",
+    "fit", "accuracy", "TrainHistory",
+}
+
+
+def test_all_is_pinned_and_resolvable() -> None:
+    assert set(models.__all__) == EXPECTED
+    assert len(models.__all__) == len(EXPECTED)  # no duplicates
+    for name in models.__all__:
+        assert getattr(models, name) is not None, name
+
+
+def test_public_callables_have_docstrings() -> None:
+    for name in models.__all__:
+        obj = getattr(models, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), name
