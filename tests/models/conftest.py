@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 
 
 @pytest.fixture(scope="session")
-def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Digits scaled to [0, 1], shape (N, 1, 8, 8); a fixed 1400/397 train/test split."""
     data = load_digits()
     x = torch.from_numpy((data.images / 16.0).astype(np.float32)).unsqueeze(1)  # (1797, 1, 8, 8)

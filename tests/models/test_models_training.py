@@ -15,8 +15,8 @@ def digits_model(name: str = "small-cnn", seed: int = 0) -> nn.Module:
     return build_seeded(name, in_shape=(1, 8, 8), num_classes=10, seed=seed)
 
 
-def test_small_cnn_learns_digits_deterministically(digits: Digits) -> None:
-    x, y, x_test, y_test = digits
+def test_small_cnn_learns_digits_deterministically(digits_split: Digits) -> None:
+    x, y, x_test, y_test = digits_split
     torch.manual_seed(2024)
     rng_before = torch.get_rng_state()
 
@@ -52,8 +52,8 @@ def test_small_cnn_learns_digits_deterministically(digits: Digits) -> None:
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 @pytest.mark.parametrize("name", ["mlp", "small-resnet"])
-def test_other_optimizers_and_architectures_reduce_the_loss(digits: Digits, optimizer: str, name: str) -> None:
-    x, y, x_test, y_test = digits
+def test_other_optimizers_and_architectures_reduce_the_loss(digits_split: Digits, optimizer: str, name: str) -> None:
+    x, y, x_test, y_test = digits_split
     model = digits_model(name)
     before = accuracy(model, x_test, y_test)
     history = fit(model, x, y, epochs=2, lr=0.05 if optimizer == "sgd" else 1e-3,
@@ -71,8 +71,8 @@ class DropoutNet(nn.Module):
         return self.net(x)
 
 
-def test_in_model_randomness_is_seeded_and_global_rng_untouched(digits: Digits) -> None:
-    x, y, _, _ = digits
+def test_in_model_randomness_is_seeded_and_global_rng_untouched(digits_split: Digits) -> None:
+    x, y, _, _ = digits_split
     weights = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -86,8 +86,8 @@ def test_in_model_randomness_is_seeded_and_global_rng_untouched(digits: Digits) 
     assert torch.equal(weights[0], weights[1])
 
 
-def test_progress_bar_shows_epoch_loss_and_accuracy(digits: Digits, capsys: pytest.CaptureFixture[str]) -> None:
-    x, y, _, _ = digits
+def test_progress_bar_shows_epoch_loss_and_accuracy(digits_split: Digits, capsys: pytest.CaptureFixture[str]) -> None:
+    x, y, _, _ = digits_split
     fit(digits_model("mlp"), x[:256], y[:256], epochs=2, progress=True)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err and "loss=" in err and "acc=" in err
@@ -137,8 +137,8 @@ def test_accuracy_closed_form_and_mode_restored() -> None:
         (lambda x, y: (x[:0], y[:0]), ValueError, "empty"),
     ],
 )
-def test_bad_data_is_rejected(digits: Digits, change, error: type[Exception], message: str) -> None:
-    x, y = change(digits[0][:64], digits[1][:64])
+def test_bad_data_is_rejected(digits_split: Digits, change, error: type[Exception], message: str) -> None:
+    x, y = change(digits_split[0][:64], digits_split[1][:64])
     model = digits_model("mlp")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(error, match=message):
@@ -161,10 +161,10 @@ class FailsOnThirdCall(nn.Module):
         return self.linear(x.flatten(1))
 
 
-def test_model_is_left_in_eval_mode_even_when_training_fails(digits: Digits) -> None:
+def test_model_is_left_in_eval_mode_even_when_training_fails(digits_split: Digits) -> None:
     model = FailsOnThirdCall().train()
     with pytest.raises(RuntimeError, match="boom"):
-        fit(model, digits[0][:256], digits[1][:256], batch_size=32, progress=False)
+        fit(model, digits_split[0][:256], digits_split[1][:256], batch_size=32, progress=False)
     assert not model.training and model.calls == 3
 
 
@@ -180,9 +180,9 @@ def test_model_is_left_in_eval_mode_even_when_training_fails(digits: Digits) -> 
         ({"x_val": torch.zeros(4, 1, 4, 4), "y_val": torch.zeros(4, dtype=torch.int64)}, "x_val samples"),
     ],
 )
-def test_bad_settings_are_rejected(digits: Digits, kwargs: dict, message: str) -> None:
+def test_bad_settings_are_rejected(digits_split: Digits, kwargs: dict, message: str) -> None:
     model = digits_model("mlp")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=message):
-        fit(model, digits[0][:64], digits[1][:64], progress=False, **kwargs)
+        fit(model, digits_split[0][:64], digits_split[1][:64], progress=False, **kwargs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

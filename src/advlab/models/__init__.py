@@ -1,0 +1,48 @@
+"""Models: architectures and their registry, the normalisation wrapper, checkpoints, training.
+
+- :mod:`advlab.models.zoo`: ``MLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet`` and the
+  ``ARCHITECTURES`` registry with :func:`build` / :func:`build_seeded`.
+- :mod:`advlab.models.wrappers`: :class:`Normalize`, so attacks work in input space [0, 1].
+- :mod:`advlab.models.checkpoint`: safetensors weights plus a JSON :class:`ModelCard`.
+- :mod:`advlab.models.ensemble`: :class:`Ensemble`, fused in logits, predictions or loss.
+- :mod:`advlab.models.training`: :func:`fit` and :func:`accuracy` on in-memory tensors.
+"""
+
+from __future__ import annotations
+
+from advlab.models.checkpoint import ModelCard, code_revision, load, load_card, save
+from advlab.models.training import TrainHistory, accuracy, fit
+from advlab.models.wrappers import Normalize
+from advlab.models.zoo import (
+    ARCHITECTURES,
+    MLP,
+    LeNet5,
+    SmallCNN,
+    SmallResNet,
+    build,
+    build_seeded,
+    list_architectures,
+)
+
+from advlab.models.ensemble import Ensemble
+
+__all__ = [
+    "MLP",
+    "LeNet5",
+    "SmallCNN",
+    "SmallResNet",
+    "ARCHITECTURES",
+    "build",
+    "build_seeded",
+    "list_architectures",
+    "Normalize",
+    "ModelCard",
+    "save",
+    "load",
+    "load_card",
+    "code_revision",
+    "fit",
+    "accuracy",
+    "TrainHistory",
+    "Ensemble",
+]

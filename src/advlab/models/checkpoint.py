@@ -1,0 +1,439 @@
+"""Checkpoints: weights in safetensors, provenance in a JSON model card. No pickle anywhere.
+
+A checkpoint is a directory::
+
+    path/
+      model.safetensors   state dict of the zoo architecture (without any Normalize wrapper)
+      card.json           ModelCard: architecture, shapes, normalisation, data, accuracy, provenance
+
+:func:`load` rebuilds the architecture from the registry (:data:`advlab.models.zoo.ARCHITECTURES`),
+wraps it in :class:`~advlab.models.wrappers.Normalize` when the card records a normalisation, loads
+the weights strictly and returns the model in eval mode.
+
+Example::
+
+    save(model, "runs/fmnist-cnn", card={"dataset": "fashion-mnist", "clean_accuracy": 0.91, "seed": 0})
+    model = load("runs/fmnist-cnn")
+    model.advlab_card.clean_accuracy  # 0.91
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from advlab import __version__
+from advlab.models.wrappers import Normalize
+from advlab.models.zoo import ARCHITECTURES, build, list_architectures
+
+__all__ = ["ModelCard", "save", "load", "load_card", "code_revision"]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+CARD_FORMAT_VERSION = 1
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # .../advlab
+
+
+def code_revision(*, source_dir: str | os.PathLike[str] | None = None) -> str:
+    """Return the git commit (``rev-parse HEAD``) of the advlab source tree, or ``"unknown"``.
+
+    ``"unknown"`` when git is missing, the package is not inside a git checkout of advlab (e.g. an
+    installed wheel sitting inside some other repository), the repository has no commit yet, or
+    anything else goes wrong. Never raises.
+
+    Args:
+        source_dir: the ``advlab`` package directory; defaults to the one this module lives in.
+    """
+    try:
+        package_dir = Path(source_dir).resolve() if source_dir is not None else _PACKAGE_DIR
+
+        def git(*args: str) -> str:
+            done = subprocess.run(
+                ["git", "-C", str(package_dir), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            return done.stdout.strip()
+
+        toplevel = Path(git("rev-parse", "--show-toplevel")).resolve()
+        # Only trust the repository if it is advlab's own (src layout or flat layout).
+        if package_dir not in (toplevel / "src" / "advlab", toplevel / "advlab"):
+            return "unknown"
+        sha = git("rev-parse", "HEAD")
+        return sha if _SHA_RE.match(sha) else "unknown"
+    except Exception:  # noqa: BLE001 -- documented to never raise
+        return "unknown"
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint is and where it came from; stored as ``card.json``.
+
+    Attributes:
+        architecture: registry name, one of :func:`~advlab.models.zoo.list_architectures`.
+        in_shape: ``(C, H, W)`` the architecture was built for.
+        num_classes: number of logits.
+        mean, std: per-channel normalisation applied inside the model (a
+            :class:`~advlab.models.wrappers.Normalize` wrapper), or both ``None``.
+        dataset: name of the training data set.
+        class_names: one name per class, or ``None``.
+        clean_accuracy: accuracy on the clean test set, in ``[0, 1]``, or ``None``.
+        seed: seed used for initialisation and training.
+        training: training settings (epochs, lr, ...); must be JSON-serialisable.
+        advlab_version: version of advlab that wrote the checkpoint.
+        code_revision: git commit of the advlab source, or ``"unknown"``.
+        created: UTC timestamp in ISO 8601.
+    """
+
+    architecture: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    dataset: str | None = None
+    class_names: tuple[str, ...] | None = None
+    clean_accuracy: float | None = None
+    seed: int | None = None
+    training: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    advlab_version: str = __version__
+    code_revision: str = field(default_factory=code_revision)
+    created: str = field(default_factory=_utc_now)
+
+    def __post_init__(self) -> None:
+        def set_(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.architecture, str) or not self.architecture:
+            raise ValueError(f"ModelCard: architecture must be a non-empty string, got {self.architecture!r}")
+        try:
+            in_shape = tuple(int(d) for d in self.in_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"ModelCard: in_shape must be three integers, got {self.in_shape!r}") from None
+        if len(in_shape) != 3 or min(in_shape) < 1:
+            raise ValueError(f"ModelCard: in_shape must be three positive integers, got {self.in_shape!r}")
+        set_("in_shape", in_shape)
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
+            raise ValueError(f"ModelCard: num_classes must be an integer >= 2, got {self.num_classes!r}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("ModelCard: give both mean and std, or neither")
+        if self.mean is not None and self.std is not None:
+            mean = tuple(float(v) for v in self.mean)
+            std = tuple(float(v) for v in self.std)
+            if len(mean) != in_shape[0] or len(std) != in_shape[0]:
+                raise ValueError(
+                    f"ModelCard: mean and std need {in_shape[0]} values (one per channel), "
+                    f"got {len(mean)} and {len(std)}"
+                )
+            if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(s) and s > 0 for s in std):
+                raise ValueError(f"ModelCard: mean must be finite and std finite and > 0, got {mean}, {std}")
+            set_("mean", mean)
+            set_("std", std)
+        if self.class_names is not None:
+            names = tuple(str(n) for n in self.class_names)
+            if len(names) != self.num_classes:
+                raise ValueError(
+                    f"ModelCard: {len(names)} class_names for {self.num_classes} classes"
+                )
+            set_("class_names", names)
+        if self.clean_accuracy is not None:
+            acc = float(self.clean_accuracy)
+            if not 0.0 <= acc <= 1.0:
+                raise ValueError(f"ModelCard: clean_accuracy must be in [0, 1], got {acc}")
+            set_("clean_accuracy", acc)
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ValueError(f"ModelCard: seed must be an int or None, got {self.seed!r}")
+        if not isinstance(self.training, Mapping):
+            raise ValueError(f"ModelCard: training must be a mapping, got {type(self.training).__name__}")
+        set_("training", dict(self.training))
+        try:
+            json.dumps(self.training, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"ModelCard: training settings must be JSON-serialisable: {exc}") from None
+
+    @property
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild the architecture: ``in_shape`` and ``num_classes``."""
+        return {"in_shape": self.in_shape, "num_classes": self.num_classes}
+
+    @property
+    def normalization(self) -> dict[str, list[float]] | None:
+        """``{"mean": [...], "std": [...]}`` or ``None`` when the model has no Normalize wrapper."""
+        if self.mean is None or self.std is None:
+            return None
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists) with a ``format_version`` entry."""
+        out: dict[str, Any] = {"format_version": CARD_FORMAT_VERSION}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = False) -> ModelCard:
+        """Inverse of :meth:`to_dict`.
+
+        Unknown keys raise :class:`ValueError` when ``strict``, else they are ignored with a warning
+        (cards written by a newer advlab stay readable). Missing required keys always raise.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        version = data.get("format_version", CARD_FORMAT_VERSION)
+        if version != CARD_FORMAT_VERSION:
+            raise ValueError(
+                f"ModelCard: card format_version {version!r} is not supported "
+                f"(this advlab reads version {CARD_FORMAT_VERSION})"
+            )
+        unknown = sorted(set(data) - names - {"format_version"})
+        if unknown and strict:
+            raise ValueError(
+                f"ModelCard: unknown fields {unknown}; valid fields: {sorted(names)}"
+            )
+        if unknown:
+            logger.warning("ModelCard: ignoring unknown card fields %s", unknown)
+        missing = [n for n in ("architecture", "in_shape", "num_classes") if n not in data]
+        if missing:
+            raise ValueError(f"ModelCard: card lacks required fields {missing}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _short_float32(value: float) -> float:
+    """The shortest decimal that rounds to the same float32 (``0.4`` rather than ``0.4000000059604645``).
+
+    Normalize keeps mean/std in float32; writing them this way keeps the card readable and loading
+    it back gives bit-identical buffers.
+    """
+    return float(str(np.float32(value)))
+
+
+def _inner_and_norm(model: nn.Module) -> tuple[nn.Module, Normalize | None]:
+    if isinstance(model, Normalize):
+        return model.model, model
+    return model, None
+
+
+def _architecture_name(inner: nn.Module) -> str:
+    for name, cls in ARCHITECTURES.items():
+        if type(inner) is cls:
+            return name
+    raise TypeError(
+        f"save: {type(inner).__name__} is not a registered architecture "
+        f"({', '.join(list_architectures())}), optionally wrapped in Normalize; "
+        "register it in advlab.models.zoo.ARCHITECTURES to checkpoint it"
+    )
+
+
+def _complete_card(model: nn.Module, card: Mapping[str, Any] | ModelCard) -> ModelCard:
+    """Fill what the model itself knows (architecture, shapes, normalisation) and check agreement."""
+    inner, norm = _inner_and_norm(model)
+    arch = _architecture_name(inner)
+    facts: dict[str, Any] = {
+        "architecture": arch,
+        "in_shape": tuple(inner.in_shape),
+        "num_classes": int(inner.num_classes),
+        "mean": tuple(_short_float32(v) for v in norm.mean.tolist()) if norm is not None else None,
+        "std": tuple(_short_float32(v) for v in norm.std.tolist()) if norm is not None else None,
+    }
+    if isinstance(card, ModelCard):
+        given = {k: getattr(card, k) for k in facts}
+        result = card
+    elif isinstance(card, Mapping):
+        given = {k: card[k] for k in facts if k in card}
+        result = ModelCard.from_dict({**facts, **dict(card)}, strict=True)
+    else:
+        raise TypeError(f"save: card must be a dict or a ModelCard, got {type(card).__name__}")
+    for key, value in given.items():
+        expected = facts[key]
+        actual = getattr(result, key)
+        if key in ("mean", "std") and actual is not None and expected is not None:
+            agree = len(actual) == len(expected) and all(
+                math.isclose(a, e, rel_tol=1e-6, abs_tol=1e-7) for a, e in zip(actual, expected)
+            )
+        else:
+            agree = actual == expected
+        if not agree:
+            raise ValueError(
+                f"save: card says {key}={value!r} but the model has {key}={expected!r}; "
+                "fix the card or leave the field out to take it from the model"
+            )
+    return result
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    card: Mapping[str, Any] | ModelCard,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as a checkpoint directory ``path/`` (``model.safetensors`` + ``card.json``).
+
+    ``model`` is a registered zoo architecture, optionally wrapped in
+    :class:`~advlab.models.wrappers.Normalize`. ``card`` is a :class:`ModelCard` or a dict of its
+    fields; from a dict, ``architecture``, ``in_shape``, ``num_classes``, ``mean`` and ``std`` may be
+    left out and are taken from the model. Either way they must agree with the model.
+
+    Returns the checkpoint directory. Raises :class:`FileExistsError` if it already holds a
+    checkpoint and ``overwrite`` is false.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save: model must be a torch.nn.Module, got {type(model).__name__}")
+    full_card = _complete_card(model, card)
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"save: {directory} exists and is not a directory")
+    weights_path, card_path = directory / WEIGHTS_FILE, directory / CARD_FILE
+    if not overwrite and (weights_path.exists() or card_path.exists()):
+        raise FileExistsError(f"save: {directory} already holds a checkpoint; pass overwrite=True")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    inner, _ = _inner_and_norm(model)
+    # Own CPU copies: contiguous, no shared storage, the model itself stays where it is.
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in inner.state_dict().items()}
+    card_text = json.dumps(full_card.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    # Write both files to temporaries first so a crash never leaves half a checkpoint behind.
+    tmp_weights = tempfile.NamedTemporaryFile(dir=directory, suffix=".safetensors.tmp", delete=False)
+    tmp_weights.close()
+    tmp_card = tempfile.NamedTemporaryFile(
+        "w", dir=directory, suffix=".json.tmp", delete=False, encoding="utf-8"
+    )
+    try:
+        save_file(state, tmp_weights.name, metadata={"format": "pt", "architecture": full_card.architecture})
+        with tmp_card:
+            tmp_card.write(card_text)
+        os.replace(tmp_weights.name, weights_path)
+        os.replace(tmp_card.name, card_path)
+    finally:
+        for tmp in (tmp_weights.name, tmp_card.name):
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    logger.info("saved %s checkpoint to %s", full_card.architecture, directory)
+    return directory
+
+
+def _resolve(path: str | os.PathLike[str], *, need_weights: bool = True) -> tuple[Path, Path]:
+    """Return ``(weights_path, card_path)`` for a checkpoint directory or one of its files."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}: no such directory or file")
+    if p.is_dir():
+        directory, weights, card = p, p / WEIGHTS_FILE, p / CARD_FILE
+    elif p.suffix == ".safetensors":
+        directory, weights, card = p.parent, p, p.parent / CARD_FILE
+    elif p.suffix == ".json":
+        directory, weights, card = p.parent, p.parent / WEIGHTS_FILE, p
+    else:
+        raise ValueError(
+            f"{p} is not a checkpoint: give its directory, its .safetensors file or its {CARD_FILE}"
+        )
+    for needed in (card, weights) if need_weights else (card,):
+        if not needed.is_file():
+            raise FileNotFoundError(f"checkpoint {directory} is incomplete: {needed} is missing")
+    return weights, card
+
+
+def _read_card(card_path: Path) -> ModelCard:
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"checkpoint card {card_path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"checkpoint card {card_path} must hold a JSON object, got {type(data).__name__}")
+    try:
+        return ModelCard.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint card {card_path} is invalid: {exc}") from None
+
+
+def load_card(path: str | os.PathLike[str]) -> ModelCard:
+    """Read the :class:`ModelCard` of a checkpoint (directory, its ``.safetensors`` or its card)."""
+    return _read_card(_resolve(path, need_weights=False)[1])
+
+
+def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a checkpointed model and return it in eval mode.
+
+    Accepts the checkpoint directory or the ``model.safetensors`` inside it (its ``card.json`` must
+    sit next to it). The architecture comes from the registry, wrapped in
+    :class:`~advlab.models.wrappers.Normalize` when the card has a normalisation; weights are loaded
+    strictly with safetensors. The card is attached as ``model.advlab_card``.
+
+    Args:
+        path: checkpoint directory or weights file.
+        device: where to put the weights (default CPU).
+
+    Raises:
+        FileNotFoundError: missing directory, weights or card.
+        ValueError: corrupt card or weights, unknown architecture, missing/unexpected keys or
+            shape mismatches (the message names the checkpoint).
+    """
+    weights_path, card_path = _resolve(path)
+    card = _read_card(card_path)
+    if card.architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"checkpoint {card_path.parent}: unknown architecture {card.architecture!r}; "
+            f"valid names: {', '.join(list_architectures())}"
+        )
+    inner = build(card.architecture, **card.arch_kwargs)
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint {weights_path} is not a readable safetensors file: {exc}") from None
+
+    expected = inner.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        if mismatched:
+            parts.append(f"shape mismatches [{'; '.join(mismatched)}]")
+        raise ValueError(
+            f"checkpoint {weights_path} does not fit architecture {card.architecture!r} "
+            f"{card.arch_kwargs}: {', '.join(parts)}"
+        )
+    inner.load_state_dict(state, strict=True)
+    model: nn.Module = inner
+    if card.mean is not None and card.std is not None:
+        model = Normalize(inner, mean=card.mean, std=card.std)
+    model.to(device)
+    model.eval()
+    model.advlab_card = card
+    logger.info("loaded %s checkpoint from %s", card.architecture, weights_path.parent)
+    return model

@@ -1,0 +1,256 @@
+"""Small image classifiers and the registry that names them.
+
+Four architectures that differ in kind (fully connected, tanh/average-pool LeNet, ReLU/max-pool CNN,
+residual network with BatchNorm), so that transfer studies between them mean something. Each is a
+plain :class:`torch.nn.Module` mapping a batch ``(B, C, H, W)`` to logits ``(B, num_classes)`` and is
+built as ``Cls(*, in_shape=(C, H, W), num_classes=K)``; all of them work for ``(1, 8, 8)`` (sklearn
+digits), ``(1, 28, 28)`` (MNIST-like) and ``(3, 32, 32)`` (CIFAR-like) inputs.
+
+The registry :data:`ARCHITECTURES` is data: a name → class mapping, with :func:`build` and
+:func:`build_seeded` as the only constructors that look names up.
+
+Example::
+
+    model = build_seeded("small-cnn", in_shape=(1, 28, 28), num_classes=10, seed=0)
+    logits = model(torch.rand(4, 1, 28, 28))  # (4, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MLP",
+    "LeNet5",
+    "SmallCNN",
+    "SmallResNet",
+    "ARCHITECTURES",
+    "build",
+    "build_seeded",
+    "list_architectures",
+]
+
+
+def _check_shape(
+    cls_name: str, in_shape: Sequence[int], num_classes: int, *, min_side: int = 1
+) -> tuple[int, int, int]:
+    """Validate constructor arguments shared by every architecture; return ``in_shape`` as a tuple."""
+    if isinstance(in_shape, torch.Size):
+        in_shape = tuple(in_shape)
+    if (
+        not isinstance(in_shape, Sequence)
+        or isinstance(in_shape, str)
+        or len(in_shape) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in in_shape)
+    ):
+        raise ValueError(
+            f"{cls_name}: in_shape must be three integers (C, H, W), got {in_shape!r}"
+        )
+    c, h, w = (int(d) for d in in_shape)
+    if c < 1:
+        raise ValueError(f"{cls_name}: in_shape channels must be >= 1, got {in_shape!r}")
+    if h < min_side or w < min_side:
+        raise ValueError(
+            f"{cls_name}: needs inputs of at least {min_side}x{min_side} pixels, got in_shape={in_shape!r}"
+        )
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"{cls_name}: num_classes must be an integer >= 2, got {num_classes!r}")
+    return (c, h, w)
+
+
+class MLP(nn.Module):
+    """Fully connected classifier: flatten → 256 → 128 → ``num_classes`` with ReLU.
+
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("MLP", in_shape, num_classes)
+        self.num_classes = num_classes
+        c, h, w = self.in_shape
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * h * w, 256),
+            nn.ReLU(),
+            nn.Linear(256, 128),
+            nn.ReLU(),
+            nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C, H, W) -> (B, K)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) with tanh and average pooling, as in the original.
+
+    conv5(6) → tanh → avgpool2 → conv5(16) → tanh → avgpool2 → fc120 → fc84 → fc ``num_classes``.
+    Both convolutions use padding 2, so inputs as small as 4x4 (e.g. 8x8 digits) work.
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("LeNet5", in_shape, num_classes, min_side=4)
+        self.num_classes = num_classes
+        c, h, w = self.in_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, kernel_size=5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+        )
+        flat = 16 * (h // 4) * (w // 4)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(flat, 120),
+            nn.Tanh(),
+            nn.Linear(120, 84),
+            nn.Tanh(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, 16, H/4, W/4) -> (B, K)
+
+
+class SmallCNN(nn.Module):
+    """Two-layer ReLU CNN, the demo's main model.
+
+    conv3(32) → ReLU → maxpool2 → conv3(64) → ReLU → maxpool2 → fc128 → ReLU → fc ``num_classes``.
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("SmallCNN", in_shape, num_classes, min_side=4)
+        self.num_classes = num_classes
+        c, h, w = self.in_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 32, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * (h // 4) * (w // 4), 128),
+            nn.ReLU(),
+            nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, 64, H/4, W/4) -> (B, K)
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN layers plus an identity or 1x1 projection shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet-8: a 3x3 stem and three basic blocks (16, 32, 64 channels; the last two stride 2).
+
+    BatchNorm throughout, global average pooling, one linear layer (He et al., 2016).
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("SmallResNet", in_shape, num_classes)
+        self.num_classes = num_classes
+        c = self.in_shape[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+        )
+        self.blocks = nn.Sequential(
+            _BasicBlock(16, 16, stride=1),
+            _BasicBlock(16, 32, stride=2),
+            _BasicBlock(32, 64, stride=2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.blocks(self.stem(x))  # (B, 64, H/4, W/4)
+        return self.fc(torch.flatten(self.pool(out), 1))  # (B, K)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "lenet5": LeNet5,
+    "small-cnn": SmallCNN,
+    "small-resnet": SmallResNet,
+}
+"""Registry of architecture names; :func:`build` and checkpoints look names up here."""
+
+
+def list_architectures() -> list[str]:
+    """Return the registered architecture names, sorted."""
+    return sorted(ARCHITECTURES)
+
+
+def _lookup(name: str) -> type[nn.Module]:
+    try:
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown architecture {name!r}; valid names: {', '.join(list_architectures())}"
+        ) from None
+
+
+def build(name: str, *, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Build the registered architecture ``name`` with freshly initialised weights.
+
+    Initialisation draws from the global torch RNG; use :func:`build_seeded` for a reproducible
+    model that leaves the global RNG untouched.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones) or invalid shapes.
+    """
+    return _lookup(name)(in_shape=in_shape, num_classes=num_classes)
+
+
+def build_seeded(
+    name: str, *, in_shape: tuple[int, int, int], num_classes: int, seed: int
+) -> nn.Module:
+    """Like :func:`build`, with weights initialised from ``seed`` under a forked RNG.
+
+    The same ``seed`` gives the same weights, and the global torch RNG state is the same before and
+    after the call.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    cls = _lookup(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(in_shape=in_shape, num_classes=num_classes)
