@@ -9,5 +9,7 @@ from __future__ import annotations
 
 from advlab.attacks._base import AttackResult, random_targets
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
+from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
 
-__all__ = ["AttackResult", "BIM", "FGM", "FGSM", "IFGSM", "MIFGM", "MIFGSM", "PGD", "random_targets"]
+__all__ = ["ATTACKS", "AttackResult", "BIM", "FGM", "FGSM", "IFGSM", "MIFGM", "MIFGSM", "PGD",
+           "list_attacks", "make_attack", "random_targets"]

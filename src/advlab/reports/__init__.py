@@ -1,0 +1,24 @@
+"""Figures, tables and an HTML page from stored results: a thin layer over the library.
+
+Rendering only: every number drawn or written comes from an :class:`~advlab.attacks.AttackResult`
+or an :class:`~advlab.evaluation.Evaluation` (or is passed in); nothing is recomputed. Figures
+are bare matplotlib ``Figure`` objects on an Agg canvas, so no global ``pyplot`` state is touched.
+Nothing in the library imports this package.
+
+>>> from advlab.reports import accuracy_curve, gallery_from_result, write_report, write_table
+>>> accuracy_curve(ev, path="report/robust_accuracy.png")
+>>> gallery_from_result(x, result, class_names=names, clean_pred=p, clean_conf=c,
+...                     path="report/gallery.png")
+>>> write_table(ev, "report/robust_accuracy.md", "report/rows.csv")
+>>> write_report("report", evaluation=ev, figures=["report/robust_accuracy.png",
+...              "report/gallery.png"], title="SmallCNN on digits")
+"""
+
+from __future__ import annotations
+
+from advlab.reports.curve import accuracy_curve
+from advlab.reports.gallery import gallery, gallery_from_result
+from advlab.reports.page import write_report
+from advlab.reports.table import write_table
+
+__all__ = ["accuracy_curve", "gallery", "gallery_from_result", "write_report", "write_table"]

@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   trains a small CNN on Fashion-MNIST, attacks it, writes report/
+#   make test   runs the test suite
+# Both create .venv and install what they need. torch is pinned to the CPU wheel first:
+# any looser requirement would make pip download a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.advlab-installed
+TORCH ?= torch==2.13.0
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test data bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist where apt is available; otherwise the demo
+# says so and falls back to scikit-learn's digits.
+data:
+	@if [ -d $(FMNIST_DIR) ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
+	  echo "note: could not install dataset-fashion-mnist; the demo will use the digits set"; \
+	else echo "note: no apt-get here; the demo will use the digits set"; fi
+
+demo: $(STAMP) data
+	$(BIN)/advlab demo --out report
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) report runs .pytest_cache .hypothesis

@@ -1,0 +1,50 @@
+"""Attacks by name, for the CLI and experiment specs (the registry is data, not code)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
+
+# name -> (config class, options fixed by the name)
+ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
+    "fgsm": (FGSM, {}),
+    "fgm": (FGSM, {"norm": "l2"}),
+    "ifgsm": (IFGSM, {}),
+    "bim": (IFGSM, {}),
+    "pgd": (PGD, {}),
+    "mifgsm": (MIFGSM, {}),
+    "mifgm": (MIFGSM, {"norm": "l2"}),
+}
+
+DISPLAY_NAMES = {"fgsm": "FGSM", "fgm": "FGM", "ifgsm": "I-FGSM", "bim": "BIM", "pgd": "PGD",
+                 "mifgsm": "MI-FGSM", "mifgm": "MI-FGM"}
+
+
+def list_attacks() -> list[str]:
+    return list(ATTACKS)
+
+
+def make_attack(name: str, *, strict: bool = True, **options: Any) -> Any:
+    """Build an attack configuration by name, e.g. ``make_attack("pgd", eps=0.1, steps=20)``.
+
+    Options set to ``None`` are left at the attack's default. With ``strict=False``, options the
+    attack does not take (``steps`` for FGSM, say) are dropped, so one option set can configure
+    several attacks; with ``strict=True`` they are an error.
+    """
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    if key not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}: use one of {', '.join(ATTACKS)}")
+    cls, fixed = ATTACKS[key]
+    accepted = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - accepted)
+    if unknown and strict:
+        raise ValueError(f"{key} does not take {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
+    for k, v in fixed.items():
+        if k in given and given[k] != v:
+            raise ValueError(f"{key} fixes {k}={v!r}; got {k}={given[k]!r}")
+    kwargs = {k: v for k, v in given.items() if k in accepted}
+    kwargs.update(fixed)
+    return cls(**kwargs)

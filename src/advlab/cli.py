@@ -1,0 +1,190 @@
+"""Command line: argument parsing only; every command is a job in :mod:`advlab.runs`.
+
+    advlab demo                         train, attack and report in one go (the main job)
+    advlab train --data fashion-mnist --model small-cnn --epochs 2 --out runs/cnn
+    advlab attack --checkpoint runs/cnn --attack pgd --eps 0.1 --out runs/cnn/pgd
+    advlab evaluate --checkpoint runs/cnn --attacks fgsm,pgd --eps 0.05,0.1,0.2 --out runs/cnn/eval
+    advlab list                         architectures, datasets and attacks
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+EPILOG = """examples:
+  advlab demo --out report
+  advlab train --data fashion-mnist --model small-cnn --epochs 2 --out runs/cnn
+  advlab attack --checkpoint runs/cnn --attack mifgsm --eps 0.1 --targeted --out runs/cnn/mifgsm
+  advlab evaluate --checkpoint runs/cnn --attacks fgsm,ifgsm,pgd,mifgsm --eps 0.01,0.05,0.1 --out runs/cnn/eval
+"""
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.01,0.1, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names like fgsm,pgd")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _data_options(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    p.add_argument("--data", default=default, metavar="NAME",
+                   help="dataset: fashion-mnist, mnist, digits, npz:PATH or folder:PATH"
+                        + (f" (default {default})" if default else " (default: the checkpoint's)"))
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
+    p.add_argument("--download", action="store_true",
+                   help="download the dataset (checksummed, cached) if it is not found locally")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from advlab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="advlab", description="Attack, defend and measure the adversarial robustness of classifiers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"advlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train a small CNN, attack it over ε, write a report (the main job)",
+                       description="Train a small CNN on Fashion-MNIST (or the digits set when Fashion-MNIST "
+                                   "is not installed), attack it with FGSM, I-FGSM, PGD and MI-FGSM over "
+                                   "ε in 0.01,0.05,0.1,0.15,0.2,0.5,0.7, and write a report folder.")
+    p.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report)")
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (default 2; 20 on digits)")
+    p.add_argument("--n", type=_positive_int, default=1000, help="test images to attack (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the Fashion-MNIST files")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("train", help="train a zoo architecture and save a checkpoint",
+                       description="Train a model from the zoo and save it as safetensors + a JSON card.")
+    _data_options(p, default="fashion-mnist")
+    p.add_argument("--model", default="small-cnn", metavar="NAME",
+                   help="architecture: mlp, lenet5, small-cnn, small-resnet (default small-cnn)")
+    p.add_argument("--epochs", type=_positive_int, default=2, help="training epochs (default 2)")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3, Adam)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("attack", help="attack a saved model; save adversarial examples, metrics, gallery",
+                       description="Attack a checkpoint on test images and write adversarial.safetensors, "
+                                   "metrics.json and gallery.png into --out.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
+    p.add_argument("--attack", default="pgd", metavar="NAME",
+                   help="fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm (default pgd)")
+    p.add_argument("--eps", type=float, required=True, help="perturbation budget ε (inputs are in [0, 1])")
+    p.add_argument("--norm", choices=["linf", "l2", "l1"], help="threat model norm (default linf)")
+    p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
+    p.add_argument("--step-size", type=float, help="step size α (default depends on the attack)")
+    p.add_argument("--targeted", action="store_true", help="aim at a random wrong class per image")
+    p.add_argument("--n", type=_positive_int, default=100, help="test images to attack (default 100)")
+    p.add_argument("--batch-size", type=_positive_int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    p = sub.add_parser("evaluate", help="accuracy against ε for several attacks: table and plot",
+                       description="Clean and robust accuracy of a checkpoint for each attack at each ε "
+                                   "(iterative attacks in evaluation mode), with a worst case per point.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--attacks", type=_name_list, default=["fgsm", "ifgsm", "pgd", "mifgsm"],
+                   help="comma-separated attacks (default fgsm,ifgsm,pgd,mifgsm)")
+    p.add_argument("--eps", type=_float_list, default=[0.01, 0.05, 0.1, 0.15, 0.2, 0.5, 0.7],
+                   help="comma-separated increasing ε values (default 0.01,0.05,0.1,0.15,0.2,0.5,0.7)")
+    p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
+    p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
+    p.add_argument("--step-size", type=float)
+    p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
+    p.add_argument("--batch-size", type=_positive_int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("list", help="list architectures, datasets and attacks")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from advlab import runs
+
+    if args.command == "demo":
+        runs.demo_job(out=args.out, epochs=args.epochs, n=args.n, seed=args.seed, data_dir=args.data_dir,
+                      progress=not args.no_progress)
+    elif args.command == "train":
+        runs.train_job(data=args.data, model=args.model, out=args.out, epochs=args.epochs, seed=args.seed,
+                       batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir,
+                       download=args.download, limit=args.limit, progress=not args.no_progress,
+                       overwrite=args.overwrite)
+    elif args.command == "attack":
+        runs.attack_job(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, out=args.out,
+                        norm=args.norm, steps=args.steps, step_size=args.step_size, targeted=args.targeted,
+                        n=args.n, batch_size=args.batch_size, seed=args.seed, data=args.data,
+                        data_dir=args.data_dir, download=args.download)
+    elif args.command == "evaluate":
+        runs.evaluate_job(checkpoint=args.checkpoint, out=args.out, attacks=args.attacks, eps=args.eps,
+                          norm=args.norm, steps=args.steps, step_size=args.step_size, n=args.n,
+                          batch_size=args.batch_size, seed=args.seed, data=args.data,
+                          data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+    elif args.command == "list":
+        from advlab.attacks import list_attacks
+        from advlab.data import available_datasets
+        from advlab.models import list_architectures
+
+        print("architectures:", ", ".join(list_architectures()))
+        print("datasets:     ", ", ".join(available_datasets()), "(plus npz:PATH, folder:PATH)")
+        print("attacks:      ", ", ".join(list_attacks()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        return _run(args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("advlab: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            KeyError, OSError) as err:
+        message = str(err).strip("'\"") or type(err).__name__
+        print(f"advlab {args.command}: error: {message}", file=sys.stderr)
+        print("(run again with --debug for the full traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Jobs: train, attack, evaluate and the demo, as functions the CLI and tests call."""
+
+from __future__ import annotations
+
+from advlab.runs.jobs import DEMO_EPS, attack_job, demo_job, evaluate_job, train_job
+
+__all__ = ["DEMO_EPS", "attack_job", "demo_job", "evaluate_job", "train_job"]

@@ -1,0 +1,81 @@
+"""accuracy_curve: one line per attack with the stored robust accuracies, in %, and the axes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _png import assert_png
+from conftest import EPS, N, N_CORRECT, ROBUST, make_rows
+from matplotlib.colors import to_hex
+
+from advlab.evaluation import Evaluation
+from advlab.reports import accuracy_curve
+
+
+def _lines(fig):
+    (ax,) = fig.axes
+    return ax, {line.get_label(): line for line in ax.lines}
+
+
+def test_one_line_per_attack_with_stored_values_in_percent(evaluation):
+    ax, lines = _lines(accuracy_curve(evaluation))
+    clean = f"clean 90.0% ({N_CORRECT}/{N})"
+    assert list(lines) == ["FGSM", "PGD", "worst-case", clean]
+    for name, counts in ROBUST.items():
+        np.testing.assert_allclose(lines[name].get_xdata(), EPS)
+        np.testing.assert_allclose(lines[name].get_ydata(), [100 * k / N for k in counts])
+        assert lines[name].get_marker() not in (None, "None", "")
+    np.testing.assert_allclose(lines[clean].get_ydata(), [90.0, 90.0])
+
+
+def test_plotted_values_are_the_stored_ones_not_recomputed(evaluation):
+    """A row whose robust_accuracy disagrees with n_robust / n is drawn as stored."""
+    rows = list(evaluation.rows)
+    rows[1] = type(rows[1])(**{**rows[1].__dict__, "robust_accuracy": 0.123})
+    _, lines = _lines(accuracy_curve(Evaluation(rows=rows)))
+    assert lines[rows[1].attack].get_ydata()[0] == pytest.approx(12.3)
+
+
+def test_styles_worst_case_dashed_black_clean_dotted(evaluation):
+    _, lines = _lines(accuracy_curve(evaluation))
+    assert lines["worst-case"].get_linestyle() == "--"
+    assert to_hex(lines["worst-case"].get_color()) == "#000000"
+    assert lines["FGSM"].get_linestyle() == "-" and lines["PGD"].get_linestyle() == "-"
+    clean = [line for label, line in lines.items() if label.startswith("clean")][0]
+    assert clean.get_linestyle() == ":"
+
+
+def test_axes_limits_labels_and_denominators(evaluation):
+    fig = accuracy_curve(evaluation)
+    ax, _ = _lines(fig)
+    assert ax.get_ylim() == (0.0, 100.0)
+    assert ax.get_xscale() == "linear"
+    assert "robust accuracy (%)" in ax.get_ylabel()
+    assert f"n = {N}" in ax.get_title() and str(N_CORRECT) in ax.get_title()
+    assert fig.get_suptitle() == "Robust accuracy vs ε (linf)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["FGSM", "PGD", "worst-case"]
+    assert accuracy_curve(evaluation, title="Mine").get_suptitle() == "Mine"
+
+
+def test_wide_eps_span_gets_symlog():
+    eps = (0.0, 0.001, 0.01, 0.5)
+    ev = Evaluation(rows=make_rows(eps=eps, robust={"FGSM": (180, 170, 120, 3)}))
+    ax, lines = _lines(accuracy_curve(ev))
+    assert ax.get_xscale() == "symlog"
+    lo, hi = ax.get_xlim()
+    assert lo < 0 < 0.001 and hi > 0.5 and lo > -0.001  # ε = 0 shown, no negative decade
+    np.testing.assert_allclose(lines["FGSM"].get_xdata(), eps)
+    narrow = Evaluation(rows=make_rows(eps=(0.001, 0.1), robust={"FGSM": (170, 3)}))
+    assert _lines(accuracy_curve(narrow))[0].get_xscale() == "linear"  # exactly 100x: linear
+
+
+def test_png_is_written(tmp_path, evaluation):
+    path = tmp_path / "curve.png"
+    fig = accuracy_curve(evaluation, path=path)
+    w, h = fig.get_size_inches()
+    assert_png(path, width=round(w * 120), height=round(h * 120))
+
+
+def test_empty_evaluation_is_refused():
+    with pytest.raises(ValueError, match="no rows"):
+        accuracy_curve(Evaluation(rows=[]))

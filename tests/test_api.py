@@ -1,0 +1,45 @@
+"""The public names users rely on are curated: pin them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import advlab.attacks as attacks
+import advlab.evaluation as evaluation
+import advlab.runs as runs
+
+
+def test_attacks_api_is_pinned():
+    assert set(attacks.__all__) == {"ATTACKS", "AttackResult", "BIM", "FGM", "FGSM", "IFGSM", "MIFGM",
+                                    "MIFGSM", "PGD", "list_attacks", "make_attack", "random_targets"}
+    for name in attacks.__all__:
+        assert getattr(attacks, name) is not None
+
+
+def test_evaluation_and_runs_api_are_pinned():
+    assert set(evaluation.__all__) == {"EvalRow", "Evaluation", "clean_predictions", "evaluate", "provenance"}
+    assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "demo_job", "evaluate_job", "train_job"}
+
+
+@pytest.mark.parametrize("cls", [attacks.FGSM, attacks.IFGSM, attacks.PGD, attacks.MIFGSM])
+def test_attacks_are_frozen_keyword_only_dataclasses_with_docstrings(cls):
+    params = dataclasses.fields(cls)
+    assert all(f.kw_only for f in params)
+    assert cls.__dataclass_params__.frozen
+    doc = cls.__doc__ or ""
+    assert "Example" in doc and any(year in doc for year in ("2015", "2017", "2018"))
+
+
+def test_make_attack_by_name():
+    a = attacks.make_attack("mifgm", eps=1.0, steps=5)
+    assert isinstance(a, attacks.MIFGSM) and a.norm == "l2" and a.steps == 5
+    assert attacks.make_attack("bim", eps=0.1) == attacks.IFGSM(eps=0.1)
+    with pytest.raises(ValueError, match="does not take"):
+        attacks.make_attack("fgsm", eps=0.1, steps=3)
+    assert attacks.make_attack("fgsm", eps=0.1, steps=3, strict=False) == attacks.FGSM(eps=0.1)
+    with pytest.raises(ValueError, match="fixes norm"):
+        attacks.make_attack("fgm", eps=0.1, norm="linf")
+    with pytest.raises(ValueError, match="unknown attack"):
+        attacks.make_attack("zoo", eps=0.1)

@@ -1,0 +1,114 @@
+"""The CLI end to end on the digits set: train, attack, evaluate, list, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from advlab.cli import main
+from advlab.models import load, load_card
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "cnn"
+    rc = main(["train", "--data", "digits", "--model", "small-cnn", "--epochs", "4", "--seed", "0",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_a_loadable_checkpoint_with_its_card(checkpoint):
+    card = load_card(checkpoint)
+    assert card.dataset == "digits" and card.seed == 0 and card.clean_accuracy > 0.8
+    assert card.training["epochs"] == 4
+    model = load(checkpoint)
+    assert not model.training
+
+
+def test_attack_writes_examples_metrics_and_gallery(checkpoint, tmp_path):
+    out = tmp_path / "pgd"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "pgd", "--eps", "0.2",
+                 "--steps", "10", "--n", "60", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 60 and metrics["eps"] == 0.2 and metrics["norm"] == "linf"
+    assert 0.5 < metrics["success_rate_over_correct"] <= 1.0
+    assert metrics["robust_accuracy"] < metrics["clean_accuracy"]
+    tensors = load_file(str(out / "adversarial.safetensors"))
+    delta = (tensors["x_adv"] - tensors["x"]).abs().flatten(1).amax(1)
+    assert delta.max() <= 0.2 + 1e-6
+    assert (out / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_targeted_attack(checkpoint, tmp_path):
+    out = tmp_path / "t"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "mifgsm", "--eps", "0.3",
+                 "--steps", "20", "--targeted", "--n", "40", "--out", str(out)]) == 0
+    tensors = load_file(str(out / "adversarial.safetensors"))
+    hit = (tensors["pred_adv"] == tensors["target"]).float().mean()
+    assert hit > 0.7
+    assert json.loads((out / "metrics.json").read_text())["targeted"] is True
+
+
+def test_evaluate_writes_table_plot_and_json(checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--attacks", "fgsm,pgd", "--eps",
+                 "0.05,0.1,0.3", "--steps", "10", "--n", "100", "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    names = {r["attack"] for r in data["rows"]}
+    assert names == {"FGSM", "PGD", "worst-case"}
+    pgd = [r["robust_accuracy"] for r in data["rows"] if r["attack"] == "PGD"]
+    assert pgd == sorted(pgd, reverse=True) and pgd[-1] < pgd[0]
+    assert "| PGD |" in (out / "robust_accuracy.md").read_text()
+    for name in ("accuracy_vs_eps.png", "index.html", "robust_accuracy.csv"):
+        assert (out / name).stat().st_size > 100
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["attack", "--checkpoint", "/nonexistent", "--eps", "0.1", "--out", "x"], "nonexistent"),
+    (["train", "--data", "nosuchdata", "--out", "x"], "nosuchdata"),
+    (["train", "--data", "digits", "--model", "vgg99", "--out", "{tmp}/m"], "vgg99"),
+])
+def test_errors_are_one_clear_line_not_a_traceback(argv, needle, capsys, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and needle in err and "Traceback" not in err
+
+
+def test_negative_eps_is_a_clear_error(checkpoint, capsys, tmp_path):
+    assert main(["attack", "--checkpoint", str(checkpoint), "--eps", "-0.1", "--out", str(tmp_path)]) == 2
+    assert "eps must be" in capsys.readouterr().err
+
+
+def test_unknown_attack_lists_the_choices(checkpoint, capsys, tmp_path):
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "deepfool9", "--eps", "0.1",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pgd" in err and "mifgsm" in err
+
+
+def test_decreasing_eps_is_rejected(checkpoint, capsys, tmp_path):
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--eps", "0.2,0.1", "--out", str(tmp_path),
+                 "--no-progress"]) == 2
+    assert "increasing" in capsys.readouterr().err
+
+
+def test_list_and_help_run_as_a_program():
+    out = subprocess.run([sys.executable, "-m", "advlab.cli", "list"], capture_output=True, text=True)
+    assert out.returncode == 0 and "small-cnn" in out.stdout and "mifgsm" in out.stdout
+    helptext = subprocess.run([sys.executable, "-m", "advlab.cli", "attack", "--help"],
+                              capture_output=True, text=True).stdout
+    assert "--eps" in helptext and "--targeted" in helptext
+
+
+def test_bad_eps_list_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--checkpoint", "x", "--eps", "a,b", "--out", "y"])
+    assert info.value.code == 2
+    assert "comma-separated numbers" in capsys.readouterr().err
