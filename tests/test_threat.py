@@ -124,6 +124,16 @@ def test_invalid_threat_models_raise(kwargs, match):
         ThreatModel(**kwargs)
 
 
+def test_unbounded_threat_model_only_clips_to_the_box():
+    tm = ThreatModel(norm="l2", eps=math.inf)
+    x = torch.rand(4, 10)
+    far = x + 5 * torch.randn(4, 10)
+    assert torch.equal(tm.project(far, x), far.clamp(0, 1))
+    assert tm.contains(far.clamp(0, 1), x).all()
+    with pytest.raises(ValueError, match="finite eps"):
+        tm.random_start(x, generator=None)
+
+
 def test_threat_model_is_immutable():
     tm = ThreatModel(norm="l2", eps=1.0)
     with pytest.raises(AttributeError):

@@ -98,7 +98,8 @@ class ThreatModel:
 
     Args:
         norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"inf"``, ``2`` are accepted).
-        eps: the radius, ``>= 0``, in input units (for images in [0, 1], 8/255 ≈ 0.031).
+        eps: the radius, ``>= 0``, in input units (for images in [0, 1], 8/255 ≈ 0.031);
+            ``math.inf`` for minimal-perturbation attacks, which are bounded only by the box.
         bounds: ``(lo, hi)``, the box every adversarial input must stay in.
         targeted: whether the attacker aims at a chosen class (recorded for reports).
 
@@ -120,8 +121,9 @@ class ThreatModel:
             eps = float(self.eps)
         except (TypeError, ValueError):
             raise TypeError(f"eps must be a number, got {type(self.eps).__name__}") from None
-        if not math.isfinite(eps) or eps < 0:
-            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        if math.isnan(eps) or eps < 0:
+            raise ValueError(f"eps must be a number >= 0 (math.inf for an unbounded, minimal-norm "
+                             f"attack), got {self.eps!r}")
         object.__setattr__(self, "eps", eps)
         try:
             lo, hi = (float(b) for b in self.bounds)
@@ -207,6 +209,8 @@ class ThreatModel:
         uniform on the sphere (Gaussian / Laplace, normalised) and a radius ``eps * u^(1/d)``.
         """
         eps = self.eps
+        if not math.isfinite(eps):
+            raise ValueError("a random start needs a finite eps")
         if self.norm == "linf":
             noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
             return self.clip(x + noise)

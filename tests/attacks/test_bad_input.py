@@ -16,6 +16,7 @@ def xy(digits):
 
 @pytest.mark.parametrize("make,match", [
     (lambda: PGD(eps=-0.1), "eps must be"),
+    (lambda: FGSM(eps=float("inf")), "finite eps"),
     (lambda: PGD(eps=0.1, norm="l3"), "unknown norm"),
     (lambda: PGD(eps=0.1, steps=0), "steps must be"),
     (lambda: PGD(eps=0.1, step_size=-1.0), "step_size"),

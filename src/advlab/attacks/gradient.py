@@ -34,6 +34,9 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
 def _check_common(config: Any) -> None:
     """Validate the fields the gradient attacks share (called from ``__post_init__``)."""
     ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds)  # raises on bad values
+    if not math.isfinite(config.eps):
+        raise ValueError(f"{type(config).__name__} needs a finite eps; for minimal perturbations use "
+                         "a minimal-norm attack")
     get_loss(config.loss)
     step_size = getattr(config, "step_size", None)
     if step_size is not None and not (isinstance(step_size, (int, float)) and math.isfinite(step_size)
