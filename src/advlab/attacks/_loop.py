@@ -55,10 +55,14 @@ class LoopState:
                    pred=torch.full((b,), -1, **long), confidence=torch.zeros(b, dtype=x.dtype, device=x.device),
                    num_grads=torch.zeros(b, **long), num_forwards=torch.zeros(b, **long))
 
-    def record(self, idx: Tensor, x_adv: Tensor, logits: Tensor, success: Tensor) -> None:
-        """Store the final point, prediction and success of the points ``idx``."""
+    def record(self, idx: Tensor, x_adv: Tensor, logits: Tensor, success: Tensor, *,
+               grads: int, forwards: int) -> None:
+        """Store the final point, prediction and success of the points ``idx``, and add the
+        gradient and forward passes they took in this run of the loop."""
         probs = torch.softmax(logits.detach(), dim=1)
         conf, pred = probs.max(dim=1)
+        self.num_grads[idx] += grads
+        self.num_forwards[idx] += forwards
         self.x_adv[idx] = x_adv.detach()
         self.pred[idx] = pred
         self.confidence[idx] = conf.to(self.confidence.dtype)
@@ -85,14 +89,13 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
     for step in range(schedule.steps):
         x_adv.requires_grad_(True)
         obj, logits = objective(model, x_adv, y, target, loss, check=check_first and step == 0)
-        state.num_forwards[idx] += 1
         leaf, keep = x_adv, None
         if early:
             hit = is_success(logits.detach().argmax(dim=1), y, target)
             if bool(hit.any()):
                 # (the finished points' rows of the backward below are wasted; re-running the
                 # forward on the survivors would cost more)
-                state.record(idx[hit], x_adv[hit], logits[hit], hit[hit])
+                state.record(idx[hit], x_adv[hit], logits[hit], hit[hit], grads=step, forwards=step + 1)
                 keep = ~hit
                 if not bool(keep.any()):
                     return
@@ -105,7 +108,6 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
         grad, = torch.autograd.grad(obj.mean(), leaf)
         if keep is not None:
             grad = grad[keep]
-        state.num_grads[idx] += 1
         if velocity is not None:
             grad = grad / grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-30)
             velocity = grad + velocity * schedule.momentum
@@ -118,5 +120,5 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
         logits = model(x_adv)
     if check_first and schedule.steps == 0:
         check_logits(logits, y, target)
-    state.num_forwards[idx] += 1
-    state.record(idx, x_adv, logits, is_success(logits.argmax(dim=1), y, target))
+    state.record(idx, x_adv, logits, is_success(logits.argmax(dim=1), y, target),
+                 grads=schedule.steps, forwards=schedule.steps + 1)
