@@ -1,0 +1,293 @@
+"""Gradient-masking audit: the sanity checks of Carlini et al. (2019, "On Evaluating Adversarial
+Robustness", Sec. 5-7) and Athalye, Carlini & Wagner (2018, "Obfuscated Gradients Give a False
+Sense of Security"), run as one call after (or instead of) an evaluation.
+
+A robustness number means little when the attacks behind it could not follow the model's
+gradient. Each check below is a symptom of that, and each failure comes with what it suggests:
+
+* ``logits``: the model returns logits, not probabilities (softmax outputs saturate gradients);
+* ``deterministic``: two forward passes agree (a randomised model needs EOT);
+* ``gradients``: input gradients of the loss are finite and non-zero on almost every point
+  (vanishing / shattered gradients: distillation, non-differentiable layers);
+* ``iterative_beats_single_step``: PGD succeeds at least as often as FGSM;
+* ``success_rises_with_eps``: PGD's success does not fall as ε grows;
+* ``unbounded_succeeds``: with ε covering the whole input box PGD fools (almost) every point;
+* ``white_box_beats_transfer``: attacking the model itself beats transferring from a surrogate
+  trained on the model's own labels;
+* ``white_box_beats_noise``: PGD beats a query-only baseline, random points of the ε-ball.
+
+Example:
+    >>> report = audit(model, x, y, norm="linf", eps=0.1)
+    >>> report.passed, [c.name for c in report.failed_checks]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from advlab._checks import check_inputs, check_model, eval_mode
+from advlab.attacks import FGSM, PGD
+from advlab.evaluation.robustness import provenance
+from advlab.threat import ThreatModel, canonical_norm
+
+log = logging.getLogger(__name__)
+
+REQUIRED_ATTACKS = ("single_step", "iterative")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One audit check: its outcome, the numbers behind it, and what a failure suggests."""
+
+    name: str
+    passed: bool
+    detail: str
+    advice: str = ""
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """All checks of an audit; ``passed`` only if every check passed."""
+
+    checks: tuple[Check, ...]
+    norm: str
+    eps: float
+    n: int
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def check(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
+
+    def summary(self) -> str:
+        lines = [f"Gradient-masking audit ({self.norm}, ε={self.eps:g}, n={self.n}): "
+                 f"{'PASSED' if self.passed else 'FAILED ' + str(len(self.failed_checks)) + ' check(s)'}"]
+        for c in self.checks:
+            lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
+            if not c.passed and c.advice:
+                lines.append(f"         -> {c.advice}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "norm": self.norm, "eps": self.eps, "n": self.n,
+                "checks": [asdict(c) for c in self.checks], "provenance": dict(self.provenance)}
+
+
+def _success(attack: Any, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int,
+             seed: int) -> Tensor:
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    parts = [attack(model, x[i:i + batch_size], y[i:i + batch_size], generator=gen).success
+             for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(parts)
+
+
+def _train_surrogate(model: nn.Module, x: Tensor, *, num_classes: int, seed: int,
+                     epochs: int = 20) -> nn.Module:
+    """A small MLP fitted to the model's own predictions on ``x`` (labels only, no gradients)."""
+    with torch.no_grad(), eval_mode(model):
+        labels = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, x.shape[0], 512)])
+    d = x[0].numel()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sur = nn.Sequential(nn.Flatten(), nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, num_classes)).to(x.device)
+    opt = torch.optim.Adam(sur.parameters(), lr=1e-3)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
+        for i in range(0, x.shape[0], 64):
+            b = perm[i:i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(sur(x[b]), labels[b]).backward()
+            opt.step()
+    return sur.eval()
+
+
+def _noise_success(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, samples: int,
+                   seed: int, batch_size: int) -> Tensor:
+    """Query-only baseline: a point counts as broken if any of ``samples`` random points of the
+    ε-ball around it is misclassified."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    with torch.no_grad(), eval_mode(model):
+        for _ in range(samples):
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i:i + batch_size]
+                if threat.norm == "linf":  # corners of the box are the strongest random points
+                    sign = torch.empty_like(xb).bernoulli_(0.5, generator=gen) * 2 - 1
+                    xr = threat.project(xb + threat.eps * sign, xb)
+                else:
+                    xr = threat.random_start(xb, generator=gen)
+                broken[i:i + batch_size] |= model(xr).argmax(1) != y[i:i + batch_size]
+    return broken
+
+
+def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: float,
+          bounds: tuple[float, float] = (0.0, 1.0), attacks: Mapping[str, Any] | None = None,
+          surrogate: nn.Module | None = None, steps: int = 20, noise_samples: int = 20,
+          max_points: int = 500, batch_size: int = 250, seed: int = 0,
+          tolerance: float = 0.02, zero_grad_fraction: float = 0.1) -> AuditReport:
+    """Run the gradient-masking checks on ``model`` over (at most ``max_points`` of) ``x, y``.
+
+    Args:
+        model: an ``nn.Module`` returning logits (a probability model is reported, not rejected).
+        x, y: inputs inside ``bounds`` and their labels.
+        norm, eps, bounds: the threat model of the evaluation being audited.
+        attacks: optional ``{"single_step": ..., "iterative": ...}`` attack configurations to use
+            instead of FGSM and PGD (each must accept ``eps`` via ``dataclasses.replace``).
+        surrogate: a model to transfer from; by default an MLP fitted to ``model``'s labels.
+        steps: PGD steps for the iterative checks.
+        noise_samples: random points per input for the query-only baseline.
+        tolerance: slack for comparisons between success rates.
+        zero_grad_fraction: the share of points with zero or non-finite gradients that fails the
+            ``gradients`` check.
+
+    Returns:
+        An :class:`AuditReport` (``.passed``, ``.failed_checks`` with advice, ``.summary()``).
+    """
+    import dataclasses
+
+    check_model(model)
+    norm = canonical_norm(norm)
+    threat = ThreatModel(norm=norm, eps=eps, bounds=bounds)
+    if not math.isfinite(threat.eps) or threat.eps <= 0:
+        raise ValueError(f"audit needs a finite eps > 0, got {eps!r}")
+    check_inputs(model, x, y, bounds=threat.bounds)
+    if attacks is not None:
+        missing = [k for k in REQUIRED_ATTACKS if k not in attacks]
+        if missing:
+            raise ValueError(f"audit needs attacks for {', '.join(REQUIRED_ATTACKS)}; missing: "
+                             f"{', '.join(missing)} (or pass attacks=None for FGSM and PGD)")
+        single, iterative = attacks["single_step"], attacks["iterative"]
+    else:
+        single = FGSM(eps=eps, norm=norm, bounds=threat.bounds)
+        iterative = PGD(eps=eps, norm=norm, steps=steps, bounds=threat.bounds)
+    x, y = x[:max_points].detach(), y[:max_points]
+    n = x.shape[0]
+    checks: list[Check] = []
+
+    with eval_mode(model), torch.no_grad():
+        out1 = torch.cat([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])
+        out2 = torch.cat([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])
+    num_classes = out1.shape[1]
+    probs_like = bool((out1 >= 0).all()) and bool(torch.allclose(out1.sum(1), torch.ones(n, device=x.device), atol=1e-4))
+    checks.append(Check(
+        "logits", not probs_like,
+        "outputs are probabilities (non-negative rows summing to 1)" if probs_like else "outputs are logits",
+        "remove the final softmax; attack the logits (a softmax output saturates and hides gradients)",
+        {"probabilities": probs_like}))
+    max_diff = float((out1 - out2).abs().max())
+    checks.append(Check(
+        "deterministic", max_diff == 0.0, f"two forward passes differ by at most {max_diff:.3g}",
+        "the model is randomised: evaluate with expectation over transformation (average gradients over "
+        "several samples, e.g. APGD(eot_iter=20)) and report the randomness", {"max_abs_diff": max_diff}))
+    if probs_like:  # every attack below needs logits: report what was found and stop here
+        prov = provenance(seed=seed)
+        return AuditReport(checks=tuple(checks), norm=norm, eps=float(eps), n=n, provenance=prov)
+    correct = out1.argmax(1) == y
+    if not bool(correct.any()):
+        raise ValueError("the model classifies none of the audit points correctly; audit a trained model")
+    xc, yc = x[correct], y[correct]
+    nc = xc.shape[0]
+
+    # -- gradients ------------------------------------------------------------------------
+    zero = bad = 0
+    with eval_mode(model), torch.enable_grad():
+        for i in range(0, nc, batch_size):
+            xb = xc[i:i + batch_size].clone().requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(xb), yc[i:i + batch_size], reduction="sum")
+            g, = torch.autograd.grad(loss, xb, allow_unused=True)
+            if g is None:
+                zero += xb.shape[0]
+                continue
+            flat = g.flatten(1)
+            finite = torch.isfinite(flat).all(1)
+            bad += int((~finite).sum())
+            zero += int(((flat == 0).all(1) & finite).sum())
+    frac = (zero + bad) / nc
+    checks.append(Check(
+        "gradients", frac <= zero_grad_fraction,
+        f"{zero} of {nc} correctly classified points have an exactly zero loss gradient, {bad} a non-finite one",
+        "vanishing or shattered gradients (saturated softmax as in defensive distillation, or a "
+        "non-differentiable layer): attack the logits with the C&W margin or DLR loss, and replace "
+        "non-differentiable layers by a differentiable approximation (BPDA)",
+        {"zero": zero, "nonfinite": bad, "points": nc}))
+
+    # -- single step vs iterative ---------------------------------------------------------
+    s_single = _success(single, model, xc, yc, batch_size=batch_size, seed=seed).float().mean().item()
+    s_iter = _success(iterative, model, xc, yc, batch_size=batch_size, seed=seed).float().mean().item()
+    checks.append(Check(
+        "iterative_beats_single_step", s_iter + tolerance >= s_single,
+        f"success {100 * s_iter:.1f}% (iterative) vs {100 * s_single:.1f}% (single step) of {nc} points",
+        "a single step beats the iterative attack: the loss surface is masked locally; try more steps, "
+        "random restarts, a different loss, or attack a smoothed surrogate",
+        {"iterative": s_iter, "single_step": s_single}))
+
+    # -- monotone in eps, unbounded reaches 100% ------------------------------------------
+    grid = [eps / 4, eps / 2, eps, 2 * eps, 4 * eps]
+    rates = [_success(dataclasses.replace(iterative, eps=e), model, xc, yc, batch_size=batch_size,
+                      seed=seed).float().mean().item() for e in grid]
+    drops = [(a, b) for a, b in zip(rates, rates[1:]) if b + tolerance < a]
+    checks.append(Check(
+        "success_rises_with_eps", not drops,
+        "success at ε × (1/4, 1/2, 1, 2, 4): " + ", ".join(f"{100 * r:.1f}%" for r in rates),
+        "success falls as ε grows: the attack is not converging; increase steps or restarts",
+        {"eps": grid, "success": rates}))
+    lo, hi = threat.bounds
+    d = xc[0].numel()
+    full = {"linf": hi - lo, "l2": (hi - lo) * math.sqrt(d), "l1": (hi - lo) * d}[norm]
+    unbounded = dataclasses.replace(iterative, eps=full)
+    if hasattr(unbounded, "steps"):
+        unbounded = dataclasses.replace(unbounded, steps=max(2 * steps, 20))
+    s_unb = _success(unbounded, model, xc, yc, batch_size=batch_size, seed=seed).float().mean().item()
+    checks.append(Check(
+        "unbounded_succeeds", s_unb >= 0.99,
+        f"with ε = {full:.3g} (the whole input box) the iterative attack fools {100 * s_unb:.1f}% of points",
+        "an unbounded attack must reach 100%; below it the attack is failing, not the model "
+        "resisting: gradients are masked (see the gradients check) or the attack is misconfigured",
+        {"eps": full, "success": s_unb}))
+
+    # -- white box vs transfer and vs query-only noise -----------------------------------
+    sur = surrogate if surrogate is not None else _train_surrogate(model, x, num_classes=num_classes, seed=seed)
+    s_transfer = 0.0
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    fooled = []
+    for i in range(0, nc, batch_size):
+        adv = iterative(sur, xc[i:i + batch_size], yc[i:i + batch_size], generator=gen).x_adv
+        with torch.no_grad(), eval_mode(model):
+            fooled.append(model(adv).argmax(1) != yc[i:i + batch_size])
+    s_transfer = torch.cat(fooled).float().mean().item()
+    checks.append(Check(
+        "white_box_beats_transfer", s_iter + tolerance >= s_transfer,
+        f"white-box success {100 * s_iter:.1f}% vs {100 * s_transfer:.1f}% transferred from a surrogate",
+        "examples crafted on another model fool this one more often than its own gradients do: "
+        "its gradients are masked; report the transfer attack and use BPDA or a surrogate",
+        {"white_box": s_iter, "transfer": s_transfer}))
+    s_noise = _noise_success(model, xc, yc, threat, samples=noise_samples, seed=seed,
+                             batch_size=batch_size).float().mean().item()
+    checks.append(Check(
+        "white_box_beats_noise", s_iter + tolerance >= s_noise,
+        f"white-box success {100 * s_iter:.1f}% vs {100 * s_noise:.1f}% for {noise_samples} random points "
+        "of the ε-ball (query-only)",
+        "random perturbations beat the gradient attack: gradients are masked; use gradient-free "
+        "(score- or decision-based) attacks as well", {"white_box": s_iter, "noise": s_noise}))
+    prov = provenance(seed=seed, attacks={"single_step": repr(single), "iterative": repr(iterative)})
+    report = AuditReport(checks=tuple(checks), norm=norm, eps=float(eps), n=n, provenance=prov)
+    log.info("%s", report.summary())
+    return report
