@@ -112,3 +112,13 @@ def test_bad_eps_list_is_an_argparse_error(capsys):
         main(["evaluate", "--checkpoint", "x", "--eps", "a,b", "--out", "y"])
     assert info.value.code == 2
     assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_audit_command_passes_a_standard_model(checkpoint, tmp_path, capsys):
+    out = tmp_path / "audit"
+    rc = main(["audit", "--checkpoint", str(checkpoint), "--eps", "0.1", "--steps", "5", "--n", "80",
+               "--out", str(out)])
+    data = json.loads((out / "audit.json").read_text())
+    assert rc == (0 if data["passed"] else 1)
+    assert len(data["checks"]) == 8
+    assert "Gradient-masking audit" in capsys.readouterr().out

@@ -4,6 +4,7 @@
     advlab train --data fashion-mnist --model small-cnn --epochs 2 --out runs/cnn
     advlab attack --checkpoint runs/cnn --attack pgd --eps 0.1 --out runs/cnn/pgd
     advlab evaluate --checkpoint runs/cnn --attacks fgsm,pgd --eps 0.05,0.1,0.2 --out runs/cnn/eval
+    advlab audit --checkpoint runs/cnn --eps 0.1 --out runs/cnn/audit
     advlab list                         architectures, datasets and attacks
 """
 
@@ -128,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("audit", help="check an evaluation for gradient masking (Carlini et al. 2019)",
+                       description="Run the gradient-masking checks on a checkpoint: logits not probabilities, "
+                                   "determinism, non-zero gradients, iterative beats single-step, success rises "
+                                   "with ε and reaches 100% unbounded, white-box beats transfer and random noise. "
+                                   "Exits with status 1 when a check fails.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--eps", type=float, required=True, help="the ε of the evaluation being audited")
+    p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
+    p.add_argument("--steps", type=_positive_int, default=20, help="PGD steps (default 20)")
+    p.add_argument("--n", type=_positive_int, default=500, help="test images (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+
     sub.add_parser("list", help="list architectures, datasets and attacks")
     return parser
 
@@ -153,6 +168,11 @@ def _run(args: argparse.Namespace) -> int:
                           norm=args.norm, steps=args.steps, step_size=args.step_size, n=args.n,
                           batch_size=args.batch_size, seed=args.seed, data=args.data,
                           data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+    elif args.command == "audit":
+        report = runs.audit_job(checkpoint=args.checkpoint, eps=args.eps, out=args.out, norm=args.norm,
+                                n=args.n, steps=args.steps, seed=args.seed, data=args.data,
+                                data_dir=args.data_dir, download=args.download)
+        return 0 if report.passed else 1
     elif args.command == "list":
         from advlab.attacks import list_attacks
         from advlab.data import available_datasets

@@ -289,3 +289,23 @@ def demo_job(*, out: str | Path = "report", epochs: int | None = None, n: int = 
         print(f"report written to {files['html']} ({seconds:.0f} s)")
     return DemoOutput(folder=out, dataset=ds.name, clean_accuracy=trained.card.clean_accuracy,
                       evaluation=ev, files=files, seconds=seconds)
+
+
+def audit_job(*, checkpoint: str | Path, eps: float, out: str | Path, norm: str = "linf",
+              n: int = 500, steps: int = 20, seed: int = 0, data: str | None = None,
+              data_dir: str | None = None, download: bool = False, quiet: bool = False) -> Any:
+    """Run the gradient-masking audit on a checkpoint; write ``audit.json`` and ``audit.txt``."""
+    from advlab.evaluation import audit
+
+    model = load(checkpoint)
+    card = load_card(checkpoint)
+    ds = _checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    report = audit(model, ds.x, ds.y, norm=norm, eps=eps, steps=steps, seed=seed, max_points=n)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_out = report.to_dict()
+    data_out["provenance"].update({"checkpoint": str(checkpoint), "dataset": ds.name})
+    (out / "audit.json").write_text(json.dumps(data_out, indent=2, default=float) + "\n", encoding="utf-8")
+    (out / "audit.txt").write_text(report.summary() + "\n", encoding="utf-8")
+    _say(report.summary(), quiet)
+    return report
