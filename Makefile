@@ -37,5 +37,21 @@ demo: $(STAMP) data
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# --- benchmarks ---------------------------------------------------------------------------------
+# `make bench`: builds .venv-bench once (torch==2.13.0 CPU first, then advlab editable, ART,
+# Foolbox + EagerPy, torchattacks --no-deps; see bench/setup.sh), then times L∞ PGD against the
+# peers and writes bench/results/pgd.md and pgd.json. About 10-15 minutes on 2 cores the first
+# time (setup ~1 min, training the cached model 2-4 min, timing ~8 min), ~9 minutes after.
+# BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS="--budget 120"`.
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+
+.PHONY: bench-venv
+bench: bench-venv
+	$(BENCH_VENV)/bin/python bench/bench_pgd.py $(BENCH_ARGS)
+
+bench-venv:
+	VENV_BENCH=$(CURDIR)/$(BENCH_VENV) bash bench/setup.sh
+
 clean:
-	rm -rf $(VENV) report runs .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) report runs .pytest_cache .hypothesis
