@@ -19,10 +19,12 @@ def test_attacks_api_is_pinned():
 
 
 def test_evaluation_and_runs_api_are_pinned():
-    assert set(evaluation.__all__) == {"AuditReport", "Check", "EvalRow", "Evaluation", "audit",
-                                       "clean_predictions", "evaluate", "provenance"}
+    assert set(evaluation.__all__) == {
+        "AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow", "Evaluation", "SubspaceDims",
+        "Trajectory", "adversarial_subspace_dim", "audit", "clean_predictions", "decision_map", "evaluate",
+        "gaas_directions", "perturbation_cosine_similarity", "provenance", "record_trajectory"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "demo_job", "evaluate_job",
-                                "train_job"}
+                                "geometry_job", "train_job"}
 
 
 @pytest.mark.parametrize("cls", [attacks.FGSM, attacks.IFGSM, attacks.PGD, attacks.MIFGSM])

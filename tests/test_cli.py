@@ -122,3 +122,14 @@ def test_audit_command_passes_a_standard_model(checkpoint, tmp_path, capsys):
     assert rc == (0 if data["passed"] else 1)
     assert len(data["checks"]) == 8
     assert "Gradient-masking audit" in capsys.readouterr().out
+
+
+def test_geometry_command_writes_maps_gaas_and_cosine(checkpoint, tmp_path):
+    out = tmp_path / "geo"
+    assert main(["geometry", "--checkpoint", str(checkpoint), "--n-maps", "2", "--resolution", "9",
+                 "--gaas-eps", "1", "--max-directions", "4", "--n-gaas", "20", "--n", "30", "--steps", "3",
+                 "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "geometry.json").read_text())
+    assert len(data["decision_maps"]) == 2 and "eps=1" in data["gaas"] and data["cosine"]
+    for name in ("decision_maps.png", "gaas.png", "cosine.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"

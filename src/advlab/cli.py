@@ -5,6 +5,7 @@
     advlab attack --checkpoint runs/cnn --attack pgd --eps 0.1 --out runs/cnn/pgd
     advlab evaluate --checkpoint runs/cnn --attacks fgsm,pgd --eps 0.05,0.1,0.2 --out runs/cnn/eval
     advlab audit --checkpoint runs/cnn --eps 0.1 --out runs/cnn/audit
+    advlab geometry --checkpoint runs/cnn --out runs/cnn/geometry
     advlab list                         architectures, datasets and attacks
 """
 
@@ -143,6 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p, default=None)
     p.add_argument("--out", required=True, metavar="DIR")
 
+    p = sub.add_parser("geometry", help="decision-boundary maps, adversarial subspace dimension, cosine of updates",
+                       description="Decision-boundary cross-sections (FGSM direction × random orthogonal "
+                                   "direction), the gradient-aligned adversarial subspace dimension (Tramèr "
+                                   "et al. 2017) and the cosine similarity of successive I-FGSM / MI-FGSM updates.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--n-maps", type=_positive_int, default=6, help="decision maps to draw (default 6)")
+    p.add_argument("--extent", type=float, default=0.3, help="half-width of each map in ε (default 0.3)")
+    p.add_argument("--resolution", type=_positive_int, default=41)
+    p.add_argument("--gaas-eps", type=_float_list, default=[1.0, 2.0, 4.0], help="L2 radii for GAAS")
+    p.add_argument("--max-directions", type=_positive_int, default=64)
+    p.add_argument("--n-gaas", type=_positive_int, default=200)
+    p.add_argument("--eps", type=float, default=0.1, help="L∞ ε of the cosine-similarity attacks")
+    p.add_argument("--steps", type=_positive_int, default=10)
+    p.add_argument("--n", type=_positive_int, default=500, help="images for the cosine similarity")
+    p.add_argument("--clip", action="store_true", help="clip map and GAAS points to [0, 1]")
+    p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("list", help="list architectures, datasets and attacks")
     return parser
 
@@ -173,6 +194,12 @@ def _run(args: argparse.Namespace) -> int:
                                 n=args.n, steps=args.steps, seed=args.seed, data=args.data,
                                 data_dir=args.data_dir, download=args.download)
         return 0 if report.passed else 1
+    elif args.command == "geometry":
+        runs.geometry_job(checkpoint=args.checkpoint, out=args.out, n_maps=args.n_maps, extent=args.extent,
+                          resolution=args.resolution, gaas_eps=args.gaas_eps, max_directions=args.max_directions,
+                          n_gaas=args.n_gaas, eps=args.eps, steps=args.steps, n=args.n, clip=args.clip,
+                          seed=args.seed, data=args.data, data_dir=args.data_dir, download=args.download,
+                          progress=not args.no_progress)
     elif args.command == "list":
         from advlab.attacks import list_attacks
         from advlab.data import available_datasets

@@ -1,7 +1,8 @@
-"""Jobs: train, attack, evaluate and the demo, as functions the CLI and tests call."""
+"""Jobs: train, attack, evaluate, audit, geometry and the demo, as functions the CLI and tests call."""
 
 from __future__ import annotations
 
-from advlab.runs.jobs import DEMO_EPS, attack_job, audit_job, demo_job, evaluate_job, train_job
+from advlab.runs.jobs import (DEMO_EPS, attack_job, audit_job, demo_job, evaluate_job, geometry_job,
+                              train_job)
 
-__all__ = ["DEMO_EPS", "attack_job", "audit_job", "demo_job", "evaluate_job", "train_job"]
+__all__ = ["DEMO_EPS", "attack_job", "audit_job", "demo_job", "evaluate_job", "geometry_job", "train_job"]

@@ -309,3 +309,44 @@ def audit_job(*, checkpoint: str | Path, eps: float, out: str | Path, norm: str 
     (out / "audit.txt").write_text(report.summary() + "\n", encoding="utf-8")
     _say(report.summary(), quiet)
     return report
+
+
+def geometry_job(*, checkpoint: str | Path, out: str | Path, n_maps: int = 6, extent: float = 0.3,
+                 resolution: int = 41, gaas_eps: Sequence[float] = (1.0, 2.0, 4.0),
+                 max_directions: int = 64, n_gaas: int = 200, eps: float = 0.1, steps: int = 10,
+                 n: int = 500, clip: bool = False, seed: int = 0, data: str | None = None,
+                 data_dir: str | None = None, download: bool = False, progress: bool = True,
+                 quiet: bool = False) -> dict[str, Any]:
+    """Decision-boundary maps, adversarial-subspace dimensions (GAAS) and the successive-update
+    cosine of I-FGSM vs MI-FGSM; writes ``decision_maps.png``, ``gaas.png``, ``cosine.png`` and
+    ``geometry.json``."""
+    from advlab.evaluation.geometry import (adversarial_subspace_dim, decision_map,
+                                            default_cosine_attacks, perturbation_cosine_similarity)
+    from advlab.reports.geometry import cosine_figure, decision_maps_figure, subspace_dim_figure
+
+    model = load(checkpoint)
+    card = load_card(checkpoint)
+    ds = _checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=max(n, n_gaas, n_maps))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bounds = (0.0, 1.0) if clip else None
+    maps = [decision_map(model, ds.x[i:i + 1], ds.y[i:i + 1], extent=extent, resolution=resolution,
+                         bounds=bounds, generator=torch.Generator().manual_seed(seed + i))
+            for i in range(min(n_maps, len(ds)))]
+    decision_maps_figure(maps, class_names=list(ds.class_names), ncols=3, path=out / "decision_maps.png",
+                         title=f"{card.architecture} on {ds.name}: FGSM × random orthogonal direction")
+    xg, yg = ds.x[:n_gaas], ds.y[:n_gaas]
+    gaas = {f"eps={e:g}": adversarial_subspace_dim(model, xg, yg, eps=e, max_directions=max_directions,
+                                                   bounds=bounds, progress=progress) for e in gaas_eps}
+    subspace_dim_figure(list(gaas.values()), path=out / "gaas.png",
+                        title=f"GAAS dimension (L2), {card.architecture} on {ds.name}")
+    cos = perturbation_cosine_similarity(model, ds.x[:n], ds.y[:n], attacks=default_cosine_attacks(eps, steps),
+                                         progress=progress)
+    cosine_figure(cos, path=out / "cosine.png",
+                  title=f"Successive-update cosine (L∞ ε={eps:g}, {steps} steps)")
+    result = {"decision_maps": [m.summary() for m in maps], "gaas": {k: g.summary() for k, g in gaas.items()},
+              "cosine": cos.summary(),
+              "provenance": provenance(seed=seed, checkpoint=str(checkpoint), dataset=ds.name)}
+    (out / "geometry.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    _say(f"geometry of {card.architecture} on {ds.name}: figures and geometry.json in {out}", quiet)
+    return result
