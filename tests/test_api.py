@@ -12,8 +12,9 @@ import advlab.runs as runs
 
 
 def test_attacks_api_is_pinned():
-    assert set(attacks.__all__) == {"ATTACKS", "AttackResult", "BIM", "FGM", "FGSM", "IFGSM", "MIFGM",
-                                    "MIFGSM", "PGD", "list_attacks", "make_attack", "random_targets"}
+    assert set(attacks.__all__) == {"ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM",
+                                    "FGSM", "FMN", "IFGSM", "MIFGM", "MIFGSM", "PGD", "list_attacks",
+                                    "make_attack", "random_targets"}
     for name in attacks.__all__:
         assert getattr(attacks, name) is not None
 
@@ -22,7 +23,10 @@ def test_evaluation_and_runs_api_are_pinned():
     assert set(evaluation.__all__) == {
         "AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow", "Evaluation", "SubspaceDims",
         "Trajectory", "adversarial_subspace_dim", "audit", "clean_predictions", "decision_map", "evaluate",
-        "gaas_directions", "perturbation_cosine_similarity", "provenance", "record_trajectory"}
+        "gaas_directions", "perturbation_cosine_similarity", "provenance", "record_trajectory",
+        "MinimalNorms", "measure_minimal_norms", "quantiles", "robust_accuracy_curve",
+        "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
+        "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "demo_job", "evaluate_job",
                                 "geometry_job", "train_job"}
 

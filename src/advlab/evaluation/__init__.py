@@ -6,8 +6,16 @@ from advlab.evaluation.audit import AuditReport, Check, audit
 from advlab.evaluation.geometry import (CosineSimilarity, DecisionMap, SubspaceDims, Trajectory,
                                         adversarial_subspace_dim, decision_map, gaas_directions,
                                         perturbation_cosine_similarity, record_trajectory)
+from advlab.evaluation.minimal import MinimalNorms, quantiles, robust_accuracy_curve
+from advlab.evaluation.minimal import measure as measure_minimal_norms
+from advlab.evaluation.theory import (BoundsTable, GenerativeRobustness, LipschitzEstimate, bounds_table,
+                                      fawzi_bound, fawzi_bound_classwise, lipschitz_estimate,
+                                      measure_robustness, median_upper_bound)
 from advlab.evaluation.robustness import EvalRow, Evaluation, clean_predictions, evaluate, provenance
 
 __all__ = ["AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow", "Evaluation", "SubspaceDims",
            "Trajectory", "adversarial_subspace_dim", "audit", "clean_predictions", "decision_map", "evaluate",
-           "gaas_directions", "perturbation_cosine_similarity", "provenance", "record_trajectory"]
+           "gaas_directions", "perturbation_cosine_similarity", "provenance", "record_trajectory",
+           "MinimalNorms", "measure_minimal_norms", "quantiles", "robust_accuracy_curve",
+           "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
+           "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound"]

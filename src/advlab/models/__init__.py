@@ -25,6 +25,7 @@ from advlab.models.zoo import (
 )
 
 from advlab.models.ensemble import Ensemble
+from advlab.models.generative import VAE, VAEHistory, fit_vae, load_vae, save_vae
 
 __all__ = [
     "MLP",
@@ -45,4 +46,9 @@ __all__ = [
     "accuracy",
     "TrainHistory",
     "Ensemble",
+    "VAE",
+    "VAEHistory",
+    "fit_vae",
+    "load_vae",
+    "save_vae",
 ]
