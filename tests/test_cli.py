@@ -133,3 +133,18 @@ def test_geometry_command_writes_maps_gaas_and_cosine(checkpoint, tmp_path):
     assert len(data["decision_maps"]) == 2 and "eps=1" in data["gaas"] and data["cosine"]
     for name in ("decision_maps.png", "gaas.png", "cosine.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bounds_command_writes_the_table(checkpoint, tmp_path):
+    out = tmp_path / "bounds"
+    assert main(["bounds", "--checkpoint", f"cnn={checkpoint}", "--latent-dim", "4", "--vae-epochs", "2",
+                 "--n", "8", "--lipschitz-samples", "16", "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "bounds.json").read_text())
+    assert "cnn" in json.dumps(data)
+    assert (out / "bounds_cdf.png").read_bytes()[:4] == b"\x89PNG"
+    assert "|" in (out / "bounds.md").read_text()
+
+
+def test_bounds_checkpoint_must_be_name_equals_dir(checkpoint, capsys, tmp_path):
+    assert main(["bounds", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err

@@ -164,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("bounds", help="Fawzi et al. (2018) robustness bounds against measured robustness",
+                       description="Train (or load) a VAE generator of the data, estimate its Lipschitz "
+                                   "constant, and measure latent, in-distribution and unconstrained "
+                                   "robustness of each classifier at generated points, beside the Theorem 1 "
+                                   "bound; writes bounds.json, bounds.md and bounds_cdf.png.")
+    p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=DIR",
+                   help="a classifier column (repeatable), e.g. --checkpoint cnn=runs/cnn")
+    p.add_argument("--vae", metavar="DIR", help="VAE directory to load or train into (default OUT/vae)")
+    p.add_argument("--latent-dim", type=_positive_int, default=10)
+    p.add_argument("--vae-epochs", type=_positive_int, default=8)
+    p.add_argument("--n", type=_positive_int, default=200, help="generated points per classifier")
+    p.add_argument("--lipschitz-samples", type=_positive_int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("list", help="list architectures, datasets and attacks")
     return parser
 
@@ -200,6 +217,17 @@ def _run(args: argparse.Namespace) -> int:
                           n_gaas=args.n_gaas, eps=args.eps, steps=args.steps, n=args.n, clip=args.clip,
                           seed=args.seed, data=args.data, data_dir=args.data_dir, download=args.download,
                           progress=not args.no_progress)
+    elif args.command == "bounds":
+        checkpoints = {}
+        for item in args.checkpoint:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--checkpoint takes NAME=DIR, got {item!r}")
+            checkpoints[name] = path
+        runs.bounds_job(checkpoints=checkpoints, out=args.out, data=args.data, vae=args.vae,
+                        latent_dim=args.latent_dim, vae_epochs=args.vae_epochs, n=args.n, seed=args.seed,
+                        lipschitz_samples=args.lipschitz_samples, data_dir=args.data_dir,
+                        download=args.download, progress=not args.no_progress)
     elif args.command == "list":
         from advlab.attacks import list_attacks
         from advlab.data import available_datasets

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advlab.runs.jobs import (DEMO_EPS, attack_job, audit_job, demo_job, evaluate_job, geometry_job,
-                              train_job)
+from advlab.runs.jobs import (DEMO_EPS, attack_job, audit_job, bounds_job, demo_job, evaluate_job,
+                              geometry_job, train_job)
 
-__all__ = ["DEMO_EPS", "attack_job", "audit_job", "demo_job", "evaluate_job", "geometry_job", "train_job"]
+__all__ = ["DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job", "geometry_job", "train_job"]

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors.torch import save_file
@@ -350,3 +350,82 @@ def geometry_job(*, checkpoint: str | Path, out: str | Path, n_maps: int = 6, ex
     (out / "geometry.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
     _say(f"geometry of {card.architecture} on {ds.name}: figures and geometry.json in {out}", quiet)
     return result
+
+
+@dataclass
+class BoundsOutput:
+    table: Any  # advlab.evaluation.theory.BoundsTable
+    files: dict[str, Path] = field(default_factory=dict)
+    vae_dir: Path | None = None
+
+
+def bounds_job(*, checkpoints: Mapping[str, str | Path], out: str | Path, data: str | None = None,
+               vae: str | Path | None = None, latent_dim: int = 10, vae_hidden: int = 400,
+               vae_epochs: int = 8, vae_batch_size: int = 128, vae_lr: float = 1e-3, n: int = 200,
+               seed: int = 0, lipschitz_samples: int = 256, data_dir: str | None = None,
+               download: bool = False, progress: bool = True, quiet: bool = False) -> BoundsOutput:
+    """Train (or load) a VAE on the classifiers' training data and measure the Fawzi et al. table.
+
+    Meant for ``advlab bounds``: ``checkpoints`` maps a column name to a saved classifier (an
+    ``advlab.models.save`` directory); ``data`` defaults to the first card's dataset. ``vae`` is a
+    directory: loaded when it holds a VAE trained with the same settings, else trained there
+    (default ``out/vae``). Writes ``out/bounds.json`` (per-point values, summary, provenance),
+    ``out/bounds.md`` (absolute and relative tables) and ``out/bounds_cdf.png``.
+    """
+    from advlab.data import load_dataset
+    from advlab.evaluation.theory import bounds_table
+    from advlab.models import load, load_card
+    from advlab.models.generative import VAE, fit_vae, load_vae, save_vae
+    from advlab.reports.bounds import bound_cdf_figure
+
+    if not checkpoints:
+        raise ValueError("bounds_job needs at least one classifier checkpoint")
+    cards = {name: load_card(path) for name, path in checkpoints.items()}
+    data = data or next(iter(cards.values())).dataset
+    if data is None:
+        raise ValueError("the checkpoints' cards name no dataset; pass data=")
+    train = load_dataset(data, split="train", root=data_dir, download=download)
+    test = load_dataset(data, split="test", root=data_dir, download=download)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vae_dir = Path(vae) if vae is not None else out / "vae"
+    want = {"dataset": train.name, "latent_dim": latent_dim, "hidden": vae_hidden, "epochs": vae_epochs,
+            "batch_size": vae_batch_size, "lr": vae_lr, "seed": seed}
+    generator_model = None
+    if (vae_dir / "vae.json").is_file():
+        model, extra = load_vae(vae_dir)
+        if {k: extra.get(k) for k in want} == want:
+            generator_model, vae_info = model, extra
+            _say(f"loaded the VAE from {vae_dir}", quiet)
+    if generator_model is None:
+        _say(f"training a VAE (latent {latent_dim}, {vae_epochs} epochs) on {len(train)} {train.name} "
+             f"images", quiet)
+        generator_model = VAE(in_shape=tuple(train.input_shape), latent_dim=latent_dim, hidden=vae_hidden,
+                              seed=seed)
+        t0 = time.perf_counter()
+        history = fit_vae(generator_model, train.x, epochs=vae_epochs, batch_size=vae_batch_size, lr=vae_lr,
+                          seed=seed, progress=progress)
+        vae_info = {**want, "seconds": round(time.perf_counter() - t0, 1),
+                    "final_neg_elbo": history.loss[-1], "final_kl": history.kl[-1]}
+        save_vae(generator_model, vae_dir, extra=vae_info)
+    with torch.no_grad():
+        test_rec = float((generator_model(test.x[:2000]) - test.x[:2000]).flatten(1).norm(dim=1).median())
+    classifiers = {name: load(path) for name, path in checkpoints.items()}
+    t0 = time.perf_counter()
+    table = bounds_table(classifiers, generator_model.decoder, latent_dim=latent_dim, n=n, seed=seed,
+                         lipschitz_samples=lipschitz_samples, test_data=(test.x, test.y),
+                         input_shape=tuple(train.input_shape), progress=progress,
+                         extra_provenance={"dataset": train.name, "vae": vae_info,
+                                           "vae_test_reconstruction_l2_median": test_rec,
+                                           "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+                                           "cards": {k: c.to_dict() for k, c in cards.items()}})
+    seconds = time.perf_counter() - t0
+    table.provenance["measure_seconds"] = round(seconds, 1)
+    files = {"json": out / "bounds.json", "markdown": out / "bounds.md", "figure": out / "bounds_cdf.png"}
+    table.to_json(str(files["json"]))
+    files["markdown"].write_text(table.to_markdown() + "\n" + table.to_markdown(relative=True),
+                                 encoding="utf-8")
+    bound_cdf_figure(table, path=files["figure"])
+    _say(table.to_markdown(), quiet)
+    _say(f"measured in {seconds:.0f} s; files in {out}", quiet)
+    return BoundsOutput(table=table, files=files, vae_dir=vae_dir)
