@@ -12,7 +12,7 @@ import advlab.runs as runs
 
 
 def test_attacks_api_is_pinned():
-    assert set(attacks.__all__) == {"ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM",
+    assert set(attacks.__all__) == {"APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM",
                                     "FGSM", "FMN", "IFGSM", "MIFGM", "MIFGSM", "PGD", "list_attacks",
                                     "make_attack", "random_targets"}
     for name in attacks.__all__:
@@ -26,7 +26,8 @@ def test_evaluation_and_runs_api_are_pinned():
         "gaas_directions", "perturbation_cosine_similarity", "provenance", "record_trajectory",
         "MinimalNorms", "measure_minimal_norms", "quantiles", "robust_accuracy_curve",
         "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
-        "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound"}
+        "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
+        "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job",
                                 "geometry_job", "train_job"}
 

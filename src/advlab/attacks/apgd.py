@@ -1,0 +1,472 @@
+"""Auto-PGD: APGD and its targeted form APGD-T (Croce & Hein, ICML 2020, "Reliable evaluation of
+adversarial robustness with an ensemble of diverse parameter-free attacks", Algorithm 1).
+
+APGD is PGD without a step size to tune. From a random point ``x⁽⁰⁾`` of the ε-ball, with
+``η⁽⁰⁾ = 2ε`` and momentum ``α = 0.75`` (``α = 1`` on the first step):
+
+    z⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + η · dir_p(∇f(x⁽ᵏ⁾)))
+    x⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + α (z⁽ᵏ⁺¹⁾ − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))
+
+with ``Π`` the projection onto the ball ∩ box and ``dir_∞ = sign``, ``dir_2 = g/‖g‖₂``
+(:meth:`advlab.threat.ThreatModel.ascent_direction`). At the checkpoints
+``w_j = ⌈p_j N⌉`` (``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``)
+a point halves its step size and restarts from its best point ``x_max`` when
+
+1. fewer than a fraction ``ρ`` of the steps since the last checkpoint increased ``f``, or
+2. neither ``η`` nor the best objective ``f_max`` changed since the last checkpoint.
+
+Per point the attack returns the first iterate that succeeds, otherwise the highest-objective
+point found (over all restarts). Gradients may be averaged over ``eot_iter`` forward/backward
+passes (expectation over transformation, Athalye et al. 2018) for randomised models.
+
+Shapes: ``x`` ``(B, *)`` floats inside ``bounds``; ``y`` and ``target`` ``(B,)`` int64.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlab._checks import check_inputs, check_model, eval_mode, warn
+from advlab.attacks._base import AttackResult, config_repr
+from advlab.attacks.gradient import _check_common, _positive_int
+from advlab.losses import LossFn, get_loss, objective
+from advlab.threat import Norm, ThreatModel, canonical_norm
+
+log = logging.getLogger(__name__)
+
+MOMENTUM = 0.75  # α in the paper, fixed there (Sec. 3.2)
+INITIAL_STEP = 2.0  # η⁽⁰⁾ = 2ε
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j = ⌈p_j · steps⌉`` at which APGD may halve its step size, ``0 < w_j < steps``.
+
+    ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``; for 100 steps:
+    ``[22, 41, 57, 70, 80, 87, 93, 99]``.
+    """
+    p = [0.0, 0.22]
+    while True:
+        nxt = round(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06), 10)
+        if nxt > 1:
+            break
+        p.append(nxt)
+    # round before ceil: 0.22 * 100 is 22.000000000000004 in floating point
+    ws = {math.ceil(round(q * steps, 6)) for q in p[1:]}
+    return sorted(w for w in ws if 0 < w < steps)
+
+
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def eot_evaluate(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: LossFn, *,
+                 eot_iter: int = 1, grad: bool = True, check: bool = False,
+                 ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Objective ``(B,)``, its gradient w.r.t. ``x`` ``(B, *)`` (or ``None``) and logits ``(B, C)``,
+    each averaged over ``eot_iter`` forward (and backward) passes.
+
+    For a deterministic model ``eot_iter=1`` is exact; for a randomised one the average estimates
+    ``E[∇f]`` (expectation over transformation). Each sample's objective is differentiated on its
+    own (the sum over the batch), so a point's gradient does not depend on its batch.
+    """
+    obj_sum: Tensor | None = None
+    grad_sum: Tensor | None = None
+    logits_sum: Tensor | None = None
+    for i in range(eot_iter):
+        first = check and i == 0
+        if grad:
+            leaf = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                obj, logits = objective(model, leaf, y, target, loss, check=first)
+                g, = torch.autograd.grad(obj.sum(), leaf)
+            grad_sum = g if grad_sum is None else grad_sum + g
+        else:
+            with torch.no_grad():
+                obj, logits = objective(model, x, y, target, loss, check=first)
+        obj, logits = obj.detach(), logits.detach()
+        obj_sum = obj if obj_sum is None else obj_sum + obj
+        logits_sum = logits if logits_sum is None else logits_sum + logits
+    assert obj_sum is not None and logits_sum is not None
+    if eot_iter > 1:
+        obj_sum, logits_sum = obj_sum / eot_iter, logits_sum / eot_iter
+        grad_sum = grad_sum / eot_iter if grad_sum is not None else None
+    return obj_sum, grad_sum, logits_sum
+
+
+@dataclass
+class _State:
+    """Per-point outputs across runs (restarts, target classes), written as points finish."""
+
+    x_adv: Tensor  # (B, *)
+    success: Tensor  # (B,) bool
+    pred: Tensor  # (B,) int64
+    confidence: Tensor  # (B,)
+    num_grads: Tensor  # (B,) int64
+    num_forwards: Tensor  # (B,) int64
+    best: Tensor  # (B,) objective of the recorded point of a robust point; -inf until recorded
+
+    @classmethod
+    def empty(cls, x: Tensor) -> "_State":
+        b, dev = x.shape[0], x.device
+        return cls(x_adv=x.detach().clone(), success=torch.zeros(b, dtype=torch.bool, device=dev),
+                   pred=torch.full((b,), -1, dtype=torch.long, device=dev),
+                   confidence=torch.zeros(b, dtype=x.dtype, device=dev),
+                   num_grads=torch.zeros(b, dtype=torch.long, device=dev),
+                   num_forwards=torch.zeros(b, dtype=torch.long, device=dev),
+                   best=torch.full((b,), float("-inf"), dtype=x.dtype, device=dev))
+
+    def record(self, idx: Tensor, x_adv: Tensor, logits: Tensor, success: Tensor) -> None:
+        conf, pred = torch.softmax(logits.detach(), dim=1).max(dim=1)
+        self.x_adv[idx] = x_adv.detach()
+        self.pred[idx] = pred
+        self.confidence[idx] = conf.to(self.confidence.dtype)
+        self.success[idx] = success
+
+    def charge(self, idx: Tensor, *, grads: int, forwards: int) -> None:
+        self.num_grads[idx] += grads
+        self.num_forwards[idx] += forwards
+
+    def merge_rows(self, rows: "_State", points: Tensor) -> None:
+        """Fold a run over rows ``(point, target)`` (``points[r]`` is row r's point) into this
+        per-point state: each point takes its first successful row (rows are in target order),
+        else its highest-objective row if that beats what it has; passes are summed."""
+        self.num_grads.index_add_(0, points, rows.num_grads)
+        self.num_forwards.index_add_(0, points, rows.num_forwards)
+        b, r = self.success.shape[0], torch.arange(points.numel(), device=points.device)
+        none = points.numel()
+        first = torch.full((b,), none, dtype=torch.long, device=points.device)
+        first.scatter_reduce_(0, points[rows.success], r[rows.success], reduce="amin")
+        best = torch.full((b,), float("-inf"), dtype=rows.best.dtype, device=points.device)
+        best.scatter_reduce_(0, points, rows.best, reduce="amax")
+        at_best = (rows.best == best[points]) & (rows.best > self.best[points]) & ~rows.success
+        pick = torch.full((b,), none, dtype=torch.long, device=points.device)
+        pick.scatter_reduce_(0, points[at_best], r[at_best], reduce="amin")
+        pick = torch.where(first < none, first, pick)
+        chosen = (pick < none).nonzero().squeeze(1)
+        src = pick[chosen]
+        self.x_adv[chosen] = rows.x_adv[src]
+        self.success[chosen] = rows.success[src]
+        self.pred[chosen] = rows.pred[src]
+        self.confidence[chosen] = rows.confidence[src]
+        self.best[chosen] = torch.where(rows.success[src], self.best[chosen], rows.best[src])
+
+
+def _is_success(pred: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    return pred != y if target is None else pred == target
+
+
+def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | None,
+              success_target: Tensor | None, x_init: Tensor, threat: ThreatModel, loss: LossFn,
+              steps: int, rho: float, eot_iter: int, early_stop: bool, state: _State, idx: Tensor,
+              warn_zero_grad: bool = False) -> None:
+    """One APGD run (Algorithm 1) from ``x_init`` on the points ``idx`` of ``state``.
+
+    ``loss_target`` is the class the objective aims at (``None``: untargeted); ``success_target``
+    decides success (``None``: any misclassification; APGD-T aims at a class but counts any).
+    """
+    out = state
+    ws = checkpoints(steps)
+    wset = set(ws)
+    prev_w = {w: (ws[i - 1] if i else 0) for i, w in enumerate(ws)}
+    eps = threat.eps
+
+    spent = {"grads": 0, "forwards": 0}  # passes so far by every point still in the run
+
+    def evaluate(x_eval: Tensor, yy: Tensor, lt: Tensor | None, need_grad: bool):
+        f, g, z = eot_evaluate(model, x_eval, yy, lt, loss, eot_iter=eot_iter, grad=need_grad)
+        spent["forwards"] += eot_iter
+        spent["grads"] += eot_iter if need_grad else 0
+        return f, g, z
+
+    # active-point tensors, all indexed alike and compressed together when points finish
+    t: dict[str, Tensor | None] = {"x": x, "y": y, "lt": loss_target, "st": success_target, "idx": idx}
+    x_k = x_init.detach()
+    f_k, g_k, z_k = evaluate(x_k, y, loss_target, steps > 0)
+    if warn_zero_grad and g_k is not None:
+        zero = g_k.flatten(1).abs().amax(dim=1) == 0
+        if bool(zero.any()):
+            warn(f"the gradient is exactly zero at the starting point of {int(zero.sum())} of "
+                 f"{zero.numel()} inputs: the attack cannot move them. This is a sign of gradient "
+                 "masking (saturated softmax, non-differentiable layers); a black-box attack or "
+                 "loss='dlr' may still break them")
+    t.update(x_k=x_k, x_prev=x_k, f_k=f_k, g_k=g_k, x_best=x_k, f_best=f_k, g_best=g_k, z_best=z_k,
+             eta=torch.full_like(f_k, INITIAL_STEP * eps),
+             n_inc=torch.zeros_like(f_k, dtype=torch.long),
+             reduced=torch.zeros_like(f_k, dtype=torch.bool),  # halved at the last checkpoint
+             f_best_last=f_k.clone(),
+             found=torch.zeros_like(f_k, dtype=torch.bool))
+
+    def check_success(x_eval: Tensor, z: Tensor) -> bool:
+        """Record first successes; with early_stop, drop them. False when no point is left."""
+        hit = _is_success(z.argmax(dim=1), t["y"], t["st"]) & ~t["found"]
+        if not bool(hit.any()):
+            return True
+        out.record(t["idx"][hit], x_eval[hit], z[hit], hit[hit])
+        if early_stop:
+            out.charge(t["idx"][hit], **spent)
+            keep = ~hit
+            for key, val in t.items():
+                if val is not None:
+                    t[key] = val[keep]
+            return bool(keep.any())
+        t["found"] = t["found"] | hit
+        return True
+
+    if not check_success(x_k, z_k):
+        return
+    for k in range(steps):  # produces x⁽ᵏ⁺¹⁾
+        a = 1.0 if k == 0 else MOMENTUM
+        xs, x_k, x_prev = t["x"], t["x_k"], t["x_prev"]
+        direction = threat.ascent_direction(t["g_k"])
+        z = threat.project(x_k + _view(t["eta"], x_k) * direction, xs)
+        if a == 1.0:
+            x_next = z
+        else:
+            x_next = threat.project(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev), xs)
+        f_next, g_next, z_next = evaluate(x_next, t["y"], t["lt"], k + 1 < steps)
+        # bookkeeping before the success check so that dropped rows leave consistently
+        t["n_inc"] = t["n_inc"] + (f_next > t["f_k"]).long()
+        better = f_next > t["f_best"]
+        t["x_best"] = torch.where(_view(better, x_next), x_next, t["x_best"])
+        t["f_best"] = torch.where(better, f_next, t["f_best"])
+        t["z_best"] = torch.where(better[:, None], z_next, t["z_best"])
+        if g_next is not None:
+            t["g_best"] = torch.where(_view(better, x_next), g_next, t["g_best"])
+        t.update(x_prev=x_k, x_k=x_next, f_k=f_next, g_k=g_next)
+        if not check_success(x_next, z_next):
+            return
+        w = k + 1
+        if w in wset:
+            # Condition 1: fewer than ρ·(w_j − w_{j−1}) of the steps since the last checkpoint
+            # increased f. Condition 2: η unchanged (not halved at the last checkpoint) and f_max
+            # not improved since it.
+            cond1 = t["n_inc"].to(f_next.dtype) < rho * (w - prev_w[w])
+            cond2 = ~t["reduced"] & (t["f_best"] <= t["f_best_last"])
+            halve = cond1 | cond2
+            if bool(halve.any()):
+                hv = _view(halve, x_next)
+                t["eta"] = torch.where(halve, t["eta"] / 2, t["eta"])
+                t["x_k"] = torch.where(hv, t["x_best"], t["x_k"])
+                t["g_k"] = torch.where(hv, t["g_best"], t["g_k"])
+                t["f_k"] = torch.where(halve, t["f_best"], t["f_k"])
+            t["reduced"] = halve
+            t["f_best_last"] = t["f_best"].clone()
+            t["n_inc"] = torch.zeros_like(t["n_inc"])
+    out.charge(t["idx"], **spent)
+    # points that never succeeded: keep the highest-objective point over all runs
+    rest = ~t["found"]
+    ii = t["idx"][rest]
+    better = t["f_best"][rest] > state.best[ii]
+    if bool(better.any()):
+        sel = rest.nonzero().squeeze(1)[better]
+        out.record(t["idx"][sel], t["x_best"][sel], t["z_best"][sel],
+                   torch.zeros(sel.numel(), dtype=torch.bool, device=x.device))
+        state.best[t["idx"][sel]] = t["f_best"][sel]
+
+
+def _validate(config: Any) -> None:
+    _check_common(config)
+    norm = canonical_norm(config.norm)
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"{type(config).__name__} supports norm='linf' or 'l2', got {config.norm!r}; "
+                         "for L1 use PGD(norm='l1') (APGD-L1, Croce & Hein 2021, is not implemented)")
+    _positive_int("restarts", config.restarts)
+    _positive_int("eot_iter", config.eot_iter)
+    rho = config.rho
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0 < rho < 1):
+        raise ValueError(f"rho must be a number in (0, 1) (the paper uses 0.75), got {rho!r}")
+
+
+def _prepare(config: Any, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
+             generator: torch.Generator | None) -> tuple[ThreatModel, LossFn, torch.Generator]:
+    check_model(model)
+    threat = ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds,
+                         targeted=target is not None)
+    check_inputs(model, x, y, bounds=threat.bounds, target=target, generator=generator)
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(0)
+    return threat, get_loss(config.loss), generator
+
+
+def _result(config: Any, state: _State, x: Tensor, threat: ThreatModel,
+            target: Tensor | None) -> AttackResult:
+    out = state
+    if not bool(torch.isfinite(out.x_adv).all()):
+        raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
+                                 "Inf on some points; check the model for non-finite operations")
+    return AttackResult(x_adv=out.x_adv, success=out.success, pred=out.pred, confidence=out.confidence,
+                        norms=threat.norm_of(out.x_adv - x), num_grads=out.num_grads,
+                        num_forwards=out.num_forwards, threat=threat, attack=config_repr(config),
+                        target=target.detach().clone() if target is not None else None)
+
+
+def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: LossFn,
+                state: _State, eot_iter: int) -> Tensor:
+    """Validate the model's output, record points already successful; returns the clean logits."""
+    idx = torch.arange(x.shape[0], device=x.device)
+    _, _, logits = eot_evaluate(model, x, y, target, loss, eot_iter=eot_iter, grad=False, check=True)
+    state.charge(idx, grads=0, forwards=eot_iter)
+    done = _is_success(logits.argmax(dim=1), y, target)
+    if bool(done.any()):
+        state.record(idx[done], x[done], logits[done], done[done])
+    return logits
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGD:
+    """Auto-PGD (Croce & Hein, ICML 2020, Algorithm 1) under L∞ or L2; APGD-CE and APGD-DLR.
+
+    ``x⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + α(z⁽ᵏ⁺¹⁾ − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))``, ``z⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + η·dir_p(∇f))``,
+    ``α = 0.75``, ``η`` starting at ``2ε`` and halved (with a restart from the best point) at the
+    checkpoints where progress stalls (see the module docstring and :func:`checkpoints`).
+
+    Every run starts from a uniformly random point of the ball; ``restarts`` re-runs on the points
+    still robust. Per point the result is the first successful iterate, else the highest-objective
+    point. Points the model already misclassifies (or, targeted, already assigns to ``target``)
+    are returned unchanged and cost one forward pass. With ``target`` given the attack is targeted
+    (``loss="ce"``: descend ``CE(z, t)``; ``loss="dlr"``: targeted DLR) and succeeds on
+    ``pred == target``.
+
+    Args:
+        eps: radius of the ball; norm: ``"linf"`` or ``"l2"``; steps: iterations ``N`` (gradient
+            evaluations per run; the last iterate costs one extra forward pass).
+        loss: ``"ce"`` (APGD-CE), ``"dlr"`` (APGD-DLR, invariant to shifting and scaling the
+            logits), ``"cw"`` or a callable (see :mod:`advlab.losses`).
+        restarts: runs from fresh random points on the points still robust.
+        rho: condition 1's threshold ρ ∈ (0, 1) (paper: 0.75).
+        early_stop: stop attacking a point at its first success (same points returned, fewer
+            gradient passes); otherwise every point runs all ``steps``.
+        eot_iter: gradients (and objectives, logits) averaged over this many passes, for
+            randomised models (expectation over transformation).
+
+    Example:
+        >>> result = APGD(eps=8 / 255, loss="dlr", steps=100)(model, x, y)
+        >>> robust_acc = 1 - result.success.float().mean()
+    """
+
+    eps: float
+    norm: Norm = "linf"
+    steps: int = 100
+    loss: str | LossFn = "ce"
+    restarts: int = 1
+    rho: float = 0.75
+    bounds: tuple[float, float] = (0.0, 1.0)
+    early_stop: bool = False
+    eot_iter: int = 1
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> AttackResult:
+        threat, loss, generator = _prepare(self, model, x, y, target, generator)
+        x = x.detach()
+        state = _State.empty(x)
+        with eval_mode(model):
+            _clean_pass(model, x, y, target, loss, state, self.eot_iter)
+            for restart in range(self.restarts):
+                todo = (~state.success).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                xs, ts = x[todo], target[todo] if target is not None else None
+                _apgd_run(model, xs, y[todo], loss_target=ts, success_target=ts,
+                          x_init=threat.random_start(xs, generator=generator), threat=threat,
+                          loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
+                          early_stop=self.early_stop, state=state, idx=todo,
+                          warn_zero_grad=restart == 0)
+        return _result(self, state, x, threat, target)
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGDT:
+    """APGD-T, targeted Auto-PGD (Croce & Hein, ICML 2020, Sec. 4): an *untargeted* attack that runs
+    APGD with the targeted DLR loss ``−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2)`` against each of the
+    ``n_target_classes`` classes with the highest clean logits (``y`` excluded), in turn, on the
+    points still robust. Succeeds on any misclassification.
+
+    Same update as :class:`APGD` (``η⁽⁰⁾ = 2ε``, momentum 0.75, checkpoint halving). Budget:
+    ``n_target_classes × restarts × steps`` gradient passes per robust point. Points never broken
+    get the highest-objective point over all targets. ``n_target_classes`` is capped at ``C − 1``.
+    The targeted DLR loss needs at least 4 classes (use ``loss="ce"`` for targeted CE).
+
+    When fewer points remain robust than ``max_batch`` (default: the input batch size ``B``), the
+    next target classes run together as rows ``(point, target)``, at most ``max_batch`` of them
+    (a full batch runs faster per row, on a CPU and more so on a GPU): the same points
+    are broken as one target at a time would break them (any target suffices); only the order of
+    the random starts differs, and a point broken by one target of a group still finishes the
+    others' runs (with ``early_stop``, they stop at their own first success).
+
+    Example:
+        >>> result = APGDT(eps=8 / 255, steps=100, n_target_classes=9)(model, x, y)
+        >>> result.success  # misclassified, into whichever class
+    """
+
+    eps: float
+    norm: Norm = "linf"
+    steps: int = 100
+    n_target_classes: int = 9
+    loss: str | LossFn = "dlr"
+    restarts: int = 1
+    rho: float = 0.75
+    bounds: tuple[float, float] = (0.0, 1.0)
+    early_stop: bool = False
+    eot_iter: int = 1
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        _positive_int("n_target_classes", self.n_target_classes)
+        if self.max_batch is not None:
+            _positive_int("max_batch", self.max_batch)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> AttackResult:
+        if target is not None:
+            raise ValueError("APGDT picks its own target classes (the top-k by clean logits); for a "
+                             "given target use APGD(loss='dlr' or 'ce')(model, x, y, target=target)")
+        threat, loss, generator = _prepare(self, model, x, y, None, generator)
+        x = x.detach()
+        state = _State.empty(x)
+        with eval_mode(model):
+            # the clean logits rank the target classes (CE only validates the model's output)
+            logits = _clean_pass(model, x, y, None, get_loss("ce"), state, self.eot_iter)
+            num_classes = logits.shape[1]
+            k = min(self.n_target_classes, num_classes - 1)
+            ranked = logits.scatter(1, y[:, None], float("-inf"))
+            order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, C), y last
+            loss(logits[:1], y[:1], order[:1, 0])  # fail early (e.g. DLR-T needs 4 classes)
+            # Targets in turn, several at once while few points are left: up to max_batch rows
+            # (point, target). A point is broken if any of its targets breaks it, as when they
+            # run one by one; only the order of random draws differs, and rows of a point broken
+            # by an earlier target of the same group are spent anyway.
+            j, first = 0, True
+            while j < k:
+                todo = (~state.success).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                rows_max = self.max_batch if self.max_batch is not None else x.shape[0]
+                group = max(1, min(k - j, rows_max // todo.numel()))
+                points = todo.repeat(group)  # (group · P,) target-major
+                targets = order[todo, j:j + group].t().reshape(-1)
+                for _ in range(self.restarts):
+                    left = ~state.success[points]
+                    pts, tgs = points[left], targets[left]
+                    if pts.numel() == 0:
+                        break
+                    xs = x[pts]
+                    rows = _State.empty(xs)
+                    _apgd_run(model, xs, y[pts], loss_target=tgs, success_target=None,
+                              x_init=threat.random_start(xs, generator=generator), threat=threat,
+                              loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
+                              early_stop=self.early_stop, state=rows,
+                              idx=torch.arange(pts.numel(), device=x.device), warn_zero_grad=first)
+                    state.merge_rows(rows, pts)
+                    first = False
+                j += group
+        return _result(self, state, x, threat, None)
