@@ -148,3 +148,14 @@ def test_bounds_command_writes_the_table(checkpoint, tmp_path):
 def test_bounds_checkpoint_must_be_name_equals_dir(checkpoint, capsys, tmp_path):
     assert main(["bounds", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
     assert "NAME=DIR" in capsys.readouterr().err
+
+
+def test_evaluate_strong_adds_apgd_and_is_no_better_than_pgd(checkpoint, tmp_path):
+    out = tmp_path / "strong"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--attacks", "pgd", "--strong", "--eps",
+                 "0.05,0.1", "--steps", "10", "--n", "60", "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["attack"] for r in rows} == {"PGD", "APGD-CE", "APGD-T", "worst-case"}
+    acc = {(r["attack"], r["eps"]): r["robust_accuracy"] for r in rows}
+    for e in (0.05, 0.1):
+        assert acc[("worst-case", e)] <= min(acc[(a, e)] for a in ("PGD", "APGD-CE", "APGD-T"))

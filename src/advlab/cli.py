@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics.json and gallery.png into --out.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
     p.add_argument("--attack", default="pgd", metavar="NAME",
-                   help="fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm (default pgd)")
+                   help="fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm, apgd-ce, apgd-dlr, apgd-t (default pgd)")
     p.add_argument("--eps", type=float, required=True, help="perturbation budget ε (inputs are in [0, 1])")
     p.add_argument("--norm", choices=["linf", "l2", "l1"], help="threat model norm (default linf)")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated attacks (default fgsm,ifgsm,pgd,mifgsm)")
     p.add_argument("--eps", type=_float_list, default=[0.01, 0.05, 0.1, 0.15, 0.2, 0.5, 0.7],
                    help="comma-separated increasing ε values (default 0.01,0.05,0.1,0.15,0.2,0.5,0.7)")
+    p.add_argument("--strong", action="store_true",
+                   help="add APGD-CE and APGD-T (Croce & Hein 2020) and report the worst case per point")
     p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float)
@@ -205,7 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         runs.evaluate_job(checkpoint=args.checkpoint, out=args.out, attacks=args.attacks, eps=args.eps,
                           norm=args.norm, steps=args.steps, step_size=args.step_size, n=args.n,
                           batch_size=args.batch_size, seed=args.seed, data=args.data,
-                          data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+                          data_dir=args.data_dir, download=args.download, progress=not args.no_progress,
+                          strong=args.strong)
     elif args.command == "audit":
         report = runs.audit_job(checkpoint=args.checkpoint, eps=args.eps, out=args.out, norm=args.norm,
                                 n=args.n, steps=args.steps, seed=args.seed, data=args.data,

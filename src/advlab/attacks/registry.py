@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
 
 # name -> (config class, options fixed by the name)
@@ -16,14 +17,23 @@ ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
     "pgd": (PGD, {}),
     "mifgsm": (MIFGSM, {}),
     "mifgm": (MIFGSM, {"norm": "l2"}),
+    "apgdce": (APGD, {"loss": "ce"}),
+    "apgddlr": (APGD, {"loss": "dlr"}),
+    "apgdt": (APGDT, {}),
 }
 
 DISPLAY_NAMES = {"fgsm": "FGSM", "fgm": "FGM", "ifgsm": "I-FGSM", "bim": "BIM", "pgd": "PGD",
-                 "mifgsm": "MI-FGSM", "mifgm": "MI-FGM"}
+                 "mifgsm": "MI-FGSM", "mifgm": "MI-FGM",
+                 "apgdce": "APGD-CE", "apgddlr": "APGD-DLR", "apgdt": "APGD-T"}
 
 
 def list_attacks() -> list[str]:
     return list(ATTACKS)
+
+
+def attack_key(name: str) -> str:
+    """The registry key for a user's spelling (``"APGD-CE"`` -> ``"apgdce"``)."""
+    return name.strip().lower().replace("-", "").replace("_", "")
 
 
 def make_attack(name: str, *, strict: bool = True, **options: Any) -> Any:
@@ -33,7 +43,7 @@ def make_attack(name: str, *, strict: bool = True, **options: Any) -> Any:
     attack does not take (``steps`` for FGSM, say) are dropped, so one option set can configure
     several attacks; with ``strict=True`` they are an error.
     """
-    key = name.strip().lower().replace("-", "").replace("_", "")
+    key = attack_key(name)
     if key not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}: use one of {', '.join(ATTACKS)}")
     cls, fixed = ATTACKS[key]

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from advlab.attacks import AttackResult, make_attack, random_targets
-from advlab.attacks.registry import DISPLAY_NAMES
+from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.data import Dataset, DatasetNotFoundError, load_dataset
 from advlab.evaluation import Evaluation, clean_predictions, evaluate, provenance
 from advlab.models import ModelCard, accuracy, build_seeded, fit, load, load_card, save
@@ -165,7 +165,7 @@ def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int |
     """``{display name: attack config}`` for an evaluation; iterative attacks in evaluation mode."""
     out: dict[str, Any] = {}
     for name in names:
-        key = name.strip().lower()
+        key = attack_key(name)
         out[DISPLAY_NAMES.get(key, key)] = make_attack(
             key, eps=0.0, norm=None if key in ("fgm", "mifgm") else norm, steps=steps,
             step_size=step_size, early_stop=early_stop or None, strict=False)
@@ -182,8 +182,15 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
                  eps: Sequence[float] = DEMO_EPS, norm: str = "linf", steps: int | None = None,
                  step_size: float | None = None, n: int = 1000, batch_size: int = 250, seed: int = 0,
                  data: str | None = None, data_dir: str | None = None, download: bool = False,
-                 progress: bool = True, quiet: bool = False, title: str | None = None) -> EvaluateOutput:
-    """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page."""
+                 progress: bool = True, quiet: bool = False, title: str | None = None,
+                 strong: bool = False) -> EvaluateOutput:
+    """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page.
+
+    ``strong=True`` adds APGD-CE and APGD-T (Croce & Hein 2020) to the attacks; the worst-case
+    row then counts a point as broken when any attack broke it.
+    """
+    if strong:
+        attacks = list(attacks) + [a for a in ("apgd-ce", "apgd-t") if a not in attacks]
     from advlab.reports import accuracy_curve, write_report, write_table
 
     model = load(checkpoint)
