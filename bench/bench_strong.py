@@ -12,7 +12,9 @@ L∞ ε = 0.1, each contender runs once per round:
                         default of 10 steps, not the 100 of the AutoAttack paper;
 * ``torchattacks-apgd`` ``MultiAttack([APGD(steps=100), APGDT(steps=100)])``: the same two attacks
                         and budgets as advlab's cascade (like for like; ``--no-ref`` skips it);
-* ``art-aa``            ART's ``AutoAttack`` when ART is installed (it is not in the dev venv).
+* ``art-aa``            ART's ``AutoAttack`` (its default list: APGD-CE and APGD-DLR with 5 random
+                        starts each, DeepFool, Square with 5000 queries and 5 restarts), when ART
+                        is installed (in ``.venv-bench``, not in the dev venv).
 
 For every contender the returned inputs are checked (inside the ε-ball and the box) and the robust
 points recomputed by one forward pass; the table states robust accuracy over all n points, wall
@@ -224,14 +226,16 @@ def torchattacks_apgd(model: nn.Module, x: Tensor, y: Tensor, cfg: Config) -> tu
 
 
 def art_aa(model: nn.Module, x: Tensor, y: Tensor, cfg: Config) -> tuple[Tensor, dict[str, Any]]:
-    """ART's AutoAttack with its default attack list. (Not run where ART is missing.)"""
+    """ART's AutoAttack with its default attack list: APGD-CE and APGD-DLR (100 iterations, 5 random
+    starts each), DeepFool, Square (5000 queries, 5 restarts). ART's APGD starts its step size at
+    ``eps_step`` where the paper starts at 2ε, so ``eps_step = 2ε``."""
     import numpy as np
     from art.attacks.evasion import AutoAttack
     from art.estimators.classification import PyTorchClassifier
 
     clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
                             nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
-    atk = AutoAttack(estimator=clf, norm=np.inf, eps=cfg.eps, eps_step=cfg.eps / 4,
+    atk = AutoAttack(estimator=clf, norm=np.inf, eps=cfg.eps, eps_step=2 * cfg.eps,
                      batch_size=cfg.batch_size)
     x_adv = atk.generate(x=x.numpy(), y=y.numpy())
     return torch.from_numpy(x_adv).to(x.dtype), {}
@@ -243,7 +247,7 @@ LABELS = {
     "advlab": "advlab `Cascade(strong_attacks)`: APGD-CE → APGD-T (100 steps, 9 targets)",
     "torchattacks-aa": "torchattacks `AutoAttack(version=\"standard\")` (10-step APGD/APGD-T/FAB-T, Square 5000)",
     "torchattacks-apgd": "torchattacks APGD-CE → APGD-T (100 steps, 9 targets), `MultiAttack`",
-    "art-aa": "ART `AutoAttack` (defaults)",
+    "art-aa": "ART `AutoAttack` (default list: APGD-CE, APGD-DLR ×5 starts, DeepFool, Square 5000 ×5)",
 }
 
 

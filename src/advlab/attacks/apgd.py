@@ -297,6 +297,8 @@ def _prepare(config: Any, model: nn.Module, x: Tensor, y: Tensor, target: Tensor
 def _result(config: Any, state: _State, x: Tensor, threat: ThreatModel,
             target: Tensor | None) -> AttackResult:
     out = state
+    log.debug("%s: %d of %d inputs succeeded, %d gradient passes", type(config).__name__,
+              int(out.success.sum()), out.success.numel(), int(out.num_grads.sum()))
     if not bool(torch.isfinite(out.x_adv).all()):
         raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
                                  "Inf on some points; check the model for non-finite operations")
