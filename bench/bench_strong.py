@@ -374,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds; the order reverses every other")
     parser.add_argument("--models", nargs="+", default=["standard", "pgd"], choices=["standard", "pgd"])
     parser.add_argument("--no-ref", action="store_true", help="skip torchattacks' 100-step APGD pair")
+    parser.add_argument("--contenders", nargs="+", default=None, choices=list(CONTENDERS),
+                        help="run only these (advlab always runs: every ratio is against it)")
     parser.add_argument("--train-only", action="store_true", help="build/cache the models and stop")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where strong.md/.json go")
     parser.add_argument("--cache", type=Path, default=RESULTS, help="model checkpoint cache")
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     test = load_dataset(cfg.dataset, split="test")
     n_of = {"standard": args.n, "pgd": args.n_pgd or args.n}
     names = [c for c in CONTENDERS if not (args.no_ref and c == "torchattacks-apgd")]
+    if args.contenders is not None:
+        names = [c for c in names if c == "advlab" or c in args.contenders]
     missing = [c for c in names if not available(c)]
     names = [c for c in names if c not in missing]
     result: dict[str, Any] = {

@@ -50,7 +50,7 @@ def model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def check_inputs(model: nn.Module, x: object, y: object, *, bounds: tuple[float, float],
+def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple[float, float],
                  target: object = None, generator: torch.Generator | None = None) -> None:
     """Validate a batch before an attack touches it."""
     if not isinstance(x, Tensor):
@@ -80,11 +80,11 @@ def check_inputs(model: nn.Module, x: object, y: object, *, bounds: tuple[float,
         if same:
             raise ValueError(f"target equals the true label y for {same} inputs; a targeted attack "
                              "needs target != y (see advlab.attacks.random_targets)")
-    dev = model_device(model)
+    dev = model_device(model) if model is not None else None
     if dev is not None and dev != x.device:
         raise ValueError(f"model is on {dev} but x is on {x.device}; advlab never moves models or "
                          "tensors: put both on the same device")
-    for p in model.parameters():
+    for p in (model.parameters() if model is not None else ()):
         if p.is_floating_point() and p.dtype != x.dtype:
             raise TypeError(f"x is {x.dtype} but the model's parameters are {p.dtype}; "
                             f"use x.to({p.dtype}) or convert the model")

@@ -27,6 +27,10 @@ class AttackResult:
         threat: the threat model the attack ran under.
         attack: the attack's configuration, as ``repr``.
         target: ``(B,)`` the targets of a targeted attack, else ``None``.
+        queries: ``(B,)`` int64, oracle queries spent on each point (black-box attacks), else ``None``.
+        budget_exhausted: ``(B,)`` bool, the point's attack ended because its query budget was
+            spent (black-box attacks), else ``None``. Such a point is a success only if an
+            adversarial input was found before the budget ran out.
     """
 
     x_adv: Tensor
@@ -39,6 +43,8 @@ class AttackResult:
     threat: ThreatModel
     attack: str
     target: Tensor | None = None
+    queries: Tensor | None = None
+    budget_exhausted: Tensor | None = None
 
     @property
     def success_rate(self) -> float:
@@ -59,6 +65,10 @@ class AttackResult:
             "mean_norm": float(self.norms.float().mean()),
             "max_norm": float(self.norms.float().max()),
             "grads_per_point": float(self.num_grads.float().mean()),
+            **({} if self.queries is None else {
+                "queries_per_point": float(self.queries.float().mean()),
+                "budget_exhausted": int(self.budget_exhausted.sum()) if self.budget_exhausted is not None else 0,
+            }),
         }
 
 
