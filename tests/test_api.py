@@ -29,7 +29,7 @@ def test_evaluation_and_runs_api_are_pinned():
         "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
         "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job",
-                                "geometry_job", "train_job"}
+                                "geometry_job", "measure_job", "train_job"}
 
 
 @pytest.mark.parametrize("cls", [attacks.FGSM, attacks.IFGSM, attacks.PGD, attacks.MIFGSM])

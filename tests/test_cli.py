@@ -155,7 +155,46 @@ def test_evaluate_strong_adds_apgd_and_is_no_better_than_pgd(checkpoint, tmp_pat
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--attacks", "pgd", "--strong", "--eps",
                  "0.05,0.1", "--steps", "10", "--n", "60", "--out", str(out), "--no-progress"]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert {r["attack"] for r in rows} == {"PGD", "APGD-CE", "APGD-T", "worst-case"}
+    cascade = "APGD-CE → APGD-T"
+    assert {r["attack"] for r in rows} == {"PGD", "APGD-CE", cascade, "worst-case"}
     acc = {(r["attack"], r["eps"]): r["robust_accuracy"] for r in rows}
     for e in (0.05, 0.1):
-        assert acc[("worst-case", e)] <= min(acc[(a, e)] for a in ("PGD", "APGD-CE", "APGD-T"))
+        assert acc[("worst-case", e)] <= min(acc[(a, e)] for a in ("PGD", "APGD-CE", cascade))
+        assert acc[(cascade, e)] <= acc[("APGD-CE", e)]
+        assert (out / "strong" / f"eps_{e:g}" / "record.json").exists()
+    assert "APGD-T" in (out / "strong.md").read_text()
+    # the same command again resumes from the per-point records and gives the same rows
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--attacks", "pgd", "--strong", "--eps",
+                 "0.05,0.1", "--steps", "10", "--n", "60", "--out", str(out), "--no-progress"]) == 0
+    again = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["attack"], r["eps"]): r["robust_accuracy"] for r in again} == acc
+
+
+def test_measure_writes_distances_curve_and_distribution(checkpoint, tmp_path):
+    out = tmp_path / "measure"
+    assert main(["measure", "--checkpoint", str(checkpoint), "--attacks", "deepfool,fmn", "--norm", "l2",
+                 "--eps", "0.25,0.5,1,2", "--steps", "30", "--n", "60", "--out", str(out),
+                 "--no-progress"]) == 0
+    from advlab.evaluation import MinimalNorms
+    mn = MinimalNorms.from_json(str(out / "minimal.json"))
+    assert mn.n == 60 and set(mn.attacks) == {"DeepFool", "FMN"}
+    # the stored per-point best is the minimum over the two attacks
+    assert torch.equal(mn.distances, torch.minimum(mn.by_attack["DeepFool"], mn.by_attack["FMN"]))
+    assert mn.n_unbroken == 0 and mn.median(correct_only=True) > 0
+    text = (out / "minimal.md").read_text()
+    assert "best of all" in text and "| DeepFool |" in text
+    # the tabulated robust accuracy is the fraction of points whose distance exceeds ε
+    for e in (0.25, 0.5, 1.0, 2.0):
+        assert mn.robust_accuracy(e) == pytest.approx(float((mn.distances > e).float().mean()))
+    assert (out / "minimal_norms.png").stat().st_size > 10_000 and (out / "index.html").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["measure", "--attacks", "pgd"], "not a minimal-perturbation attack"),
+    (["measure", "--attacks", "cw", "--norm", "linf"], "C&W here is the L2 attack"),
+    (["measure", "--eps", "0.5,0.25"], "strictly increasing"),
+    (["evaluate", "--attacks", "deepfool"], "minimal-perturbation attack"),
+])
+def test_measure_and_evaluate_refuse_the_wrong_kind_of_attack(argv, message, checkpoint, tmp_path, capsys):
+    assert main([*argv, "--checkpoint", str(checkpoint), "--n", "20", "--out", str(tmp_path / "x")]) != 0
+    assert message in capsys.readouterr().err

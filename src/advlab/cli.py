@@ -21,6 +21,8 @@ EPILOG = """examples:
   advlab train --data fashion-mnist --model small-cnn --epochs 2 --out runs/cnn
   advlab attack --checkpoint runs/cnn --attack mifgsm --eps 0.1 --targeted --out runs/cnn/mifgsm
   advlab evaluate --checkpoint runs/cnn --attacks fgsm,ifgsm,pgd,mifgsm --eps 0.01,0.05,0.1 --out runs/cnn/eval
+  advlab evaluate --checkpoint runs/cnn --attacks pgd --strong --eps 0.1 --out runs/cnn/strong
+  advlab measure --checkpoint runs/cnn --attacks deepfool,fmn --norm l2 --out runs/cnn/minimal
 """
 
 
@@ -121,13 +123,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_float_list, default=[0.01, 0.05, 0.1, 0.15, 0.2, 0.5, 0.7],
                    help="comma-separated increasing ε values (default 0.01,0.05,0.1,0.15,0.2,0.5,0.7)")
     p.add_argument("--strong", action="store_true",
-                   help="add APGD-CE and APGD-T (Croce & Hein 2020) and report the worst case per point")
+                   help="also run the strong cascade APGD-CE → APGD-T (Croce & Hein 2020) at each ε and "
+                        "report the worst case per point; its per-point record in OUT/strong/ lets the "
+                        "same command resume an interrupted run")
     p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float)
     p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("measure", help="minimal perturbations per point, their distribution and the accuracy-vs-ε curve",
+                       description="Run minimal-perturbation attacks (DeepFool, FMN, C&W L2) on the correctly "
+                                   "classified test points, keep each point's smallest distance, and read the "
+                                   "whole robust-accuracy-vs-ε curve off the distances in one pass; writes "
+                                   "minimal.json, minimal.md, minimal_norms.png and index.html.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--attacks", type=_name_list, default=["deepfool", "fmn"],
+                   help="comma-separated minimal-norm attacks: deepfool, fmn, cw (default deepfool,fmn)")
+    p.add_argument("--norm", choices=["l2", "linf", "l1"], default="l2", help="distance to minimise (default l2)")
+    p.add_argument("--eps", type=_float_list, help="increasing radii at which to tabulate robust accuracy "
+                                                   "(default depends on the norm)")
+    p.add_argument("--steps", type=_positive_int, help="iterations of DeepFool / FMN")
+    p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
+    p.add_argument("--batch-size", type=_positive_int, default=250)
     _data_options(p, default=None)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -209,6 +231,10 @@ def _run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, seed=args.seed, data=args.data,
                           data_dir=args.data_dir, download=args.download, progress=not args.no_progress,
                           strong=args.strong)
+    elif args.command == "measure":
+        runs.measure_job(checkpoint=args.checkpoint, out=args.out, attacks=args.attacks, norm=args.norm,
+                         eps=args.eps, steps=args.steps, n=args.n, batch_size=args.batch_size, data=args.data,
+                         data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
     elif args.command == "audit":
         report = runs.audit_job(checkpoint=args.checkpoint, eps=args.eps, out=args.out, norm=args.norm,
                                 n=args.n, steps=args.steps, seed=args.seed, data=args.data,

@@ -7,6 +7,7 @@ from typing import Any
 
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
+from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 
 # name -> (config class, options fixed by the name)
 ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -20,11 +21,20 @@ ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
     "apgdce": (APGD, {"loss": "ce"}),
     "apgddlr": (APGD, {"loss": "dlr"}),
     "apgdt": (APGDT, {}),
+    # minimal-perturbation attacks (no eps; see advlab.evaluation.measure_minimal_norms)
+    "deepfool": (DeepFool, {}),
+    "cw": (CarliniWagnerL2, {}),
+    "cwl2": (CarliniWagnerL2, {}),
+    "fmn": (FMN, {}),
 }
+
+#: attacks that look for the smallest perturbation instead of working within an eps
+MINIMAL = frozenset({"deepfool", "cw", "cwl2", "fmn"})
 
 DISPLAY_NAMES = {"fgsm": "FGSM", "fgm": "FGM", "ifgsm": "I-FGSM", "bim": "BIM", "pgd": "PGD",
                  "mifgsm": "MI-FGSM", "mifgm": "MI-FGM",
-                 "apgdce": "APGD-CE", "apgddlr": "APGD-DLR", "apgdt": "APGD-T"}
+                 "apgdce": "APGD-CE", "apgddlr": "APGD-DLR", "apgdt": "APGD-T",
+                 "deepfool": "DeepFool", "cw": "C&W L2", "cwl2": "C&W L2", "fmn": "FMN"}
 
 
 def list_attacks() -> list[str]:

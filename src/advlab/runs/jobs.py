@@ -163,9 +163,14 @@ DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm")
 def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int | None = None,
                        step_size: float | None = None, early_stop: bool = True) -> dict[str, Any]:
     """``{display name: attack config}`` for an evaluation; iterative attacks in evaluation mode."""
+    from advlab.attacks.registry import MINIMAL
+
     out: dict[str, Any] = {}
     for name in names:
         key = attack_key(name)
+        if key in MINIMAL:
+            raise ValueError(f"{name} is a minimal-perturbation attack (it has no ε); measure it with "
+                             "`advlab measure` / advlab.evaluation.measure_minimal_norms")
         out[DISPLAY_NAMES.get(key, key)] = make_attack(
             key, eps=0.0, norm=None if key in ("fgm", "mifgm") else norm, steps=steps,
             step_size=step_size, early_stop=early_stop or None, strict=False)
@@ -186,11 +191,13 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
                  strong: bool = False) -> EvaluateOutput:
     """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page.
 
-    ``strong=True`` adds APGD-CE and APGD-T (Croce & Hein 2020) to the attacks; the worst-case
-    row then counts a point as broken when any attack broke it.
+    ``strong=True`` also runs, at each ε, the strong cascade of :func:`advlab.evaluation.strong_attacks`
+    (APGD-CE, then APGD-T on the points still robust; Croce & Hein 2020) with its per-point record in
+    ``OUT/strong/eps_<ε>/``: running the same command again resumes an interrupted cascade from there.
+    Its rows are ``APGD-CE`` and ``APGD-CE → APGD-T`` (cumulative), and the worst-case row counts a
+    point as broken when any attack or the cascade broke it. ``OUT/strong.md`` holds the cascade's
+    stage table per ε.
     """
-    if strong:
-        attacks = list(attacks) + [a for a in ("apgd-ce", "apgd-t") if a not in attacks]
     from advlab.reports import accuracy_curve, write_report, write_table
 
     model = load(checkpoint)
@@ -206,6 +213,13 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
     out.mkdir(parents=True, exist_ok=True)
     files = {"table": out / "robust_accuracy.md", "csv": out / "robust_accuracy.csv",
              "json": out / "results.json", "plot": out / "accuracy_vs_eps.png"}
+    if strong:
+        ev, summaries = _add_strong_cascade(ev, model, ds.x, ds.y, eps=eps, norm=norm, out=out / "strong",
+                                            steps=steps or 100,
+                                            batch_size=batch_size, seed=seed, progress=progress, quiet=quiet)
+        files["strong"] = out / "strong.md"
+        files["strong"].write_text("# Strong evaluation: APGD-CE → APGD-T cascade per ε\n\n"
+                                   + "\n".join(summaries), encoding="utf-8")
     write_table(ev, files["table"], files["csv"])
     ev.to_json(str(files["json"]))
     accuracy_curve(ev, path=files["plot"], title=title or f"{card.architecture} on {ds.name}")
@@ -214,6 +228,158 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
     if not quiet:
         print(ev.table())
     return EvaluateOutput(evaluation=ev, files=files)
+
+
+def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                        eps: Sequence[float], norm: str, out: Path, steps: int, batch_size: int,
+                        seed: int, progress: bool, quiet: bool) -> tuple[Evaluation, list[str]]:
+    """``ev`` plus the strong cascade's rows at each ε, and a worst case over everything."""
+    import dataclasses as dc
+
+    from advlab.evaluation import strong_evaluate
+    from advlab.evaluation.robustness import WORST_CASE, EvalRow
+
+    rows = [r for r in ev.rows if r.attack != WORST_CASE]
+    per_point = dict(ev.per_point)
+    summaries = []
+    for e in eps:
+        record = out / f"eps_{e:g}"
+        resumed = (record / "record.json").exists()
+        _say(f"strong cascade at ε = {e:g} ({'resuming from' if resumed else 'record in'} {record})", quiet)
+        cr = strong_evaluate(model, x, y, eps=e, norm=norm, steps=steps, batch_size=batch_size, seed=seed,
+                             checkpoint_path=record, progress=progress)
+        cascade_rows = cr.rows()
+        names = ["APGD-CE", "APGD-CE → APGD-T"]
+        for row, name in zip(cascade_rows, names):
+            rows.append(dc.replace(row, attack=name))
+        per_point[f"{names[-1]}@{e:g}"] = cr.broken.to(x.device)
+        summaries.append(f"## ε = {e:g}\n\n" + cr.summary())
+    attack_names = list(dict.fromkeys(r.attack for r in rows))
+    first = rows[0]
+    for e in eps:
+        broken = torch.zeros(first.n, dtype=torch.bool, device=x.device)
+        keys = [k for k in per_point if k != "correct" and k.rsplit("@", 1)[1] == f"{e:g}"]
+        for k in keys:
+            broken |= per_point[k].to(x.device)
+        at_e = [r for r in rows if r.eps == e]
+        n_broken = int(broken.sum())
+        rows.append(EvalRow(
+            attack=WORST_CASE, eps=e, norm=first.norm, n=first.n, n_correct=first.n_correct,
+            n_robust=first.n_correct - n_broken, clean_accuracy=first.clean_accuracy,
+            robust_accuracy=(first.n_correct - n_broken) / first.n,
+            success_rate=n_broken / first.n_correct if first.n_correct else float("nan"),
+            median_norm=float("nan"), mean_norm=float("nan"),
+            grads=sum(r.grads for r in at_e), seconds=sum(r.seconds for r in at_e),
+            config="any of: " + ", ".join(a for a in attack_names if a != "APGD-CE")))
+    prov = dict(ev.provenance)
+    prov["strong"] = {"attacks": "APGD-CE → APGD-T (strong_attacks)", "records": str(out)}
+    return Evaluation(rows=rows, provenance=prov, per_point=per_point), summaries
+
+
+#: default radii at which ``measure_job`` tabulates robust accuracy, per norm
+MEASURE_EPS = {"l2": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0), "linf": (0.01, 0.05, 0.1, 0.15, 0.2, 0.3),
+               "l1": (1.0, 2.0, 5.0, 10.0, 15.0, 20.0)}
+
+
+@dataclass
+class MeasureOutput:
+    minimal: Any  # advlab.evaluation.MinimalNorms
+    evaluation: Evaluation
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def measure_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[str] = ("deepfool", "fmn"),
+                norm: str = "l2", eps: Sequence[float] | None = None, steps: int | None = None,
+                n: int = 1000, batch_size: int = 250, data: str | None = None, data_dir: str | None = None,
+                download: bool = False, progress: bool = True, quiet: bool = False) -> MeasureOutput:
+    """Minimal perturbations of a saved model: per-point distances, their distribution, and the
+    whole robust-accuracy-vs-ε curve read off them in one pass.
+
+    Runs each minimal-norm attack (``deepfool``, ``fmn``, ``cw``) on the correctly classified
+    points and keeps, per point, the smallest distance any of them found. Writes ``minimal.json``
+    (every point's distances, summary, curve, provenance), ``minimal.md`` (median and quartiles
+    per attack, robust accuracy at ``eps``), ``minimal_norms.png`` (curve and histogram) and
+    ``index.html``.
+    """
+    from advlab.attacks.registry import MINIMAL
+    from advlab.evaluation import measure_minimal_norms
+    from advlab.evaluation.robustness import EvalRow
+    from advlab.reports import minimal_norms_figure, write_report
+    from advlab.threat import canonical_norm
+
+    norm = canonical_norm(norm)
+    if not attacks:
+        raise ValueError("measure needs at least one minimal-norm attack")
+    configs: dict[str, Any] = {}
+    for name in attacks:
+        key = attack_key(name)
+        if key not in MINIMAL:
+            raise ValueError(f"{name} is not a minimal-perturbation attack; use one of "
+                             f"{', '.join(sorted(MINIMAL))} (fixed-ε attacks belong in `advlab evaluate`)")
+        options = {"steps": steps} if key != "cw" and key != "cwl2" else {}
+        if key not in ("cw", "cwl2"):
+            options["norm"] = norm
+        elif norm != "l2":
+            raise ValueError(f"C&W here is the L2 attack; it cannot measure {norm} distances")
+        configs[DISPLAY_NAMES.get(key, key)] = make_attack(key, **options)
+    eps = tuple(float(e) for e in (eps if eps is not None else MEASURE_EPS[norm]))
+    if any(b <= a for a, b in zip(eps, eps[1:])) or any(e < 0 for e in eps):
+        raise ValueError(f"eps must be non-negative and strictly increasing, got {list(eps)}")
+    model = load(checkpoint)
+    card = load_card(checkpoint)
+    ds = _checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    _say(f"minimal {norm} perturbations of {card.architecture} on {len(ds)} {ds.name} test images: "
+         f"{', '.join(configs)}", quiet)
+    mn = measure_minimal_norms(model, ds.x, ds.y, attacks=configs, norm=norm, batch_size=batch_size,
+                               progress=progress)
+    mn.provenance.update({"checkpoint": str(checkpoint), "dataset": ds.name, "model": card.architecture})
+    rows = []
+    series = [(name, name) for name in mn.attacks] + ([("best of all", None)] if len(mn.attacks) > 1 else [])
+    for label, key in series:
+        acc = mn.robust_accuracy_curve(list(eps), attack=key)
+        d = mn._d(key)
+        for e, a in zip(eps, acc.tolist()):
+            broken = mn.correct & (d <= e)
+            n_broken = int(broken.sum())
+            rows.append(EvalRow(
+                attack=label, eps=e, norm=norm, n=mn.n, n_correct=mn.n_correct,
+                n_robust=mn.n_correct - n_broken, clean_accuracy=mn.clean_accuracy, robust_accuracy=a,
+                success_rate=n_broken / mn.n_correct if mn.n_correct else float("nan"),
+                median_norm=float(d[broken].median()) if n_broken else float("nan"),
+                mean_norm=float(d[broken].mean()) if n_broken else float("nan"),
+                grads=mn.grads.get(label, sum(mn.grads.values())),
+                seconds=mn.seconds.get(label, sum(mn.seconds.values())),
+                config="minimal distances: " + (label if key is not None else ", ".join(mn.attacks))))
+    ev = Evaluation(rows=rows, provenance=dict(mn.provenance))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "minimal.json", "table": out / "minimal.md", "plot": out / "minimal_norms.png"}
+    mn.to_json(str(files["json"]))
+    lines = [f"# Minimal {norm} perturbations: {card.architecture} on {ds.name}", "",
+             f"n = {mn.n} test points, {mn.n_correct} correctly classified (clean accuracy "
+             f"{100 * mn.clean_accuracy:.1f}%); the attacks ran on those {mn.n_correct}. Distances are "
+             "the norms of the perturbations found (upper bounds on each point's true distance).", "",
+             "| attack | median (correct points) | q25 | q75 | unbroken | backward passes | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, key in series:
+        q = mn.quantiles([0.25, 0.5, 0.75], correct_only=True, attack=key)
+        unbroken = int(torch.isinf(mn._d(key)).sum())
+        grads = mn.grads.get(label, sum(mn.grads.values()))
+        secs = mn.seconds.get(label, sum(mn.seconds.values()))
+        lines.append(f"| {label} | {q[1]:.4g} | {q[0]:.4g} | {q[2]:.4g} | {unbroken} | {grads} | {secs:.1f} |")
+    lines += ["", "Robust accuracy read off the distances (a point is robust at ε when its distance "
+              "exceeds ε):", "", ev.table()]
+    files["table"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    minimal_norms_figure(mn, path=files["plot"],
+                         title=f"Minimal {norm} perturbations, {card.architecture} on {ds.name}")
+    files["html"] = write_report(out, evaluation=ev, figures=[files["plot"].name],
+                                 title=f"Minimal perturbations of {card.architecture} on {ds.name}",
+                                 notes=[f"Median minimal {norm} distance over the {mn.n_correct} correctly "
+                                        f"classified points: {mn.median(correct_only=True):.4g} (best of "
+                                        f"{', '.join(mn.attacks)})."])
+    if not quiet:
+        print("\n".join(lines))
+    return MeasureOutput(minimal=mn, evaluation=ev, files=files)
 
 
 @dataclass
