@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from advlab.attacks._base import AttackResult, random_targets
 from advlab.attacks.apgd import APGD, APGDT
-from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
+from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD, perturb
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
 
 __all__ = ["APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
-           "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "random_targets"]
+           "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets"]

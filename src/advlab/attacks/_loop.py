@@ -75,12 +75,14 @@ def is_success(pred: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
 
 def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *,
                   x_init: Tensor, threat: ThreatModel, loss: LossFn, schedule: Schedule,
-                  state: LoopState, idx: Tensor, check_first: bool = True) -> None:
+                  state: LoopState, idx: Tensor, check_first: bool = True, score: bool = True) -> None:
     """Run ``schedule.steps`` gradient steps from ``x_init`` on the points ``idx`` of ``state``.
 
     ``x``, ``y``, ``target`` and ``x_init`` hold only the points ``idx``. Results are written into
     ``state`` at ``idx``. With ``early_stop`` a point is frozen at the first iterate where it
     succeeds; otherwise every point takes all steps and the last iterate is returned.
+    ``score=False`` (fixed budget only) skips the forward pass on the last iterate: ``state``
+    then holds ``x_adv`` and the pass counts but no prediction (see :func:`advlab.attacks.perturb`).
     """
     x_adv = x_init.detach()
     velocity = torch.zeros_like(x) if schedule.momentum is not None else None
@@ -115,6 +117,11 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
         direction = threat.ascent_direction(grad, x_adv=x_adv, l1_sparsity=schedule.l1_sparsity)
         x_adv = x_adv.detach() + schedule.step_size * direction
         x_adv = threat.project(x_adv, x)
+    if not score and not early:
+        state.x_adv[idx] = x_adv.detach()
+        state.num_grads[idx] += schedule.steps
+        state.num_forwards[idx] += schedule.steps
+        return
     # the last iterate has not been evaluated yet: one forward pass, no graph
     with torch.no_grad():
         logits = model(x_adv)
