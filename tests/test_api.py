@@ -14,7 +14,7 @@ import advlab.runs as runs
 def test_attacks_api_is_pinned():
     assert set(attacks.__all__) == {"APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM",
                                     "FGSM", "FMN", "IFGSM", "MIFGM", "MIFGSM", "PGD", "list_attacks",
-                                    "make_attack", "perturb", "random_targets"}
+                                    "make_attack", "perturb", "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute", "random_targets"}
     for name in attacks.__all__:
         assert getattr(attacks, name) is not None
 
@@ -27,7 +27,7 @@ def test_evaluation_and_runs_api_are_pinned():
         "MinimalNorms", "measure_minimal_norms", "quantiles", "robust_accuracy_curve",
         "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
         "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
-        "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate"}
+        "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate", "TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job",
                                 "geometry_job", "measure_job", "train_job"}
 

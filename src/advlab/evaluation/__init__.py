@@ -12,6 +12,7 @@ from advlab.evaluation.minimal import measure as measure_minimal_norms
 from advlab.evaluation.theory import (BoundsTable, GenerativeRobustness, LipschitzEstimate, bounds_table,
                                       fawzi_bound, fawzi_bound_classwise, lipschitz_estimate,
                                       measure_robustness, median_upper_bound)
+from advlab.evaluation.transfer import TransferCell, TransferMatrix, WhiteBox, transfer_matrix
 from advlab.evaluation.robustness import EvalRow, Evaluation, clean_predictions, evaluate, provenance
 
 __all__ = ["AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow", "Evaluation", "SubspaceDims",
@@ -20,4 +21,5 @@ __all__ = ["AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow",
            "MinimalNorms", "measure_minimal_norms", "quantiles", "robust_accuracy_curve",
            "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
            "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
-           "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate"]
+           "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate",
+           "TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"]

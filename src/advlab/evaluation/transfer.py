@@ -1,0 +1,238 @@
+"""Transferability matrices: how often adversarial examples crafted on one model fool another.
+
+Papernot, McDaniel & Goodfellow (2016), "Transferability in Machine Learning: from Phenomena to
+Black-Box Attacks using Adversarial Samples": adversarial examples crafted with a white-box attack
+on a *source* model (a DNN, a logistic regression, an SVM, ... here any ``nn.Module``) are shown to
+every *target* model; cell ``(s, t)`` is the fraction that ``t`` misclassifies.
+
+Denominators (STYLE principle 6), stated in every row and table:
+
+* transfer rate of ``(s, t)`` = ``#{i : t(x_i) = y_i and t(x'_i) ≠ y_i} / #{i : t(x_i) = y_i}``:
+  over the points the **target** classifies correctly, whether or not the attack fooled the source
+  (``x'`` is crafted on every point of ``x``);
+* the conditional rate, over the target-correct points on which the attack **also fooled the
+  source** (``source_fooled``), is stored beside it;
+* white-box success of ``s`` = ``#{i : s(x_i) = y_i and s(x'_i) ≠ y_i} / #{i : s(x_i) = y_i}``.
+
+All predictions on ``x'`` come from one forward pass per model in the same batches, so when one
+module is both a source and a target its diagonal cell equals its white-box success exactly.
+Targeted attacks are not measured here (untargeted ``x' = A(s, x, y)``).
+
+Example:
+    >>> m = transfer_matrix({"lr": logreg, "mlp": mlp, "cnn": cnn}, {"lr": logreg, "mlp": mlp,
+    ...                     "cnn": cnn}, FGSM(eps=0.1), x, y)
+    >>> print(m.table())
+    >>> m.rate("cnn", "lr")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from advlab._checks import check_inputs, check_model, eval_mode
+from advlab.attacks._base import config_repr
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"]
+
+
+@dataclass(frozen=True)
+class TransferCell:
+    """One (source, target) pair.
+
+    Attributes:
+        source, target: the names.
+        transferred: target-correct points whose ``x'`` (crafted on ``source``) fools the target.
+        target_correct: points the target classifies correctly (the denominator of ``rate``).
+        transferred_source_fooled: of those, the points on which the attack also fooled the source.
+        source_fooled: target-correct points on which the attack fooled the source (the
+            denominator of ``rate_given_source_fooled``).
+    """
+
+    source: str
+    target: str
+    transferred: int
+    target_correct: int
+    transferred_source_fooled: int
+    source_fooled: int
+
+    @property
+    def rate(self) -> float:
+        """Transfer success over the target's correctly classified points."""
+        return self.transferred / self.target_correct if self.target_correct else math.nan
+
+    @property
+    def rate_given_source_fooled(self) -> float:
+        """Transfer success over the target-correct points on which the source was fooled."""
+        return self.transferred_source_fooled / self.source_fooled if self.source_fooled else math.nan
+
+
+@dataclass(frozen=True)
+class WhiteBox:
+    """The attack's success on its own source: ``fooled / correct`` over the source's correct points."""
+
+    source: str
+    fooled: int
+    correct: int
+
+    @property
+    def rate(self) -> float:
+        return self.fooled / self.correct if self.correct else math.nan
+
+
+@dataclass
+class TransferMatrix:
+    """The cells of a transferability study, the white-box successes, and their provenance."""
+
+    sources: list[str]
+    targets: list[str]
+    cells: dict[tuple[str, str], TransferCell]
+    white_box: dict[str, WhiteBox]
+    clean_accuracy: dict[str, float]
+    n: int
+    attack: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    per_point: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def cell(self, source: str, target: str) -> TransferCell:
+        try:
+            return self.cells[(source, target)]
+        except KeyError:
+            raise KeyError(f"no cell for source {source!r} and target {target!r}; sources: "
+                           f"{self.sources}, targets: {self.targets}") from None
+
+    def rate(self, source: str, target: str) -> float:
+        """Transfer success of ``source`` on ``target`` (over the target's correct points)."""
+        return self.cell(source, target).rate
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per (source, target): counts, rates, denominators, and the source's white-box."""
+        rows = []
+        for s in self.sources:
+            wb = self.white_box[s]
+            for t in self.targets:
+                c = self.cells[(s, t)]
+                rows.append({"source": s, "target": t, "attack": self.attack, "n": self.n,
+                             "transferred": c.transferred, "target_correct": c.target_correct,
+                             "rate": c.rate,
+                             "transferred_source_fooled": c.transferred_source_fooled,
+                             "source_fooled": c.source_fooled,
+                             "rate_given_source_fooled": c.rate_given_source_fooled,
+                             "white_box_fooled": wb.fooled, "source_correct": wb.correct,
+                             "white_box_rate": wb.rate})
+        return rows
+
+    def table(self) -> str:
+        """Markdown: sources as rows, targets as columns, ``rate % (num/den)``; white-box column."""
+        head = (f"Transfer success (%) of {self.attack} on n = {self.n} points: row = source (where "
+                "the examples are crafted), column = target. Each cell is over the points the TARGET "
+                "classifies correctly (count in brackets), whether or not the source was fooled. "
+                "'white-box' is the success on the source itself over its own correct points.\n\n")
+        cols = "| source \\ target | " + " | ".join(self.targets) + " | white-box |"
+        sep = "|---|" + "---:|" * (len(self.targets) + 1)
+        lines = [cols, sep]
+        for s in self.sources:
+            cells = []
+            for t in self.targets:
+                c = self.cells[(s, t)]
+                cells.append(f"{100 * c.rate:.1f} ({c.transferred}/{c.target_correct})")
+            wb = self.white_box[s]
+            cells.append(f"{100 * wb.rate:.1f} ({wb.fooled}/{wb.correct})")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        acc = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.clean_accuracy.items())
+        return head + "\n".join(lines) + f"\n\nClean accuracy: {acc}.\n"
+
+
+def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)])
+
+
+def _check_models(name: str, models: Any) -> dict[str, nn.Module]:
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError(f"{name} must be a non-empty dict {{name: nn.Module}}, got "
+                        f"{type(models).__name__ if not isinstance(models, Mapping) else 'an empty dict'}")
+    out = {}
+    for k, m in models.items():
+        if not isinstance(k, str):
+            raise TypeError(f"{name} keys must be strings (model names), got {k!r}")
+        check_model(m)
+        out[k] = m
+    return out
+
+
+def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], attack: Any,
+                    x: Tensor, y: Tensor, *, batch_size: int = 256, seed: int = 0) -> TransferMatrix:
+    """Craft ``x' = attack(source, x, y)`` on every source and measure every target on it.
+
+    Args:
+        sources: ``{name: model}`` where examples are crafted (any ``nn.Module`` returning logits:
+            a logistic regression, an MLP, a CNN, an :class:`advlab.models.Ensemble`, ...).
+        targets: ``{name: model}`` the examples are shown to. A module may appear in both.
+        attack: a white-box attack instance (FGSM, IFGSM, MIFGSM, PGD, ...), untargeted.
+        x, y: ``(N, *)`` inputs inside the attack's bounds and ``(N,)`` labels.
+        batch_size: points per attack call and per forward pass.
+        seed: seeds one ``torch.Generator`` per source (for attacks with random starts).
+
+    Returns:
+        A :class:`TransferMatrix`; see the module docstring for the denominators.
+    """
+    sources = _check_models("sources", sources)
+    targets = _check_models("targets", targets)
+    if isinstance(attack, type) or not callable(attack) or not hasattr(attack, "bounds"):
+        raise TypeError(f"attack must be a white-box attack instance such as FGSM(eps=0.1), got {attack!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    for k in set(sources) & set(targets):
+        if sources[k] is not targets[k]:
+            raise ValueError(f"the name {k!r} names different models in sources and targets; use one "
+                             "name per model")
+    bounds = tuple(attack.bounds)
+    for m in (*sources.values(), *targets.values()):
+        check_inputs(m, x, y, bounds=bounds)
+    x, n = x.detach(), int(x.shape[0])
+
+    all_models = {id(m): m for m in (*sources.values(), *targets.values())}
+    clean = {k: _predict(m, x, batch_size) for k, m in all_models.items()}
+    correct = {k: p == y for k, p in clean.items()}
+
+    cells: dict[tuple[str, str], TransferCell] = {}
+    white_box: dict[str, WhiteBox] = {}
+    per_point: dict[str, Tensor] = {}
+    t0 = time.perf_counter()
+    for s, source in sources.items():
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        x_adv = torch.cat([attack(source, x[i:i + batch_size], y[i:i + batch_size], generator=gen).x_adv
+                           for i in range(0, n, batch_size)])
+        fooled = {k: _predict(m, x_adv, batch_size) != y for k, m in all_models.items()}
+        src_correct, src_fooled = correct[id(source)], fooled[id(source)]
+        white_box[s] = WhiteBox(source=s, fooled=int((src_correct & src_fooled).sum()),
+                                correct=int(src_correct.sum()))
+        per_point[f"{s}:source_fooled"] = src_fooled.clone()
+        for t, target in targets.items():
+            ok, hit = correct[id(target)], fooled[id(target)]
+            cells[(s, t)] = TransferCell(
+                source=s, target=t, transferred=int((ok & hit).sum()), target_correct=int(ok.sum()),
+                transferred_source_fooled=int((ok & hit & src_fooled).sum()),
+                source_fooled=int((ok & src_fooled).sum()))
+            per_point[f"{s}->{t}"] = (ok & hit).clone()
+    from advlab.evaluation.robustness import provenance
+    attack_str = config_repr(attack) if dataclasses.is_dataclass(attack) else repr(attack)
+    prov = provenance(seed=seed, batch_size=batch_size, attack=attack_str,
+                      seconds=time.perf_counter() - t0)
+    names = {**{k: id(m) for k, m in sources.items()}, **{k: id(m) for k, m in targets.items()}}
+    clean_acc = {k: float(correct[i].float().mean()) for k, i in names.items()}
+    return TransferMatrix(sources=list(sources), targets=list(targets), cells=cells,
+                          white_box=white_box, clean_accuracy=clean_acc, n=n,
+                          attack=type(attack).__name__ + f"(eps={getattr(attack, 'eps', '?')}, "
+                          f"norm={getattr(attack, 'norm', '?')!r})", provenance=prov,
+                          per_point=per_point)
