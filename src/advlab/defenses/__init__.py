@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from advlab.defenses.detectors import (ActivationDetector, AdaptivePGD, FittedDetector, GuardedClassifier,
+                                       SafetyNet, detection_roc_auc, find_layer, guarded_success,
+                                       reject_aware_margin)
 from advlab.defenses.recipe import Recipe, Standard, recipe_card
 
-__all__ = ["Recipe", "Standard", "recipe_card"]
+__all__ = ["Recipe", "Standard", "recipe_card", "SafetyNet", "ActivationDetector", "FittedDetector",
+           "GuardedClassifier", "AdaptivePGD", "detection_roc_auc", "guarded_success",
+           "reject_aware_margin", "find_layer"]
