@@ -138,3 +138,15 @@ def test_threat_model_is_immutable():
     tm = ThreatModel(norm="l2", eps=1.0)
     with pytest.raises(AttributeError):
         tm.eps = 2.0  # type: ignore[misc]
+
+
+def test_contains_allows_float_rounding_in_a_large_box():
+    # x + delta in float32 near 255 rounds by ~1.5e-5, far more than rtol * eps for eps = 0.05
+    g = torch.Generator().manual_seed(0)
+    x = 200 + 55 * torch.rand(64, 3, 8, 8, generator=g)
+    for norm, eps in (("linf", 0.05), ("l2", 0.05), ("l1", 0.5)):
+        t = ThreatModel(norm=norm, eps=eps, bounds=(0.0, 255.0))
+        x_adv = t.project(x + torch.randn(x.shape, generator=g), x)
+        assert bool(t.contains(x_adv, x).all()), norm
+        # and still rejects a point clearly outside
+        assert not bool(t.contains(x_adv + 0.01 * (1 if norm == "linf" else 10), x).all()), norm

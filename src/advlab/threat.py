@@ -166,11 +166,20 @@ class ThreatModel:
         return torch.clamp(x + delta, min=self.bounds[0], max=self.bounds[1])
 
     def contains(self, x_adv: Tensor, x: Tensor, *, rtol: float = RTOL, atol: float = ATOL) -> Tensor:
-        """``(B,)`` bool: inside the box and within ``eps * (1 + rtol) + atol`` of ``x``."""
+        """``(B,)`` bool: inside the box and within ``eps * (1 + rtol) + atol + rounding`` of ``x``.
+
+        ``rounding`` is the float error of forming ``x + delta`` at the box's magnitude (a few ulp
+        of ``max(|lo|, |hi|)`` per coordinate, summed as the norm sums them), so a point projected
+        correctly in a box like ``(0, 255)`` with a tiny ε is not rejected.
+        """
         lo, hi = self.bounds
         flat = _flat(x_adv)
         in_box = ((flat >= lo) & (flat <= hi)).all(dim=1)
-        in_ball = self.norm_of(x_adv - x) <= self.eps * (1 + rtol) + atol
+        ulp = torch.finfo(x_adv.dtype).eps if x_adv.is_floating_point() else 0.0
+        d = flat.shape[1]
+        per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[self.norm]
+        rounding = 2.0 * ulp * max(abs(lo), abs(hi)) * per_norm
+        in_ball = self.norm_of(x_adv - x) <= self.eps * (1 + rtol) + atol + rounding
         return in_box & in_ball
 
     def ascent_direction(self, grad: Tensor, *, x_adv: Tensor | None = None,

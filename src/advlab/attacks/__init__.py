@@ -12,9 +12,10 @@ from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD, perturb
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
+from advlab.attacks.score import NES, SimBA, SquareAttack
 from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferResult, jacobian_augmentation,
                                      train_substitute)
 
 __all__ = ["APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
-           "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets",
+           "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack",
            "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute"]
