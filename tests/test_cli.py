@@ -198,3 +198,41 @@ def test_measure_writes_distances_curve_and_distribution(checkpoint, tmp_path):
 def test_measure_and_evaluate_refuse_the_wrong_kind_of_attack(argv, message, checkpoint, tmp_path, capsys):
     assert main([*argv, "--checkpoint", str(checkpoint), "--n", "20", "--out", str(tmp_path / "x")]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_black_box_attack_records_queries_and_respects_the_budget(checkpoint, tmp_path):
+    out = tmp_path / "square"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "square", "--eps", "0.2",
+                 "--queries", "150", "--n", "40", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["access"] == "black-box: scores" and metrics["query_budget_per_point"] == 150
+    assert 1 <= metrics["queries_mean"] <= 150 and metrics["success_rate_over_correct"] > 0.5
+    assert metrics["grads"] == 0
+    saved = load_file(str(out / "adversarial.safetensors"))
+    assert (saved["x_adv"] - saved["x"]).abs().amax() <= 0.2 + 1e-6
+
+
+def test_transfer_from_a_source_checkpoint(checkpoint, tmp_path):
+    src = tmp_path / "src"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "4", "--seed", "1",
+                 "--out", str(src), "--no-progress"]) == 0
+    out = tmp_path / "transfer"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "mifgsm", "--eps", "0.2",
+                 "--source", str(src), "--n", "60", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["access"] == "black-box: labels only" and metrics["queries_mean"] == 1.0
+    assert metrics["transfer"]["source_white_box_success"] > metrics["success_rate_over_correct"] > 0.05
+
+
+def test_minimal_attack_from_the_cli_takes_no_eps(checkpoint, tmp_path, capsys):
+    out = tmp_path / "df"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "deepfool", "--n", "30",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eps"] is None and metrics["success_rate_over_correct"] == 1.0
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "deepfool", "--eps", "0.1",
+                 "--out", str(out)]) != 0
+    assert "takes no --eps" in capsys.readouterr().err
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "pgd", "--eps", "0.1",
+                 "--queries", "10", "--out", str(out)]) != 0
+    assert "--queries is for black-box attacks" in capsys.readouterr().err

@@ -102,12 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics.json and gallery.png into --out.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
     p.add_argument("--attack", default="pgd", metavar="NAME",
-                   help="fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm, apgd-ce, apgd-dlr, apgd-t (default pgd)")
-    p.add_argument("--eps", type=float, required=True, help="perturbation budget ε (inputs are in [0, 1])")
+                   help="white-box: fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm, apgd-ce, apgd-dlr, apgd-t, "
+                        "deepfool, cw, fmn; black-box (query the model only): square, simba, nes "
+                        "(see `advlab list`; default pgd)")
+    p.add_argument("--eps", type=float, help="perturbation budget ε (inputs are in [0, 1]); not for "
+                                             "minimal-perturbation attacks (deepfool, cw, fmn, hsj, boundary)")
     p.add_argument("--norm", choices=["linf", "l2", "l1"], help="threat model norm (default linf)")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float, help="step size α (default depends on the attack)")
     p.add_argument("--targeted", action="store_true", help="aim at a random wrong class per image")
+    p.add_argument("--queries", type=_positive_int,
+                   help="black-box attacks: query budget per point (the oracle refuses queries past it)")
+    p.add_argument("--source", metavar="DIR",
+                   help="transfer: craft the (white-box) attack on this checkpoint, evaluate on --checkpoint "
+                        "through a label-only oracle")
     p.add_argument("--n", type=_positive_int, default=100, help="test images to attack (default 100)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -223,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "attack":
         runs.attack_job(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, out=args.out,
                         norm=args.norm, steps=args.steps, step_size=args.step_size, targeted=args.targeted,
+                        queries=args.queries, source=args.source,
                         n=args.n, batch_size=args.batch_size, seed=args.seed, data=args.data,
                         data_dir=args.data_dir, download=args.download)
     elif args.command == "evaluate":

@@ -8,6 +8,7 @@ from typing import Any
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
+from advlab.attacks.score import NES, SimBA, SquareAttack
 
 # name -> (config class, options fixed by the name)
 ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -26,7 +27,17 @@ ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
     "cw": (CarliniWagnerL2, {}),
     "cwl2": (CarliniWagnerL2, {}),
     "fmn": (FMN, {}),
+    # black-box, score-based: they take an advlab.oracle.Oracle(output="scores")
+    "square": (SquareAttack, {}),
+    "simba": (SimBA, {}),
+    "simbadct": (SimBA, {"basis": "dct"}),
+    "simbapixel": (SimBA, {"basis": "pixel"}),
+    "nes": (NES, {}),
 }
+
+#: black-box attacks and the oracle output they need ("scores" or "label")
+BLACKBOX: dict[str, str] = {"square": "scores", "simba": "scores", "simbadct": "scores",
+                            "simbapixel": "scores", "nes": "scores"}
 
 #: attacks that look for the smallest perturbation instead of working within an eps
 MINIMAL = frozenset({"deepfool", "cw", "cwl2", "fmn"})
@@ -34,7 +45,9 @@ MINIMAL = frozenset({"deepfool", "cw", "cwl2", "fmn"})
 DISPLAY_NAMES = {"fgsm": "FGSM", "fgm": "FGM", "ifgsm": "I-FGSM", "bim": "BIM", "pgd": "PGD",
                  "mifgsm": "MI-FGSM", "mifgm": "MI-FGM",
                  "apgdce": "APGD-CE", "apgddlr": "APGD-DLR", "apgdt": "APGD-T",
-                 "deepfool": "DeepFool", "cw": "C&W L2", "cwl2": "C&W L2", "fmn": "FMN"}
+                 "deepfool": "DeepFool", "cw": "C&W L2", "cwl2": "C&W L2", "fmn": "FMN",
+                 "square": "Square", "simba": "SimBA", "simbadct": "SimBA-DCT", "simbapixel": "SimBA-pixel",
+                 "nes": "NES"}
 
 
 def list_attacks() -> list[str]:

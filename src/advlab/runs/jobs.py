@@ -7,6 +7,7 @@ them, and tests call them directly. Every stored number carries its provenance.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import time
 from dataclasses import dataclass, field
@@ -90,26 +91,60 @@ class AttackOutput:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def attack_job(*, checkpoint: str | Path, attack: str, eps: float, out: str | Path,
+def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: str | Path,
                norm: str | None = None, steps: int | None = None, step_size: float | None = None,
                targeted: bool = False, n: int = 100, batch_size: int = 250, seed: int = 0,
+               queries: int | None = None, source: str | Path | None = None,
                data: str | None = None, data_dir: str | None = None, download: bool = False,
                gallery_size: int = 6, quiet: bool = False) -> AttackOutput:
-    """Attack a saved model on ``n`` test images; save the adversarial examples, metrics, gallery."""
+    """Attack a saved model on ``n`` test images; save the adversarial examples, metrics, gallery.
+
+    White-box attacks get the model. Black-box attacks (``square``, ``simba``, ``nes``, ...) get
+    only ``Oracle(model, output=..., budget=queries)``: ``queries`` is the per-point budget, and
+    the metrics record the queries each point used and how many ran out of budget. With
+    ``source`` (a checkpoint), the white-box ``attack`` is crafted on that model and transferred:
+    the target is asked one label per point. Minimal-perturbation attacks take no ``eps``.
+    """
+    from advlab.attacks.registry import BLACKBOX, MINIMAL
+    from advlab.oracle import Oracle
     from advlab.reports import gallery_from_result
 
+    key = attack_key(attack)
+    minimal = key in MINIMAL or (key in BLACKBOX and key in MINIMAL_BLACKBOX)
+    if minimal and eps is not None:
+        raise ValueError(f"{attack} looks for the smallest perturbation: it takes no --eps")
+    if not minimal and eps is None:
+        raise ValueError(f"{attack} needs --eps (the perturbation budget)")
+    if queries is not None and key not in BLACKBOX:
+        raise ValueError(f"--queries is for black-box attacks ({', '.join(BLACKBOX)}); {attack} is white-box")
+    if source is not None and key in BLACKBOX:
+        raise ValueError("--source crafts a white-box attack on a substitute; use a white-box attack with it")
     model = load(checkpoint)
     card = load_card(checkpoint)
     ds = _checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
-    config = make_attack(attack, eps=eps, norm=norm, steps=steps, step_size=step_size, strict=True)
+    options: dict[str, Any] = {"eps": eps, "norm": norm, "steps": steps, "step_size": step_size}
+    if key in BLACKBOX and queries is not None:
+        options["queries"] = queries
+    config = make_attack(key, strict=True, **options)
+    victim: Any = model
+    if key in BLACKBOX:
+        victim = Oracle(model, output=BLACKBOX[key], budget=queries)  # type: ignore[arg-type]
+    elif source is not None:
+        from advlab.attacks import TransferAttack
+        config = TransferAttack(attack=config, source=load(source))
+        victim = Oracle(model, output="label")
     gen = torch.Generator().manual_seed(seed)
     target = random_targets(ds.y, ds.num_classes, generator=gen) if targeted else None
     t0 = time.perf_counter()
-    parts = []
+    parts, source_parts = [], []
     for i in range(0, len(ds), batch_size):
         sl = slice(i, i + batch_size)
-        parts.append(config(model, ds.x[sl], ds.y[sl], generator=gen,
-                            target=None if target is None else target[sl]))
+        res = config(victim, ds.x[sl], ds.y[sl], generator=gen,
+                     target=None if target is None else target[sl])
+        if source is not None:
+            source_parts.append(res.source)
+            res = res.target
+        parts.append(res)
     seconds = time.perf_counter() - t0
     result = _concat(parts)
     with torch.no_grad():
@@ -120,7 +155,8 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float, out: str | Pa
     broken = result.success & correct
     metrics = {
         "attack": result.attack, "checkpoint": str(checkpoint), "dataset": ds.name, "n": len(ds),
-        "targeted": targeted, "norm": result.threat.norm, "eps": result.threat.eps,
+        "targeted": targeted, "norm": result.threat.norm,
+        "eps": result.threat.eps if math.isfinite(result.threat.eps) else None,
         "clean_accuracy": n_correct / len(ds),
         "robust_accuracy": float((correct & ~result.success).float().mean()) if not targeted else None,
         "success_rate_over_correct": int(broken.sum()) / n_correct if n_correct else None,
@@ -129,6 +165,23 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float, out: str | Pa
         "grads": int(result.num_grads.sum()), "seconds": seconds,
         "provenance": provenance(seed=seed),
     }
+    if result.queries is not None:
+        q = result.queries[correct].float()
+        metrics.update({
+            "access": "black-box: " + ("labels only" if isinstance(victim, Oracle) and victim.output == "label"
+                                       else "scores"),
+            "query_budget_per_point": queries,
+            "queries_mean": float(q.mean()) if q.numel() else None,
+            "queries_median": float(q.median()) if q.numel() else None,
+            "queries_mean_per_success": float(result.queries[broken].float().mean()) if broken.any() else None,
+            "budget_exhausted": int((result.budget_exhausted & correct).sum())
+            if result.budget_exhausted is not None else 0,
+        })
+    if source_parts:
+        src = _concat(source_parts)
+        metrics["transfer"] = {"source": str(source),
+                               "source_white_box_success": float(src.success[correct].float().mean())
+                               if n_correct else None}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"adversarial": out / "adversarial.safetensors", "metrics": out / "metrics.json",
@@ -143,7 +196,8 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float, out: str | Pa
     gallery_from_result(ds.x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
                         clean_conf=clean_conf, y=ds.y, n=gallery_size, path=files["gallery"])
     rate = metrics["success_rate_over_correct"]
-    _say(f"{DISPLAY_NAMES.get(attack, attack)} ε={eps:g}: success {100 * (rate or 0):.1f}% of the "
+    budget = f"ε={eps:g}" if eps is not None else "minimal perturbation"
+    _say(f"{DISPLAY_NAMES.get(key, attack)} {budget}: success {100 * (rate or 0):.1f}% of the "
          f"{n_correct} correctly classified of {len(ds)} images; files in {out}", quiet)
     return AttackOutput(result=result, metrics=metrics, files=files)
 
@@ -154,10 +208,15 @@ def _concat(parts: Sequence[AttackResult]) -> AttackResult:
     return AttackResult(x_adv=cat("x_adv"), success=cat("success"), pred=cat("pred"),
                         confidence=cat("confidence"), norms=cat("norms"), num_grads=cat("num_grads"),
                         num_forwards=cat("num_forwards"), threat=first.threat, attack=first.attack,
-                        target=cat("target") if first.target is not None else None)
+                        target=cat("target") if first.target is not None else None,
+                        queries=cat("queries") if first.queries is not None else None,
+                        budget_exhausted=cat("budget_exhausted") if first.budget_exhausted is not None else None)
 
 
 DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm")
+
+#: black-box attacks that minimise the perturbation instead of working within an eps
+MINIMAL_BLACKBOX = frozenset({"hsj", "hopskipjump", "boundary"})
 
 
 def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int | None = None,
