@@ -26,8 +26,11 @@ from advlab.models.zoo import (
 
 from advlab.models.ensemble import Ensemble
 from advlab.models.generative import VAE, VAEHistory, fit_vae, load_vae, save_vae
+from advlab.models.sklearn import SklearnScores, from_sklearn
 
 __all__ = [
+    "SklearnScores",
+    "from_sklearn",
     "MLP",
     "LeNet5",
     "SmallCNN",
