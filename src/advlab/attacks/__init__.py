@@ -12,10 +12,14 @@ from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD, perturb
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
+from advlab.attacks.patch import AdversarialPatch, PatchResult, patch_success, success_vs_size
 from advlab.attacks.score import NES, SimBA, SquareAttack
+from advlab.attacks.universal import UniversalPerturbation, UniversalResult, fooling_rate
 from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferResult, jacobian_augmentation,
                                      train_substitute)
 
 __all__ = ["APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack",
+           "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",
+           "patch_success", "success_vs_size",
            "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute"]
