@@ -236,3 +236,30 @@ def test_minimal_attack_from_the_cli_takes_no_eps(checkpoint, tmp_path, capsys):
     assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "pgd", "--eps", "0.1",
                  "--queries", "10", "--out", str(out)]) != 0
     assert "--queries is for black-box attacks" in capsys.readouterr().err
+
+
+def test_universal_perturbation_and_patch_from_the_cli(checkpoint, tmp_path):
+    out = tmp_path / "uap"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "uap", "--eps", "0.25",
+                 "--fit-n", "300", "--n", "200", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # held-out, not fitted on; must beat random noise of the same norm (digits CNN: ~0.4 vs ~0.15)
+    assert m["fooling_rate_held_out"] > m["random_noise_fooling_rate_held_out"]["max"] + 0.05
+    v = load_file(str(out / "perturbation.safetensors"))["perturbation"]
+    assert v.abs().max() <= 0.25 + 1e-6 and (out / "gallery.png").exists()
+    out = tmp_path / "patch"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "patch", "--target-class", "3",
+                 "--patch-size", "0.25", "--fit-n", "300", "--n", "200", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= m["random_patch_success_held_out"] <= 1.0 and 0.0 <= m["success_held_out"] <= 1.0
+    assert m["success_held_out"] > m["random_patch_success_held_out"]
+
+
+def test_decision_based_attack_from_the_cli(checkpoint, tmp_path):
+    out = tmp_path / "hsj"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "hsj", "--queries", "400",
+                 "--n", "20", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["access"] == "black-box: labels only" and m["eps"] is None
+    assert m["success_rate_over_correct"] == 1.0 and m["queries_mean"] <= 400
+    assert 0 < m["median_norm_of_successes"] < 3.0

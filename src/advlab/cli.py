@@ -23,6 +23,8 @@ EPILOG = """examples:
   advlab evaluate --checkpoint runs/cnn --attacks fgsm,ifgsm,pgd,mifgsm --eps 0.01,0.05,0.1 --out runs/cnn/eval
   advlab evaluate --checkpoint runs/cnn --attacks pgd --strong --eps 0.1 --out runs/cnn/strong
   advlab measure --checkpoint runs/cnn --attacks deepfool,fmn --norm l2 --out runs/cnn/minimal
+  advlab attack --checkpoint runs/cnn --attack square --eps 0.1 --queries 1000 --out runs/cnn/square
+  advlab defend --recipe pgd --data fashion-mnist --epochs 2 --eps 0.1 --out runs/pgd
 """
 
 
@@ -103,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
     p.add_argument("--attack", default="pgd", metavar="NAME",
                    help="white-box: fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm, apgd-ce, apgd-dlr, apgd-t, "
-                        "deepfool, cw, fmn; black-box (query the model only): square, simba, nes "
-                        "(see `advlab list`; default pgd)")
+                        "deepfool, cw, fmn; black-box (query the model only): square, simba, nes, hsj, boundary "
+                        "; universal: uap, patch (see `advlab list`; default pgd)")
     p.add_argument("--eps", type=float, help="perturbation budget ε (inputs are in [0, 1]); not for "
                                              "minimal-perturbation attacks (deepfool, cw, fmn, hsj, boundary)")
     p.add_argument("--norm", choices=["linf", "l2", "l1"], help="threat model norm (default linf)")
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targeted", action="store_true", help="aim at a random wrong class per image")
     p.add_argument("--queries", type=_positive_int,
                    help="black-box attacks: query budget per point (the oracle refuses queries past it)")
+    p.add_argument("--fit-n", type=_positive_int, default=1000,
+                   help="uap / patch: training images the universal perturbation is fitted on (default 1000)")
+    p.add_argument("--method", choices=["sgd", "deepfool"], default="sgd", help="uap: fitting method (default sgd)")
+    p.add_argument("--passes", type=_positive_int, help="uap: passes over the fitting data (default 3)")
+    p.add_argument("--target-class", type=int, help="uap (targeted) / patch: the class to send inputs to")
+    p.add_argument("--patch-size", type=float, default=0.1, help="patch: fraction of the image area (default 0.1)")
     p.add_argument("--source", metavar="DIR",
                    help="transfer: craft the (white-box) attack on this checkpoint, evaluate on --checkpoint "
                         "through a label-only oracle")
@@ -159,6 +167,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
     _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("defend", help="train with a defense recipe; compare with the undefended model",
+                       description="Train a zoo architecture with a defense recipe (adversarial training: "
+                                   "fgsm-mix, pgd, fast, trades, ensemble; distill; vat), save it as a "
+                                   "checkpoint, and compare it with the undefended model: clean accuracy and "
+                                   "robust accuracy over ε under white-box PGD, transfer from a held-out "
+                                   "surrogate and the black-box Square attack. Running the same command "
+                                   "again resumes interrupted training.")
+    p.add_argument("--recipe", required=True, choices=["standard", "fgsm-mix", "pgd", "fast", "trades",
+                                                        "ensemble", "distill", "vat"])
+    _data_options(p, default="fashion-mnist")
+    p.add_argument("--model", default="small-cnn", metavar="NAME", help="architecture (default small-cnn)")
+    p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--eps", type=float, default=0.1, help="L∞ ε of training and evaluation (default 0.1)")
+    p.add_argument("--eval-eps", type=_float_list, help="ε values of the comparison (default ε/2, ε, 2ε)")
+    p.add_argument("--steps", type=_positive_int, help="attack steps inside pgd/trades training")
+    p.add_argument("--alpha", type=float, default=0.5, help="fgsm-mix / ensemble: weight of the clean loss")
+    p.add_argument("--beta", type=float, default=6.0, help="trades: β")
+    p.add_argument("--temperature", type=float, default=100.0, help="distill: T (default 100)")
+    p.add_argument("--vat-eps", type=float, default=2.0, help="vat: L2 radius of the virtual perturbation")
+    p.add_argument("--labels", type=_positive_int, help="vat: keep N labels, the rest of the data unlabelled")
+    p.add_argument("--static", action="append", default=[], metavar="DIR",
+                   help="ensemble: a static pre-trained model (repeatable; default: train an mlp and a lenet5)")
+    p.add_argument("--baseline", metavar="DIR", help="the undefended checkpoint (default: train one)")
+    p.add_argument("--surrogate", metavar="DIR", help="transfer source checkpoint (default: train one)")
+    p.add_argument("--queries", type=_positive_int, default=1000, help="Square's query budget per point")
+    p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    p.add_argument("--n", type=_positive_int, default=500, help="test images of the comparison (default 500)")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
 
@@ -228,6 +269,12 @@ def _run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir,
                        download=args.download, limit=args.limit, progress=not args.no_progress,
                        overwrite=args.overwrite)
+    elif args.command == "attack" and args.attack.strip().lower() in ("uap", "patch"):
+        from advlab.runs.universal import universal_job
+        universal_job(checkpoint=args.checkpoint, kind=args.attack.strip().lower(), out=args.out, eps=args.eps,
+                      norm=args.norm, method=args.method, epochs=args.passes, target_class=args.target_class,
+                      patch_size=args.patch_size, fit_n=args.fit_n, n=args.n, seed=args.seed, data=args.data,
+                      data_dir=args.data_dir, download=args.download)
     elif args.command == "attack":
         runs.attack_job(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, out=args.out,
                         norm=args.norm, steps=args.steps, step_size=args.step_size, targeted=args.targeted,
@@ -244,6 +291,14 @@ def _run(args: argparse.Namespace) -> int:
         runs.measure_job(checkpoint=args.checkpoint, out=args.out, attacks=args.attacks, norm=args.norm,
                          eps=args.eps, steps=args.steps, n=args.n, batch_size=args.batch_size, data=args.data,
                          data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+    elif args.command == "defend":
+        from advlab.runs.defend import defend_job
+        defend_job(recipe=args.recipe, out=args.out, data=args.data, model=args.model, epochs=args.epochs,
+                   eps=args.eps, seed=args.seed, limit=args.limit, n=args.n, batch_size=args.batch_size,
+                   lr=args.lr, steps=args.steps, alpha=args.alpha, beta=args.beta, temperature=args.temperature,
+                   vat_eps=args.vat_eps, labels=args.labels, static=args.static, baseline=args.baseline,
+                   surrogate=args.surrogate, eval_eps=args.eval_eps, queries=args.queries,
+                   data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
     elif args.command == "audit":
         report = runs.audit_job(checkpoint=args.checkpoint, eps=args.eps, out=args.out, norm=args.norm,
                                 n=args.n, steps=args.steps, seed=args.seed, data=args.data,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from advlab.attacks._base import AttackResult, random_targets
 from advlab.attacks.apgd import APGD, APGDT
+from advlab.attacks.decision import BoundaryAttack, HopSkipJump
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD, perturb
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
@@ -19,7 +20,7 @@ from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferR
                                      train_substitute)
 
 __all__ = ["APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
-           "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack",
+           "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",
            "patch_success", "success_vs_size",
            "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute"]

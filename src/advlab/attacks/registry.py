@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from advlab.attacks.apgd import APGD, APGDT
+from advlab.attacks.decision import BoundaryAttack, HopSkipJump
 from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.score import NES, SimBA, SquareAttack
@@ -33,11 +34,16 @@ ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
     "simbadct": (SimBA, {"basis": "dct"}),
     "simbapixel": (SimBA, {"basis": "pixel"}),
     "nes": (NES, {}),
+    # black-box, decision-based (labels only; minimal perturbation, no eps)
+    "hsj": (HopSkipJump, {}),
+    "hopskipjump": (HopSkipJump, {}),
+    "boundary": (BoundaryAttack, {}),
 }
 
 #: black-box attacks and the oracle output they need ("scores" or "label")
 BLACKBOX: dict[str, str] = {"square": "scores", "simba": "scores", "simbadct": "scores",
-                            "simbapixel": "scores", "nes": "scores"}
+                            "simbapixel": "scores", "nes": "scores",
+                            "hsj": "label", "hopskipjump": "label", "boundary": "label"}
 
 #: attacks that look for the smallest perturbation instead of working within an eps
 MINIMAL = frozenset({"deepfool", "cw", "cwl2", "fmn"})
@@ -47,7 +53,7 @@ DISPLAY_NAMES = {"fgsm": "FGSM", "fgm": "FGM", "ifgsm": "I-FGSM", "bim": "BIM", 
                  "apgdce": "APGD-CE", "apgddlr": "APGD-DLR", "apgdt": "APGD-T",
                  "deepfool": "DeepFool", "cw": "C&W L2", "cwl2": "C&W L2", "fmn": "FMN",
                  "square": "Square", "simba": "SimBA", "simbadct": "SimBA-DCT", "simbapixel": "SimBA-pixel",
-                 "nes": "NES"}
+                 "nes": "NES", "hsj": "HopSkipJump", "hopskipjump": "HopSkipJump", "boundary": "Boundary"}
 
 
 def list_attacks() -> list[str]:
