@@ -1,0 +1,592 @@
+"""One trainer for every recipe: batching, optimiser, progress, checkpoints, resume, data parallelism.
+
+A :class:`~advlab.defenses.recipe.Recipe` says how one batch becomes a loss (standard, FGSM mix,
+PGD, TRADES, distillation, VAT ...); :func:`train` does everything else, the same way for all:
+
+- **Determinism.** One master :class:`torch.Generator` seeded with ``seed`` shuffles the data; at
+  the start of each epoch it also draws the seed of that epoch's recipe generator (the one passed
+  to ``recipe.batch_loss(..., generator=...)``, e.g. for PGD's random start) and the seed of the
+  forked global RNG that in-model randomness (dropout) draws from. The caller's global RNG is left
+  unchanged. Same seed, same initial weights, same data → same weights, bit for bit.
+- **Checkpoints** (``checkpoint_dir``): after every epoch the model weights, the optimiser state
+  tensors and the master generator state go into ``state-epochNNNN.safetensors``; the epoch, the
+  history, the recipe card, the run's settings and the optimiser's scalars go into ``state.json``,
+  which names that safetensors file and its SHA-256. Both are written to temporary files and
+  moved into place with :func:`os.replace`; ``state.json`` is replaced last and is the commit
+  point, so an interruption at any moment leaves the previous complete checkpoint. No pickle.
+- **Resume** (``resume=True``): a later call with the same recipe and settings continues after the
+  last finished epoch and ends with weights identical to an uninterrupted run. A checkpoint of
+  another recipe, other hyperparameters, other data or other settings is refused with an error
+  that names what differs.
+- **Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) the trainer initialises
+  :mod:`torch.distributed` itself (gloo for CPU data, nccl for CUDA) unless it already is. Every
+  rank draws the same shuffled order; each global batch of ``batch_size`` is split into
+  ``WORLD_SIZE`` contiguous shards; gradients are all-reduced weighted by shard size, so a step
+  uses the gradient of the mean loss over the *global* batch, as a single process would. Floating
+  point buffers (BatchNorm running statistics) are averaged across ranks after each step, so all
+  ranks keep identical models. Only rank 0 writes checkpoints and shows a progress bar.
+
+Example::
+
+    model = build_seeded("small-cnn", in_shape=(1, 28, 28), num_classes=10, seed=0)
+    result = train(model, PGDTraining(eps=0.1), x, y, epochs=10, checkpoint_dir="runs/pgd",
+                   save_to="zoo/pgd-cnn", card={"dataset": "fashion-mnist"})
+    result.val_accuracy, result.recipe  # per-epoch accuracy, {"recipe": "pgd", "eps": 0.1, ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advlab.defenses.recipe import Recipe
+from advlab.models.training import OPTIMIZERS, _check_data, _check_labels_fit, _make_optimizer, accuracy
+
+__all__ = ["TrainResult", "train", "read_training_state", "STATE_FILE"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+STATE_FORMAT = "advlab-training-state"
+STATE_VERSION = 1
+_MAX_SEED = 2**62
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did, epoch by epoch.
+
+    Attributes:
+        history: one dict per finished epoch (earlier epochs of a resumed run included):
+            ``{"epoch": 1-based, "loss": mean loss, "logs": {name: mean over the epoch},
+            "val_accuracy": float or None, "seconds": wall, "cpu_seconds": process CPU}``.
+        recipe: ``recipe.card()``, JSON-ready.
+        settings: the run's settings (batch size, lr, optimiser, seed, data fingerprint, ...).
+        resumed_from: epochs already finished in the checkpoint this call resumed from (0 if none).
+        world_size: number of data-parallel processes.
+        saved_to: directory of the zoo checkpoint written at the end, or ``None``.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int = 0
+    world_size: int = 1
+    saved_to: Path | None = None
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def loss(self) -> list[float]:
+        return [h["loss"] for h in self.history]
+
+    @property
+    def val_accuracy(self) -> list[float | None]:
+        return [h["val_accuracy"] for h in self.history]
+
+    @property
+    def seconds(self) -> list[float]:
+        return [h["seconds"] for h in self.history]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return {"history": self.history, "recipe": self.recipe, "settings": self.settings,
+                "resumed_from": self.resumed_from, "world_size": self.world_size,
+                "saved_to": str(self.saved_to) if self.saved_to is not None else None}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _fingerprint(*tensors: Tensor | None) -> str:
+    """SHA-256 over shapes, dtypes and (a strided subsample of) the values: cheap, stable."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        flat = t.detach().reshape(t.shape[0], -1) if t.dim() > 1 else t.detach().reshape(-1, 1)
+        step = max(1, flat.shape[0] // 2048)
+        h.update(flat[::step].to("cpu").contiguous().numpy().tobytes())
+        h.update(np.float64(flat.double().sum().item()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_recipe(recipe: Any) -> dict[str, Any]:
+    if not isinstance(recipe, Recipe):
+        raise TypeError(
+            f"recipe must implement advlab.defenses.Recipe (name, batch_loss(model, x, y, *, generator, "
+            f"x_unlabelled=None), card()), got {type(recipe).__name__}"
+        )
+    card = recipe.card()
+    try:
+        return json.loads(json.dumps(card, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"recipe.card() must be JSON-serialisable: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def _setup_distributed(device: torch.device) -> _Dist:
+    """Join the process group torchrun describes (initialising it if needed); world 1 otherwise."""
+    if not torch.distributed.is_available():
+        return _Dist()
+    dist = torch.distributed
+    if not dist.is_initialized():
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return _Dist()
+        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f"WORLD_SIZE={world} but {', '.join(missing)} unset: launch with torchrun "
+                "(python -m torch.distributed.run) or initialise torch.distributed yourself"
+            )
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        logger.info("initialising torch.distributed (%s, world size %d)", backend, world)
+        dist.init_process_group(backend=backend)
+    world = dist.get_world_size()
+    return _Dist(rank=dist.get_rank(), world=world) if world > 1 else _Dist()
+
+
+def _broadcast_model(model: nn.Module) -> None:
+    for t in (*model.parameters(), *model.buffers()):
+        torch.distributed.broadcast(t.data, src=0)
+
+
+def _all_reduce_grads(params: list[nn.Parameter], weight: float) -> None:
+    """``grad ← Σ_ranks weight_r · grad_r`` in one flat all-reduce (missing grads count as 0)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]) * weight
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def _average_buffers(model: nn.Module, world: int) -> None:
+    for b in model.buffers():
+        if b.is_floating_point():
+            torch.distributed.all_reduce(b.data)
+            b.data /= world
+
+
+# ----------------------------------------------------------------------------- checkpoint io
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_save_tensors(path: Path, tensors: dict[str, Tensor]) -> str:
+    """Write ``tensors`` to ``path`` through a temporary file; return the file's SHA-256."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
+
+
+def _cpu_copy(t: Tensor) -> Tensor:
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimiser state: tensors (``optim.<param>.<key>``) for safetensors, the rest as JSON."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{pid}.{key}"] = _cpu_copy(value)
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, scalars
+
+
+def _optimizer_restore(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor],
+                       scalars: Mapping[str, Mapping[str, Any]]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entries in scalars.items():
+        state.setdefault(int(pid), {}).update(entries)
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
+def read_training_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON half of a training checkpoint (epoch, history, recipe, settings), or ``None``."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"training checkpoint {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not an advlab training checkpoint (format {STATE_FORMAT!r})")
+    if data.get("version") != STATE_VERSION:
+        raise ValueError(f"{path}: training checkpoint version {data.get('version')!r} is not supported "
+                         f"(this advlab reads version {STATE_VERSION})")
+    return data
+
+
+def _write_checkpoint(directory: Path, *, model: nn.Module, opt: torch.optim.Optimizer,
+                      generator: torch.Generator, epoch: int, result: TrainResult) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": _cpu_copy(v) for k, v in model.state_dict().items()}
+    opt_tensors, opt_scalars = _optimizer_split(opt)
+    tensors.update(opt_tensors)
+    tensors["generator"] = generator.get_state().clone()
+    weights_name = f"state-epoch{epoch:04d}.safetensors"
+    digest = _atomic_save_tensors(directory / weights_name, tensors)
+    state = {
+        "format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch,
+        "tensors": weights_name, "sha256": digest,
+        "recipe": result.recipe, "settings": result.settings, "history": result.history,
+        "optimizer_scalars": opt_scalars,
+    }
+    _atomic_write_text(directory / STATE_FILE, json.dumps(state, indent=1, allow_nan=False) + "\n")
+    for old in directory.glob("state-epoch*.safetensors"):  # committed: older tensors are stale
+        if old.name != weights_name:
+            old.unlink(missing_ok=True)
+
+
+def _diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(saved) | set(now))
+    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {now.get(k, '<absent>')!r}"
+            for k in keys if saved.get(k, "<absent>") != now.get(k, "<absent>")]
+
+
+def _load_checkpoint(directory: Path, *, recipe_card: dict[str, Any], settings: dict[str, Any],
+                     epochs: int) -> tuple[dict[str, Any], dict[str, Tensor]] | None:
+    state = read_training_state(directory)
+    if state is None:
+        return None
+    where = directory / STATE_FILE
+    recipe_diff = _diff(state.get("recipe", {}), recipe_card)
+    if recipe_diff:
+        raise ValueError(
+            f"cannot resume from {where}: it was written by a different recipe "
+            f"({'; '.join(recipe_diff)}); use another checkpoint_dir or resume=False to start over"
+        )
+    settings_diff = _diff(state.get("settings", {}), settings)
+    if settings_diff:
+        raise ValueError(
+            f"cannot resume from {where}: it was written with different settings "
+            f"({'; '.join(settings_diff)}); use another checkpoint_dir or resume=False to start over"
+        )
+    done = int(state["epoch"])
+    if done > epochs:
+        raise ValueError(f"cannot resume from {where}: it has already trained {done} epochs, more "
+                         f"than the {epochs} asked for")
+    tensor_path = directory / state["tensors"]
+    if not tensor_path.is_file():
+        raise ValueError(f"training checkpoint {where} names {tensor_path.name}, which is missing")
+    digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
+    if digest != state["sha256"]:
+        raise ValueError(f"training checkpoint {tensor_path} is corrupt (SHA-256 differs from {where})")
+    return state, load_file(str(tensor_path), device="cpu")
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def train(
+    model: nn.Module,
+    recipe: Recipe,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    x_val: Tensor | None = None,
+    y_val: Tensor | None = None,
+    x_unlabelled: Tensor | None = None,
+    unlabelled_batch_size: int | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    save_to: str | os.PathLike[str] | None = None,
+    card: Mapping[str, Any] | None = None,
+    callback: Callable[[int, TrainResult], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with ``recipe``; return the per-epoch :class:`TrainResult`.
+
+    Each step: ``loss, logs = recipe.batch_loss(model, x_b, y_b, generator=g_epoch,
+    x_unlabelled=u_b)`` with the model in training mode, then ``backward`` and one optimiser step.
+    The model is left in eval mode, also when training fails.
+
+    Args:
+        model: maps ``(B, C, H, W)`` to logits ``(B, K)``; trained in place.
+        recipe: how a batch becomes a loss (:class:`~advlab.defenses.Standard`,
+            :class:`~advlab.defenses.adversarial.PGDTraining`, ...).
+        x, y: training data, ``(N, C, H, W)`` float in [0, 1] and ``(N,)`` int64.
+        epochs: total number of epochs (a resumed run counts the finished ones).
+        batch_size: samples per step over all ranks; the last batch of an epoch may be smaller.
+        lr, optimizer, weight_decay: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+        seed: seeds shuffling, the recipe's generator and in-model randomness.
+        x_val, y_val: optional validation data, accuracy measured after every epoch.
+        x_unlabelled: ``(U, C, H, W)`` unlabelled inputs for semi-supervised recipes (VAT); each
+            step gets ``unlabelled_batch_size`` (default ``batch_size``) of them, drawn by cycling
+            through a fresh permutation every epoch.
+        checkpoint_dir: write a training checkpoint there after every epoch (rank 0 only).
+        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one; ``False``
+            starts over and overwrites it.
+        progress: a tqdm bar per epoch with the running means of the recipe's logs.
+        save_to: at the end, save a zoo checkpoint there (:func:`advlab.models.save`, overwriting)
+            with ``card`` completed by ``training = {"recipe": recipe.card(), settings, history}``
+            and ``seed``; :func:`advlab.models.load` rebuilds the model from it.
+        card: extra ModelCard fields for ``save_to`` (``dataset``, ``clean_accuracy`` ...).
+        callback: called as ``callback(epoch, result)`` after each epoch (and its checkpoint);
+            an exception it raises stops training with the checkpoint intact.
+
+    Raises:
+        TypeError / ValueError: bad arguments or data (the message names which); a checkpoint
+            from another recipe or other settings.
+        FloatingPointError: the loss became NaN or Inf.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    recipe_card = _check_recipe(recipe)
+    _positive_int("epochs", epochs)
+    _positive_int("batch_size", batch_size)
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    _check_data(x, y, model=model)
+    if (x_val is None) != (y_val is None):
+        raise ValueError("give both x_val and y_val, or neither")
+    if x_val is not None:
+        _check_data(x_val, y_val, model=model, what="x_val/y_val")
+        if x_val.shape[1:] != x.shape[1:]:
+            raise ValueError(f"x_val samples are {tuple(x_val.shape[1:])} but x samples are {tuple(x.shape[1:])}")
+    if x_unlabelled is not None:
+        _check_data(x_unlabelled, torch.zeros(x_unlabelled.shape[0], dtype=torch.int64,
+                                              device=x_unlabelled.device),
+                    model=model, what="x_unlabelled/its labels")
+        if x_unlabelled.shape[1:] != x.shape[1:]:
+            raise ValueError(f"x_unlabelled samples are {tuple(x_unlabelled.shape[1:])} but x samples "
+                             f"are {tuple(x.shape[1:])}")
+        ub = _positive_int("unlabelled_batch_size",
+                           batch_size if unlabelled_batch_size is None else unlabelled_batch_size)
+    elif unlabelled_batch_size is not None:
+        raise ValueError("unlabelled_batch_size given without x_unlabelled")
+    else:
+        ub = 0
+    if card is not None and save_to is None:
+        raise ValueError("card is only used with save_to; pass save_to=DIR to write a zoo checkpoint")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+
+    dist = _setup_distributed(x.device)
+    local_batch = math.ceil(batch_size / dist.world)
+    check_batch = getattr(recipe, "check_batch_size", None)
+    if callable(check_batch):
+        check_batch(local_batch)  # e.g. BatchMix: k <= batch
+
+    settings: dict[str, Any] = {
+        "batch_size": batch_size, "lr": float(lr), "optimizer": optimizer,
+        "weight_decay": float(weight_decay), "seed": seed, "num_samples": int(x.shape[0]),
+        "data": _fingerprint(x, y),
+        "num_unlabelled": int(x_unlabelled.shape[0]) if x_unlabelled is not None else 0,
+        "unlabelled_batch_size": ub, "world_size": dist.world,
+    }
+    result = TrainResult(recipe=recipe_card, settings=settings, world_size=dist.world)
+    opt = _make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    start_epoch = 0
+    if directory is not None and resume:
+        loaded = _load_checkpoint(directory, recipe_card=recipe_card, settings=settings, epochs=epochs)
+        if loaded is not None:
+            state, tensors = loaded
+            model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+            model.load_state_dict(model_state, strict=True)
+            _optimizer_restore(opt, tensors, state.get("optimizer_scalars", {}))
+            generator.set_state(tensors["generator"])
+            result.history = list(state["history"])
+            start_epoch = result.resumed_from = int(state["epoch"])
+            logger.info("resuming from %s after epoch %d", directory, start_epoch)
+    if dist.active:
+        _broadcast_model(model)
+
+    n = x.shape[0]
+    num_batches = math.ceil(n / batch_size)
+    cuda_devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    show = progress and dist.rank == 0
+
+    try:
+        with torch.random.fork_rng(devices=cuda_devices):
+            for epoch in range(start_epoch, epochs):
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                order = torch.randperm(n, generator=generator).to(x.device)
+                seeds = torch.randint(_MAX_SEED, (2,), generator=generator).tolist()
+                recipe_gen = torch.Generator(device=x.device).manual_seed(seeds[0] + dist.rank)
+                torch.manual_seed(seeds[1] + dist.rank)  # dropout etc., inside the forked RNG
+                if x_unlabelled is not None:
+                    u_total = num_batches * ub
+                    reps = math.ceil(u_total / x_unlabelled.shape[0])
+                    u_order = torch.cat([torch.randperm(x_unlabelled.shape[0], generator=generator)
+                                         for _ in range(reps)])[:u_total].to(x.device)
+                model.train()
+                sums: dict[str, float] = {}
+                loss_sum, seen = 0.0, 0
+                bar = tqdm(range(num_batches), desc=f"{recipe_card['recipe']} epoch {epoch + 1}/{epochs}",
+                           disable=not show, leave=True, unit="batch")
+                for step in bar:
+                    idx = order[step * batch_size : (step + 1) * batch_size]
+                    global_b = idx.shape[0]
+                    if dist.active:
+                        idx = idx.tensor_split(dist.world)[dist.rank]
+                    xb, yb = x[idx], y[idx]  # (b, C, H, W), (b,)
+                    ubatch = None
+                    if x_unlabelled is not None:
+                        uidx = u_order[step * ub : (step + 1) * ub]
+                        if dist.active:
+                            uidx = uidx.tensor_split(dist.world)[dist.rank]
+                        ubatch = x_unlabelled[uidx]
+                    opt.zero_grad(set_to_none=True)
+                    b = xb.shape[0]
+                    if b > 0:
+                        if epoch == 0 and step == 0:
+                            with torch.no_grad():  # eval mode: no dropout draw, no BN update
+                                _check_labels_fit(_eval_logits(model, xb[:2]), y, "y")
+                        loss, logs = recipe.batch_loss(model, xb, yb, generator=recipe_gen,
+                                                       x_unlabelled=ubatch)
+                        if not isinstance(loss, Tensor) or loss.dim() != 0:
+                            raise TypeError(f"{type(recipe).__name__}.batch_loss must return a scalar "
+                                            f"tensor loss, got {type(loss).__name__}")
+                        loss.backward()
+                        loss_value = float(loss.detach())
+                    else:
+                        loss_value, logs = 0.0, {}
+                    if dist.active:
+                        _all_reduce_grads(params, b / global_b)
+                    opt.step()
+                    if dist.active:
+                        _average_buffers(model, dist.world)
+                    loss_sum += loss_value * b
+                    seen += b
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * b
+                    if show and (step % 10 == 0 or step == num_batches - 1):
+                        bar.set_postfix({k: f"{v / seen:.4f}" for k, v in sums.items()} or
+                                        {"loss": f"{loss_sum / seen:.4f}"})
+                bar.close()
+                if dist.active:
+                    keys = sorted(sums)
+                    packed = torch.tensor([loss_sum, float(seen), *(sums[k] for k in keys)],
+                                          dtype=torch.float64, device=x.device)
+                    torch.distributed.all_reduce(packed)
+                    loss_sum, seen = float(packed[0]), int(packed[1])
+                    sums = {k: float(v) for k, v in zip(keys, packed[2:].tolist())}
+                epoch_loss = loss_sum / seen
+                if not math.isfinite(epoch_loss):
+                    raise FloatingPointError(f"training diverged in epoch {epoch + 1}: loss is "
+                                             f"{epoch_loss}; lower lr or check the recipe")
+                val = accuracy(model, x_val, y_val) if x_val is not None and y_val is not None else None
+                model.train()
+                result.history.append({
+                    "epoch": epoch + 1, "loss": epoch_loss,
+                    "logs": {k: v / seen for k, v in sums.items()}, "val_accuracy": val,
+                    "seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
+                })
+                logger.info("%s epoch %d/%d: loss %.4f%s, %.1fs", recipe_card["recipe"], epoch + 1,
+                            epochs, epoch_loss, f", val acc {val:.4f}" if val is not None else "",
+                            result.history[-1]["seconds"])
+                if directory is not None and dist.rank == 0:
+                    _write_checkpoint(directory, model=model, opt=opt, generator=generator,
+                                      epoch=epoch + 1, result=result)
+                if dist.active:
+                    torch.distributed.barrier()
+                if callback is not None:
+                    callback(epoch + 1, result)
+    finally:
+        model.eval()
+
+    if save_to is not None and dist.rank == 0:
+        from advlab.models.checkpoint import save
+
+        extra = dict(card or {})
+        training = dict(extra.pop("training", {}) or {})
+        training.update({"recipe": recipe_card, **settings, "epochs": epochs,
+                         "history": result.history})
+        extra.setdefault("seed", seed)
+        if x_val is not None and y_val is not None and "clean_accuracy" not in extra:
+            extra["clean_accuracy"] = result.history[-1]["val_accuracy"]
+        result.saved_to = save(model, save_to, card={**extra, "training": training}, overwrite=True)
+    return result
+
+
+def _eval_logits(model: nn.Module, xb: Tensor) -> Tensor:
+    """Logits in eval mode (a BatchNorm model must not see a batch of one in train mode)."""
+    model.eval()
+    try:
+        return model(xb)
+    finally:
+        model.train()
