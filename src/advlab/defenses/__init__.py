@@ -6,11 +6,14 @@ from advlab.defenses.detectors import (ActivationDetector, AdaptivePGD, FittedDe
                                        SafetyNet, detection_roc_auc, find_layer, guarded_success,
                                        reject_aware_margin)
 from advlab.defenses.adversarial import TRADES, BatchMix, EnsembleAdversarial, FastFGSM, FGSMMix, PGDTraining
+from advlab.defenses.distillation import Distillation, DistillationResult, distill
 from advlab.defenses.recipe import Recipe, Standard, recipe_card
+from advlab.defenses.vat import VAT, virtual_adversarial_perturbation
 from advlab.defenses.training import TrainResult, read_training_state, train
 
 __all__ = ["Recipe", "Standard", "recipe_card", "SafetyNet", "ActivationDetector", "FittedDetector",
            "GuardedClassifier", "AdaptivePGD", "detection_roc_auc", "guarded_success",
            "reject_aware_margin", "find_layer",
            "train", "TrainResult", "read_training_state", "FGSMMix", "BatchMix", "PGDTraining",
-           "FastFGSM", "TRADES", "EnsembleAdversarial"]
+           "FastFGSM", "TRADES", "EnsembleAdversarial",
+           "Distillation", "DistillationResult", "distill", "VAT", "virtual_adversarial_perturbation"]

@@ -32,6 +32,9 @@ from torch import Tensor, nn
 
 @runtime_checkable
 class Recipe(Protocol):
+    """How one training batch becomes a loss: ``batch_loss(model, x, y, *, generator,
+    x_unlabelled=None) -> (loss, logs)`` and a JSON-ready ``card()`` (see the module docstring)."""
+
     name: ClassVar[str]
 
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
