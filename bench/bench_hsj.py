@@ -43,12 +43,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # b
 
 import argparse
 import datetime as dt
-import importlib.metadata as md
 import json
 import logging
 import math
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+import _common  # bench/_common.py: provenance helpers shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("bench_hsj")
@@ -412,25 +412,13 @@ def render(rep: dict[str, Any], timing: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "advlab", "adversarial-robustness-toolbox", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
+    return _common.versions(("torch", "advlab", "adversarial-robustness-toolbox", "numpy"))
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("+dirty-src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+
+git_revision = _common.git_revision
 
 
 if __name__ == "__main__":

@@ -40,12 +40,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # b
 
 import argparse
 import datetime as dt
-import importlib.metadata as md
 import json
 import logging
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +55,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+import _common  # bench/_common.py: provenance helpers shared by the bench scripts
 
 logger = logging.getLogger("bench_minimal")
 
@@ -256,25 +256,13 @@ def run_rounds(contenders: dict[str, Contender], model: nn.Module, x: Tensor, y:
 # -- report -----------------------------------------------------------------------------------------
 
 
+
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "advlab", "torchattacks", "adversarial-robustness-toolbox", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
+    return _common.versions(("torch", "advlab", "torchattacks", "adversarial-robustness-toolbox", "numpy"))
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("+dirty-src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+
+git_revision = _common.git_revision
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata as md
 import json
 import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -48,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+import _common  # bench/_common.py: provenance helpers shared by the bench scripts
 
 logger = logging.getLogger("bench_strong")
 
@@ -284,25 +284,13 @@ def robust_points(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, eps: fl
 # -- reporting ------------------------------------------------------------------------------------
 
 
+
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "advlab", "torchattacks", "adversarial-robustness-toolbox"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
+    return _common.versions(("torch", "advlab", "torchattacks", "adversarial-robustness-toolbox"))
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("+dirty-src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+
+git_revision = _common.git_revision
 
 
 def _python() -> str:

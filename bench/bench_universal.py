@@ -54,13 +54,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # b
 
 import argparse
 import datetime as dt
-import importlib.metadata as md
 import json
 import logging
 import math
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,6 +67,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+import _common  # bench/_common.py: provenance helpers shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("bench_universal")
@@ -293,25 +292,13 @@ def art_pytorch_patch_status() -> str:
 # -- report -----------------------------------------------------------------------------------------
 
 
+
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "advlab", "adversarial-robustness-toolbox", "numpy", "scipy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
+    return _common.versions(("torch", "advlab", "adversarial-robustness-toolbox", "numpy", "scipy"))
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("+dirty-src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+
+git_revision = _common.git_revision
 
 
 def _f(v: Any, spec: str = ".3f") -> str:
