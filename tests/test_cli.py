@@ -102,6 +102,7 @@ def test_decreasing_eps_is_rejected(checkpoint, capsys, tmp_path):
 def test_list_and_help_run_as_a_program():
     out = subprocess.run([sys.executable, "-m", "advlab.cli", "list"], capture_output=True, text=True)
     assert out.returncode == 0 and "small-cnn" in out.stdout and "mifgsm" in out.stdout
+    assert "hsj" in out.stdout and "uap, patch" in out.stdout and "trades" in out.stdout
     helptext = subprocess.run([sys.executable, "-m", "advlab.cli", "attack", "--help"],
                               capture_output=True, text=True).stdout
     assert "--eps" in helptext and "--targeted" in helptext

@@ -328,7 +328,13 @@ def _run(args: argparse.Namespace) -> int:
 
         print("architectures:", ", ".join(list_architectures()))
         print("datasets:     ", ", ".join(available_datasets()), "(plus npz:PATH, folder:PATH)")
-        print("attacks:      ", ", ".join(list_attacks()))
+        from advlab.attacks.registry import BLACKBOX, MINIMAL
+        names = list_attacks()
+        print("attacks:      ", ", ".join(n for n in names if n not in BLACKBOX and n not in MINIMAL))
+        print("  minimal:    ", ", ".join(n for n in names if n in MINIMAL), "(no --eps)")
+        print("  black-box:  ", ", ".join(n for n in names if n in BLACKBOX), "(--queries)")
+        print("  universal:   uap, patch (fitted on training images, measured held-out)")
+        print("recipes:       standard, fgsm-mix, pgd, fast, trades, ensemble, distill, vat (advlab defend)")
     return 0
 
 
