@@ -296,8 +296,11 @@ def test_zero_gradient_is_reported(xy):
         model = Staircase().eval()
     with torch.no_grad():
         y = model(x[:8]).argmax(1)  # correctly classified: attacked
-    with pytest.warns(AdvlabWarning, match="gradient is exactly zero at the starting point of 8 of 8"):
-        APGD(eps=0.05, steps=2)(model, x[:8], y)
+    with pytest.warns(AdvlabWarning, match="gradient is exactly zero at the starting point of 8 of 8") as record:
+        result = APGD(eps=0.05, steps=2)(model, x[:8], y)
+    assert sum("exactly zero" in str(w.message) for w in record) == 1   # warned once, not per step
+    assert not bool(result.success.any())        # a zero gradient cannot move the points off their class
+    assert bool(result.threat.contains(result.x_adv, x[:8]).all())
 
 
 # -- expectation over transformation ----------------------------------------------------------
