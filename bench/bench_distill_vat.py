@@ -132,7 +132,8 @@ def part_a(args: argparse.Namespace) -> dict[str, Any]:
             "settings": {"n_train": args.n_train, "epochs": args.epochs, "lr": args.lr,
                          "distill_lr": args.distill_lr, "eps": args.eps,
                          "steps": args.steps, "temperature": args.temperature, "n_eval": args.n_eval,
-                         "seed": args.seed, "threads": torch.get_num_threads()},
+                         "seed": args.seed, "threads": torch.get_num_threads(),
+                                       "lr_schedule": args.lr_schedule},
             "provenance": provenance(seed=args.seed)}
 
 
@@ -144,7 +145,8 @@ def part_b(args: argparse.Namespace) -> dict[str, Any]:
     rest = torch.ones(x.shape[0], dtype=torch.bool)
     rest[labelled] = False
     xl, yl, xu = x[labelled], y[labelled], x[rest]
-    common = dict(epochs=args.vat_epochs, batch_size=64, lr=1e-3, seed=args.seed, progress=False)
+    common = dict(epochs=args.vat_epochs, batch_size=64, lr=1e-3, seed=args.seed, progress=False,
+                  lr_schedule=args.lr_schedule)
     runs = []
     # interleaved: labels alone, VAT (one pair; each run is minutes long)
     base = _build(args.seed)
@@ -165,7 +167,8 @@ def part_b(args: argparse.Namespace) -> dict[str, Any]:
                                        "unlabelled": int(xu.shape[0]), "epochs": args.vat_epochs,
                                        "batch_size": 64, "unlabelled_batch_size": args.ub,
                                        "steps": args.vat_epochs * -(-xl.shape[0] // 64),
-                                       "seed": args.seed, "threads": torch.get_num_threads()},
+                                       "seed": args.seed, "threads": torch.get_num_threads(),
+                                       "lr_schedule": args.lr_schedule},
             "provenance": provenance(seed=args.seed)}
 
 
@@ -252,6 +255,7 @@ def main() -> None:
     parser.add_argument("--vat-eps", type=float, nargs="+", default=[2.0])
     parser.add_argument("--ub", type=int, default=128)
     parser.add_argument("--entropy-min", action="store_true")
+    parser.add_argument("--lr-schedule", default="constant", help="part b's schedule, both models")
     parser.add_argument("--tag", default="", help="suffix of part b's JSON, to keep several settings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

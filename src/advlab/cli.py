@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=500, help="test images of the comparison (default 500)")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3; 1e-2 for distill)")
+    p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine", "cyclic"], default="constant",
+                   help="learning-rate schedule over all steps (cyclic: Wong et al. 2020's fast training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -295,7 +297,8 @@ def _run(args: argparse.Namespace) -> int:
         from advlab.runs.defend import defend_job
         defend_job(recipe=args.recipe, out=args.out, data=args.data, model=args.model, epochs=args.epochs,
                    eps=args.eps, seed=args.seed, limit=args.limit, n=args.n, batch_size=args.batch_size,
-                   lr=args.lr, steps=args.steps, alpha=args.alpha, beta=args.beta, temperature=args.temperature,
+                   lr=args.lr, lr_schedule=args.lr_schedule, steps=args.steps, alpha=args.alpha, beta=args.beta,
+                   temperature=args.temperature,
                    vat_eps=args.vat_eps, labels=args.labels, static=args.static, baseline=args.baseline,
                    surrogate=args.surrogate, eval_eps=args.eval_eps, queries=args.queries,
                    data_dir=args.data_dir, download=args.download, progress=not args.no_progress)

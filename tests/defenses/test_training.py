@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -276,3 +277,51 @@ def test_two_process_data_parallel_run_matches(tmp_path):
             # each rank draws its random starts from its own stream: another (equally valid) run
             # than one process's, on the same batches, so close to it but not equal
             assert 0 < gap < 0.05
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "cyclic"])
+def test_lr_schedule_follows_its_formula_and_resumes_bit_for_bit(digits, tmp_path, monkeypatch, schedule):
+    x, y = _small(digits, 256)  # 4 steps of 64 per epoch, 3 epochs = 12 steps
+    kwargs = dict(epochs=3, batch_size=64, lr=0.02, optimizer="sgd", lr_schedule=schedule, seed=3,
+                  progress=False)
+    seen: list[float] = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kw):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kw)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    reference = _mlp()
+    train(reference, Standard(), x, y, **kwargs)
+    t = [(s + 0.5) / 12 for s in range(12)]
+    expected = {"linear": [1 - v for v in t],
+                "cosine": [0.5 * (1 + math.cos(math.pi * v)) for v in t],
+                "cyclic": [1 - abs(2 * v - 1) for v in t]}[schedule]
+    assert seen == pytest.approx([0.02 * e for e in expected], rel=1e-12)
+    assert max(seen) <= 0.02 and min(seen) > 0
+
+    def interrupt(epoch: int, result: TrainResult) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_mlp(), Standard(), x, y, checkpoint_dir=tmp_path, callback=interrupt, **kwargs)
+    resumed = _mlp()
+    assert train(resumed, Standard(), x, y, checkpoint_dir=tmp_path, **kwargs).resumed_from == 2
+    assert _same_weights(resumed, reference)
+    # the schedule spans the epochs asked for, so a resumed run may not change them, nor the schedule
+    with pytest.raises(ValueError, match="different settings.*schedule_epochs"):
+        train(_mlp(), Standard(), x, y, checkpoint_dir=tmp_path, **{**kwargs, "epochs": 4})
+    with pytest.raises(ValueError, match="different settings.*lr_schedule"):
+        train(_mlp(), Standard(), x, y, checkpoint_dir=tmp_path, **{**kwargs, "lr_schedule": "constant"})
+
+
+def test_lr_schedule_constant_is_the_default_and_unknown_names_are_refused(digits):
+    x, y = _small(digits, 128)
+    a, b = _mlp(), _mlp()
+    train(a, Standard(), x, y, epochs=1, batch_size=64, progress=False)
+    train(b, Standard(), x, y, epochs=1, batch_size=64, lr_schedule="constant", progress=False)
+    assert _same_weights(a, b)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'; valid names: constant, linear"):
+        train(_mlp(), Standard(), x, y, epochs=1, lr_schedule="step", progress=False)

@@ -179,7 +179,8 @@ def distill(build_model: Callable[[int], nn.Module], x: Tensor, y: Tensor, *,
             batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam", seed: int = 0,
             hard_label_weight: float = 0.0, teacher: nn.Module | None = None,
             x_val: Tensor | None = None, y_val: Tensor | None = None,
-            weight_decay: float = 0.0, checkpoint_dir: str | Path | None = None,
+            weight_decay: float = 0.0, lr_schedule: str = "constant",
+            checkpoint_dir: str | Path | None = None,
             resume: bool = True, progress: bool = False, save_to: str | Path | None = None,
             card: dict[str, Any] | None = None) -> DistillationResult:
     """Defensive distillation end to end (Papernot et al. 2016, Sec. IV).
@@ -191,7 +192,7 @@ def distill(build_model: Callable[[int], nn.Module], x: Tensor, y: Tensor, *,
        deployed model's output (no division by T), in eval mode.
 
     Both runs use :func:`advlab.defenses.training.train` with the same ``batch_size``, ``lr``,
-    ``optimizer`` and ``seed``; ``teacher_epochs`` defaults to ``epochs``. With
+    ``lr_schedule``, ``optimizer`` and ``seed``; ``teacher_epochs`` defaults to ``epochs``. With
     ``checkpoint_dir``, the runs checkpoint to ``checkpoint_dir/teacher`` and
     ``checkpoint_dir/student`` (``resume``, on by default as in the trainer, continues them);
     ``save_to`` / ``card`` write the deployed student as a zoo checkpoint (its card records the
@@ -220,7 +221,8 @@ def distill(build_model: Callable[[int], nn.Module], x: Tensor, y: Tensor, *,
     if teacher_epochs is None:
         teacher_epochs = epochs
     common: dict[str, Any] = dict(batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
-                                  weight_decay=weight_decay, x_val=x_val, y_val=y_val, resume=resume,
+                                  weight_decay=weight_decay, lr_schedule=lr_schedule, x_val=x_val,
+                                  y_val=y_val, resume=resume,
                                   progress=progress)
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
 

@@ -57,7 +57,9 @@ from tqdm.auto import tqdm
 from advlab.defenses.recipe import Recipe
 from advlab.models.training import OPTIMIZERS, _check_data, _check_labels_fit, _make_optimizer, accuracy
 
-__all__ = ["TrainResult", "train", "read_training_state", "STATE_FILE"]
+__all__ = ["TrainResult", "train", "read_training_state", "STATE_FILE", "LR_SCHEDULES"]
+
+LR_SCHEDULES = ("constant", "linear", "cosine", "cyclic")
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +358,7 @@ def train(
     lr: float = 1e-3,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
     seed: int = 0,
     x_val: Tensor | None = None,
     y_val: Tensor | None = None,
@@ -382,6 +385,12 @@ def train(
         epochs: total number of epochs (a resumed run counts the finished ones).
         batch_size: samples per step over all ranks; the last batch of an epoch may be smaller.
         lr, optimizer, weight_decay: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+        lr_schedule: the learning rate at step ``s`` of ``S = epochs × batches per epoch``, with
+            ``t = (s + ½)/S``: ``"constant"`` ``lr``; ``"linear"`` ``lr·(1 − t)`` (decay to 0, as
+            VAT's reference runs decay it); ``"cosine"`` ``lr·½(1 + cos πt)``; ``"cyclic"``
+            ``lr·(1 − |2t − 1|)``, up from 0 to ``lr`` and back (Wong et al. 2020's fast adversarial
+            training). A function of the global step only, so resuming reproduces it exactly; a
+            non-constant schedule depends on ``epochs``, which a resumed run must then keep.
         seed: seeds shuffling, the recipe's generator and in-model randomness.
         x_val, y_val: optional validation data, accuracy measured after every epoch.
         x_unlabelled: ``(U, C, H, W)`` unlabelled inputs for semi-supervised recipes (VAT); each
@@ -414,6 +423,8 @@ def train(
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid names: {', '.join(LR_SCHEDULES)}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     _check_data(x, y, model=model)
@@ -455,6 +466,8 @@ def train(
         "num_unlabelled": int(x_unlabelled.shape[0]) if x_unlabelled is not None else 0,
         "unlabelled_batch_size": ub, "world_size": dist.world,
     }
+    if lr_schedule != "constant":  # older checkpoints (constant lr) keep resuming
+        settings.update({"lr_schedule": lr_schedule, "schedule_epochs": epochs})
     result = TrainResult(recipe=recipe_card, settings=settings, world_size=dist.world)
     opt = _make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -510,6 +523,11 @@ def train(
                         if dist.active:
                             uidx = uidx.tensor_split(dist.world)[dist.rank]
                         ubatch = x_unlabelled[uidx]
+                    if lr_schedule != "constant":
+                        scheduled = lr * _lr_factor(lr_schedule, epoch * num_batches + step,
+                                                    epochs * num_batches)
+                        for group in opt.param_groups:
+                            group["lr"] = scheduled
                     opt.zero_grad(set_to_none=True)
                     b = xb.shape[0]
                     if b > 0:
@@ -581,6 +599,18 @@ def train(
             extra["clean_accuracy"] = result.history[-1]["val_accuracy"]
         result.saved_to = save(model, save_to, card={**extra, "training": training}, overwrite=True)
     return result
+
+
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    """The multiplier of ``lr`` at global step ``step`` of ``total`` (see :func:`train`)."""
+    t = (step + 0.5) / total
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "cyclic":
+        return 1.0 - abs(2.0 * t - 1.0)
+    return 1.0
 
 
 def _eval_logits(model: nn.Module, xb: Tensor) -> Tensor:

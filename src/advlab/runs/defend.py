@@ -73,7 +73,8 @@ def build_recipe(name: str, *, eps: float, steps: int | None = None, alpha: floa
 
 def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", model: str = "small-cnn",
                epochs: int = 2, eps: float = 0.1, seed: int = 0, limit: int | None = None, n: int = 500,
-               batch_size: int = 128, lr: float | None = None, steps: int | None = None, alpha: float = 0.5,
+               batch_size: int = 128, lr: float | None = None, lr_schedule: str = "constant",
+               steps: int | None = None, alpha: float = 0.5,
                beta: float = 6.0, temperature: float = 100.0, vat_eps: float = 2.0, labels: int | None = None,
                static: Sequence[str | Path] = (), baseline: str | Path | None = None,
                surrogate: str | Path | None = None, eval_eps: Sequence[float] | None = None,
@@ -90,7 +91,8 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     ``labels`` (VAT only) keeps that many labelled training points and passes the rest of the
     training set as unlabelled data (semi-supervised VAT); the baseline then sees only the labelled
     points, so the comparison is the semi-supervised one. ``lr`` defaults to 1e-3 (Adam), and to
-    1e-2 for ``distill``, whose networks must grow their logits about T-fold at T = 100.
+    1e-2 for ``distill``, whose networks must grow their logits about T-fold at T = 100;
+    ``lr_schedule`` (``constant``, ``linear``, ``cosine``, ``cyclic``) applies to every model trained.
     """
     from advlab.attacks import PGD, MIFGSM, SquareAttack, TransferAttack
     from advlab.defenses.training import train
@@ -123,8 +125,8 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     x_eval, y_eval = test.x[:n], test.y[:n]
     in_shape, k = tuple(train_ds.input_shape), train_ds.num_classes
     card = {"dataset": train_ds.name, "seed": seed, "class_names": list(train_ds.class_names)}
-    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, x_val=x_val, y_val=y_val,
-                  progress=progress)
+    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
+                  x_val=x_val, y_val=y_val, progress=progress)
 
     def fresh(s: int, arch: str = model) -> nn.Module:
         return build_seeded(arch, in_shape=in_shape, num_classes=k, seed=s)
@@ -133,8 +135,9 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
         from advlab.defenses import Standard
         if (directory / "card.json").exists():  # from an earlier run of this command: reuse if it matches
             training = load_card(directory).training or {}
-            want = {"epochs": epochs, "seed": s, "num_samples": int(x.shape[0]), "batch_size": batch_size}
-            got = {key: training.get(key) for key in want}
+            want = {"epochs": epochs, "seed": s, "num_samples": int(x.shape[0]), "batch_size": batch_size,
+                    "lr_schedule": lr_schedule}
+            got = {key: training.get(key, "constant" if key == "lr_schedule" else None) for key in want}
             if got != want:
                 raise ValueError(f"{directory} holds a model trained with {got}, not {want}; use another --out")
             return load(directory)
@@ -170,7 +173,8 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     if recipe == "distill":
         from advlab.defenses.distillation import distill
         distill(lambda s: fresh(s), x, y, temperature=temperature, epochs=epochs, batch_size=batch_size,
-                      lr=lr, seed=seed, x_val=x_val, y_val=y_val, checkpoint_dir=out / "train-state",
+                      lr=lr, lr_schedule=lr_schedule, seed=seed, x_val=x_val, y_val=y_val,
+                      checkpoint_dir=out / "train-state",
                       progress=progress, save_to=model_dir, card=card)
         recipe_card: dict[str, Any] = {"recipe": "distill", "temperature": temperature}
     else:
