@@ -35,3 +35,31 @@ def git_revision(*, dirty_note: str = "+dirty-src") -> str:
         return rev + (dirty_note if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def start(threads: int) -> None:
+    """The bench scripts' logging format and torch thread count."""
+    import logging
+
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(threads)
+
+
+def fashion_mnist(n_train: int, n_eval: int):  # -> (x, y, x_eval, y_eval)
+    """The first ``n_train`` Fashion-MNIST training images and the first ``n_eval`` test images."""
+    from advlab.data import load_dataset
+
+    train_set = load_dataset("fashion-mnist", split="train")
+    test_set = load_dataset("fashion-mnist", split="test")
+    return (train_set.x[:n_train], train_set.y[:n_train], test_set.x[:n_eval], test_set.y[:n_eval])
+
+
+def static_models() -> tuple:
+    """The cached standard MLP and LeNet-5 (``bench/results``) that ensemble adversarial training
+    draws examples from; ``make bench`` trains them first."""
+    from advlab.models import load
+
+    return (load(HERE / "results" / "mlp-fashion-mnist-seed0-e2"),
+            load(HERE / "results" / "lenet5-fashion-mnist-seed0-e2"))

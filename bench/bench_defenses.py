@@ -49,8 +49,8 @@ from typing import Any
 import torch
 
 import advlab
+from _common import fashion_mnist, start, static_models
 from advlab.attacks.gradient import MIFGSM, PGD
-from advlab.data import load_dataset
 from advlab.defenses.adversarial import TRADES, EnsembleAdversarial, FastFGSM, FGSMMix, PGDTraining
 from advlab.defenses.recipe import Standard
 from advlab.defenses.training import read_training_state, train
@@ -110,18 +110,13 @@ def main() -> None:
     parser.add_argument("--cascade", action="store_true",
                         help="also evaluate with advlab's Cascade(strong_attacks): APGD-CE → APGD-T")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
+    start(args.threads)
     if args.fresh and WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True, exist_ok=True)
-
-    train_set = load_dataset("fashion-mnist", split="train")
-    test_set = load_dataset("fashion-mnist", split="test")
-    x, y = train_set.x[: args.n_train], train_set.y[: args.n_train]
-    x_eval, y_eval = test_set.x[: args.n_eval], test_set.y[: args.n_eval]
+    x, y, x_eval, y_eval = fashion_mnist(args.n_train, args.n_eval)
     eps = args.eps
-    statics = (load(RESULTS / "mlp-fashion-mnist-seed0-e2"), load(RESULTS / "lenet5-fashion-mnist-seed0-e2"))
+    statics = static_models()
     recipes = {
         "standard": Standard(),
         "fgsm-mix": FGSMMix(eps=eps, alpha=0.5),

@@ -63,8 +63,8 @@ logger = logging.getLogger("bench_distill_vat")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _build(seed: int) -> nn.Module:
-    return build_seeded("small-cnn", in_shape=(1, 28, 28), num_classes=10, seed=seed)
+def _build(seed: int, arch: str = "small-cnn") -> nn.Module:
+    return build_seeded(arch, in_shape=(1, 28, 28), num_classes=10, seed=seed)
 
 
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -133,7 +133,7 @@ def part_a(args: argparse.Namespace) -> dict[str, Any]:
                          "distill_lr": args.distill_lr, "eps": args.eps,
                          "steps": args.steps, "temperature": args.temperature, "n_eval": args.n_eval,
                          "seed": args.seed, "threads": torch.get_num_threads(),
-                                       "lr_schedule": args.lr_schedule},
+                                       "lr_schedule": args.lr_schedule, "arch": args.arch},
             "provenance": provenance(seed=args.seed)}
 
 
@@ -147,28 +147,31 @@ def part_b(args: argparse.Namespace) -> dict[str, Any]:
     xl, yl, xu = x[labelled], y[labelled], x[rest]
     common = dict(epochs=args.vat_epochs, batch_size=64, lr=1e-3, seed=args.seed, progress=False,
                   lr_schedule=args.lr_schedule)
+    if args.monitor:  # a learning curve only: nothing is selected on it, the last epoch is reported
+        common.update(x_val=test.x[-args.monitor:], y_val=test.y[-args.monitor:])
     runs = []
     # interleaved: labels alone, VAT (one pair; each run is minutes long)
-    base = _build(args.seed)
+    base = _build(args.seed, args.arch)
     h = train(base, Standard(), xl, yl, **common)
     runs.append({"model": f"labels alone ({xl.shape[0]})", "test_accuracy": _accuracy(base, test.x, test.y),
-                 "loss_curve": h.loss, **_timing(h)})
+                 "loss_curve": h.loss, "val_curve": [e["val_accuracy"] for e in h.history], **_timing(h)})
     logger.info("labels alone: %.4f", runs[-1]["test_accuracy"])
     for eps in args.vat_eps:
-        vat = _build(args.seed)
-        recipe = VAT(eps=eps, semi_supervised=True, entropy_min=args.entropy_min)
+        vat = _build(args.seed, args.arch)
+        recipe = VAT(eps=eps, xi=args.xi, alpha=args.alpha, semi_supervised=True, entropy_min=args.entropy_min)
         h = train(vat, recipe, xl, yl, x_unlabelled=xu, unlabelled_batch_size=args.ub, **common)
         name = "VAT + EntMin" if args.entropy_min else "VAT"
         runs.append({"model": f"{name} eps={eps:g} ({xl.shape[0]} labels + {xu.shape[0]} unlabelled)",
                      "recipe": recipe.card(), "test_accuracy": _accuracy(vat, test.x, test.y),
-                     "loss_curve": h.loss, "logs": h.history[-1]["logs"], **_timing(h)})
+                     "loss_curve": h.loss, "val_curve": [e["val_accuracy"] for e in h.history],
+                     "logs": h.history[-1]["logs"], **_timing(h)})
         logger.info("VAT eps=%g: %.4f", eps, runs[-1]["test_accuracy"])
     return {"runs": runs, "settings": {"n_train": args.n_train, "labels": int(xl.shape[0]),
                                        "unlabelled": int(xu.shape[0]), "epochs": args.vat_epochs,
                                        "batch_size": 64, "unlabelled_batch_size": args.ub,
                                        "steps": args.vat_epochs * -(-xl.shape[0] // 64),
                                        "seed": args.seed, "threads": torch.get_num_threads(),
-                                       "lr_schedule": args.lr_schedule},
+                                       "lr_schedule": args.lr_schedule, "arch": args.arch},
             "provenance": provenance(seed=args.seed)}
 
 
@@ -256,6 +259,11 @@ def main() -> None:
     parser.add_argument("--ub", type=int, default=128)
     parser.add_argument("--entropy-min", action="store_true")
     parser.add_argument("--lr-schedule", default="constant", help="part b's schedule, both models")
+    parser.add_argument("--arch", default="small-cnn", help="part b's network, both models")
+    parser.add_argument("--monitor", type=int, default=0,
+                        help="part b: test accuracy on the last N test images after every epoch (a curve)")
+    parser.add_argument("--xi", type=float, default=1e-6, help="VAT's finite-difference step ξ")
+    parser.add_argument("--alpha", type=float, default=1.0, help="VAT's weight α of the LDS term")
     parser.add_argument("--tag", default="", help="suffix of part b's JSON, to keep several settings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
