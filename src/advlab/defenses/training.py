@@ -24,7 +24,10 @@ PGD, TRADES, distillation, VAT ...); :func:`train` does everything else, the sam
   ``WORLD_SIZE`` contiguous shards; gradients are all-reduced weighted by shard size, so a step
   uses the gradient of the mean loss over the *global* batch, as a single process would. Floating
   point buffers (BatchNorm running statistics) are averaged across ranks after each step, so all
-  ranks keep identical models. Only rank 0 writes checkpoints and shows a progress bar.
+  ranks keep identical models. Only rank 0 writes checkpoints and shows a progress bar. On GPUs
+  each rank needs its own device: put model and data on :func:`local_device` (``cuda:LOCAL_RANK``;
+  data on another rank's GPU is refused with that advice). The gloo path is tested with two
+  processes; the nccl path has not been run on a multi-GPU machine yet.
 
 Example::
 
@@ -57,7 +60,7 @@ from tqdm.auto import tqdm
 from advlab.defenses.recipe import Recipe
 from advlab.models.training import OPTIMIZERS, _check_data, _check_labels_fit, _make_optimizer, accuracy
 
-__all__ = ["TrainResult", "train", "read_training_state", "STATE_FILE", "LR_SCHEDULES"]
+__all__ = ["TrainResult", "train", "read_training_state", "local_device", "STATE_FILE", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("constant", "linear", "cosine", "cyclic")
 
@@ -180,10 +183,36 @@ def _setup_distributed(device: torch.device) -> _Dist:
                 "(python -m torch.distributed.run) or initialise torch.distributed yourself"
             )
         backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            _check_rank_device(device)
+            torch.cuda.set_device(device)  # nccl maps this rank to its GPU
         logger.info("initialising torch.distributed (%s, world size %d)", backend, world)
         dist.init_process_group(backend=backend)
+    elif device.type == "cuda" and dist.get_world_size() > 1:
+        _check_rank_device(device)
     world = dist.get_world_size()
     return _Dist(rank=dist.get_rank(), world=world) if world > 1 else _Dist()
+
+
+def local_device() -> torch.device:
+    """The device this process should train on: ``cuda:LOCAL_RANK`` under ``torchrun`` on a GPU
+    machine (``cuda`` in a single process), else ``cpu``. Put the model and data there
+    (``model.to(local_device())``) and the same script runs with one process or many."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+
+
+def _check_rank_device(device: torch.device) -> None:
+    """Under torchrun with nccl every rank needs its own GPU: refuse data on another rank's."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index != local:
+        raise RuntimeError(
+            f"data-parallel training on GPUs: this process has LOCAL_RANK={local} but its data is on "
+            f"cuda:{index}; each rank needs its own GPU. Put the model and data on "
+            f"advlab.defenses.training.local_device() (cuda:{local} here) instead of a fixed device"
+        )
 
 
 def _broadcast_model(model: nn.Module) -> None:
