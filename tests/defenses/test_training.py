@@ -335,3 +335,36 @@ def test_gpu_ranks_need_their_own_device(monkeypatch):
     training._check_rank_device(torch.device("cuda", 1))  # its own GPU: fine
     if not torch.cuda.is_available():
         assert training.local_device() == torch.device("cpu")
+
+
+def _bn_net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                               torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+def _every_recipe() -> dict[str, object]:
+    from advlab.defenses.adversarial import TRADES, BatchMix, EnsembleAdversarial, FGSMMix
+    from advlab.defenses.distillation import Distillation
+    from advlab.defenses.vat import VAT
+
+    static = _bn_net(7).eval()
+    return {"standard": Standard(), "fgsm-mix": FGSMMix(eps=0.1), "batch-mix": BatchMix(eps=0.1, k=8),
+            "pgd": PGDTraining(eps=0.1, steps=2), "fast": FastFGSM(eps=0.1), "trades": TRADES(eps=0.1, steps=2),
+            "ensemble": EnsembleAdversarial(eps=0.1, static_models=(static,)),
+            "distill": Distillation(teacher=_bn_net(8).eval(), temperature=10.0),
+            "vat": VAT(eps=1.0), "vat-semi": VAT(eps=1.0, semi_supervised=True, entropy_min=True)}
+
+
+@pytest.mark.parametrize("name", list(_every_recipe()))
+def test_every_recipe_trains_a_batch_norm_model(digits, name):
+    # a training-mode BatchNorm pass saves its running statistics for backward: a recipe that
+    # restores or rewrites them with a tracked in-place op breaks backward (VAT once did)
+    recipe = _every_recipe()[name]
+    x, y = _small(digits, 96)
+    model = _bn_net()
+    before = model[2].running_mean.clone()
+    extra = {"x_unlabelled": digits["x_train"][96:288]} if name == "vat-semi" else {}
+    result = train(model, recipe, x, y, epochs=1, batch_size=32, seed=0, progress=False, **extra)
+    assert math.isfinite(result.history[-1]["loss"])
+    assert not torch.equal(model[2].running_mean, before)  # the clean passes did update them

@@ -72,7 +72,13 @@ def _l2_unit(v: Tensor) -> Tensor:
 
 @contextmanager
 def frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
-    """Restore the running statistics of every batch-norm layer afterwards (``update_batch_stats=False``)."""
+    """Restore the running statistics of every batch-norm layer afterwards (``update_batch_stats=False``).
+
+    The restore writes through ``.data``, which leaves the buffers' autograd version counters
+    alone: a training-mode batch-norm pass saves its running statistics for backward, and a
+    tracked in-place write would make that earlier pass's ``backward`` fail ("modified by an
+    inplace operation"). The values backward reads are not the running statistics in training
+    mode, so restoring them this way is exact."""
     saved = [(m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")
                   if getattr(m, k, None) is not None})
              for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
@@ -82,7 +88,7 @@ def frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for m, buffers in saved:
                 for k, v in buffers.items():
-                    getattr(m, k).copy_(v)
+                    getattr(m, k).data.copy_(v)
 
 
 def virtual_adversarial_perturbation(model: nn.Module, x: Tensor, *, eps: float, xi: float = 1e-6,
