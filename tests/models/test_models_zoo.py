@@ -9,17 +9,18 @@ import advlab.models as models
 from advlab.models import ARCHITECTURES, build, build_seeded, list_architectures
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
-NAMES = ["mlp", "lenet5", "small-cnn", "small-resnet"]
+NAMES = ["mlp", "mlp-bn", "lenet5", "small-cnn", "small-resnet"]
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_is_the_four_named_architectures() -> None:
+def test_registry_is_the_five_named_architectures() -> None:
     assert list_architectures() == sorted(NAMES)
     assert ARCHITECTURES == {
         "mlp": models.MLP,
+        "mlp-bn": models.BatchNormMLP,
         "lenet5": models.LeNet5,
         "small-cnn": models.SmallCNN,
         "small-resnet": models.SmallResNet,
@@ -60,6 +61,10 @@ def test_parameter_counts_differ() -> None:
     # Closed forms for (1, 28, 28), 10 classes.
     assert n_params(build("mlp", in_shape=(1, 28, 28), num_classes=10)) == (
         784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    )
+    widths = [784, 1200, 600, 300, 150]  # Miyato et al.'s VAT MLP: Linear + BatchNorm (γ, β) per layer
+    assert n_params(build("mlp-bn", in_shape=(1, 28, 28), num_classes=10)) == (
+        sum(a * b + b + 2 * b for a, b in zip(widths, widths[1:])) + 150 * 10 + 10
     )
     assert n_params(build("small-cnn", in_shape=(1, 28, 28), num_classes=10)) == (
         (9 * 32 + 32) + (32 * 9 * 64 + 64) + (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10)

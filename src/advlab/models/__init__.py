@@ -1,6 +1,6 @@
 """Models: architectures and their registry, the normalisation wrapper, checkpoints, training.
 
-- :mod:`advlab.models.zoo`: ``MLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet`` and the
+- :mod:`advlab.models.zoo`: ``MLP``, ``BatchNormMLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet`` and the
   ``ARCHITECTURES`` registry with :func:`build` / :func:`build_seeded`.
 - :mod:`advlab.models.wrappers`: :class:`Normalize`, so attacks work in input space [0, 1].
 - :mod:`advlab.models.checkpoint`: safetensors weights plus a JSON :class:`ModelCard`.
@@ -16,6 +16,7 @@ from advlab.models.wrappers import Normalize
 from advlab.models.zoo import (
     ARCHITECTURES,
     MLP,
+    BatchNormMLP,
     LeNet5,
     SmallCNN,
     SmallResNet,
@@ -32,6 +33,7 @@ __all__ = [
     "SklearnScores",
     "from_sklearn",
     "MLP",
+    "BatchNormMLP",
     "LeNet5",
     "SmallCNN",
     "SmallResNet",

@@ -1,7 +1,8 @@
 """Small image classifiers and the registry that names them.
 
-Four architectures that differ in kind (fully connected, tanh/average-pool LeNet, ReLU/max-pool CNN,
-residual network with BatchNorm), so that transfer studies between them mean something. Each is a
+Five architectures that differ in kind (fully connected, tanh/average-pool LeNet, ReLU/max-pool CNN,
+residual network with BatchNorm, and the deep BatchNorm MLP of the VAT paper), so that transfer
+studies between them mean something. Each is a
 plain :class:`torch.nn.Module` mapping a batch ``(B, C, H, W)`` to logits ``(B, num_classes)`` and is
 built as ``Cls(*, in_shape=(C, H, W), num_classes=K)``; all of them work for ``(1, 8, 8)`` (sklearn
 digits), ``(1, 28, 28)`` (MNIST-like) and ``(3, 32, 32)`` (CIFAR-like) inputs.
@@ -24,6 +25,7 @@ from torch import nn
 
 __all__ = [
     "MLP",
+    "BatchNormMLP",
     "LeNet5",
     "SmallCNN",
     "SmallResNet",
@@ -80,6 +82,33 @@ class MLP(nn.Module):
             nn.ReLU(),
             nn.Linear(128, num_classes),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C, H, W) -> (B, K)
+
+
+class BatchNormMLP(nn.Module):
+    """The fully connected network of Miyato et al.'s VAT experiments on MNIST (TPAMI 2018, Sec. 4):
+    flatten → 1200 → 600 → 300 → 150 → ``num_classes``, each hidden layer Linear → BatchNorm → ReLU.
+
+    Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``. Batch statistics in training mode, running
+    statistics in eval mode (so a sample's logits do not depend on its batch when attacked).
+    """
+
+    HIDDEN = (1200, 600, 300, 150)
+
+    def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("BatchNormMLP", in_shape, num_classes)
+        self.num_classes = num_classes
+        c, h, w = self.in_shape
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = c * h * w
+        for hidden in self.HIDDEN:
+            layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, K)
@@ -207,6 +236,7 @@ class SmallResNet(nn.Module):
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "mlp": MLP,
+    "mlp-bn": BatchNormMLP,
     "lenet5": LeNet5,
     "small-cnn": SmallCNN,
     "small-resnet": SmallResNet,
