@@ -23,6 +23,12 @@ around the data, as in the paper. Batch-norm running statistics are updated by t
 labelled pass only (the reference implementation's ``update_batch_stats=False`` for the other
 passes); all passes run in the mode the trainer set (training mode).
 
+What to expect (bench/DISTILL_VAT.md, Fashion-MNIST, 1,000 labels + 59,000 unlabelled): with the
+paper's kind of network, a deep MLP with batch norm (zoo ``mlp-bn``), VAT at ε = 2 adds 3.1 to 3.5
+points of test accuracy over the labels alone (3 seeds, 150 epochs, linearly decayed lr); with the
+plain ``mlp`` or ``small-cnn`` (no batch norm) the gain stayed between 0.7 and 2.5 points over the
+ε, ξ, α, EntMin and training lengths tried.
+
 Example::
 
     recipe = VAT(eps=2.0, semi_supervised=True, entropy_min=True)

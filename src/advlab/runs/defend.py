@@ -169,7 +169,13 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     # -- the defended model ------------------------------------------------------------------------
     model_dir = out / "model"
     t0 = time.perf_counter()
-    _say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
+    if recipe == "vat":
+        unl = f", {len(x_unlabelled)} unlabelled images" if x_unlabelled is not None else ""
+        _say(f"training with recipe vat (L2 ε = {vat_eps:g} for the virtual perturbation{unl})", quiet)
+    elif recipe == "distill":
+        _say(f"training with recipe distill (T = {temperature:g})", quiet)
+    else:
+        _say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
     if recipe == "distill":
         from advlab.defenses.distillation import distill
         distill(lambda s: fresh(s), x, y, temperature=temperature, epochs=epochs, batch_size=batch_size,
