@@ -23,8 +23,9 @@ difference of a few points:
 
 Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_ensemble.py`` (defaults: 60,000
 images, 5 epochs, seeds 0 and 1, 10,000 test images; about 40 CPU minutes). Training resumes
-from ``bench/results/ensemble/`` checkpoints. Writes ``bench/results/ensemble.json`` and
-``bench/results/ensemble.md``.
+from ``bench/results/ensemble/`` checkpoints. Writes ``bench/results/ensemble<tag>.json`` and
+``bench/results/ensemble<tag>.md`` (tag empty at ε = 0.1, ``-eps<ε>`` otherwise; the adversarially
+trained models of another ε live in ``ensemble/eps<ε>/``, the standard ones are shared).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     start(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
+    tag = "" if args.eps == 0.1 else f"-eps{args.eps:g}"
     x, y, xt, yt = fashion_mnist(args.n_train, args.n_eval)
     eps = args.eps
     statics = static_models()
@@ -102,12 +104,13 @@ def main() -> None:
 
     def fit(name: str, recipe: Any, seed: int) -> tuple[nn.Module, float]:
         model = build_seeded("small-cnn", in_shape=(1, 28, 28), num_classes=10, seed=seed)
-        res = train(model, recipe, x, y, seed=seed, checkpoint_dir=WORK / f"{name}-seed{seed}", **settings)
+        where = WORK if name == "standard" or not tag else WORK / tag[1:]
+        res = train(model, recipe, x, y, seed=seed, checkpoint_dir=where / f"{name}-seed{seed}", **settings)
         logger.info("%s seed %d: loss %.4f", name, seed, res.history[-1]["loss"])
         return model.eval(), sum(h["cpu_seconds"] for h in res.history)
 
     if args.white_box:
-        white_box(args, fit, recipes, xt[: args.white_box], yt[: args.white_box])
+        white_box(args, fit, recipes, xt[: args.white_box], yt[: args.white_box], tag)
         return
     attacks = {"FGSM": FGSM(eps=eps), "MI-FGSM": MIFGSM(eps=eps, steps=10, decay=1.0)}
     per_seed: list[dict[str, Any]] = []
@@ -143,13 +146,14 @@ def main() -> None:
 
     meta = {"revision": git_revision(), "versions": versions(("torch", "advlab")),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "args": vars(args)}
-    (RESULTS / "ensemble.json").write_text(json.dumps({"meta": meta, "runs": per_seed}, indent=1) + "\n")
+    (RESULTS / f"ensemble{tag}.json").write_text(json.dumps({"meta": meta, "runs": per_seed}, indent=1) + "\n")
     text = render(meta, per_seed, args)
-    (RESULTS / "ensemble.md").write_text(text)
+    (RESULTS / f"ensemble{tag}.md").write_text(text)
     print(text)
 
 
-def white_box(args: argparse.Namespace, fit: Any, recipes: dict[str, Any], x: Tensor, y: Tensor) -> None:
+def white_box(args: argparse.Namespace, fit: Any, recipes: dict[str, Any], x: Tensor, y: Tensor,
+              tag: str) -> None:
     """White-box robust accuracy per target: a model that resists its own FGSM far better than
     PGD masks its gradients (Tramèr et al.'s degenerate minimum), the reason transfer should beat it."""
     from advlab.attacks.gradient import PGD
@@ -174,8 +178,8 @@ def white_box(args: argparse.Namespace, fit: Any, recipes: dict[str, Any], x: Te
     for r in rows:
         lines.append(f"| {r['seed']} | {r['target']} | {r['clean']:.3f} | {r['FGSM']:.3f} | {r['PGD-20']:.3f} | "
                      f"{r['PGD-20 C&W']:.3f} | {r['FGSM'] - r['PGD-20']:+.3f} |")
-    (RESULTS / "ensemble_white_box.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "ensemble_white_box.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"ensemble{tag}_white_box.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / f"ensemble{tag}_white_box.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
