@@ -382,6 +382,12 @@ class EnsembleAdversarial:
 
     The card records each static model's class and a SHA-256 of its weights, so a checkpoint
     cannot be resumed against other static models.
+
+    Choose static models whose adversarial examples transfer to the model being trained (strong
+    models, as in the paper). With weaker ones (bench/ENSEMBLE.md: 2-epoch MLP and LeNet-5 for a
+    small CNN on Fashion-MNIST) the trained model learns to resist their particular perturbations,
+    masks its gradients more than FGSM-mix training, and is fooled *more* often by examples
+    transferred from held-out models, the opposite of the paper's result.
     """
 
     name: ClassVar[str] = "ensemble"
