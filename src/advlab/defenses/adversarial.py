@@ -247,7 +247,7 @@ class FastFGSM:
 
     ``δ₀ ~ U[−ε, ε]^d``; ``δ = clip_{[−ε, ε]}(δ₀ + α·sign ∇_δ CE(x + δ₀, y))`` with ``α = 1.25·ε``;
     the input is also clipped to the bounds; then one step on ``CE(f(x + δ), y)``. The paper's cyclic learning
-    rate and mixed precision are the trainer's business and are not reproduced here.
+    rate is the trainer's: ``train(..., lr_schedule="cyclic")``; mixed precision is not reproduced.
     The step is taken directly (:meth:`perturb`); it equals :class:`~advlab.attacks.PGD` with one
     step from a random start (:meth:`attack`), minus the attack's scoring forward pass.
     """

@@ -58,7 +58,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advlab.defenses.recipe import Recipe
-from advlab.models.training import OPTIMIZERS, _check_data, _check_labels_fit, _make_optimizer, accuracy
+from advlab.models.training import (_check_data, _check_labels_fit, _check_training_args, _make_optimizer,
+                                    accuracy)
 
 __all__ = ["TrainResult", "train", "read_training_state", "local_device", "STATE_FILE", "LR_SCHEDULES"]
 
@@ -444,25 +445,10 @@ def train(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     recipe_card = _check_recipe(recipe)
-    _positive_int("epochs", epochs)
-    _positive_int("batch_size", batch_size)
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+    _check_training_args(model, x, y, x_val, y_val, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, seed=seed, optimizer=optimizer)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid names: {', '.join(LR_SCHEDULES)}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    _check_data(x, y, model=model)
-    if (x_val is None) != (y_val is None):
-        raise ValueError("give both x_val and y_val, or neither")
-    if x_val is not None:
-        _check_data(x_val, y_val, model=model, what="x_val/y_val")
-        if x_val.shape[1:] != x.shape[1:]:
-            raise ValueError(f"x_val samples are {tuple(x_val.shape[1:])} but x samples are {tuple(x.shape[1:])}")
     if x_unlabelled is not None:
         _check_data(x_unlabelled, torch.zeros(x_unlabelled.shape[0], dtype=torch.int64,
                                               device=x_unlabelled.device),

@@ -153,6 +153,31 @@ def _make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
 
 
+def _check_training_args(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None,
+                         y_val: torch.Tensor | None,
+                         *, epochs: Any, batch_size: Any, lr: Any, weight_decay: Any, seed: Any,
+                         optimizer: Any) -> None:
+    """The argument and data checks both trainers share (:func:`fit` and ``advlab.defenses.train``)."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+    _check_data(x, y, model=model)
+    if (x_val is None) != (y_val is None):
+        raise ValueError("give both x_val and y_val, or neither")
+    if x_val is not None:
+        _check_data(x_val, y_val, model=model, what="x_val/y_val")
+        if x_val.shape[1:] != x.shape[1:]:
+            raise ValueError(f"x_val samples are {tuple(x_val.shape[1:])} but x samples are {tuple(x.shape[1:])}")
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -191,24 +216,8 @@ def fit(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
-    _check_data(x, y, model=model)
-    if (x_val is None) != (y_val is None):
-        raise ValueError("give both x_val and y_val, or neither")
-    if x_val is not None:
-        _check_data(x_val, y_val, model=model, what="x_val/y_val")
-        if x_val.shape[1:] != x.shape[1:]:
-            raise ValueError(f"x_val samples are {tuple(x_val.shape[1:])} but x samples are {tuple(x.shape[1:])}")
+    _check_training_args(model, x, y, x_val, y_val, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, seed=seed, optimizer=optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
