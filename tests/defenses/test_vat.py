@@ -16,15 +16,7 @@ from advlab.defenses.recipe import Standard
 from advlab.defenses.training import train
 from advlab.defenses.vat import VAT, conditional_entropy, kl_divergence, virtual_adversarial_perturbation
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models train faster on one thread (measured 5.4 s vs 11.2 s CPU for the VAT study on a
-    loaded 2-core machine), and a fixed thread count fixes the reduction order of the numbers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seeded(build, seed: int) -> nn.Module:
