@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import warnings
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +141,68 @@ def check_logits(logits: Tensor, y: Tensor, target: Tensor | None) -> None:
                          "(log-probabilities are fine)")
 
 
+# -- hyperparameter checks: one spelling of each rule, one message -----------------------------------
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int >= minimum`` (``bool`` refused); the message names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
+                 low_open: bool = True, high_open: bool = False, allow_inf: bool = False) -> float:
+    """``value`` as a float in the interval ``low..high`` (open or closed at each end).
+
+    ``bool`` and NaN are refused; infinity only with ``allow_inf`` (and ``high = inf``).
+    The default is "a finite number > 0".
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        v = float(value)
+        ok = ((math.isfinite(v) or (allow_inf and v == math.inf and high == math.inf))
+              and (v > low if low_open else v >= low) and (v < high if high_open else v <= high))
+    if not ok:
+        if high == math.inf:
+            rule = f"{'>' if low_open else '>='} {low:g}"
+            kind = "a number" if allow_inf else "a finite number"
+            extra = " (math.inf allowed)" if allow_inf else ""
+            raise ValueError(f"{name} must be {kind} {rule}{extra}, got {value!r}")
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed``; else an error listing the choices."""
+    if not any(value == a and type(value) is type(a) for a in allowed):
+        raise ValueError(f"unknown {name} {value!r}: use one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+# -- train/eval modes ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def preserve_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every submodule's own ``training`` flag on exit (mixed modes included)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, t in modes:
+            m.training = t
+
+
+@contextlib.contextmanager
+def quiet_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode without a warning (the caller switched on purpose); every mode restored after."""
+    with preserve_modes(model):
+        model.eval()
+        yield model
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run the model in eval mode and restore every submodule's own mode afterwards.
@@ -147,14 +210,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     A model left in training mode would use batch statistics and dropout during the attack and
     update its batch-norm running statistics, changing the user's model; we warn and switch.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    if any(t for _, t in modes):
-        warn("the model is in training mode; advlab attacks it in eval mode (dropout off, "
-             "batch-norm running statistics frozen) and restores the mode afterwards. "
-             "Call model.eval() first to silence this warning.")
-        model.eval()
-    try:
+    with preserve_modes(model):
+        if any(m.training for m in model.modules()):
+            warn("the model is in training mode; advlab attacks it in eval mode (dropout off, "
+                 "batch-norm running statistics frozen) and restores the mode afterwards. "
+                 "Call model.eval() first to silence this warning.")
+            model.eval()
         yield
-    finally:
-        for m, t in modes:
-            m.training = t
