@@ -237,28 +237,28 @@ def test_apgdt_runs_each_target_on_the_points_still_robust(cnn_model, xy):
 def test_rows_of_grouped_targets_fold_into_points_first_success_first():
     """APGD-T runs several targets at once as rows (point, target), target-major; each point must
     take its first successful row (the earliest target), else its best-objective row."""
-    from advlab.attacks.apgd import _State
+    from advlab.attacks.contract import Record
 
     x = torch.zeros(3, 1, 2, 2)
-    state = _State.empty(x)
-    state.best[2] = 0.5  # point 2 already holds a point with objective 0.5 from an earlier group
+    state = Record.empty(x)
+    state.objective[2] = 0.5  # point 2 already holds a point with objective 0.5 from an earlier group
     points = torch.tensor([0, 1, 2, 0, 1, 2])  # targets j (rows 0-2), then j + 1 (rows 3-5)
-    rows = _State.empty(torch.arange(6.0).view(6, 1, 1, 1).expand(6, 1, 2, 2).contiguous())
+    rows = Record.empty(torch.arange(6.0).view(6, 1, 1, 1).expand(6, 1, 2, 2).contiguous())
     rows.success = torch.tensor([False, True, False, True, True, False])
     rows.pred = torch.arange(6)
-    rows.best = torch.tensor([0.1, float("-inf"), 0.4, float("-inf"), float("-inf"), 0.7])
+    rows.objective = torch.tensor([0.1, float("-inf"), 0.4, float("-inf"), float("-inf"), 0.7])
     rows.num_grads = torch.full((6,), 5)
     state.merge_rows(rows, points)
     assert state.success.tolist() == [True, True, False]
     assert state.pred.tolist() == [3, 1, 5]  # point 0: row 3; point 1: row 1, not 4; point 2: best
     assert state.x_adv[:, 0, 0, 0].tolist() == [3.0, 1.0, 5.0]
-    assert state.best.tolist() == pytest.approx([float("-inf"), float("-inf"), 0.7])
+    assert state.objective.tolist() == pytest.approx([float("-inf"), float("-inf"), 0.7])
     assert state.num_grads.tolist() == [10, 10, 10]
     # a later group whose best is worse leaves point 2 alone
-    rows2 = _State.empty(torch.ones(1, 1, 2, 2))
-    rows2.best = torch.tensor([0.6])
+    rows2 = Record.empty(torch.ones(1, 1, 2, 2))
+    rows2.objective = torch.tensor([0.6])
     state.merge_rows(rows2, torch.tensor([2]))
-    assert state.x_adv[2, 0, 0, 0] == 5.0 and state.best[2] == pytest.approx(0.7)
+    assert state.x_adv[2, 0, 0, 0] == 5.0 and state.objective[2] == pytest.approx(0.7)
 
 
 def test_early_stop_returns_the_same_points_for_less(cnn_model, xy):

@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 from advlab.attacks._base import AttackResult, random_targets
+from advlab.attacks.contract import Attack, execute, perturb, trace
+from advlab.attacks.criteria import (ConfidenceBelow, Criterion, Misclassified, NotRejected, SourceTarget,
+                                     TargetClass, TargetConfidence)
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.decision import BoundaryAttack, HopSkipJump
-from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD, perturb
+from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
 from advlab.attacks.patch import AdversarialPatch, PatchResult, patch_success, success_vs_size
@@ -19,7 +22,8 @@ from advlab.attacks.universal import UniversalPerturbation, UniversalResult, foo
 from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferResult, jacobian_augmentation,
                                      train_substitute)
 
-__all__ = ["APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
+__all__ = ["Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
+           "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",
            "patch_success", "success_vs_size",

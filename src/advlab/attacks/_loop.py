@@ -16,13 +16,18 @@ frozen and dropped from the batch, so later steps cost only what the still-robus
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from advlab._checks import check_logits
+from advlab.attacks.contract import Record
+from advlab.attacks.criteria import Criterion, default_criterion
 from advlab.losses import LossFn, objective
 from advlab.threat import ThreatModel
+
+LoopState = Record  # the per-point record; the old name stays for one release
 
 
 @dataclass(frozen=True)
@@ -34,48 +39,39 @@ class Schedule:
     momentum: float | None = None  # MI-FGSM decay μ; None: plain gradient steps
     early_stop: bool = False
     l1_sparsity: float = 0.05
+    random_start: bool = False  # start each run from a uniform point of the ball
+    restarts: int = 1  # runs from fresh random starts on the points still robust
 
 
-@dataclass
-class LoopState:
-    """Per-point outputs of the loop, written in place as points finish."""
+@dataclass(frozen=True)
+class StepInfo:
+    """What the per-step hook of :func:`gradient_loop` sees after each step.
 
-    x_adv: Tensor
-    success: Tensor
-    pred: Tensor
-    confidence: Tensor
-    num_grads: Tensor
-    num_forwards: Tensor
+    ``idx`` ``(k,)``: the points still in the loop; ``x_before``/``x_after`` ``(k, *)`` the iterate
+    before and after the (projected) update; ``grad`` the raw input gradient and ``direction`` the
+    unit step direction (``dir_p`` of the gradient or of MI-FGSM's momentum).
+    """
 
-    @classmethod
-    def empty(cls, x: Tensor) -> "LoopState":
-        b = x.shape[0]
-        long = dict(dtype=torch.long, device=x.device)
-        return cls(x_adv=x.detach().clone(), success=torch.zeros(b, dtype=torch.bool, device=x.device),
-                   pred=torch.full((b,), -1, **long), confidence=torch.zeros(b, dtype=x.dtype, device=x.device),
-                   num_grads=torch.zeros(b, **long), num_forwards=torch.zeros(b, **long))
-
-    def record(self, idx: Tensor, x_adv: Tensor, logits: Tensor, success: Tensor, *,
-               grads: int, forwards: int) -> None:
-        """Store the final point, prediction and success of the points ``idx``, and add the
-        gradient and forward passes they took in this run of the loop."""
-        probs = torch.softmax(logits.detach(), dim=1)
-        conf, pred = probs.max(dim=1)
-        self.num_grads[idx] += grads
-        self.num_forwards[idx] += forwards
-        self.x_adv[idx] = x_adv.detach()
-        self.pred[idx] = pred
-        self.confidence[idx] = conf.to(self.confidence.dtype)
-        self.success[idx] = success
+    step: int
+    idx: Tensor
+    x_before: Tensor
+    x_after: Tensor
+    grad: Tensor
+    direction: Tensor
 
 
-def is_success(pred: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    return pred != y if target is None else pred == target
+StepHook = Callable[[StepInfo], None]
+
+
+def _adversarial(criterion: Criterion, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    probs = torch.softmax(logits, dim=1) if criterion.requires_scores() else None
+    return criterion(logits.argmax(dim=1), probs, y, target)
 
 
 def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *,
                   x_init: Tensor, threat: ThreatModel, loss: LossFn, schedule: Schedule,
-                  state: LoopState, idx: Tensor, check_first: bool = True, score: bool = True) -> None:
+                  state: Record, idx: Tensor, check_first: bool = True, score: bool = True,
+                  criterion: Criterion | None = None, on_step: StepHook | None = None) -> None:
     """Run ``schedule.steps`` gradient steps from ``x_init`` on the points ``idx`` of ``state``.
 
     ``x``, ``y``, ``target`` and ``x_init`` hold only the points ``idx``. Results are written into
@@ -83,7 +79,11 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
     succeeds; otherwise every point takes all steps and the last iterate is returned.
     ``score=False`` (fixed budget only) skips the forward pass on the last iterate: ``state``
     then holds ``x_adv`` and the pass counts but no prediction (see :func:`advlab.attacks.perturb`).
+    ``criterion`` decides success (default: misclassified, or the target hit); ``on_step`` is
+    called after every step with a :class:`StepInfo`.
     """
+    if criterion is None:
+        criterion = default_criterion(target)
     x_adv = x_init.detach()
     velocity = torch.zeros_like(x) if schedule.momentum is not None else None
     reduce_dims = tuple(range(1, x.dim()))
@@ -93,7 +93,7 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
         obj, logits = objective(model, x_adv, y, target, loss, check=check_first and step == 0)
         leaf, keep = x_adv, None
         if early:
-            hit = is_success(logits.detach().argmax(dim=1), y, target)
+            hit = _adversarial(criterion, logits.detach(), y, target)
             if bool(hit.any()):
                 # (the finished points' rows of the backward below are wasted; re-running the
                 # forward on the survivors would cost more)
@@ -115,17 +115,40 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
             velocity = grad + velocity * schedule.momentum
             grad = velocity
         direction = threat.ascent_direction(grad, x_adv=x_adv, l1_sparsity=schedule.l1_sparsity)
-        x_adv = x_adv.detach() + schedule.step_size * direction
+        x_before = x_adv.detach()
+        x_adv = x_before + schedule.step_size * direction
         x_adv = threat.project(x_adv, x)
+        if on_step is not None:
+            on_step(StepInfo(step=step, idx=idx, x_before=x_before, x_after=x_adv.detach(), grad=grad,
+                             direction=direction))
     if not score and not early:
-        state.x_adv[idx] = x_adv.detach()
-        state.num_grads[idx] += schedule.steps
-        state.num_forwards[idx] += schedule.steps
+        state.record(idx, x_adv, None, torch.zeros_like(idx, dtype=torch.bool),
+                     grads=schedule.steps, forwards=schedule.steps)
         return
     # the last iterate has not been evaluated yet: one forward pass, no graph
     with torch.no_grad():
         logits = model(x_adv)
     if check_first and schedule.steps == 0:
         check_logits(logits, y, target)
-    state.record(idx, x_adv, logits, is_success(logits.argmax(dim=1), y, target),
+    state.record(idx, x_adv, logits, _adversarial(criterion, logits, y, target),
                  grads=schedule.steps, forwards=schedule.steps + 1)
+
+
+def run_schedule(run: Any, schedule: Schedule, loss: LossFn) -> None:
+    """The core of every gradient-loop attack: ``schedule`` on the points ``run.todo`` of a
+    lifecycle :class:`~advlab.attacks.contract.Run`, with restarts on the points still robust
+    (by the run's criterion). Skips the last scoring pass only when the caller wants ``x_adv``
+    alone and nothing in the schedule needs predictions."""
+    x, y, target, record = run.x, run.y, run.target, run.record
+    todo = run.todo
+    score = run.score or schedule.restarts > 1 or schedule.early_stop
+    for restart in range(schedule.restarts):
+        xs, ys = x[todo], y[todo]
+        ts = target[todo] if target is not None else None
+        x_init = run.threat.random_start(xs, generator=run.generator) if schedule.random_start else xs
+        gradient_loop(run.model, xs, ys, ts, x_init=x_init, threat=run.threat, loss=loss,
+                      schedule=schedule, state=record, idx=todo, check_first=restart == 0,
+                      score=score, criterion=run.criterion, on_step=run.on_step)
+        todo = todo[~record.success[todo]]
+        if todo.numel() == 0:
+            break

@@ -27,14 +27,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_inputs, check_model, eval_mode, warn
-from advlab.attacks._base import AttackResult, config_repr
-from advlab.attacks.gradient import _check_common, _positive_int
+from advlab._checks import check_int, check_number, warn
+from advlab.attacks.contract import Attack, Record, Run
+from advlab.attacks.gradient import _check_common
 from advlab.losses import LossFn, get_loss, objective
 from advlab.threat import Norm, ThreatModel, canonical_norm
 
@@ -99,76 +99,15 @@ def eot_evaluate(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, 
     return obj_sum, grad_sum, logits_sum
 
 
-@dataclass
-class _State:
-    """Per-point outputs across runs (restarts, target classes), written as points finish."""
-
-    x_adv: Tensor  # (B, *)
-    success: Tensor  # (B,) bool
-    pred: Tensor  # (B,) int64
-    confidence: Tensor  # (B,)
-    num_grads: Tensor  # (B,) int64
-    num_forwards: Tensor  # (B,) int64
-    best: Tensor  # (B,) objective of the recorded point of a robust point; -inf until recorded
-
-    @classmethod
-    def empty(cls, x: Tensor) -> "_State":
-        b, dev = x.shape[0], x.device
-        return cls(x_adv=x.detach().clone(), success=torch.zeros(b, dtype=torch.bool, device=dev),
-                   pred=torch.full((b,), -1, dtype=torch.long, device=dev),
-                   confidence=torch.zeros(b, dtype=x.dtype, device=dev),
-                   num_grads=torch.zeros(b, dtype=torch.long, device=dev),
-                   num_forwards=torch.zeros(b, dtype=torch.long, device=dev),
-                   best=torch.full((b,), float("-inf"), dtype=x.dtype, device=dev))
-
-    def record(self, idx: Tensor, x_adv: Tensor, logits: Tensor, success: Tensor) -> None:
-        conf, pred = torch.softmax(logits.detach(), dim=1).max(dim=1)
-        self.x_adv[idx] = x_adv.detach()
-        self.pred[idx] = pred
-        self.confidence[idx] = conf.to(self.confidence.dtype)
-        self.success[idx] = success
-
-    def charge(self, idx: Tensor, *, grads: int, forwards: int) -> None:
-        self.num_grads[idx] += grads
-        self.num_forwards[idx] += forwards
-
-    def merge_rows(self, rows: "_State", points: Tensor) -> None:
-        """Fold a run over rows ``(point, target)`` (``points[r]`` is row r's point) into this
-        per-point state: each point takes its first successful row (rows are in target order),
-        else its highest-objective row if that beats what it has; passes are summed."""
-        self.num_grads.index_add_(0, points, rows.num_grads)
-        self.num_forwards.index_add_(0, points, rows.num_forwards)
-        b, r = self.success.shape[0], torch.arange(points.numel(), device=points.device)
-        none = points.numel()
-        first = torch.full((b,), none, dtype=torch.long, device=points.device)
-        first.scatter_reduce_(0, points[rows.success], r[rows.success], reduce="amin")
-        best = torch.full((b,), float("-inf"), dtype=rows.best.dtype, device=points.device)
-        best.scatter_reduce_(0, points, rows.best, reduce="amax")
-        at_best = (rows.best == best[points]) & (rows.best > self.best[points]) & ~rows.success
-        pick = torch.full((b,), none, dtype=torch.long, device=points.device)
-        pick.scatter_reduce_(0, points[at_best], r[at_best], reduce="amin")
-        pick = torch.where(first < none, first, pick)
-        chosen = (pick < none).nonzero().squeeze(1)
-        src = pick[chosen]
-        self.x_adv[chosen] = rows.x_adv[src]
-        self.success[chosen] = rows.success[src]
-        self.pred[chosen] = rows.pred[src]
-        self.confidence[chosen] = rows.confidence[src]
-        self.best[chosen] = torch.where(rows.success[src], self.best[chosen], rows.best[src])
-
-
-def _is_success(pred: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    return pred != y if target is None else pred == target
-
-
 def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | None,
-              success_target: Tensor | None, x_init: Tensor, threat: ThreatModel, loss: LossFn,
-              steps: int, rho: float, eot_iter: int, early_stop: bool, state: _State, idx: Tensor,
-              warn_zero_grad: bool = False) -> None:
-    """One APGD run (Algorithm 1) from ``x_init`` on the points ``idx`` of ``state``.
+              points: Tensor, decide: Callable[[Tensor, Tensor], Tensor], x_init: Tensor,
+              threat: ThreatModel, loss: LossFn, steps: int, rho: float, eot_iter: int,
+              early_stop: bool, state: Record, idx: Tensor, warn_zero_grad: bool = False) -> None:
+    """One APGD run (Algorithm 1) from ``x_init`` on the rows ``idx`` of ``state``.
 
-    ``loss_target`` is the class the objective aims at (``None``: untargeted); ``success_target``
-    decides success (``None``: any misclassification; APGD-T aims at a class but counts any).
+    ``loss_target`` is the class the objective aims at (``None``: untargeted); ``points`` the
+    call's point behind each row, and ``decide(logits, points)`` the call's success criterion
+    (APGD-T aims at a class but its criterion counts any misclassification).
     """
     out = state
     ws = checkpoints(steps)
@@ -185,7 +124,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
         return f, g, z
 
     # active-point tensors, all indexed alike and compressed together when points finish
-    t: dict[str, Tensor | None] = {"x": x, "y": y, "lt": loss_target, "st": success_target, "idx": idx}
+    t: dict[str, Tensor | None] = {"x": x, "y": y, "lt": loss_target, "pt": points, "idx": idx}
     x_k = x_init.detach()
     f_k, g_k, z_k = evaluate(x_k, y, loss_target, steps > 0)
     if warn_zero_grad and g_k is not None:
@@ -204,7 +143,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
 
     def check_success(x_eval: Tensor, z: Tensor) -> bool:
         """Record first successes; with early_stop, drop them. False when no point is left."""
-        hit = _is_success(z.argmax(dim=1), t["y"], t["st"]) & ~t["found"]
+        hit = decide(z, t["pt"]) & ~t["found"]
         if not bool(hit.any()):
             return True
         out.record(t["idx"][hit], x_eval[hit], z[hit], hit[hit])
@@ -262,12 +201,12 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
     # points that never succeeded: keep the highest-objective point over all runs
     rest = ~t["found"]
     ii = t["idx"][rest]
-    better = t["f_best"][rest] > state.best[ii]
+    better = t["f_best"][rest] > state.objective[ii]
     if bool(better.any()):
         sel = rest.nonzero().squeeze(1)[better]
         out.record(t["idx"][sel], t["x_best"][sel], t["z_best"][sel],
                    torch.zeros(sel.numel(), dtype=torch.bool, device=x.device))
-        state.best[t["idx"][sel]] = t["f_best"][sel]
+        state.objective[t["idx"][sel]] = t["f_best"][sel]
 
 
 def _validate(config: Any) -> None:
@@ -276,52 +215,23 @@ def _validate(config: Any) -> None:
     if norm not in ("linf", "l2"):
         raise ValueError(f"{type(config).__name__} supports norm='linf' or 'l2', got {config.norm!r}; "
                          "for L1 use PGD(norm='l1') (APGD-L1, Croce & Hein 2021, is not implemented)")
-    _positive_int("restarts", config.restarts)
-    _positive_int("eot_iter", config.eot_iter)
-    rho = config.rho
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0 < rho < 1):
-        raise ValueError(f"rho must be a number in (0, 1) (the paper uses 0.75), got {rho!r}")
+    check_int("restarts", config.restarts)
+    check_int("eot_iter", config.eot_iter)
+    check_number("rho (the paper uses 0.75)", config.rho, high=1.0, high_open=True)
 
 
-def _prepare(config: Any, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
-             generator: torch.Generator | None) -> tuple[ThreatModel, LossFn, torch.Generator]:
-    check_model(model)
-    threat = ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds,
-                         targeted=target is not None)
-    check_inputs(model, x, y, bounds=threat.bounds, target=target, generator=generator)
-    if generator is None:
-        generator = torch.Generator(device=x.device).manual_seed(0)
-    return threat, get_loss(config.loss), generator
-
-
-def _result(config: Any, state: _State, x: Tensor, threat: ThreatModel,
-            target: Tensor | None) -> AttackResult:
-    out = state
-    log.debug("%s: %d of %d inputs succeeded, %d gradient passes", type(config).__name__,
-              int(out.success.sum()), out.success.numel(), int(out.num_grads.sum()))
-    if not bool(torch.isfinite(out.x_adv).all()):
-        raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
-                                 "Inf on some points; check the model for non-finite operations")
-    return AttackResult(x_adv=out.x_adv, success=out.success, pred=out.pred, confidence=out.confidence,
-                        norms=threat.norm_of(out.x_adv - x), num_grads=out.num_grads,
-                        num_forwards=out.num_forwards, threat=threat, attack=config_repr(config),
-                        target=target.detach().clone() if target is not None else None)
-
-
-def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: LossFn,
-                state: _State, eot_iter: int) -> Tensor:
-    """Validate the model's output, record points already successful; returns the clean logits."""
-    idx = torch.arange(x.shape[0], device=x.device)
-    _, _, logits = eot_evaluate(model, x, y, target, loss, eot_iter=eot_iter, grad=False, check=True)
-    state.charge(idx, grads=0, forwards=eot_iter)
-    done = _is_success(logits.argmax(dim=1), y, target)
-    if bool(done.any()):
-        state.record(idx[done], x[done], logits[done], done[done])
-    return logits
+def _clean_logits(model: nn.Module, x: Tensor, eot_iter: int) -> tuple[Tensor, int]:
+    """The clean logits, averaged over ``eot_iter`` passes for a randomised model."""
+    total = None
+    for _ in range(eot_iter):
+        z = model(x).detach()
+        total = z if total is None else total + z
+    assert total is not None
+    return (total / eot_iter if eot_iter > 1 else total), eot_iter
 
 
 @dataclass(frozen=True, kw_only=True)
-class APGD:
+class APGD(Attack):
     """Auto-PGD (Croce & Hein, ICML 2020, Algorithm 1) under L∞ or L2; APGD-CE and APGD-DLR.
 
     ``x⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + α(z⁽ᵏ⁺¹⁾ − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))``, ``z⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + η·dir_p(∇f))``,
@@ -365,28 +275,26 @@ class APGD:
     def __post_init__(self) -> None:
         _validate(self)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
-        threat, loss, generator = _prepare(self, model, x, y, target, generator)
-        x = x.detach()
-        state = _State.empty(x)
-        with eval_mode(model):
-            _clean_pass(model, x, y, target, loss, state, self.eot_iter)
-            for restart in range(self.restarts):
-                todo = (~state.success).nonzero().squeeze(1)
-                if todo.numel() == 0:
-                    break
-                xs, ts = x[todo], target[todo] if target is not None else None
-                _apgd_run(model, xs, y[todo], loss_target=ts, success_target=ts,
-                          x_init=threat.random_start(xs, generator=generator), threat=threat,
-                          loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
-                          early_stop=self.early_stop, state=state, idx=todo,
-                          warn_zero_grad=restart == 0)
-        return _result(self, state, x, threat, target)
+    def _clean_scores(self, run: Run, x: Tensor) -> tuple[Tensor, int]:
+        return _clean_logits(run.model, x, self.eot_iter)
+
+    def _core(self, run: Run) -> None:
+        state, x, y, target, threat = run.record, run.x, run.y, run.target, run.threat
+        loss = get_loss(self.loss)
+        for restart in range(self.restarts):
+            todo = (~state.success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            xs, ts = x[todo], target[todo] if target is not None else None
+            _apgd_run(run.model, xs, y[todo], loss_target=ts, points=todo, decide=run.adversarial,
+                      x_init=threat.random_start(xs, generator=run.generator), threat=threat,
+                      loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
+                      early_stop=self.early_stop, state=state, idx=todo,
+                      warn_zero_grad=restart == 0)
 
 
 @dataclass(frozen=True, kw_only=True)
-class APGDT:
+class APGDT(Attack):
     """APGD-T, targeted Auto-PGD (Croce & Hein, ICML 2020, Sec. 4): an *untargeted* attack that runs
     APGD with the targeted DLR loss ``−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2)`` against each of the
     ``n_target_classes`` classes with the highest clean logits (``y`` excluded), in turn, on the
@@ -423,52 +331,53 @@ class APGDT:
 
     def __post_init__(self) -> None:
         _validate(self)
-        _positive_int("n_target_classes", self.n_target_classes)
+        check_int("n_target_classes", self.n_target_classes)
         if self.max_batch is not None:
-            _positive_int("max_batch", self.max_batch)
+            check_int("max_batch", self.max_batch)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
+    def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         if target is not None:
             raise ValueError("APGDT picks its own target classes (the top-k by clean logits); for a "
                              "given target use APGD(loss='dlr' or 'ce')(model, x, y, target=target)")
-        threat, loss, generator = _prepare(self, model, x, y, None, generator)
-        x = x.detach()
-        state = _State.empty(x)
-        with eval_mode(model):
-            # the clean logits rank the target classes (CE only validates the model's output)
-            logits = _clean_pass(model, x, y, None, get_loss("ce"), state, self.eot_iter)
-            num_classes = logits.shape[1]
-            k = min(self.n_target_classes, num_classes - 1)
-            ranked = logits.scatter(1, y[:, None], float("-inf"))
-            order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, C), y last
-            loss(logits[:1], y[:1], order[:1, 0])  # fail early (e.g. DLR-T needs 4 classes)
-            # Targets in turn, several at once while few points are left: up to max_batch rows
-            # (point, target). A point is broken if any of its targets breaks it, as when they
-            # run one by one; only the order of random draws differs, and rows of a point broken
-            # by an earlier target of the same group are spent anyway.
-            j, first = 0, True
-            while j < k:
-                todo = (~state.success).nonzero().squeeze(1)
-                if todo.numel() == 0:
+
+    def _clean_scores(self, run: Run, x: Tensor) -> tuple[Tensor, int]:
+        return _clean_logits(run.model, x, self.eot_iter)
+
+    def _core(self, run: Run) -> None:
+        state, x, y, threat = run.record, run.x, run.y, run.threat
+        loss = get_loss(self.loss)
+        # the clean logits rank the target classes
+        logits = run.extras["clean_logits"]
+        num_classes = logits.shape[1]
+        k = min(self.n_target_classes, num_classes - 1)
+        ranked = logits.scatter(1, y[:, None], float("-inf"))
+        order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, C), y last
+        loss(logits[:1], y[:1], order[:1, 0])  # fail early (e.g. DLR-T needs 4 classes)
+        # Targets in turn, several at once while few points are left: up to max_batch rows
+        # (point, target). A point is broken if any of its targets breaks it, as when they
+        # run one by one; only the order of random draws differs, and rows of a point broken
+        # by an earlier target of the same group are spent anyway.
+        j, first = 0, True
+        while j < k:
+            todo = (~state.success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            rows_max = self.max_batch if self.max_batch is not None else x.shape[0]
+            group = max(1, min(k - j, rows_max // todo.numel()))
+            points = todo.repeat(group)  # (group · P,) target-major
+            targets = order[todo, j:j + group].t().reshape(-1)
+            for _ in range(self.restarts):
+                left = ~state.success[points]
+                pts, tgs = points[left], targets[left]
+                if pts.numel() == 0:
                     break
-                rows_max = self.max_batch if self.max_batch is not None else x.shape[0]
-                group = max(1, min(k - j, rows_max // todo.numel()))
-                points = todo.repeat(group)  # (group · P,) target-major
-                targets = order[todo, j:j + group].t().reshape(-1)
-                for _ in range(self.restarts):
-                    left = ~state.success[points]
-                    pts, tgs = points[left], targets[left]
-                    if pts.numel() == 0:
-                        break
-                    xs = x[pts]
-                    rows = _State.empty(xs)
-                    _apgd_run(model, xs, y[pts], loss_target=tgs, success_target=None,
-                              x_init=threat.random_start(xs, generator=generator), threat=threat,
-                              loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
-                              early_stop=self.early_stop, state=rows,
-                              idx=torch.arange(pts.numel(), device=x.device), warn_zero_grad=first)
-                    state.merge_rows(rows, pts)
-                    first = False
-                j += group
-        return _result(self, state, x, threat, None)
+                xs = x[pts]
+                rows = Record.empty(xs)
+                _apgd_run(run.model, xs, y[pts], loss_target=tgs, points=pts, decide=run.adversarial,
+                          x_init=threat.random_start(xs, generator=run.generator), threat=threat,
+                          loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
+                          early_stop=self.early_stop, state=rows,
+                          idx=torch.arange(pts.numel(), device=x.device), warn_zero_grad=first)
+                state.merge_rows(rows, pts)
+                first = False
+            j += group

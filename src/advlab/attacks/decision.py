@@ -50,7 +50,8 @@ from torch import Tensor
 
 from advlab.attacks._base import AttackResult
 from advlab.attacks._blackbox import adversarial_labels, check_label_range, finish, prepare
-from advlab.attacks.minimal import _bounds_field, _finite, _int_at_least, _norm_field
+from advlab._checks import check_int as _int_at_least
+from advlab.attacks.minimal import _bounds_field, _finite, _norm_field
 from advlab.oracle import QuerySession
 from advlab.threat import ThreatModel, _view, lp_norm
 

@@ -12,24 +12,15 @@ Shapes: ``x`` ``(B, *)`` floats inside ``bounds``; ``y`` and ``target`` ``(B,)``
 
 from __future__ import annotations
 
-import contextvars
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-from torch import Tensor, nn
-
-from advlab._checks import check_inputs, check_model, eval_mode
-from advlab.attacks._base import AttackResult, config_repr
-from advlab.attacks._loop import LoopState, Schedule, gradient_loop
+from advlab._checks import check_int, check_number
+from advlab.attacks._loop import Schedule, run_schedule
+from advlab.attacks.contract import Attack, Run, perturb
 from advlab.losses import LossFn, get_loss
 from advlab.threat import Norm, ThreatModel
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_common(config: Any) -> None:
@@ -40,77 +31,19 @@ def _check_common(config: Any) -> None:
                          "a minimal-norm attack")
     get_loss(config.loss)
     step_size = getattr(config, "step_size", None)
-    if step_size is not None and not (isinstance(step_size, (int, float)) and math.isfinite(step_size)
-                                      and step_size > 0):
-        raise ValueError(f"step_size must be a number > 0 (or None for the default), got {step_size!r}")
+    if step_size is not None:
+        check_number("step_size (a number > 0, or None for the default)", step_size)
     if hasattr(config, "steps"):
-        _positive_int("steps", config.steps)
+        check_int("steps", config.steps)
 
 
-# Set only by :func:`perturb`: the caller wants x_adv alone, so the fixed-budget loop may skip its
-# scoring pass on the last iterate.
-_X_ADV_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("advlab_x_adv_only", default=False)
-
-
-def perturb(attack: Any, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-            generator: torch.Generator | None = None) -> Tensor:
-    """Only the adversarial inputs of a gradient attack, ``(B, *)``, for adversarial training.
-
-    The same points as ``attack(model, x, y, ...).x_adv`` (bit for bit), without the forward pass
-    on the last iterate that fills ``success``/``pred``/``confidence``: a fixed-budget k-step
-    attack then costs exactly k forward+backward passes (for PGD-7 training that pass is ~8% of a
-    training step). Attacks that need predictions to run (``early_stop``, ``restarts > 1``) and
-    non-gradient attacks are simply called.
-
-    Example:
-        >>> x_adv = perturb(PGD(eps=0.1, steps=7), model, x, y, generator=g)
-    """
-    token = _X_ADV_ONLY.set(True)
-    try:
-        return attack(model, x, y, target=target, generator=generator).x_adv
-    finally:
-        _X_ADV_ONLY.reset(token)
-
-
-def run_gradient_attack(config: Any, model: nn.Module, x: Tensor, y: Tensor, *,
-                        target: Tensor | None, generator: torch.Generator | None,
-                        schedule: Schedule, random_start: bool = False,
-                        restarts: int = 1) -> AttackResult:
-    """Validate, run the shared loop (with restarts on the points still robust), package."""
-    check_model(model)
-    threat = ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds,
-                         targeted=target is not None)
-    check_inputs(model, x, y, bounds=threat.bounds, target=target, generator=generator)
-    loss: LossFn = get_loss(config.loss)
-    if random_start and generator is None:
-        generator = torch.Generator(device=x.device).manual_seed(0)
-    x = x.detach()
-    state = LoopState.empty(x)
-    todo = torch.arange(x.shape[0], device=x.device)
-    score = not (_X_ADV_ONLY.get() and restarts == 1 and not schedule.early_stop)
-    with eval_mode(model), torch.enable_grad():
-        for restart in range(restarts):
-            xs, ys = x[todo], y[todo]
-            ts = target[todo] if target is not None else None
-            x_init = threat.random_start(xs, generator=generator) if random_start else xs
-            gradient_loop(model, xs, ys, ts, x_init=x_init, threat=threat, loss=loss,
-                          schedule=schedule, state=state, idx=todo, check_first=restart == 0,
-                          score=score)
-            todo = todo[~state.success[todo]]
-            if todo.numel() == 0:
-                break
-    if not bool(torch.isfinite(state.x_adv).all()):
-        raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
-                                 "Inf on some points; check the model for non-finite operations")
-    return AttackResult(x_adv=state.x_adv, success=state.success, pred=state.pred,
-                        confidence=state.confidence, norms=threat.norm_of(state.x_adv - x),
-                        num_grads=state.num_grads, num_forwards=state.num_forwards,
-                        threat=threat, attack=config_repr(config),
-                        target=target.detach().clone() if target is not None else None)
+def _loop_core(attack: Any, run: Run) -> None:
+    """The core of every gradient-loop attack: its schedule through the shared loop."""
+    run_schedule(run, attack.schedule(), get_loss(attack.loss))
 
 
 @dataclass(frozen=True, kw_only=True)
-class FGSM:
+class FGSM(Attack):
     """Fast Gradient Sign Method (Goodfellow, Shlens & Szegedy, ICLR 2015) and, with
     ``norm="l2"``, the Fast Gradient Method (FGM).
 
@@ -122,6 +55,7 @@ class FGSM:
         >>> result.x_adv.shape == x.shape, result.success.float().mean()
     """
 
+    clean_pass: ClassVar[bool] = False
     eps: float
     norm: Norm = "linf"
     loss: str | LossFn = "ce"
@@ -130,20 +64,38 @@ class FGSM:
     def __post_init__(self) -> None:
         _check_common(self)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
-        schedule = Schedule(steps=1, step_size=self.eps)
-        return run_gradient_attack(self, model, x, y, target=target, generator=generator,
-                                   schedule=schedule)
+    def schedule(self) -> Schedule:
+        return Schedule(steps=1, step_size=self.eps)
 
-
-def FGM(*, eps: float, loss: str | LossFn = "ce", bounds: tuple[float, float] = (0.0, 1.0)) -> FGSM:
-    """The L2 fast gradient method: ``x' = Π(x + ε · ∇J / ||∇J||_2)`` (Goodfellow et al. 2015)."""
-    return FGSM(eps=eps, norm="l2", loss=loss, bounds=bounds)
+    _core = _loop_core
 
 
 @dataclass(frozen=True, kw_only=True)
-class IFGSM:
+class FGM(Attack):
+    """The L2 fast gradient method: ``x' = Π(x + ε · ∇J / ||∇J||_2)`` (Goodfellow et al. 2015),
+    :class:`FGSM` with ``norm="l2"``: the same points, bit for bit.
+
+    Example:
+        >>> result = FGM(eps=1.5)(model, x, y)
+    """
+
+    clean_pass: ClassVar[bool] = False
+    eps: float
+    loss: str | LossFn = "ce"
+    bounds: tuple[float, float] = (0.0, 1.0)
+    norm: ClassVar[Norm] = "l2"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+    def schedule(self) -> Schedule:
+        return Schedule(steps=1, step_size=self.eps)
+
+    _core = _loop_core
+
+
+@dataclass(frozen=True, kw_only=True)
+class IFGSM(Attack):
     """Iterative FGSM / Basic Iterative Method (Kurakin, Goodfellow & Bengio, ICLR 2017 workshop).
 
     From the clean input, ``steps`` times: ``x_{t+1} = Π_{B_ε(x)}(x_t + α · dir_p(∇J(x_t, y)))``,
@@ -154,6 +106,7 @@ class IFGSM:
         >>> result = IFGSM(eps=0.1, steps=10)(model, x, y)
     """
 
+    clean_pass: ClassVar[bool] = False
     eps: float
     steps: int = 10
     step_size: float | None = None
@@ -165,19 +118,20 @@ class IFGSM:
     def __post_init__(self) -> None:
         _check_common(self)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
+    def schedule(self) -> Schedule:
         step_size = self.step_size if self.step_size is not None else self.eps / self.steps
-        schedule = Schedule(steps=self.steps, step_size=step_size, early_stop=self.early_stop)
-        return run_gradient_attack(self, model, x, y, target=target, generator=generator,
-                                   schedule=schedule)
+        return Schedule(steps=self.steps, step_size=step_size, early_stop=self.early_stop)
+
+    _core = _loop_core
 
 
 BIM = IFGSM
 
+__all__ = ["BIM", "FGM", "FGSM", "IFGSM", "MIFGM", "MIFGSM", "PGD", "perturb"]
+
 
 @dataclass(frozen=True, kw_only=True)
-class PGD:
+class PGD(Attack):
     """Projected Gradient Descent (Madry et al., ICLR 2018) under L∞, L2 or L1.
 
     From a uniformly random point of the ε-ball (``random_start``), ``steps`` times:
@@ -191,6 +145,7 @@ class PGD:
         >>> robust_acc = 1 - result.success.float().mean()
     """
 
+    clean_pass: ClassVar[bool] = False
     eps: float
     norm: Norm = "linf"
     steps: int = 10
@@ -204,25 +159,24 @@ class PGD:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        _positive_int("restarts", self.restarts)
+        check_int("restarts", self.restarts)
         if self.restarts > 1 and not self.random_start:
             raise ValueError("restarts > 1 needs random_start=True: restarts from the same point "
                              "repeat the same deterministic run")
         if not (0 < self.l1_sparsity <= 1):
             raise ValueError(f"l1_sparsity must be in (0, 1], got {self.l1_sparsity!r}")
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
+    def schedule(self) -> Schedule:
         step_size = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
-        schedule = Schedule(steps=self.steps, step_size=step_size, early_stop=self.early_stop,
-                            l1_sparsity=self.l1_sparsity)
-        return run_gradient_attack(self, model, x, y, target=target, generator=generator,
-                                   schedule=schedule, random_start=self.random_start,
-                                   restarts=self.restarts)
+        return Schedule(steps=self.steps, step_size=step_size, early_stop=self.early_stop,
+                        l1_sparsity=self.l1_sparsity, random_start=self.random_start,
+                        restarts=self.restarts)
+
+    _core = _loop_core
 
 
 @dataclass(frozen=True, kw_only=True)
-class MIFGSM:
+class MIFGSM(Attack):
     """Momentum Iterative FGSM (Dong et al., CVPR 2018, Algorithm 1); ``norm="l2"`` gives MI-FGM.
 
     ``g_{t+1} = μ · g_t + ∇_x J(x_t, y) / ||∇_x J(x_t, y)||_1``,
@@ -235,6 +189,7 @@ class MIFGSM:
         >>> result = MIFGSM(eps=16 / 255, steps=10, decay=1.0)(model, x, y, target=t)
     """
 
+    clean_pass: ClassVar[bool] = False
     eps: float
     steps: int = 10
     decay: float = 1.0
@@ -246,21 +201,38 @@ class MIFGSM:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if not (isinstance(self.decay, (int, float)) and math.isfinite(self.decay) and self.decay >= 0):
-            raise ValueError(f"decay must be a finite number >= 0, got {self.decay!r}")
+        check_number("decay", self.decay, low=0.0, low_open=False)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
+    def schedule(self) -> Schedule:
         step_size = self.step_size if self.step_size is not None else self.eps / self.steps
-        schedule = Schedule(steps=self.steps, step_size=step_size, momentum=float(self.decay),
-                            early_stop=self.early_stop)
-        return run_gradient_attack(self, model, x, y, target=target, generator=generator,
-                                   schedule=schedule)
+        return Schedule(steps=self.steps, step_size=step_size, momentum=float(self.decay),
+                        early_stop=self.early_stop)
+
+    _core = _loop_core
 
 
-def MIFGM(*, eps: float, steps: int = 10, decay: float = 1.0, step_size: float | None = None,
-          loss: str | LossFn = "ce", bounds: tuple[float, float] = (0.0, 1.0),
-          early_stop: bool = False) -> MIFGSM:
-    """MI-FGM, the L2 form of MI-FGSM: steps along ``g / ||g||_2`` (Dong et al. 2018, Sec. 3.3)."""
-    return MIFGSM(eps=eps, steps=steps, decay=decay, step_size=step_size, norm="l2", loss=loss,
-                  bounds=bounds, early_stop=early_stop)
+@dataclass(frozen=True, kw_only=True)
+class MIFGM(Attack):
+    """MI-FGM, the L2 form of MI-FGSM (Dong et al. 2018, Sec. 3.3): ``g_{t+1} = μ g_t + ∇/||∇||_1``,
+    ``x_{t+1} = Π(x_t + α · g_{t+1} / ||g_{t+1}||_2)``; :class:`MIFGSM` with ``norm="l2"``.
+
+    Example:
+        >>> result = MIFGM(eps=1.5, steps=10)(model, x, y)
+    """
+
+    clean_pass: ClassVar[bool] = False
+    eps: float
+    steps: int = 10
+    decay: float = 1.0
+    step_size: float | None = None
+    loss: str | LossFn = "ce"
+    bounds: tuple[float, float] = (0.0, 1.0)
+    early_stop: bool = False
+    norm: ClassVar[Norm] = "l2"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        check_number("decay", self.decay, low=0.0, low_open=False)
+
+    schedule = MIFGSM.schedule
+    _core = _loop_core

@@ -38,10 +38,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_inputs, check_logits, check_model, eval_mode
-from advlab.attacks._base import AttackResult, config_repr
-from advlab.attacks._loop import is_success
-from advlab.losses import cw_margin
+from advlab._checks import check_choice, check_int, check_number
+from advlab.attacks.contract import Attack, Run
+from advlab.losses import cw_margin, objective
 from advlab.threat import ThreatModel, _view, canonical_norm, lp_norm, project_l1_ball
 
 # the dual of each norm: |<g, d>| <= ||g||_dual * ||d||, so |f| / ||∇f||_dual is the linearised
@@ -67,72 +66,39 @@ def _clearly_adversarial(logits: Tensor, y: Tensor, target: Tensor | None) -> tu
 # -- validation -----------------------------------------------------------------------------------
 
 
-def _int_at_least(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):
-        rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {rel} {low:g}, got {value!r}")
+    check_number(name, value, low=low, low_open=strict)
 
 
 def _norm_field(config: Any, allowed: tuple[str, ...]) -> None:
-    norm = canonical_norm(config.norm)  # raises on unknown spellings
+    """Canonicalise ``config.norm`` and check that the attack supports it."""
+    try:
+        norm = canonical_norm(config.norm)
+    except ValueError:
+        raise ValueError(f"unknown norm {config.norm!r}: {type(config).__name__} supports "
+                         f"{', '.join(allowed)}") from None
     if norm not in allowed:
         raise ValueError(f"{type(config).__name__} supports norm in {allowed}, got {config.norm!r}")
     object.__setattr__(config, "norm", norm)
 
 
 def _bounds_field(config: Any) -> None:
+    """Canonicalise ``config.bounds`` (a box the threat model accepts)."""
     tm = ThreatModel(norm="l2", eps=math.inf, bounds=config.bounds)  # raises on bad bounds
     object.__setattr__(config, "bounds", tm.bounds)
 
 
-# -- what the three attacks share -----------------------------------------------------------------
+def _margin(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The C&W margin to ascend ``(B,)`` (for an ensemble fused in loss, the weighted sum of its
+    members' margins), whether each point is clearly adversarial ``(B,)``, and the logits."""
+    obj, logits = objective(model, x, y, target, cw_margin)
+    adv, _ = _clearly_adversarial(logits, y, target)
+    return obj, adv, logits
 
 
-def _validate(config: Any, norm: str, model: nn.Module, x: Tensor, y: Tensor,
-              target: Tensor | None, generator: torch.Generator | None) -> ThreatModel:
-    check_model(model)
-    threat = ThreatModel(norm=norm, eps=math.inf, bounds=config.bounds, targeted=target is not None)
-    check_inputs(model, x, y, bounds=threat.bounds, target=target, generator=generator)
-    return threat
-
-
-def _clean_pass(model: nn.Module, x: Tensor, y: Tensor,
-                target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Classify the clean points (in eval mode). Returns the clean logits ``(B, C)``, the points
-    still to attack ``(B,)`` bool, and the per-point forward counter ``(B,)``."""
-    with torch.no_grad():
-        try:
-            logits = model(x)
-        except (RuntimeError, IndexError) as err:
-            raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check "
-                             "that x has the (B, ...) shape the model expects") from err
-    check_logits(logits, y, target)
-    todo = ~is_success(logits.argmax(dim=1), y, target)
-    forwards = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
-    return logits, todo, forwards
-
-
-def _finish(config: Any, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-            target: Tensor | None, threat: ThreatModel, num_grads: Tensor,
-            num_forwards: Tensor) -> AttackResult:
-    """One forward pass on the returned points: their predictions, confidences and successes."""
-    if not bool(torch.isfinite(x_adv).all()):
-        raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
-                                 "Inf on some points; check the model for non-finite operations")
-    with torch.no_grad():
-        probs = torch.softmax(model(x_adv), dim=1)
-    confidence, pred = probs.max(dim=1)
-    return AttackResult(x_adv=x_adv, success=is_success(pred, y, target), pred=pred,
-                        confidence=confidence.to(x.dtype), norms=threat.norm_of(x_adv - x),
-                        num_grads=num_grads, num_forwards=num_forwards + 1, threat=threat,
-                        attack=config_repr(config),
-                        target=target.detach().clone() if target is not None else None)
+def _store(run: Run, idx: Tensor, x_adv: Tensor) -> None:
+    """Hand the core's final iterates of the points ``idx`` to the lifecycle (which scores them)."""
+    run.record.record(idx, x_adv, None, torch.zeros_like(idx, dtype=torch.bool))
 
 
 def _project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
@@ -159,7 +125,7 @@ def _project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeepFool:
+class DeepFool(Attack):
     """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016), under L2 or L∞.
 
     At each step the classifier is linearised around the current point ``x_t``; for each candidate
@@ -185,6 +151,8 @@ class DeepFool:
         >>> result.success.float().mean()
     """
 
+    kind: ClassVar[str] = "minimal"
+    loss_fusion: ClassVar[bool] = False  # DeepFool linearises the model's logits
     norm: str = "l2"
     steps: int = 50
     overshoot: float = 0.02
@@ -193,33 +161,30 @@ class DeepFool:
 
     def __post_init__(self) -> None:
         _norm_field(self, ("l2", "linf"))
-        _int_at_least("steps", self.steps, 1)
+        check_int("steps", self.steps)
         _finite("overshoot", self.overshoot, strict=False)
         if self.num_candidates is not None:
-            _int_at_least("num_candidates (the true class included)", self.num_candidates, 2)
+            check_int("num_candidates (the true class included)", self.num_candidates, 2)
         _bounds_field(self)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
+    def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         if target is not None:
             raise ValueError("DeepFool is untargeted; for a targeted minimal perturbation use "
                              "CarliniWagnerL2 or FMN with target=...")
-        threat = _validate(self, self.norm, model, x, y, None, generator)
-        x = x.detach()
-        with eval_mode(model):
-            logits, todo, forwards = _clean_pass(model, x, y, None)
-            b, num_classes = logits.shape
-            k = num_classes if self.num_candidates is None else min(self.num_candidates, num_classes)
-            # (B, K): the true class first, then the K-1 other classes with the highest clean logits
-            others = logits.scatter(1, y[:, None], float("-inf")).topk(k - 1, dim=1).indices
-            candidates = torch.cat([y[:, None], others], dim=1)
-            grads = torch.zeros(b, dtype=torch.long, device=x.device)
-            x_adv = x.clone()
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel():
-                with torch.enable_grad():
-                    self._run(model, x, idx, candidates, threat, x_adv, grads, forwards)
-            return _finish(self, model, x, x_adv, y, None, threat, grads, forwards)
+
+    def _core(self, run: Run) -> None:
+        x, y, logits = run.x, run.y, run.extras["clean_logits"]
+        b, num_classes = logits.shape
+        k = num_classes if self.num_candidates is None else min(self.num_candidates, num_classes)
+        # (B, K): the true class first, then the K-1 other classes with the highest clean logits
+        others = logits.scatter(1, y[:, None], float("-inf")).topk(k - 1, dim=1).indices
+        candidates = torch.cat([y[:, None], others], dim=1)
+        x_adv = x.clone()
+        grads = torch.zeros(b, dtype=torch.long, device=x.device)
+        forwards = torch.zeros_like(grads)
+        self._run(run.model, x, run.todo, candidates, run.threat, x_adv, grads, forwards)
+        run.record.charge(run.todo, grads=grads[run.todo], forwards=forwards[run.todo])
+        _store(run, run.todo, x_adv[run.todo])
 
     def _run(self, model: nn.Module, x: Tensor, idx: Tensor, candidates: Tensor,
              threat: ThreatModel, x_adv: Tensor, grads: Tensor, forwards: Tensor) -> None:
@@ -264,7 +229,7 @@ class DeepFool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CarliniWagnerL2:
+class CarliniWagnerL2(Attack):
     """The Carlini-Wagner L2 attack (Carlini & Wagner, IEEE S&P 2017), untargeted or targeted.
 
     With the change of variables ``x' = m + h · tanh(w)`` (``m``, ``h`` the centre and half-width
@@ -291,6 +256,7 @@ class CarliniWagnerL2:
         >>> CarliniWagnerL2(kappa=5.0)(model, x, y, target=t)   # targeted, with a margin
     """
 
+    kind: ClassVar[str] = "minimal"
     norm: ClassVar[str] = "l2"
 
     kappa: float = 0.0
@@ -304,27 +270,20 @@ class CarliniWagnerL2:
     def __post_init__(self) -> None:
         _finite("kappa", self.kappa, strict=False)
         _finite("c_init", self.c_init)
-        _int_at_least("binary_search_steps", self.binary_search_steps, 1)
-        _int_at_least("steps", self.steps, 1)
+        check_int("binary_search_steps", self.binary_search_steps)
+        check_int("steps", self.steps)
         _finite("step_size", self.step_size)
-        if not isinstance(self.abort_early, bool):
-            raise ValueError(f"abort_early must be True or False, got {self.abort_early!r}")
+        check_choice("abort_early", self.abort_early, (True, False))
         _bounds_field(self)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
-        threat = _validate(self, "l2", model, x, y, target, generator)
-        x = x.detach()
-        with eval_mode(model):
-            _, todo, forwards = _clean_pass(model, x, y, target)
-            grads = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            x_adv = x.clone()
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel():
-                ts = target[idx] if target is not None else None
-                with torch.enable_grad():
-                    x_adv[idx] = self._run(model, x[idx], y[idx], ts, idx, grads, forwards)
-            return _finish(self, model, x, x_adv, y, target, threat, grads, forwards)
+    def _core(self, run: Run) -> None:
+        idx = run.todo
+        ts = run.target[idx] if run.target is not None else None
+        grads = torch.zeros(run.x.shape[0], dtype=torch.long, device=run.x.device)
+        forwards = torch.zeros_like(grads)
+        x_adv = self._run(run.model, run.x[idx], run.y[idx], ts, idx, grads, forwards)
+        run.record.charge(idx, grads=grads[idx], forwards=forwards[idx])
+        _store(run, idx, x_adv)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, idx: Tensor,
              grads: Tensor, forwards: Tensor) -> Tensor:
@@ -352,9 +311,8 @@ class CarliniWagnerL2:
                 ts = target[pos] if target is not None else None
                 mod = modifier[pos].requires_grad_(True)
                 x_new = (mid + half * torch.tanh(ws + mod)).clamp(lo, hi)
-                logits = model(x_new)
+                margin, adv, _ = _margin(model, x_new, ys, ts)
                 l2sq = (x_new - xs).flatten(1).pow(2).sum(dim=1)
-                adv, margin = _clearly_adversarial(logits, ys, ts)
                 loss = l2sq + c[pos] * torch.clamp(-margin, min=-self.kappa)
                 g, = torch.autograd.grad(loss.sum(), mod)
                 forwards[idx[pos]] += 1
@@ -393,7 +351,7 @@ class CarliniWagnerL2:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FMN:
+class FMN(Attack):
     """Fast Minimum-Norm attack (Pintor, Roli, Brendel & Biggio, NeurIPS 2021), L1, L2 or L∞.
 
     Gradient ascent on the logit margin ``L = max_{j≠y} z_j - z_y`` (targeted:
@@ -431,6 +389,7 @@ class FMN:
         >>> FMN(norm="l2")(model, x, y, target=t)  # targeted
     """
 
+    kind: ClassVar[str] = "minimal"
     norm: str = "l2"
     steps: int = 100
     step_size: float = 1.0
@@ -442,7 +401,7 @@ class FMN:
 
     def __post_init__(self) -> None:
         _norm_field(self, ("l2", "linf", "l1"))
-        _int_at_least("steps", self.steps, 1)
+        check_int("steps", self.steps)
         _finite("step_size", self.step_size)
         if self.step_size_final is not None:
             _finite("step_size_final", self.step_size_final)
@@ -452,26 +411,15 @@ class FMN:
             if value >= 1:
                 raise ValueError(f"{name} must be in (0, 1): ε shrinks by the factor (1 - {name}), "
                                  f"got {value!r}")
-        if not isinstance(self.box_aware, bool):
-            raise ValueError(f"box_aware must be True or False, got {self.box_aware!r}")
+        check_choice("box_aware", self.box_aware, (True, False))
         _bounds_field(self)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> AttackResult:
-        threat = _validate(self, self.norm, model, x, y, target, generator)
-        x = x.detach()
-        with eval_mode(model):
-            _, todo, forwards = _clean_pass(model, x, y, target)
-            grads = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            x_adv = x.clone()
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel():
-                ts = target[idx] if target is not None else None
-                with torch.enable_grad():
-                    x_adv[idx] = self._run(model, x[idx], y[idx], ts)
-                forwards[idx] += self.steps
-                grads[idx] += self.steps
-            return _finish(self, model, x, x_adv, y, target, threat, grads, forwards)
+    def _core(self, run: Run) -> None:
+        idx = run.todo
+        ts = run.target[idx] if run.target is not None else None
+        x_adv = self._run(run.model, run.x[idx], run.y[idx], ts)
+        run.record.charge(idx, grads=self.steps, forwards=self.steps)
+        _store(run, idx, x_adv)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         lo, hi = self.bounds
@@ -490,8 +438,7 @@ class FMN:
             alpha = a1 + (a0 - a1) * cosine
             gamma = g1 + (g0 - g1) * cosine
             x_k = x_k.detach().requires_grad_(True)
-            logits = model(x_k)
-            adv, loss = _clearly_adversarial(logits, y, target)
+            loss, adv, _ = _margin(model, x_k, y, target)
             g, = torch.autograd.grad(loss.sum(), x_k)
             with torch.no_grad():
                 if self.box_aware:  # coordinates the box stops cannot help: drop them

@@ -52,7 +52,8 @@ from torch import Tensor, nn
 
 from advlab._checks import check_inputs, check_logits, check_model, eval_mode
 from advlab.attacks._base import config_repr
-from advlab.attacks.minimal import _finite, _int_at_least
+from advlab._checks import check_int as _int_at_least
+from advlab.attacks.minimal import _finite
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)

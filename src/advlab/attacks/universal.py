@@ -65,7 +65,8 @@ from torch import Tensor, nn
 
 from advlab._checks import check_inputs, check_logits, check_model, eval_mode
 from advlab.attacks._base import config_repr
-from advlab.attacks.minimal import DeepFool, _finite, _int_at_least
+from advlab._checks import check_int as _int_at_least
+from advlab.attacks.minimal import DeepFool, _finite
 from advlab.losses import cross_entropy, cw_margin
 from advlab.threat import ThreatModel, canonical_norm, lp_norm
 
