@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 import advlab.attacks as attacks
 import advlab.evaluation as evaluation
@@ -14,7 +15,9 @@ import advlab.runs as runs
 def test_attacks_api_is_pinned():
     assert set(attacks.__all__) == {"APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM",
                                     "FGSM", "FMN", "IFGSM", "MIFGM", "MIFGSM", "PGD", "list_attacks",
-                                    "make_attack", "perturb", "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump", "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate", "patch_success", "success_vs_size"}
+                                    "make_attack", "perturb", "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump", "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate", "patch_success", "success_vs_size",
+                                    "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected",
+                                    "SourceTarget", "TargetClass", "TargetConfidence", "execute", "trace"}
     for name in attacks.__all__:
         assert getattr(attacks, name) is not None
 
@@ -32,7 +35,8 @@ def test_evaluation_and_runs_api_are_pinned():
                                 "geometry_job", "measure_job", "train_job"}
 
 
-@pytest.mark.parametrize("cls", [attacks.FGSM, attacks.IFGSM, attacks.PGD, attacks.MIFGSM])
+@pytest.mark.parametrize("cls", [attacks.FGSM, attacks.FGM, attacks.IFGSM, attacks.PGD, attacks.MIFGSM,
+                                 attacks.MIFGM])
 def test_attacks_are_frozen_keyword_only_dataclasses_with_docstrings(cls):
     params = dataclasses.fields(cls)
     assert all(f.kw_only for f in params)
@@ -43,12 +47,25 @@ def test_attacks_are_frozen_keyword_only_dataclasses_with_docstrings(cls):
 
 def test_make_attack_by_name():
     a = attacks.make_attack("mifgm", eps=1.0, steps=5)
-    assert isinstance(a, attacks.MIFGSM) and a.norm == "l2" and a.steps == 5
+    assert isinstance(a, attacks.MIFGM) and a.norm == "l2" and a.steps == 5
     assert attacks.make_attack("bim", eps=0.1) == attacks.IFGSM(eps=0.1)
     with pytest.raises(ValueError, match="does not take"):
         attacks.make_attack("fgsm", eps=0.1, steps=3)
     assert attacks.make_attack("fgsm", eps=0.1, steps=3, strict=False) == attacks.FGSM(eps=0.1)
-    with pytest.raises(ValueError, match="fixes norm"):
-        attacks.make_attack("fgm", eps=0.1, norm="linf")
+    with pytest.raises(ValueError, match="does not take norm"):
+        attacks.make_attack("fgm", eps=0.1, norm="linf")  # FGM is the L2 method
+    with pytest.raises(ValueError, match="fixes basis"):
+        attacks.make_attack("simbadct", eps=0.1, basis="pixel")
+    with pytest.raises(ValueError, match="did you mean pgd"):
+        attacks.make_attack("pdg", eps=0.1)
     with pytest.raises(ValueError, match="unknown attack"):
         attacks.make_attack("zoo", eps=0.1)
+
+
+def test_fgm_and_mifgm_are_classes_giving_the_l2_forms_bit_for_bit(cnn_model, digits):
+    x, y = digits["x_test"][:16], digits["y_test"][:16]
+    assert isinstance(attacks.FGM, type) and isinstance(attacks.MIFGM, type)
+    assert torch.equal(attacks.FGM(eps=1.0)(cnn_model, x, y).x_adv,
+                       attacks.FGSM(eps=1.0, norm="l2")(cnn_model, x, y).x_adv)
+    assert torch.equal(attacks.MIFGM(eps=1.0, steps=4)(cnn_model, x, y).x_adv,
+                       attacks.MIFGSM(eps=1.0, steps=4, norm="l2")(cnn_model, x, y).x_adv)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks import FGSM, IFGSM, MIFGSM, PGD
+from advlab.attacks import FGSM, FMN, IFGSM, MIFGSM, PGD, CarliniWagnerL2, DeepFool
 from advlab.losses import cross_entropy, objective
 from advlab.models.ensemble import Ensemble
 
@@ -90,3 +90,38 @@ def test_bad_ensembles():
     ens = Ensemble([nn.Linear(3, 2), nn.Linear(3, 4)])
     with pytest.raises(ValueError, match="output shapes"):
         ens(torch.zeros(1, 3))
+
+
+# -- loss fusion in the minimal-perturbation attacks (it used to fall back to logits silently) -------
+
+
+def _member_margin_sum(members, weights, x, y):
+    """The hand-computed loss-fusion objective: Σ_k w_k · margin_k(x), w normalised."""
+    from advlab.losses import cw_margin
+
+    w = torch.tensor(weights, dtype=torch.float32) / sum(weights)
+    return sum(wk * cw_margin(m(x), y, None) for wk, m in zip(w, members))
+
+
+@pytest.mark.parametrize("make", [lambda: CarliniWagnerL2(steps=50, binary_search_steps=1, c_init=10.0, abort_early=False),
+                                  lambda: FMN(norm="l2", steps=20)])
+def test_minimal_attacks_honour_loss_fusion(members, digits, make):
+    x, y = digits["x_test"][:24], digits["y_test"][:24]
+    weights = [3.0, 1.0, 1.0]
+    by = {f: make()(Ensemble(members, weights=weights, fusion=f), x, y).x_adv for f in ("logits", "loss")}
+    # fused in loss, the attack follows the members' weighted margins, not the weighted logits' margin
+    assert not torch.equal(by["logits"], by["loss"])
+    # and its objective is the hand-computed one
+    from advlab.attacks.minimal import _margin
+
+    ens = Ensemble(members, weights=weights, fusion="loss").eval()
+    obj, _, logits = _margin(ens, x, y, None)
+    assert torch.allclose(obj, _member_margin_sum(members, weights, x, y), atol=1e-5)
+    assert torch.allclose(logits, ens(x))
+
+
+def test_deepfool_refuses_loss_fusion_with_the_fix(members, digits):
+    x, y = digits["x_test"][:8], digits["y_test"][:8]
+    with pytest.raises(ValueError, match="fused in loss.*fusion='logits'"):
+        DeepFool()(Ensemble(members, fusion="loss"), x, y)
+    assert DeepFool(steps=3)(Ensemble(members, fusion="logits"), x, y).x_adv.shape == x.shape

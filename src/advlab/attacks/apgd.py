@@ -343,6 +343,10 @@ class APGDT(Attack):
     def _clean_scores(self, run: Run, x: Tensor) -> tuple[Tensor, int]:
         return _clean_logits(run.model, x, self.eot_iter)
 
+    def _check_clean(self, run: Run, logits: Tensor) -> None:
+        other = (run.y[:1] + 1) % logits.shape[1]
+        get_loss(self.loss)(logits[:1], run.y[:1], other)  # fail early (e.g. DLR-T needs 4 classes)
+
     def _core(self, run: Run) -> None:
         state, x, y, threat = run.record, run.x, run.y, run.threat
         loss = get_loss(self.loss)
@@ -352,7 +356,6 @@ class APGDT(Attack):
         k = min(self.n_target_classes, num_classes - 1)
         ranked = logits.scatter(1, y[:, None], float("-inf"))
         order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, C), y last
-        loss(logits[:1], y[:1], order[:1, 0])  # fail early (e.g. DLR-T needs 4 classes)
         # Targets in turn, several at once while few points are left: up to max_batch rows
         # (point, target). A point is broken if any of its targets breaks it, as when they
         # run one by one; only the order of random draws differs, and rows of a point broken

@@ -201,6 +201,10 @@ class Attack:
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         """Family-specific refusals (e.g. an untargeted-only attack given a target)."""
 
+    def _check_clean(self, run: Run, logits: Tensor) -> None:
+        """Family-specific checks of the clean logits (e.g. a loss that needs 4 classes); runs
+        even when every point is already adversarial, so misuse fails the same way on any data."""
+
     def __repr__(self) -> str:
         return config_repr(self)
 
@@ -271,6 +275,7 @@ def _clean(run: Run) -> None:
             raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check "
                              "that x has the (B, ...) shape the model expects") from err
     check_logits(logits, run.y, run.target)
+    run.attack._check_clean(run, logits)
     run.extras["clean_logits"] = logits
     run.record.charge(idx, forwards=forwards)
     hit = run.adversarial(logits, idx)

@@ -1,89 +1,139 @@
-"""Attacks by name, for the CLI and experiment specs (the registry is data, not code)."""
+"""Attacks by name, for the CLI and experiment specs: one table, and everything else read from it.
+
+Each entry is a configuration class, the options its name fixes, and a display name. What an
+attack needs (a model or an oracle, an ε or none) is not kept here: it is the class's own
+metadata (:class:`advlab.attacks.contract.Attack`: ``access`` and ``kind``), so a new attack is
+one line in :data:`ATTACKS` and the CLI, ``evaluate``, ``Cascade`` and the contract tests pick it
+up.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from advlab.attacks.apgd import APGD, APGDT
+from advlab.attacks.contract import Attack
 from advlab.attacks.decision import BoundaryAttack, HopSkipJump
-from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
+from advlab.attacks.gradient import FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.score import NES, SimBA, SquareAttack
 
-# name -> (config class, options fixed by the name)
-ATTACKS: dict[str, tuple[type, dict[str, Any]]] = {
-    "fgsm": (FGSM, {}),
-    "fgm": (FGSM, {"norm": "l2"}),
-    "ifgsm": (IFGSM, {}),
-    "bim": (IFGSM, {}),
-    "pgd": (PGD, {}),
-    "mifgsm": (MIFGSM, {}),
-    "mifgm": (MIFGSM, {"norm": "l2"}),
-    "apgdce": (APGD, {"loss": "ce"}),
-    "apgddlr": (APGD, {"loss": "dlr"}),
-    "apgdt": (APGDT, {}),
-    # minimal-perturbation attacks (no eps; see advlab.evaluation.measure_minimal_norms)
-    "deepfool": (DeepFool, {}),
-    "cw": (CarliniWagnerL2, {}),
-    "cwl2": (CarliniWagnerL2, {}),
-    "fmn": (FMN, {}),
-    # black-box, score-based: they take an advlab.oracle.Oracle(output="scores")
-    "square": (SquareAttack, {}),
-    "simba": (SimBA, {}),
-    "simbadct": (SimBA, {"basis": "dct"}),
-    "simbapixel": (SimBA, {"basis": "pixel"}),
-    "nes": (NES, {}),
-    # black-box, decision-based (labels only; minimal perturbation, no eps)
-    "hsj": (HopSkipJump, {}),
-    "hopskipjump": (HopSkipJump, {}),
-    "boundary": (BoundaryAttack, {}),
+
+@dataclass(frozen=True)
+class Entry:
+    """One named attack: its class, the options the name fixes, and how tables spell it."""
+
+    cls: type
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    display: str = ""
+
+    @property
+    def access(self) -> str:
+        """``"gradients"``, ``"scores"`` or ``"labels"`` (the class's metadata)."""
+        return getattr(self.cls, "access", "gradients")
+
+    @property
+    def kind(self) -> str:
+        """``"bounded"``, ``"minimal"`` or ``"universal"`` (the class's metadata)."""
+        return getattr(self.cls, "kind", "bounded")
+
+    @property
+    def black_box(self) -> bool:
+        return self.access != "gradients"
+
+    @property
+    def oracle_output(self) -> str | None:
+        """What an :class:`advlab.oracle.Oracle` must answer for this attack (``None``: white-box)."""
+        return {"scores": "scores", "labels": "label"}.get(self.access)
+
+    @property
+    def takes_eps(self) -> bool:
+        return self.kind != "minimal"
+
+
+ATTACKS: dict[str, Entry] = {
+    "fgsm": Entry(FGSM, {}, "FGSM"),
+    "fgm": Entry(FGM, {}, "FGM"),
+    "ifgsm": Entry(IFGSM, {}, "I-FGSM"),
+    "bim": Entry(IFGSM, {}, "BIM"),
+    "pgd": Entry(PGD, {}, "PGD"),
+    "mifgsm": Entry(MIFGSM, {}, "MI-FGSM"),
+    "mifgm": Entry(MIFGM, {}, "MI-FGM"),
+    "apgdce": Entry(APGD, {"loss": "ce"}, "APGD-CE"),
+    "apgddlr": Entry(APGD, {"loss": "dlr"}, "APGD-DLR"),
+    "apgdt": Entry(APGDT, {}, "APGD-T"),
+    "deepfool": Entry(DeepFool, {}, "DeepFool"),
+    "cw": Entry(CarliniWagnerL2, {}, "C&W L2"),
+    "cwl2": Entry(CarliniWagnerL2, {}, "C&W L2"),
+    "fmn": Entry(FMN, {}, "FMN"),
+    "square": Entry(SquareAttack, {}, "Square"),
+    "simba": Entry(SimBA, {}, "SimBA"),
+    "simbadct": Entry(SimBA, {"basis": "dct"}, "SimBA-DCT"),
+    "simbapixel": Entry(SimBA, {"basis": "pixel"}, "SimBA-pixel"),
+    "nes": Entry(NES, {}, "NES"),
+    "hsj": Entry(HopSkipJump, {}, "HopSkipJump"),
+    "hopskipjump": Entry(HopSkipJump, {}, "HopSkipJump"),
+    "boundary": Entry(BoundaryAttack, {}, "Boundary"),
 }
 
+# Views derived from the table (never edited by hand), kept for callers of the old names.
 #: black-box attacks and the oracle output they need ("scores" or "label")
-BLACKBOX: dict[str, str] = {"square": "scores", "simba": "scores", "simbadct": "scores",
-                            "simbapixel": "scores", "nes": "scores",
-                            "hsj": "label", "hopskipjump": "label", "boundary": "label"}
-
+BLACKBOX: dict[str, str] = {k: e.oracle_output for k, e in ATTACKS.items() if e.oracle_output}
 #: attacks that look for the smallest perturbation instead of working within an eps
-MINIMAL = frozenset({"deepfool", "cw", "cwl2", "fmn"})
-
-DISPLAY_NAMES = {"fgsm": "FGSM", "fgm": "FGM", "ifgsm": "I-FGSM", "bim": "BIM", "pgd": "PGD",
-                 "mifgsm": "MI-FGSM", "mifgm": "MI-FGM",
-                 "apgdce": "APGD-CE", "apgddlr": "APGD-DLR", "apgdt": "APGD-T",
-                 "deepfool": "DeepFool", "cw": "C&W L2", "cwl2": "C&W L2", "fmn": "FMN",
-                 "square": "Square", "simba": "SimBA", "simbadct": "SimBA-DCT", "simbapixel": "SimBA-pixel",
-                 "nes": "NES", "hsj": "HopSkipJump", "hopskipjump": "HopSkipJump", "boundary": "Boundary"}
-
-
-def list_attacks() -> list[str]:
-    return list(ATTACKS)
+MINIMAL = frozenset(k for k, e in ATTACKS.items() if e.kind == "minimal")
+DISPLAY_NAMES: dict[str, str] = {k: e.display for k, e in ATTACKS.items()}
 
 
 def attack_key(name: str) -> str:
     """The registry key for a user's spelling (``"APGD-CE"`` -> ``"apgdce"``)."""
-    return name.strip().lower().replace("-", "").replace("_", "")
+    return str(name).strip().lower().replace("-", "").replace("_", "").replace("&", "")
 
 
-def make_attack(name: str, *, strict: bool = True, **options: Any) -> Any:
+def list_attacks(*, access: str | None = None, kind: str | None = None) -> list[str]:
+    """Registry keys, optionally only those with the given ``access`` and/or ``kind``."""
+    return [k for k, e in ATTACKS.items()
+            if (access is None or e.access == access) and (kind is None or e.kind == kind)]
+
+
+def entry(name: str) -> Entry:
+    """The entry of a user's spelling; an unknown name gets the closest names in the message."""
+    key = attack_key(name)
+    if key not in ATTACKS:
+        close = difflib.get_close_matches(key, list(ATTACKS), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown attack {name!r}{hint} Known attacks: {', '.join(ATTACKS)}")
+    return ATTACKS[key]
+
+
+def display_name(name: str) -> str:
+    """How tables spell an attack (``"apgd-ce"`` -> ``"APGD-CE"``)."""
+    return entry(name).display
+
+
+def make_attack(name: str, *, strict: bool = True, **options: Any) -> Attack:
     """Build an attack configuration by name, e.g. ``make_attack("pgd", eps=0.1, steps=20)``.
 
     Options set to ``None`` are left at the attack's default. With ``strict=False``, options the
     attack does not take (``steps`` for FGSM, say) are dropped, so one option set can configure
     several attacks; with ``strict=True`` they are an error.
     """
+    e = entry(name)
     key = attack_key(name)
-    if key not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}: use one of {', '.join(ATTACKS)}")
-    cls, fixed = ATTACKS[key]
-    accepted = {f.name for f in dataclasses.fields(cls)}
+    accepted = {f.name for f in dataclasses.fields(e.cls)}
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - accepted)
     if unknown and strict:
         raise ValueError(f"{key} does not take {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
-    for k, v in fixed.items():
+    for k, v in e.fixed.items():
         if k in given and given[k] != v:
             raise ValueError(f"{key} fixes {k}={v!r}; got {k}={given[k]!r}")
     kwargs = {k: v for k, v in given.items() if k in accepted}
-    kwargs.update(fixed)
-    return cls(**kwargs)
+    kwargs.update(e.fixed)
+    return e.cls(**kwargs)
+
+
+__all__ = ["ATTACKS", "BLACKBOX", "DISPLAY_NAMES", "Entry", "MINIMAL", "attack_key", "display_name",
+           "entry", "list_attacks", "make_attack"]

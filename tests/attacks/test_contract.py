@@ -1,0 +1,165 @@
+"""The attack contract, driven over every attack in the registry (as Foolbox's AttackTestTarget).
+
+Each registry key gets a cheap setting in CASES (a key without one fails the first test, so a new
+attack cannot join the registry untested). For every attack the same invariants must hold:
+outputs inside the threat model (ball and box), nothing it was given mutated, the same result
+under the same generator, ``success`` meaning exactly the criterion on the returned points
+(default, targeted, a probability criterion and a composed one), and result fields that agree
+with the model's own answers at ``x_adv``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from _helpers import assert_unchanged, snapshot
+from advlab.attacks import ATTACKS, make_attack, random_targets
+from advlab.attacks.contract import ACCESS, KINDS, Attack
+from advlab.attacks.criteria import ConfidenceBelow, Misclassified, NotRejected, TargetClass
+from advlab.oracle import Oracle
+
+# cheap settings per registry key; black-box attacks spend at most BUDGET queries per point
+CASES: dict[str, dict] = {
+    "fgsm": {"eps": 0.1}, "fgm": {"eps": 1.0},
+    "ifgsm": {"eps": 0.1, "steps": 3}, "bim": {"eps": 0.1, "steps": 3},
+    "pgd": {"eps": 0.1, "steps": 3}, "mifgsm": {"eps": 0.1, "steps": 3}, "mifgm": {"eps": 1.0, "steps": 3},
+    "apgdce": {"eps": 0.1, "steps": 4}, "apgddlr": {"eps": 0.1, "steps": 4},
+    "apgdt": {"eps": 0.1, "steps": 3, "n_target_classes": 2},
+    "deepfool": {"steps": 5}, "cw": {"steps": 10, "binary_search_steps": 2},
+    "cwl2": {"steps": 10, "binary_search_steps": 2}, "fmn": {"steps": 10},
+    "square": {"eps": 0.1}, "simba": {"eps": 0.2}, "simbadct": {"eps": 0.2}, "simbapixel": {"eps": 0.2},
+    "nes": {"eps": 0.1}, "hsj": {}, "hopskipjump": {}, "boundary": {},
+}
+BUDGET = {"scores": 60, "labels": 150}
+KEYS = sorted(CASES)
+
+
+def _victim(key: str, model: torch.nn.Module):
+    e = ATTACKS[key]
+    if e.oracle_output is None:
+        return model
+    return Oracle(model, output=e.oracle_output, budget=BUDGET[e.access])  # type: ignore[arg-type]
+
+
+def _call(key, model, x, y, **kw):
+    return make_attack(key, **CASES[key])(_victim(key, model), x, y, **kw)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def batch(digits, cnn_model):
+    x, y = digits["x_test"][:6], digits["y_test"][:6].clone()
+    y[0] = (cnn_model(x[:1]).argmax(1) + 1) % 10  # one point misclassified before any attack
+    return x, y
+
+
+def test_every_registry_attack_has_a_case_and_declares_its_contract():
+    assert set(CASES) == set(ATTACKS), "add a CASES entry for every registry key"
+    for key, e in ATTACKS.items():
+        assert issubclass(e.cls, Attack), key
+        assert e.access in ACCESS and e.kind in KINDS, key
+        assert isinstance(make_attack(key, **CASES[key]), Attack)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_outputs_inside_the_threat_model_and_fields_agree_with_the_model(key, cnn_model, batch):
+    x, y = batch
+    r = _call(key, cnn_model, x, y, generator=_gen())
+    b = x.shape[0]
+    assert r.x_adv.shape == x.shape and r.x_adv.dtype == x.dtype and torch.isfinite(r.x_adv).all()
+    assert r.threat.contains(r.x_adv, x).all()
+    lo, hi = r.threat.bounds
+    assert r.x_adv.min() >= lo and r.x_adv.max() <= hi
+    eps = CASES[key].get("eps")
+    assert r.threat.eps == (eps if eps is not None else math.inf)
+    assert torch.equal(r.norms, r.threat.norm_of(r.x_adv - x))
+    for t in (r.success, r.pred, r.confidence, r.norms, r.num_grads, r.num_forwards):
+        assert t.shape == (b,)
+    with torch.no_grad():
+        logits = cnn_model(r.x_adv)
+    assert torch.equal(r.pred, logits.argmax(1))
+    assert torch.equal(r.success, r.pred != y)
+    assert bool(r.success[0])  # already misclassified: a success at no cost to the criterion
+    if ATTACKS[key].access == "labels":
+        assert torch.isnan(r.confidence).all()
+    else:
+        assert torch.allclose(r.confidence, torch.softmax(logits, 1).amax(1), atol=1e-5)
+    if ATTACKS[key].black_box:
+        assert (r.num_grads == 0).all() and r.queries is not None and r.budget_exhausted is not None
+        assert (r.queries <= BUDGET[ATTACKS[key].access]).all() and (r.queries >= 1).all()
+        assert not bool((r.budget_exhausted & r.success).any())
+    else:
+        assert r.queries is None and (r.num_forwards >= 1).all()
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_nothing_given_is_changed_and_a_generator_makes_it_deterministic(key, cnn_model, batch):
+    x, y = batch
+    x0, y0, before, rng = x.clone(), y.clone(), snapshot(cnn_model), torch.get_rng_state()
+    cnn_model.train()  # a model in training mode is attacked in eval mode and restored
+    try:
+        if ATTACKS[key].black_box:
+            first = _call(key, cnn_model, x, y, generator=_gen(3))
+        else:
+            with pytest.warns(UserWarning, match="training mode"):
+                first = _call(key, cnn_model, x, y, generator=_gen(3))
+        assert all(m.training for m in cnn_model.modules())
+    finally:
+        cnn_model.eval()
+    assert_unchanged(cnn_model, before)
+    assert torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(torch.get_rng_state(), rng)
+    again = _call(key, cnn_model, x, y, generator=_gen(3))
+    assert torch.equal(first.x_adv, again.x_adv) and torch.equal(first.success, again.success)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_targeted_success_means_the_target_was_hit(key, cnn_model, batch):
+    x, y = batch
+    t = random_targets(y, 10, generator=_gen(1))
+    try:
+        r = _call(key, cnn_model, x, y, target=t, generator=_gen())
+    except ValueError as err:  # untargeted by design: refused with a message that says so
+        assert "target" in str(err)
+        return
+    assert torch.equal(r.target, t) and r.threat.targeted
+    with torch.no_grad():
+        pred = cnn_model(r.x_adv).argmax(1)
+    assert torch.equal(r.success, pred == t)
+    assert torch.equal(make_attack(key, **CASES[key])(_victim(key, cnn_model), x, y, target=t,
+                                                      generator=_gen(), criterion=TargetClass()).x_adv,
+                       r.x_adv)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_success_is_recomputed_from_any_criterion(key, cnn_model, batch):
+    x, y = batch
+    composed = Misclassified() & NotRejected(reject_class=3)
+    r = _call(key, cnn_model, x, y, generator=_gen(), criterion=composed)
+    with torch.no_grad():
+        probs = torch.softmax(cnn_model(r.x_adv), 1)
+    pred = probs.argmax(1)
+    assert torch.equal(r.success, (pred != y) & (pred != 3))
+    if ATTACKS[key].access == "labels":
+        with pytest.raises(ValueError, match="reads probabilities"):
+            _call(key, cnn_model, x, y, criterion=ConfidenceBelow(0.5))
+        return
+    r = _call(key, cnn_model, x, y, generator=_gen(), criterion=ConfidenceBelow(0.5))
+    with torch.no_grad():
+        p_true = torch.softmax(cnn_model(r.x_adv), 1).gather(1, y[:, None]).squeeze(1)
+    assert torch.equal(r.success, p_true < 0.5)
+
+
+def test_criteria_refuse_misuse():
+    with pytest.raises(ValueError, match="level"):
+        ConfidenceBelow(1.5)
+    with pytest.raises(TypeError, match="criteria combine"):
+        Misclassified() & "misclassified"  # type: ignore[operator]
+    with pytest.raises(TypeError, match="criterion must be"):
+        make_attack("fgsm", eps=0.1)(torch.nn.Identity(), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
+                                     criterion="misclassified")
