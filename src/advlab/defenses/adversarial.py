@@ -25,10 +25,7 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab.attacks import perturb
-from advlab.attacks._loop import LoopState, Schedule, gradient_loop
+from advlab._checks import check_choice, check_int, check_number, quiet_eval
+from advlab.attacks._loop import Schedule, gradient_loop
+from advlab.attacks.contract import Record, perturb
 from advlab.attacks.gradient import FGSM, PGD
 from advlab.defenses.recipe import recipe_card
 from advlab.threat import ThreatModel
@@ -51,43 +49,21 @@ _Logs = dict[str, float]
 
 
 def _check_eps(owner: str, eps: Any, bounds: Any) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"{owner}: eps must be a finite number > 0, got {eps!r}")
+    check_number(f"{owner}: eps", eps)
     try:
         ThreatModel(norm="linf", eps=eps, bounds=bounds)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{owner}: {exc}") from None
 
 
-def _check_number(owner: str, name: str, value: Any, *, lo: float, hi: float = math.inf,
-                  lo_open: bool = False, what: str | None = None) -> None:
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and (value > lo if lo_open else value >= lo) and value <= hi)
-    if not ok:
-        interval = what or f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-        raise ValueError(f"{owner}: {name} must be a number in {interval}, got {value!r}")
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode while crafting (no dropout, no BatchNorm update); every module's mode restored."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
+def _check_step_size(owner: str, step_size: Any) -> None:
+    if step_size is not None:
+        check_number(f"{owner}: step_size (or None for the default)", step_size)
 
 
 def _craft(attack: Any, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
     # perturb(): the attack's x_adv bit for bit, without its scoring pass on the last iterate
-    with _eval(model):
+    with quiet_eval(model):
         return perturb(attack, model, x, y, generator=generator).detach()
 
 
@@ -116,7 +92,7 @@ class FGSMMix:
 
     def __post_init__(self) -> None:
         _check_eps("FGSMMix", self.eps, self.bounds)
-        _check_number("FGSMMix", "alpha", self.alpha, lo=0.0, hi=1.0)
+        check_number("FGSMMix: alpha", self.alpha, low=0.0, low_open=False, high=1.0)
 
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
                    x_unlabelled: Tensor | None = None) -> tuple[Tensor, _Logs]:
@@ -168,11 +144,10 @@ class BatchMix:
 
     def __post_init__(self) -> None:
         _check_eps("BatchMix", self.eps, self.bounds)
-        _check_int("BatchMix", "k", self.k, 1)
-        _check_number("BatchMix", "lam", self.lam, lo=0.0, lo_open=True, what="(0, inf)")
-        if self.attack not in ("fgsm", "pgd"):
-            raise ValueError(f"BatchMix: attack must be 'fgsm' or 'pgd', got {self.attack!r}")
-        _check_int("BatchMix", "pgd_steps", self.pgd_steps, 1)
+        check_int("BatchMix: k", self.k, 1)
+        check_number("BatchMix: lam", self.lam)
+        check_choice("BatchMix: attack", self.attack, ("fgsm", "pgd"))
+        check_int("BatchMix: pgd_steps", self.pgd_steps, 1)
 
     def check_batch_size(self, batch_size: int) -> None:
         """Called by the trainer with its batch size (per process under data parallelism)."""
@@ -221,10 +196,8 @@ class PGDTraining:
 
     def __post_init__(self) -> None:
         _check_eps("PGDTraining", self.eps, self.bounds)
-        _check_int("PGDTraining", "steps", self.steps, 1)
-        if self.step_size is not None:
-            _check_number("PGDTraining", "step_size", self.step_size, lo=0.0, lo_open=True,
-                          what="(0, inf) or None")
+        check_int("PGDTraining: steps", self.steps, 1)
+        _check_step_size("PGDTraining", self.step_size)
 
     def attack(self) -> PGD:
         return PGD(eps=self.eps, steps=self.steps, step_size=self.step_size,
@@ -259,9 +232,7 @@ class FastFGSM:
 
     def __post_init__(self) -> None:
         _check_eps("FastFGSM", self.eps, self.bounds)
-        if self.step_size is not None:
-            _check_number("FastFGSM", "step_size", self.step_size, lo=0.0, lo_open=True,
-                          what="(0, inf) or None")
+        _check_step_size("FastFGSM", self.step_size)
 
     def attack(self) -> PGD:
         """The same perturbation as an advlab attack (it also evaluates its result)."""
@@ -269,15 +240,10 @@ class FastFGSM:
         return PGD(eps=self.eps, steps=1, step_size=step, random_start=True, bounds=self.bounds)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator) -> Tensor:
-        """``Π(x + δ₀ + α·sign ∇CE(x + δ₀))``, equal to ``self.attack()(model, x, y).x_adv`` for the
-        same generator state, without the attack's extra forward pass to score its result (a
-        third of the crafting cost, which the "fast" in the paper's title is about)."""
-        threat = ThreatModel(norm="linf", eps=self.eps, bounds=self.bounds)
-        step = self.step_size if self.step_size is not None else 1.25 * self.eps
-        with _eval(model), torch.enable_grad():
-            x0 = threat.random_start(x.detach(), generator=generator).requires_grad_(True)
-            grad, = torch.autograd.grad(F.cross_entropy(model(x0), y, reduction="none").mean(), x0)
-        return threat.project(x0.detach() + step * threat.ascent_direction(grad), x).detach()
+        """``Π(x + δ₀ + α·sign ∇CE(x + δ₀))``: :meth:`attack` through the shared loop, without its
+        forward pass to score the result (a third of the crafting cost, which the "fast" in the
+        paper's title is about)."""
+        return _craft(self.attack(), model, x, y, generator)
 
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
                    x_unlabelled: Tensor | None = None) -> tuple[Tensor, _Logs]:
@@ -313,16 +279,14 @@ class TRADES:
 
     def __post_init__(self) -> None:
         _check_eps("TRADES", self.eps, self.bounds)
-        _check_number("TRADES", "beta", self.beta, lo=0.0, what="[0, inf)")
-        _check_int("TRADES", "steps", self.steps, 1)
-        if self.step_size is not None:
-            _check_number("TRADES", "step_size", self.step_size, lo=0.0, lo_open=True,
-                          what="(0, inf) or None")
+        check_number("TRADES: beta", self.beta, low=0.0, low_open=False)
+        check_int("TRADES: steps", self.steps, 1)
+        _check_step_size("TRADES", self.step_size)
 
     def _search(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
         threat = ThreatModel(norm="linf", eps=self.eps, bounds=self.bounds)
         step = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
-        with _eval(model), torch.no_grad():
+        with quiet_eval(model), torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)  # (B, K), fixed during the search
         log_p_clean = torch.log(p_clean.clamp_min(1e-30))
 
@@ -332,8 +296,8 @@ class TRADES:
         noise = torch.randn(x.shape, generator=generator, device=generator.device,
                             dtype=x.dtype).to(x.device)
         x_init = threat.project(x + 0.001 * noise, x)
-        state = LoopState.empty(x)
-        with _eval(model), torch.enable_grad():
+        state = Record.empty(x)
+        with quiet_eval(model), torch.enable_grad():
             gradient_loop(model, x.detach(), y, None, x_init=x_init, threat=threat, loss=kl,
                           schedule=Schedule(steps=self.steps, step_size=step), state=state,
                           idx=torch.arange(x.shape[0], device=x.device), check_first=False)
@@ -401,7 +365,7 @@ class EnsembleAdversarial:
 
     def __post_init__(self) -> None:
         _check_eps("EnsembleAdversarial", self.eps, self.bounds)
-        _check_number("EnsembleAdversarial", "alpha", self.alpha, lo=0.0, hi=1.0)
+        check_number("EnsembleAdversarial: alpha", self.alpha, low=0.0, low_open=False, high=1.0)
         models = self.static_models
         if isinstance(models, nn.Module):
             models = (models,)
