@@ -236,3 +236,45 @@ def test_bad_cascades(cnn_model, xy):
     # names: defaults from the class (and loss), duplicates numbered
     assert Cascade([APGD(eps=0.1), APGD(eps=0.1, loss="dlr"), APGD(eps=0.1)]).names == (
         "APGD-CE", "APGD-DLR", "APGD-CE#2")
+
+
+class _Quantised(torch.nn.Module):
+    """Input quantisation in front of a classifier: the gradient w.r.t. x is zero everywhere."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 4) / 4)
+
+
+def test_square_joins_the_strong_cascade_through_an_oracle(cnn_model, xy):
+    """A black-box member is called with an Oracle (never the model) and breaks points that the
+    gradient attacks cannot reach when gradients are masked."""
+    from advlab.attacks import SquareAttack
+
+    x, y = xy[0][:60], xy[1][:60]
+    masked = _Quantised(cnn_model).eval()
+    attacks = strong_attacks(0.3, steps=5, n_target_classes=2, square=True, square_queries=300)
+    assert isinstance(attacks["Square"], SquareAttack) and attacks["Square"].eps == 0.3
+    with pytest.warns(UserWarning, match="gradient is exactly zero"):
+        r = Cascade(attacks).run(masked, x, y, batch_size=32, progress=False,
+                                 generator=torch.Generator().manual_seed(0))
+    assert r.names == ("APGD-CE", "APGD-T", "Square")
+    by_square = int((r.broken_by == 2).sum())
+    assert int((r.broken_by < 2).sum() - (r.broken_by < 0).sum()) == 0  # the gradient attacks are blind
+    assert by_square > 0  # Square is not
+    with torch.no_grad():
+        pred = masked(r.x_adv).argmax(1)
+    assert bool((pred[r.broken] != y[r.broken]).all())
+    assert bool(r.threat.contains(r.x_adv, x).all())
+
+
+def test_minimal_and_universal_attacks_are_refused_with_the_place_they_belong(cnn_model, xy):
+    from advlab.attacks import FMN, DeepFool
+
+    with pytest.raises(ValueError, match="measure_minimal_norms"):
+        Cascade([APGD(eps=0.1), DeepFool()])
+    with pytest.raises(ValueError, match="minimal-perturbation"):
+        Cascade({"fmn": FMN()})

@@ -5,8 +5,10 @@ it (as AutoAttack does): a point counts as broken by the *first* attack that bre
 adversarial input is kept. The clean pass decides which points are attacked at all (the correctly
 classified ones); robust accuracy is over all ``n`` points, every summary states both denominators.
 
-Each attack's claimed successes are checked, not trusted: a point is broken only if its returned
-input lies in the threat model and the model misclassifies it (one forward pass per batch).
+A point is broken when the attack says so: every advlab attack goes through the attack contract,
+which recomputes success on the returned point and checks it lies in the threat model. A foreign
+callable's claims are re-checked (one forward pass per batch). Black-box members (Square) are
+called with an :class:`~advlab.oracle.Oracle` around the model.
 
 With ``checkpoint_path`` the per-point record is written after every (attack, batch), as
 ``record.safetensors`` (tensors) plus ``record.json`` (metadata), each atomically (a temporary file
@@ -26,9 +28,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlab._checks import check_inputs, check_model, eval_mode
+from advlab._checks import check_int, check_inputs, check_model, check_number, eval_mode
+from advlab._io import atomic_write, atomic_write_text, clean_orphans
+from advlab.evaluation._attack import broken, check_bounded, victim
 from advlab.evaluation.robustness import WORST_CASE, EvalRow, Evaluation, provenance
 from advlab.threat import ThreatModel
 
@@ -208,31 +210,69 @@ def _fingerprint(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, str]:
     return {"data_sha256": hx.hexdigest(), "model_sha256": hm.hexdigest()}
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+@dataclass
+class CascadeRecord:
+    """The per-point state of a cascade, as kept on disk between sessions.
 
+    ``stage``/``batch`` say where the run stands: the next (attack, batch) to run. ``identity``
+    pins what the record belongs to (attacks, data and model fingerprints, seed, batch size).
+    On disk: ``record.safetensors`` (tensors, with all the metadata in its header) and
+    ``record.json`` (the same metadata, for people), each written atomically; tensors first, so
+    a crash between the two leaves a record that still loads.
+    """
 
-def _save_record(directory: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Tensors first, then the JSON; the tensors' header carries the same metadata, so a crash
-    between the two replacements leaves a record that still loads consistently."""
-    from safetensors.torch import save_file
+    identity: dict[str, Any]
+    correct: Tensor  # (n,) bool
+    broken_by: Tensor  # (n,) int64, NOT_BROKEN or the stage that broke the point
+    x_adv: Tensor  # (n, *)
+    num_grads: Tensor  # (n,) int64
+    stage: int = 0
+    batch: int = 0
+    stage_seconds: list[float] = field(default_factory=list)
+    clean_seconds: float = 0.0
+    saves: int = 0
 
-    text = json.dumps(meta, indent=1, allow_nan=False)
-    cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    _atomic_write(directory / RECORD_TENSORS, lambda p: save_file(cpu, p, metadata={"record": text}))
+    @classmethod
+    def fresh(cls, identity: dict[str, Any], correct: Tensor, x: Tensor, stages: int,
+              clean_seconds: float) -> "CascadeRecord":
+        return cls(identity=identity, correct=correct,
+                   broken_by=torch.full_like(correct, NOT_BROKEN, dtype=torch.long),
+                   x_adv=x.clone(), num_grads=torch.zeros_like(correct, dtype=torch.long),
+                   stage_seconds=[0.0] * stages, clean_seconds=clean_seconds)
 
-    def write_json(p: str) -> None:
-        with open(p, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    @property
+    def n_robust(self) -> int:
+        return int((self.correct & (self.broken_by < 0)).sum())
 
-    _atomic_write(directory / RECORD_JSON, write_json)
+    def _meta(self) -> dict[str, Any]:
+        return {"identity": self.identity, "stage": self.stage, "batch": self.batch, "saves": self.saves,
+                "stage_seconds": self.stage_seconds, "clean_seconds": self.clean_seconds,
+                "names": self.identity.get("attacks", []), "n_correct": int(self.correct.sum()),
+                "n_robust": self.n_robust}
+
+    def save(self, directory: Path) -> None:
+        """Tensors first, then the JSON (see the class docstring)."""
+        from safetensors.torch import save_file
+
+        self.saves += 1
+        text = json.dumps(self._meta(), indent=1, allow_nan=False)
+        tensors = {"correct": self.correct, "broken_by": self.broken_by, "x_adv": self.x_adv,
+                   "num_grads": self.num_grads}
+        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+        atomic_write(directory / RECORD_TENSORS, lambda p: save_file(cpu, p, metadata={"record": text}))
+        atomic_write_text(directory / RECORD_JSON, text + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device, dtype: torch.dtype) -> "CascadeRecord | None":
+        loaded = _load_record(directory, device)
+        if loaded is None:
+            return None
+        tensors, meta = loaded
+        return cls(identity=meta.get("identity", {}), correct=tensors["correct"],
+                   broken_by=tensors["broken_by"], x_adv=tensors["x_adv"].to(dtype),
+                   num_grads=tensors["num_grads"], stage=meta["stage"], batch=meta["batch"],
+                   stage_seconds=list(meta["stage_seconds"]), clean_seconds=meta["clean_seconds"],
+                   saves=meta["saves"])
 
 
 def _load_record(directory: Path, device: torch.device) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
@@ -273,10 +313,13 @@ class Cascade:
 
     Args:
         attacks: a ``{name: attack}`` mapping or a sequence of attacks (named after their class,
-            ``APGD-CE``/``APGD-DLR`` for APGD). An attack is any callable
-            ``attack(model, x, y, *, generator) -> AttackResult``: the white-box attacks of
-            :mod:`advlab.attacks`, and later the black-box ones, which take the same call. Attacks
-            that declare ``eps``/``norm``/``bounds`` must agree on them.
+            ``APGD-CE``/``APGD-DLR`` for APGD). Any ε-bounded attack of :mod:`advlab.attacks`:
+            white-box ones get the model, black-box ones (``access`` "scores" or "labels", e.g.
+            :class:`~advlab.attacks.SquareAttack`) an :class:`~advlab.oracle.Oracle` around it;
+            their successes are trusted because the attack contract re-checks them. Any other
+            callable ``attack(model, x, y, *, generator) -> AttackResult`` is called with the model
+            and its successes are re-checked (one forward pass per batch). Attacks that declare
+            ``eps``/``norm``/``bounds`` must agree on them.
 
     Example:
         >>> cascade = Cascade({"apgd-ce": APGD(eps=0.1), "apgd-t": APGDT(eps=0.1)})
@@ -293,9 +336,7 @@ class Cascade:
             raise ValueError("a Cascade needs at least one attack")
         named: list[tuple[str, Any]] = []
         for name, attack in items:
-            if not callable(attack):
-                raise TypeError(f"cascade member {name or len(named)} is a {type(attack).__name__}, not "
-                                "an attack (a callable attack(model, x, y, *, generator))")
+            check_bounded(attack, f"cascade member {name or len(named)}", "Cascade")
             key = str(name) if name is not None else _default_name(attack)
             base, i = key, 2
             while key in {k for k, _ in named}:
@@ -336,114 +377,111 @@ class Cascade:
                 interrupts the run, which a later call with the same ``checkpoint_path`` resumes.
         """
         check_model(model)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         threat = self.threat()
-        bounds = threat.bounds if threat is not None else (0.0, 1.0)
-        check_inputs(model, x, y, bounds=bounds, generator=generator)
+        check_inputs(model, x, y, bounds=threat.bounds if threat is not None else (0.0, 1.0),
+                     generator=generator)
         x, y = x.detach(), y.detach()
         base_seed = 0 if generator is None else int(
             torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        names = self.names
         configs = tuple(_config_str(a) for _, a in self.attacks)  # type: ignore[misc]
-        identity = {"format": FORMAT, "attacks": list(names), "configs": list(configs),
+        identity = {"format": FORMAT, "attacks": list(self.names), "configs": list(configs),
                     "n": int(x.shape[0]), "input_shape": list(x.shape[1:]), "batch_size": batch_size,
                     "seed": base_seed, **_fingerprint(model, x, y)}
-        directory = Path(checkpoint_path) if checkpoint_path is not None else None
-        record = None
-        if directory is not None:
-            if directory.exists() and not directory.is_dir():
-                raise NotADirectoryError(f"checkpoint_path {directory} exists and is not a directory")
-            directory.mkdir(parents=True, exist_ok=True)
-            record = _load_record(directory, x.device)
+        directory = _record_dir(checkpoint_path)
         t_start = time.perf_counter()
+        record = CascadeRecord.load(directory, x.device, x.dtype) if directory is not None else None
+        resumed = record is not None
         if record is not None:
-            tensors, meta = record
-            differ = sorted(k for k in identity if meta.get("identity", {}).get(k) != identity[k])
-            if differ:
-                raise ValueError(f"the record in {directory} belongs to another evaluation (it differs "
-                                 f"in: {', '.join(differ)}); use another checkpoint_path or delete it")
-            correct, broken_by = tensors["correct"], tensors["broken_by"]
-            x_adv, num_grads = tensors["x_adv"].to(x.dtype), tensors["num_grads"]
-            stage, next_batch = meta["stage"], meta["batch"]
-            stage_seconds = list(meta["stage_seconds"])
-            clean_seconds, saves = meta["clean_seconds"], meta["saves"]
+            _check_identity(record, identity, directory)
             log.info("resuming the cascade from %s at attack %d/%d, batch %d", directory,
-                     min(stage + 1, len(names)), len(names), next_batch)
+                     min(record.stage + 1, len(self.names)), len(self.names), record.batch)
         else:
             with eval_mode(model), torch.no_grad():
                 pred = torch.cat([model(x[i:i + batch_size]).argmax(dim=1)
                                   for i in range(0, x.shape[0], batch_size)])
-            correct = pred == y
-            broken_by = torch.full_like(y, NOT_BROKEN, dtype=torch.long)
-            x_adv, num_grads = x.clone(), torch.zeros_like(y, dtype=torch.long)
-            stage, next_batch, stage_seconds, saves = 0, 0, [0.0] * len(names), 0
-            clean_seconds = time.perf_counter() - t_start
-
-        def save() -> None:
-            nonlocal saves
-            if directory is None:
-                return
-            saves += 1
-            meta = {"identity": identity, "stage": stage, "batch": next_batch, "saves": saves,
-                    "stage_seconds": stage_seconds, "clean_seconds": clean_seconds,
-                    "names": list(names), "n_correct": int(correct.sum()),
-                    "n_robust": int((correct & (broken_by < 0)).sum())}
-            _save_record(directory, {"correct": correct, "broken_by": broken_by, "x_adv": x_adv,
-                                     "num_grads": num_grads}, meta)
-
-        if record is None:
-            save()
-        unverified = 0
-        while stage < len(names):
-            s = stage
-            name, attack = self.attacks[s]  # type: ignore[index]
-            earlier = (broken_by >= 0) & (broken_by < s)
-            todo = (correct & ~earlier).nonzero().squeeze(1)  # robust at this attack's start
-            batches = [todo[i:i + batch_size] for i in range(0, todo.numel(), batch_size)]
-            with tqdm(total=len(batches), initial=next_batch, desc=f"{name} ({s + 1}/{len(names)})",
-                      disable=not progress, leave=False) as bar:
-                for j in range(next_batch, len(batches)):
-                    t0 = time.perf_counter()
-                    b = batches[j]
-                    gen = torch.Generator(device=x.device).manual_seed(_batch_seed(base_seed, s, j))
-                    res = attack(model, x[b], y[b], generator=gen)
-                    with eval_mode(model), torch.no_grad():
-                        pred = model(res.x_adv).argmax(dim=1)
-                    hit = pred != y[b]
-                    if threat is not None:
-                        hit &= threat.contains(res.x_adv, x[b])
-                    claimed = getattr(res, "success", None)
-                    if claimed is not None and getattr(res, "target", None) is None:
-                        unverified += int((claimed.to(hit.device) & ~hit).sum())
-                    broken_by[b[hit]] = s
-                    x_adv[b[hit]] = res.x_adv[hit].detach().to(x_adv.dtype)
-                    if getattr(res, "num_grads", None) is not None:
-                        num_grads[b] += res.num_grads.to(num_grads.device)
-                    stage_seconds[s] += time.perf_counter() - t0
-                    stage, next_batch = (s + 1, 0) if j == len(batches) - 1 else (s, j + 1)
-                    t0 = time.perf_counter()
-                    save()
-                    stage_seconds[s] += time.perf_counter() - t0  # (on disk with the next save)
-                    n_robust = int((correct & (broken_by < 0)).sum())
-                    bar.update(1)
-                    bar.set_postfix_str(f"robust {n_robust}/{x.shape[0]}")
-                    if callback is not None:
-                        callback({"stage": s, "name": name, "batch": j, "num_batches": len(batches),
-                                  "n_robust": n_robust})
-            if not batches:  # nothing left to attack: the stage is done at once
-                stage, next_batch = s + 1, 0
-                save()
-            log.info("after %s: robust %d/%d", name, int((correct & (broken_by < 0)).sum()), x.shape[0])
-        if unverified:
+            record = CascadeRecord.fresh(identity, pred == y, x, len(self.names),
+                                         time.perf_counter() - t_start)
+            if directory is not None:
+                record.save(directory)
+        claimed_wrong = 0
+        while record.stage < len(self.names):
+            claimed_wrong += self._run_stage(record, model, x, y, threat=threat, batch_size=batch_size,
+                                             base_seed=base_seed, directory=directory, progress=progress,
+                                             callback=callback)
+        if claimed_wrong:
             log.warning("%d successes claimed by the attacks did not hold up when re-evaluated (outside "
-                        "the threat model or classified correctly); they count as robust", unverified)
-        prov = provenance(seed=base_seed, batch_size=batch_size, attacks=dict(zip(names, configs)),
-                          resumed=record is not None)
-        return CascadeResult(names=names, configs=configs, correct=correct.clone(),
-                             broken_by=broken_by.clone(), x_adv=x_adv.clone(), num_grads=num_grads.clone(),
-                             stage_seconds=tuple(stage_seconds),
-                             seconds=clean_seconds + sum(stage_seconds), threat=threat, provenance=prov)
+                        "the threat model or classified correctly); they count as robust", claimed_wrong)
+        prov = provenance(seed=base_seed, batch_size=batch_size, attacks=dict(zip(self.names, configs)),
+                          resumed=resumed)
+        return CascadeResult(names=self.names, configs=configs, correct=record.correct.clone(),
+                             broken_by=record.broken_by.clone(), x_adv=record.x_adv.clone(),
+                             num_grads=record.num_grads.clone(), stage_seconds=tuple(record.stage_seconds),
+                             seconds=record.clean_seconds + sum(record.stage_seconds), threat=threat,
+                             provenance=prov)
+
+    def _run_stage(self, record: CascadeRecord, model: nn.Module, x: Tensor, y: Tensor, *,
+                   threat: ThreatModel | None, batch_size: int, base_seed: int, directory: Path | None,
+                   progress: bool, callback: Callable[[dict[str, Any]], None] | None) -> int:
+        """Run the current attack on its remaining batches; returns the successes it claimed
+        that did not hold up (only a foreign callable's claims are re-checked)."""
+        s = record.stage
+        name, attack = self.attacks[s]  # type: ignore[index]
+        earlier = (record.broken_by >= 0) & (record.broken_by < s)
+        todo = (record.correct & ~earlier).nonzero().squeeze(1)  # robust at this attack's start
+        batches = [todo[i:i + batch_size] for i in range(0, todo.numel(), batch_size)]
+        target = victim(attack, model)
+        claimed_wrong = 0
+        with tqdm(total=len(batches), initial=record.batch, desc=f"{name} ({s + 1}/{len(self.names)})",
+                  disable=not progress, leave=False) as bar:
+            for j in range(record.batch, len(batches)):
+                t0 = time.perf_counter()
+                b = batches[j]
+                gen = torch.Generator(device=x.device).manual_seed(_batch_seed(base_seed, s, j))
+                res = attack(target, x[b], y[b], generator=gen)
+                hit = broken(attack, res, model, x[b], y[b], threat)
+                claimed = getattr(res, "success", None)
+                if claimed is not None and getattr(res, "target", None) is None:
+                    claimed_wrong += int((claimed.to(hit.device) & ~hit).sum())
+                record.broken_by[b[hit]] = s
+                record.x_adv[b[hit]] = res.x_adv[hit].detach().to(record.x_adv.dtype)
+                if getattr(res, "num_grads", None) is not None:
+                    record.num_grads[b] += res.num_grads.to(record.num_grads.device)
+                record.stage, record.batch = (s + 1, 0) if j == len(batches) - 1 else (s, j + 1)
+                record.stage_seconds[s] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if directory is not None:
+                    record.save(directory)
+                record.stage_seconds[s] += time.perf_counter() - t0  # (on disk with the next save)
+                bar.update(1)
+                bar.set_postfix_str(f"robust {record.n_robust}/{x.shape[0]}")
+                if callback is not None:
+                    callback({"stage": s, "name": name, "batch": j, "num_batches": len(batches),
+                              "n_robust": record.n_robust})
+        if not batches:  # nothing left to attack: the stage is done at once
+            record.stage, record.batch = s + 1, 0
+            if directory is not None:
+                record.save(directory)
+        log.info("after %s: robust %d/%d", name, record.n_robust, x.shape[0])
+        return claimed_wrong
+
+
+def _record_dir(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
+    if checkpoint_path is None:
+        return None
+    directory = Path(checkpoint_path)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"checkpoint_path {directory} exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    clean_orphans(directory)
+    return directory
+
+
+def _check_identity(record: CascadeRecord, identity: dict[str, Any], directory: Path | None) -> None:
+    differ = sorted(k for k in identity if record.identity.get(k) != identity[k])
+    if differ:
+        raise ValueError(f"the record in {directory} belongs to another evaluation (it differs "
+                         f"in: {', '.join(differ)}); use another checkpoint_path or delete it")
 
 
 def _canonical(attr: str, value: Any) -> Any:
@@ -457,11 +495,15 @@ def _canonical(attr: str, value: Any) -> Any:
 
 def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target_classes: int = 9,
                    restarts: int = 1, bounds: tuple[float, float] = (0.0, 1.0),
-                   early_stop: bool = True, max_batch: int | None = None) -> dict[str, Any]:
+                   early_stop: bool = True, max_batch: int | None = None, square: bool = False,
+                   square_queries: int = 5000) -> dict[str, Any]:
     """The standard white-box strong evaluation: APGD-CE, then APGD-T with the targeted DLR loss
-    (Croce & Hein 2020's first two AutoAttack members, at their budgets: 100 steps, 9 targets).
+    (Croce & Hein 2020's first two AutoAttack members, at their budgets: 100 steps, 9 targets);
+    with ``square=True`` the black-box Square attack (Andriushchenko et al. 2020; AutoAttack's
+    fourth member, ``square_queries`` queries per point, 5,000 in AutoAttack) runs last on the
+    points still robust, through an oracle, so a model that masks its gradients cannot hide there.
 
-    A dict, so that later members extend it: ``{**strong_attacks(eps), "square": Square(...)}``.
+    A dict, so that more members can be added: ``{**strong_attacks(eps), "NES": NES(eps=eps)}``.
     ``early_stop=True`` (evaluation mode) returns the same points as the fixed budget for less.
     ``max_batch`` lets APGD-T run several target classes at once, in batches of up to that many
     rows, when few points are left (:class:`~advlab.attacks.apgd.APGDT`): worth it on a GPU; on a
@@ -470,12 +512,17 @@ def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target
     """
     from advlab.attacks.apgd import APGD, APGDT
 
-    return {
+    out: dict[str, Any] = {
         "APGD-CE": APGD(eps=eps, norm=norm, steps=steps, loss="ce", restarts=restarts, bounds=bounds,
                         early_stop=early_stop),
         "APGD-T": APGDT(eps=eps, norm=norm, steps=steps, n_target_classes=n_target_classes,
                         restarts=restarts, bounds=bounds, early_stop=early_stop, max_batch=max_batch),
     }
+    if square:
+        from advlab.attacks.score import SquareAttack
+
+        out["Square"] = SquareAttack(eps=eps, norm=norm, queries=square_queries, bounds=bounds)
+    return out
 
 
 def strong_evaluate(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
@@ -492,8 +539,7 @@ def strong_evaluate(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm:
         >>> r = strong_evaluate(model, x, y, eps=8 / 255)
         >>> r.robust_accuracy, r.n_robust, r.n_correct, r.n
     """
-    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_number("eps", eps, low=0.0, low_open=False)
     cascade = Cascade(strong_attacks(eps, norm, steps=steps, n_target_classes=n_target_classes,
                                      restarts=restarts, bounds=bounds))
     return cascade.run(model, x, y, batch_size=batch_size,

@@ -1,0 +1,67 @@
+"""How evaluations call an attack: one rule for ``evaluate``, ``Cascade`` and ``audit``.
+
+* An attack's metadata (:class:`advlab.attacks.contract.Attack`: ``access``, ``kind``) decides
+  how it is called: white-box attacks get the model, black-box ones an
+  :class:`advlab.oracle.Oracle` around it answering what they may see (scores or labels).
+  Minimal-norm and universal attacks have no ε to evaluate at and are refused with the place
+  they belong.
+* A point counts as broken when the attack says so *if the attack went through the lifecycle*
+  (every :class:`Attack`: its ``success`` is recomputed from the criterion on the returned point,
+  which is checked to lie in the threat model). Anything else (a user's callable) is re-checked:
+  one forward pass per batch, and the point must lie in the threat model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlab._checks import eval_mode
+
+
+def access_of(attack: Any) -> str:
+    return getattr(attack, "access", "gradients")
+
+
+def kind_of(attack: Any) -> str:
+    return getattr(attack, "kind", "bounded")
+
+
+def check_bounded(attack: Any, name: str, where: str) -> None:
+    """Refuse an attack that has no ε to be evaluated at, naming the tool that takes it."""
+    if not callable(attack):
+        raise TypeError(f"{where}: {name} is a {type(attack).__name__}, not an attack (a callable "
+                        "attack(model, x, y, *, generator), e.g. advlab.attacks.PGD(eps=0.1))")
+    kind = kind_of(attack)
+    if kind == "minimal":
+        raise ValueError(f"{where}: {name} is a minimal-perturbation attack (it has no ε); measure it "
+                         "with advlab.evaluation.measure_minimal_norms (or `advlab measure`), which gives "
+                         "robust accuracy at every ε at once")
+    if kind == "universal":
+        raise ValueError(f"{where}: {name} fits one perturbation for all inputs; measure it with "
+                         "advlab.attacks.fooling_rate on held-out data (or `advlab attack --attack uap`)")
+
+
+def victim(attack: Any, model: nn.Module) -> Any:
+    """What the attack is allowed to see of ``model``: the model itself, or an oracle."""
+    access = access_of(attack)
+    if access == "gradients":
+        return model
+    from advlab.oracle import Oracle
+
+    return Oracle(model, output="scores" if access == "scores" else "label")
+
+
+def broken(attack: Any, res: Any, model: nn.Module, x: Tensor, y: Tensor, threat: Any) -> Tensor:
+    """``(B,)`` bool: the points the attack broke, by the rule in the module docstring."""
+    from advlab.attacks.contract import Attack
+
+    if isinstance(attack, Attack):
+        return res.success.to(y.device)
+    with eval_mode(model), torch.no_grad():
+        hit = model(res.x_adv).argmax(dim=1) != y
+    if threat is not None:
+        hit &= threat.contains(res.x_adv, x)
+    return hit
