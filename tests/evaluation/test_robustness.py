@@ -82,3 +82,39 @@ def test_bad_evaluations(cnn_model, digits, kwargs, match):
     kwargs.setdefault("attacks", [FGSM(eps=0.0)])
     with pytest.raises(ValueError, match=match):
         evaluate(cnn_model, x, y, progress=False, **kwargs)
+
+
+def test_attacks_by_registry_name_equal_the_configurations(cnn_model, digits):
+    x, y = digits["x_test"][:40], digits["y_test"][:40]
+    by_name = evaluate(cnn_model, x, y, attacks=["pgd", "fgsm"], eps=[0.1], progress=False)
+    by_config = evaluate(cnn_model, x, y, attacks={"PGD": PGD(eps=0.0), "FGSM": FGSM(eps=0.0)},
+                         eps=[0.1], progress=False)
+    assert by_name.attacks == ["PGD", "FGSM", "worst-case"]
+    for a in ("PGD", "FGSM"):
+        assert by_name.robust_accuracy(a, 0.1) == by_config.robust_accuracy(a, 0.1)
+
+
+def test_attacks_without_an_eps_are_refused_with_where_they_belong(cnn_model, digits):
+    from advlab.attacks import DeepFool
+
+    x, y = digits["x_test"][:10], digits["y_test"][:10]
+    with pytest.raises(ValueError, match="measure_minimal_norms"):
+        evaluate(cnn_model, x, y, attacks=[DeepFool()], eps=[0.1], progress=False)
+    with pytest.raises(ValueError, match="minimal-perturbation"):
+        evaluate(cnn_model, x, y, attacks=["hsj"], eps=[0.1], progress=False)
+    with pytest.raises(ValueError, match="unknown attack 'pdg'; did you mean pgd"):
+        evaluate(cnn_model, x, y, attacks=["pdg"], eps=[0.1], progress=False)
+    with pytest.raises(TypeError, match="not an attack"):
+        evaluate(cnn_model, x, y, attacks=[3], eps=[0.1], progress=False)
+    with pytest.raises(TypeError, match="a list of attacks"):
+        evaluate(cnn_model, x, y, attacks="pgd", eps=[0.1], progress=False)
+
+
+def test_a_black_box_attack_is_evaluated_through_an_oracle(cnn_model, digits):
+    from advlab.attacks import SquareAttack
+
+    x, y = digits["x_test"][:30], digits["y_test"][:30]
+    ev = evaluate(cnn_model, x, y, attacks={"Square": SquareAttack(eps=0.1, queries=200)}, eps=[0.02, 0.3],
+                  progress=False)
+    assert ev.robust_accuracy("Square", 0.3) < ev.robust_accuracy("Square", 0.02) <= ev.rows[0].clean_accuracy
+    assert ev.rows[1].grads == 0

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 import advlab
 from advlab._checks import check_inputs, check_model, eval_mode
+from advlab.evaluation._attack import broken as hit
+from advlab.evaluation._attack import check_bounded, victim
 
 log = logging.getLogger(__name__)
 
@@ -156,15 +158,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
         >>> print(ev.table())
     """
     check_model(model)
-    named = dict(attacks) if isinstance(attacks, Mapping) else {}
-    if not named:
-        for a in attacks:  # type: ignore[union-attr]
-            key = _name(a)
-            while key in named:
-                key += "'"
-            named[key] = a
-    if not named:
-        raise ValueError("evaluate needs at least one attack")
+    named = _named_attacks(attacks, eps)
     eps = [float(e) for e in eps]
     if not eps:
         raise ValueError("evaluate needs at least one eps")
@@ -190,6 +184,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     for name, e in bar:
         bar.set_postfix_str(f"{name} eps={e:g}")
         attack = dataclasses.replace(named[name], eps=e)
+        target = victim(attack, model)
         gen = torch.Generator(device=x.device).manual_seed(seed)
         broken = torch.zeros(n, dtype=torch.bool, device=x.device)
         norms = torch.full((n,), float("nan"), device=x.device)
@@ -197,8 +192,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
         t0 = time.perf_counter()
         for i in range(0, n_correct, batch_size):
             b = idx[i:i + batch_size]
-            res = attack(model, x[b], y[b], generator=gen)
-            broken[b] = res.success
+            res = attack(target, x[b], y[b], generator=gen)
+            broken[b] = hit(attack, res, model, x[b], y[b], None)
             norms[b] = res.norms.to(norms.dtype)
             grads += int(res.num_grads.sum())
         secs = time.perf_counter() - t0
@@ -218,6 +213,35 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
                       attacks={k: _config_str(v) for k, v in named.items()})
     per_point["correct"] = correct
     return Evaluation(rows=rows, provenance=prov, per_point=per_point)
+
+
+def _named_attacks(attacks: Sequence[Any] | Mapping[str, Any], eps: Sequence[float]) -> dict[str, Any]:
+    """``{name: attack}`` from a mapping or a sequence of attacks or registry names
+    (``"pgd"``); each checked to be an ε-bounded attack that ``dataclasses.replace`` can re-run
+    at every ε."""
+    from advlab.attacks.registry import display_name, make_attack
+
+    if isinstance(attacks, (str, bytes)) or not isinstance(attacks, (Mapping, Sequence)):
+        raise TypeError(f"evaluate: attacks must be a list of attacks or a {{name: attack}} mapping, got "
+                        f"{type(attacks).__name__}")
+    items = list(attacks.items()) if isinstance(attacks, Mapping) else [(None, a) for a in attacks]
+    named: dict[str, Any] = {}
+    for name, a in items:
+        if isinstance(a, str):
+            # built at the largest ε (some attacks refuse 0), re-run below at every ε
+            top = max([float(e) for e in eps] + [0.0]) or 1.0
+            name, a = name or display_name(a), make_attack(a, eps=top, strict=False)
+        check_bounded(a, repr(name) if name is not None else type(a).__name__, "evaluate")
+        if not (dataclasses.is_dataclass(a) and hasattr(a, "eps")):
+            raise TypeError(f"evaluate re-runs each attack at every ε with dataclasses.replace(attack, "
+                            f"eps=e); {type(a).__name__} is not an attack configuration with an eps")
+        key = str(name) if name is not None else _name(a)
+        while key in named:
+            key += "'"
+        named[key] = a
+    if not named:
+        raise ValueError("evaluate needs at least one attack")
+    return named
 
 
 def _config_str(attack: Any) -> str:
