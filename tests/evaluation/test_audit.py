@@ -143,3 +143,13 @@ def test_bad_audits(cnn_model, digits):
         audit(cnn_model, x, y, eps=0.0)
     with pytest.raises(ValueError, match="eps"):
         audit(cnn_model, x, y, eps=-1.0)
+
+
+def test_audit_attacks_must_be_white_box_and_bounded(cnn_model, digits):
+    from advlab.attacks import DeepFool, PGD as _PGD, SquareAttack
+
+    x, y = digits["x_test"][:20], digits["y_test"][:20]
+    with pytest.raises(ValueError, match="minimal-perturbation"):
+        audit(cnn_model, x, y, eps=0.1, attacks={"single_step": DeepFool(), "iterative": _PGD(eps=0.1)})
+    with pytest.raises(ValueError, match="white-box gradient attack"):
+        audit(cnn_model, x, y, eps=0.1, attacks={"single_step": SquareAttack(eps=0.1), "iterative": _PGD(eps=0.1)})

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.attacks import FGSM, PGD
+from advlab.evaluation._attack import access_of, check_bounded
 from advlab.evaluation.robustness import provenance
 from advlab.threat import ThreatModel, canonical_norm
 
@@ -175,6 +176,12 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
             raise ValueError(f"audit needs attacks for {', '.join(REQUIRED_ATTACKS)}; missing: "
                              f"{', '.join(missing)} (or pass attacks=None for FGSM and PGD)")
         single, iterative = attacks["single_step"], attacks["iterative"]
+        for role, a in (("single_step", single), ("iterative", iterative)):
+            check_bounded(a, role, "audit")
+            if access_of(a) != "gradients":
+                raise ValueError(f"audit: the {role} attack must be a white-box gradient attack (it "
+                                 f"checks the model's gradients), got {type(a).__name__} with "
+                                 f"access={access_of(a)!r}; black-box attacks are the audit's baseline")
     else:
         single = FGSM(eps=eps, norm=norm, bounds=threat.bounds)
         iterative = PGD(eps=eps, norm=norm, steps=steps, bounds=threat.bounds)
