@@ -181,6 +181,30 @@ def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     return value
 
 
+def norm_field(config: Any, allowed: Sequence[str]) -> str:
+    """Canonicalise ``config.norm`` of a frozen config in place and check the attack supports it."""
+    from advlab.threat import canonical_norm
+
+    try:
+        norm = canonical_norm(config.norm)
+    except ValueError:
+        raise ValueError(f"unknown norm {config.norm!r}: {type(config).__name__} supports "
+                         f"{', '.join(allowed)}") from None
+    if norm not in allowed:
+        raise ValueError(f"{type(config).__name__} supports norm in {tuple(allowed)}, got {config.norm!r}")
+    object.__setattr__(config, "norm", norm)
+    return norm
+
+
+def bounds_field(config: Any) -> tuple[float, float]:
+    """Canonicalise ``config.bounds`` of a frozen config in place (a box the threat model accepts)."""
+    from advlab.threat import ThreatModel
+
+    bounds = ThreatModel(norm="l2", eps=math.inf, bounds=config.bounds).bounds  # raises on bad bounds
+    object.__setattr__(config, "bounds", bounds)
+    return bounds
+
+
 # -- train/eval modes ------------------------------------------------------------------------------
 
 

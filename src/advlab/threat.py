@@ -3,7 +3,7 @@
 A :class:`ThreatModel` is a small immutable value that owns every piece of geometry an attack
 needs: the perturbation norm, projection onto ``{x' : ||x' - x||_p <= eps} ∩ [lo, hi]^d``, the
 steepest-ascent direction of a gradient under that norm, a uniformly random starting point, and
-the membership check used by tests and evaluations. Attacks never re-implement these.
+the membership check used by tests and evaluations. Attacks use these instead of their own copies.
 
 Shapes: ``x`` and ``x_adv`` are ``(B, *)`` with the batch first; per-sample quantities are ``(B,)``.
 """
@@ -49,9 +49,12 @@ def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _view(v: Tensor, like: Tensor) -> Tensor:
+def per_sample(v: Tensor, like: Tensor) -> Tensor:
     """Reshape a per-sample ``(B,)`` vector so it broadcasts against ``like`` ``(B, *)``."""
     return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+_view = per_sample  # the old private name, for modules not yet moved over
 
 
 def lp_norm(delta: Tensor, norm: str) -> Tensor:

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from advlab._checks import check_int, check_number, warn
 from advlab.attacks.contract import Attack, Record, Run
-from advlab.attacks.gradient import _check_common
+from advlab.attacks.gradient import check_gradient_config
 from advlab.losses import LossFn, get_loss, objective
-from advlab.threat import Norm, ThreatModel, canonical_norm
+from advlab.threat import Norm, ThreatModel, canonical_norm, per_sample
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ def checkpoints(steps: int) -> list[int]:
     # round before ceil: 0.22 * 100 is 22.000000000000004 in floating point
     ws = {math.ceil(round(q * steps, 6)) for q in p[1:]}
     return sorted(w for w in ws if 0 < w < steps)
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def eot_evaluate(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: LossFn, *,
@@ -163,7 +159,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
         a = 1.0 if k == 0 else MOMENTUM
         xs, x_k, x_prev = t["x"], t["x_k"], t["x_prev"]
         direction = threat.ascent_direction(t["g_k"])
-        z = threat.project(x_k + _view(t["eta"], x_k) * direction, xs)
+        z = threat.project(x_k + per_sample(t["eta"], x_k) * direction, xs)
         if a == 1.0:
             x_next = z
         else:
@@ -172,11 +168,11 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
         # bookkeeping before the success check so that dropped rows leave consistently
         t["n_inc"] = t["n_inc"] + (f_next > t["f_k"]).long()
         better = f_next > t["f_best"]
-        t["x_best"] = torch.where(_view(better, x_next), x_next, t["x_best"])
+        t["x_best"] = torch.where(per_sample(better, x_next), x_next, t["x_best"])
         t["f_best"] = torch.where(better, f_next, t["f_best"])
         t["z_best"] = torch.where(better[:, None], z_next, t["z_best"])
         if g_next is not None:
-            t["g_best"] = torch.where(_view(better, x_next), g_next, t["g_best"])
+            t["g_best"] = torch.where(per_sample(better, x_next), g_next, t["g_best"])
         t.update(x_prev=x_k, x_k=x_next, f_k=f_next, g_k=g_next)
         if not check_success(x_next, z_next):
             return
@@ -189,7 +185,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
             cond2 = ~t["reduced"] & (t["f_best"] <= t["f_best_last"])
             halve = cond1 | cond2
             if bool(halve.any()):
-                hv = _view(halve, x_next)
+                hv = per_sample(halve, x_next)
                 t["eta"] = torch.where(halve, t["eta"] / 2, t["eta"])
                 t["x_k"] = torch.where(hv, t["x_best"], t["x_k"])
                 t["g_k"] = torch.where(hv, t["g_best"], t["g_k"])
@@ -210,7 +206,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
 
 
 def _validate(config: Any) -> None:
-    _check_common(config)
+    check_gradient_config(config)
     norm = canonical_norm(config.norm)
     if norm not in ("linf", "l2"):
         raise ValueError(f"{type(config).__name__} supports norm='linf' or 'l2', got {config.norm!r}; "

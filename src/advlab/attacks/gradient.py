@@ -23,7 +23,7 @@ from advlab.losses import LossFn, get_loss
 from advlab.threat import Norm, ThreatModel
 
 
-def _check_common(config: Any) -> None:
+def check_gradient_config(config: Any) -> None:
     """Validate the fields the gradient attacks share (called from ``__post_init__``)."""
     ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds)  # raises on bad values
     if not math.isfinite(config.eps):
@@ -62,7 +62,7 @@ class FGSM(Attack):
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_gradient_config(self)
 
     def schedule(self) -> Schedule:
         return Schedule(steps=1, step_size=self.eps)
@@ -86,7 +86,7 @@ class FGM(Attack):
     norm: ClassVar[Norm] = "l2"
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_gradient_config(self)
 
     def schedule(self) -> Schedule:
         return Schedule(steps=1, step_size=self.eps)
@@ -116,7 +116,7 @@ class IFGSM(Attack):
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_gradient_config(self)
 
     def schedule(self) -> Schedule:
         step_size = self.step_size if self.step_size is not None else self.eps / self.steps
@@ -158,7 +158,7 @@ class PGD(Attack):
     l1_sparsity: float = 0.05
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_gradient_config(self)
         check_int("restarts", self.restarts)
         if self.restarts > 1 and not self.random_start:
             raise ValueError("restarts > 1 needs random_start=True: restarts from the same point "
@@ -200,7 +200,7 @@ class MIFGSM(Attack):
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_gradient_config(self)
         check_number("decay", self.decay, low=0.0, low_open=False)
 
     def schedule(self) -> Schedule:
@@ -231,7 +231,7 @@ class MIFGM(Attack):
     norm: ClassVar[Norm] = "l2"
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_gradient_config(self)
         check_number("decay", self.decay, low=0.0, low_open=False)
 
     schedule = MIFGSM.schedule

@@ -38,10 +38,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_choice, check_int, check_number
+from advlab._checks import bounds_field, check_choice, check_int, check_number, norm_field
 from advlab.attacks.contract import Attack, Run
 from advlab.losses import cw_margin, objective
-from advlab.threat import ThreatModel, _view, canonical_norm, lp_norm, project_l1_ball
+from advlab.threat import ThreatModel, lp_norm, per_sample, project_l1_ball
 
 # the dual of each norm: |<g, d>| <= ||g||_dual * ||d||, so |f| / ||∇f||_dual is the linearised
 # distance to the boundary f = 0 measured in the attack's norm
@@ -70,22 +70,7 @@ def _finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True) -> 
     check_number(name, value, low=low, low_open=strict)
 
 
-def _norm_field(config: Any, allowed: tuple[str, ...]) -> None:
-    """Canonicalise ``config.norm`` and check that the attack supports it."""
-    try:
-        norm = canonical_norm(config.norm)
-    except ValueError:
-        raise ValueError(f"unknown norm {config.norm!r}: {type(config).__name__} supports "
-                         f"{', '.join(allowed)}") from None
-    if norm not in allowed:
-        raise ValueError(f"{type(config).__name__} supports norm in {allowed}, got {config.norm!r}")
-    object.__setattr__(config, "norm", norm)
-
-
-def _bounds_field(config: Any) -> None:
-    """Canonicalise ``config.bounds`` (a box the threat model accepts)."""
-    tm = ThreatModel(norm="l2", eps=math.inf, bounds=config.bounds)  # raises on bad bounds
-    object.__setattr__(config, "bounds", tm.bounds)
+_norm_field, _bounds_field = norm_field, bounds_field  # old private names, for modules not yet moved
 
 
 def _margin(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -109,16 +94,16 @@ def _project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
     """
     finite = torch.isfinite(radius) & (radius > 0)
     r = torch.where(finite, radius, torch.ones_like(radius))
-    unit = delta / _view(r, delta)
+    unit = delta / per_sample(r, delta)
     if norm == "linf":
         unit = unit.clamp(-1.0, 1.0)
     elif norm == "l2":
         n = lp_norm(unit, "l2")
-        unit = unit * _view(torch.where(n > 1, 1 / n.clamp_min(1e-30), torch.ones_like(n)), unit)
+        unit = unit * per_sample(torch.where(n > 1, 1 / n.clamp_min(1e-30), torch.ones_like(n)), unit)
     else:
         unit = project_l1_ball(unit, 1.0)
-    out = torch.where(_view(finite, delta), unit * _view(r, delta), delta)
-    return torch.where(_view(radius == 0, delta), torch.zeros_like(delta), out)
+    out = torch.where(per_sample(finite, delta), unit * per_sample(r, delta), delta)
+    return torch.where(per_sample(radius == 0, delta), torch.zeros_like(delta), out)
 
 
 # -- DeepFool -------------------------------------------------------------------------------------
@@ -160,12 +145,12 @@ class DeepFool(Attack):
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        _norm_field(self, ("l2", "linf"))
+        norm_field(self, ("l2", "linf"))
         check_int("steps", self.steps)
         _finite("overshoot", self.overshoot, strict=False)
         if self.num_candidates is not None:
             check_int("num_candidates (the true class included)", self.num_candidates, 2)
-        _bounds_field(self)
+        bounds_field(self)
 
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         if target is not None:
@@ -274,7 +259,7 @@ class CarliniWagnerL2(Attack):
         check_int("steps", self.steps)
         _finite("step_size", self.step_size)
         check_choice("abort_early", self.abort_early, (True, False))
-        _bounds_field(self)
+        bounds_field(self)
 
     def _core(self, run: Run) -> None:
         idx = run.todo
@@ -400,7 +385,7 @@ class FMN(Attack):
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        _norm_field(self, ("l2", "linf", "l1"))
+        norm_field(self, ("l2", "linf", "l1"))
         check_int("steps", self.steps)
         _finite("step_size", self.step_size)
         if self.step_size_final is not None:
@@ -412,7 +397,7 @@ class FMN(Attack):
                 raise ValueError(f"{name} must be in (0, 1): ε shrinks by the factor (1 - {name}), "
                                  f"got {value!r}")
         check_choice("box_aware", self.box_aware, (True, False))
-        _bounds_field(self)
+        bounds_field(self)
 
     def _core(self, run: Run) -> None:
         idx = run.todo
@@ -449,11 +434,11 @@ class FMN(Attack):
                 better = adv & (delta_norm < best_norm)
                 found |= adv
                 best_norm = torch.where(better, delta_norm, best_norm)
-                best_adv = torch.where(_view(better, x), x_k.detach(), best_adv)
+                best_adv = torch.where(per_sample(better, x), x_k.detach(), best_adv)
                 to_boundary = loss.abs() / lp_norm(g, dual).clamp_min(1e-12)
                 eps = torch.where(adv, torch.minimum(eps * (1 - gamma), best_norm),
                                   torch.where(found, eps * (1 + gamma), (delta_norm + to_boundary) * (1 + gamma)))
                 eps = torch.minimum(eps, worst)
-                g = g / _view(lp_norm(g, "l2").clamp_min(1e-12), g)
+                g = g / per_sample(lp_norm(g, "l2").clamp_min(1e-12), g)
                 x_k = torch.clamp(x + _project_balls(delta + alpha * g, eps, norm), lo, hi)
         return best_adv
