@@ -9,7 +9,6 @@ states both denominators. ``worst-case`` counts a point as broken when *any* att
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import platform
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 import advlab
 from advlab._checks import check_inputs, check_model, eval_mode
+from advlab.evaluation._json import dump_json
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,7 @@ class Evaluation:
         return {"rows": [dataclasses.asdict(r) for r in self.rows], "provenance": self.provenance}
 
     def to_json(self, path: str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=float)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, default=float)
 
     def table(self) -> str:
         """Markdown table: robust accuracy per attack (rows) and ε (columns), denominators stated."""
