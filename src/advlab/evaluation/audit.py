@@ -99,6 +99,19 @@ def _success(attack: Any, model: nn.Module, x: Tensor, y: Tensor, *, batch_size:
     return torch.cat(parts)
 
 
+def _rate(success: Tensor) -> float:
+    """The fraction of ``True`` in a ``(B,)`` bool tensor."""
+    return success.float().mean().item()
+
+
+def _not_beaten(name: str, white_box: tuple[str, float], other: tuple[str, float], tolerance: float,
+                detail: str, advice: str) -> Check:
+    """The check that the gradient attack's success rate ``white_box`` is at least ``other``'s (less
+    ``tolerance``); ``values`` holds both rates under their names."""
+    (w_name, w_rate), (o_name, o_rate) = white_box, other
+    return Check(name, w_rate + tolerance >= o_rate, detail, advice, {w_name: w_rate, o_name: o_rate})
+
+
 def _train_surrogate(model: nn.Module, x: Tensor, *, num_classes: int, seed: int,
                      epochs: int = 20) -> nn.Module:
     """A small MLP fitted to the model's own predictions on ``x`` (labels only, no gradients)."""
@@ -237,19 +250,18 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         {"zero": zero, "nonfinite": bad, "points": nc}))
 
     # -- single step vs iterative ---------------------------------------------------------
-    s_single = _success(single, model, xc, yc, batch_size=batch_size, seed=seed).float().mean().item()
-    s_iter = _success(iterative, model, xc, yc, batch_size=batch_size, seed=seed).float().mean().item()
-    checks.append(Check(
-        "iterative_beats_single_step", s_iter + tolerance >= s_single,
+    s_single = _rate(_success(single, model, xc, yc, batch_size=batch_size, seed=seed))
+    s_iter = _rate(_success(iterative, model, xc, yc, batch_size=batch_size, seed=seed))
+    checks.append(_not_beaten(
+        "iterative_beats_single_step", ("iterative", s_iter), ("single_step", s_single), tolerance,
         f"success {100 * s_iter:.1f}% (iterative) vs {100 * s_single:.1f}% (single step) of {nc} points",
         "a single step beats the iterative attack: the loss surface is masked locally; try more steps, "
-        "random restarts, a different loss, or attack a smoothed surrogate",
-        {"iterative": s_iter, "single_step": s_single}))
+        "random restarts, a different loss, or attack a smoothed surrogate"))
 
     # -- monotone in eps, unbounded reaches 100% ------------------------------------------
     grid = [eps / 4, eps / 2, eps, 2 * eps, 4 * eps]
-    rates = [_success(dataclasses.replace(iterative, eps=e), model, xc, yc, batch_size=batch_size,
-                      seed=seed).float().mean().item() for e in grid]
+    rates = [_rate(_success(dataclasses.replace(iterative, eps=e), model, xc, yc, batch_size=batch_size,
+                            seed=seed)) for e in grid]
     drops = [(a, b) for a, b in zip(rates, rates[1:]) if b + tolerance < a]
     checks.append(Check(
         "success_rises_with_eps", not drops,
@@ -262,7 +274,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
     unbounded = dataclasses.replace(iterative, eps=full)
     if hasattr(unbounded, "steps"):
         unbounded = dataclasses.replace(unbounded, steps=max(2 * steps, 20))
-    s_unb = _success(unbounded, model, xc, yc, batch_size=batch_size, seed=seed).float().mean().item()
+    s_unb = _rate(_success(unbounded, model, xc, yc, batch_size=batch_size, seed=seed))
     checks.append(Check(
         "unbounded_succeeds", s_unb >= 0.99,
         f"with ε = {full:.3g} (the whole input box) the iterative attack fools {100 * s_unb:.1f}% of points",
@@ -279,21 +291,20 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         adv = iterative(sur, xc[i:i + batch_size], yc[i:i + batch_size], generator=gen).x_adv
         with torch.no_grad(), eval_mode(model):
             fooled.append(model(adv).argmax(1) != yc[i:i + batch_size])
-    s_transfer = torch.cat(fooled).float().mean().item()
-    checks.append(Check(
-        "white_box_beats_transfer", s_iter + tolerance >= s_transfer,
+    s_transfer = _rate(torch.cat(fooled))
+    checks.append(_not_beaten(
+        "white_box_beats_transfer", ("white_box", s_iter), ("transfer", s_transfer), tolerance,
         f"white-box success {100 * s_iter:.1f}% vs {100 * s_transfer:.1f}% transferred from a surrogate",
         "examples crafted on another model fool this one more often than its own gradients do: "
-        "its gradients are masked; report the transfer attack and use BPDA or a surrogate",
-        {"white_box": s_iter, "transfer": s_transfer}))
-    s_noise = _noise_success(model, xc, yc, threat, samples=noise_samples, seed=seed,
-                             batch_size=batch_size).float().mean().item()
-    checks.append(Check(
-        "white_box_beats_noise", s_iter + tolerance >= s_noise,
+        "its gradients are masked; report the transfer attack and use BPDA or a surrogate"))
+    s_noise = _rate(_noise_success(model, xc, yc, threat, samples=noise_samples, seed=seed,
+                                   batch_size=batch_size))
+    checks.append(_not_beaten(
+        "white_box_beats_noise", ("white_box", s_iter), ("noise", s_noise), tolerance,
         f"white-box success {100 * s_iter:.1f}% vs {100 * s_noise:.1f}% for {noise_samples} random points "
         "of the ε-ball (query-only)",
         "random perturbations beat the gradient attack: gradients are masked; use gradient-free "
-        "(score- or decision-based) attacks as well", {"white_box": s_iter, "noise": s_noise}))
+        "(score- or decision-based) attacks as well"))
     prov = provenance(seed=seed, attacks={"single_step": repr(single), "iterative": repr(iterative)})
     report = AuditReport(checks=tuple(checks), norm=norm, eps=float(eps), n=n, provenance=prov)
     log.info("%s", report.summary())

@@ -9,7 +9,6 @@ states both denominators. ``worst-case`` counts a point as broken when *any* att
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import platform
@@ -25,6 +24,7 @@ import advlab
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.evaluation._attack import broken as hit
 from advlab.evaluation._attack import check_bounded, victim
+from advlab.evaluation._json import dump_json
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ class Evaluation:
         return {"rows": [dataclasses.asdict(r) for r in self.rows], "provenance": self.provenance}
 
     def to_json(self, path: str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=float)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, default=float)
 
     def table(self) -> str:
         """Markdown table: robust accuracy per attack (rows) and ε (columns), denominators stated."""

@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 __all__ = ["TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"]
 
 
+def _rate_property(count: str, total: str, doc: str) -> Any:
+    """A read-only ``float`` property ``self.<count> / self.<total>`` of two integer fields, NaN
+    when the denominator is 0 (one rule for every rate below)."""
+
+    def rate(self: Any) -> float:
+        denominator = getattr(self, total)
+        return getattr(self, count) / denominator if denominator else math.nan
+
+    return property(rate, doc=doc)
+
+
 @dataclass(frozen=True)
 class TransferCell:
     """One (source, target) pair.
@@ -65,15 +76,11 @@ class TransferCell:
     transferred_source_fooled: int
     source_fooled: int
 
-    @property
-    def rate(self) -> float:
-        """Transfer success over the target's correctly classified points."""
-        return self.transferred / self.target_correct if self.target_correct else math.nan
-
-    @property
-    def rate_given_source_fooled(self) -> float:
-        """Transfer success over the target-correct points on which the source was fooled."""
-        return self.transferred_source_fooled / self.source_fooled if self.source_fooled else math.nan
+    rate = _rate_property("transferred", "target_correct",
+                          "Transfer success over the target's correctly classified points.")
+    rate_given_source_fooled = _rate_property(
+        "transferred_source_fooled", "source_fooled",
+        "Transfer success over the target-correct points on which the source was fooled.")
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,7 @@ class WhiteBox:
     fooled: int
     correct: int
 
-    @property
-    def rate(self) -> float:
-        return self.fooled / self.correct if self.correct else math.nan
+    rate = _rate_property("fooled", "correct", "White-box success over the source's correctly classified points.")
 
 
 @dataclass
