@@ -95,6 +95,27 @@ def project_l1_ball(delta: Tensor, eps: float) -> Tensor:
     return out.view_as(delta)
 
 
+def project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
+    """Project each ``delta[i]`` onto the ``norm`` ball of radius ``radius[i]`` (``inf`` allowed).
+
+    Projection onto a ball commutes with scaling, ``Π_{rB}(v) = r · Π_B(v / r)``, so the per-point
+    radii reuse the unit-ball projections.
+    """
+    finite = torch.isfinite(radius) & (radius > 0)
+    r = torch.where(finite, radius, torch.ones_like(radius))
+    unit = delta / per_sample(r, delta)
+    if norm == "linf":
+        unit = unit.clamp(-1.0, 1.0)
+    elif norm == "l2":
+        n = lp_norm(unit, "l2")
+        unit = unit * per_sample(torch.where(n > 1, 1 / n.clamp_min(1e-30), torch.ones_like(n)), unit)
+    else:
+        unit = project_l1_ball(unit, 1.0)
+    out = torch.where(per_sample(finite, delta), unit * per_sample(r, delta), delta)
+    return torch.where(per_sample(radius == 0, delta), torch.zeros_like(delta), out)
+
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """An Lp ball of radius ``eps`` around each input, inside the input box ``bounds``.

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from advlab._checks import check_inputs, check_logits, check_model, eval_mode, warn
 from advlab.attacks._base import AttackResult, config_repr
-from advlab.attacks.criteria import Criterion, probabilities, resolve
+from advlab.attacks.criteria import Criterion, resolve
 from advlab.threat import ThreatModel
 
 Access = Literal["gradients", "scores", "labels"]

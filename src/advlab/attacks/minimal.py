@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from advlab._checks import bounds_field, check_choice, check_int, check_number, norm_field
 from advlab.attacks.contract import Attack, Run
 from advlab.losses import cw_margin, objective
-from advlab.threat import ThreatModel, lp_norm, per_sample, project_l1_ball
+from advlab.threat import ThreatModel, lp_norm, per_sample, project_balls
 
 # the dual of each norm: |<g, d>| <= ||g||_dual * ||d||, so |f| / ||∇f||_dual is the linearised
 # distance to the boundary f = 0 measured in the attack's norm
@@ -84,26 +84,6 @@ def _margin(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> tu
 def _store(run: Run, idx: Tensor, x_adv: Tensor) -> None:
     """Hand the core's final iterates of the points ``idx`` to the lifecycle (which scores them)."""
     run.record.record(idx, x_adv, None, torch.zeros_like(idx, dtype=torch.bool))
-
-
-def _project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
-    """Project each ``delta[i]`` onto the ``norm`` ball of radius ``radius[i]`` (``inf`` allowed).
-
-    Projection onto a ball commutes with scaling, ``Π_{rB}(v) = r · Π_B(v / r)``, so the per-point
-    radii reuse the threat module's unit-ball projections.
-    """
-    finite = torch.isfinite(radius) & (radius > 0)
-    r = torch.where(finite, radius, torch.ones_like(radius))
-    unit = delta / per_sample(r, delta)
-    if norm == "linf":
-        unit = unit.clamp(-1.0, 1.0)
-    elif norm == "l2":
-        n = lp_norm(unit, "l2")
-        unit = unit * per_sample(torch.where(n > 1, 1 / n.clamp_min(1e-30), torch.ones_like(n)), unit)
-    else:
-        unit = project_l1_ball(unit, 1.0)
-    out = torch.where(per_sample(finite, delta), unit * per_sample(r, delta), delta)
-    return torch.where(per_sample(radius == 0, delta), torch.zeros_like(delta), out)
 
 
 # -- DeepFool -------------------------------------------------------------------------------------
@@ -440,5 +420,5 @@ class FMN(Attack):
                                   torch.where(found, eps * (1 + gamma), (delta_norm + to_boundary) * (1 + gamma)))
                 eps = torch.minimum(eps, worst)
                 g = g / per_sample(lp_norm(g, "l2").clamp_min(1e-12), g)
-                x_k = torch.clamp(x + _project_balls(delta + alpha * g, eps, norm), lo, hi)
+                x_k = torch.clamp(x + project_balls(delta + alpha * g, eps, norm), lo, hi)
         return best_adv

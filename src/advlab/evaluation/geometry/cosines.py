@@ -14,10 +14,9 @@ from tqdm.auto import tqdm
 
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.attacks._base import config_repr
-from advlab.attacks.gradient import FGSM, IFGSM, MIFGSM, PGD
+from advlab.attacks.gradient import IFGSM, MIFGSM
 from advlab.evaluation.geometry._common import _predict
 from advlab.evaluation.robustness import provenance
-from advlab.losses import get_loss, objective
 from advlab.threat import ThreatModel
 
 
@@ -54,83 +53,52 @@ class Trajectory:
         return self.iterates[1:] - self.iterates[:-1]
 
 
-def _schedule_of(attack: Any) -> tuple[int, float, float | None, bool, float]:
-    """``(steps, step_size, momentum, random_start, l1_sparsity)`` exactly as the attack's
-    ``__call__`` builds its :class:`~advlab.attacks._loop.Schedule`."""
-    if getattr(attack, "early_stop", False):
+def _check_traceable(attack: Any) -> None:
+    """Only a gradient-loop attack exposes its steps, and only a whole run can be followed."""
+    schedule = getattr(attack, "schedule", None)
+    if not callable(schedule):
+        raise TypeError(f"record_trajectory supports the gradient-loop attacks (FGSM, FGM, I-FGSM, "
+                        f"PGD, MI-FGSM, MI-FGM), got {type(attack).__name__}")
+    sched = schedule()
+    if sched.early_stop:
         raise ValueError(f"{type(attack).__name__} has early_stop=True, which freezes points mid-run; "
                          "record the trajectory of the attack with early_stop=False")
-    if isinstance(attack, FGSM):
-        return 1, attack.eps, None, False, 0.05
-    if isinstance(attack, MIFGSM):
-        step_size = attack.step_size if attack.step_size is not None else attack.eps / attack.steps
-        return attack.steps, step_size, float(attack.decay), False, 0.05
-    if isinstance(attack, IFGSM):
-        step_size = attack.step_size if attack.step_size is not None else attack.eps / attack.steps
-        return attack.steps, step_size, None, False, 0.05
-    if isinstance(attack, PGD):
-        if attack.restarts != 1:
-            raise ValueError("record_trajectory follows one run; use PGD with restarts=1")
-        step_size = attack.step_size if attack.step_size is not None else 2.5 * attack.eps / attack.steps
-        return attack.steps, step_size, None, attack.random_start, attack.l1_sparsity
-    raise TypeError(f"record_trajectory supports FGSM, IFGSM, MIFGSM and PGD configurations, got "
-                    f"{type(attack).__name__}")
+    if sched.restarts != 1:
+        raise ValueError("record_trajectory follows one run; use PGD with restarts=1")
 
 
 def record_trajectory(attack: Any, model: nn.Module, x: Tensor, y: Tensor, *,
                       target: Tensor | None = None,
                       generator: torch.Generator | None = None) -> Trajectory:
-    """Run a gradient attack and keep every iterate: a recorder of the shared step loop.
+    """Run a gradient attack and keep every iterate: the shared step loop's per-step hook.
 
-    The shared loop (:mod:`advlab.attacks._loop`) returns only the last iterate. This reproduces
-    its update step for step with the same pieces (:func:`advlab.losses.objective`, the gradient of
-    the batch-mean objective, MI-FGSM's ``m_t = μ m_{t-1} + g_t / mean|g_t|``,
-    :meth:`ThreatModel.ascent_direction`, :meth:`ThreatModel.project`) and in the same order, so
-    ``record_trajectory(a, model, x, y).x_adv`` equals ``a(model, x, y).x_adv`` bit for bit on the
-    same batch (the tests check this for I-FGSM and MI-FGSM, and every iterate against the inputs
-    the real attack feeds the model). ``x`` must be the same batch as the attack's: the gradient of
-    the batch *mean* enters MI-FGSM's normalisation in the last bits.
+    The attack runs as it always does (:func:`advlab.attacks.trace`), so
+    ``record_trajectory(a, model, x, y).x_adv`` *is* ``a(model, x, y).x_adv``; the hook keeps the
+    iterate before the first step (the clean or randomly started point), each projected iterate
+    after it, and each step's direction (``sign(g_t)`` / ``sign(m_t)``, before projection).
 
-    Supports :class:`FGSM`, :class:`IFGSM`, :class:`MIFGSM` and :class:`PGD` (``restarts=1``; its
-    random start is drawn from ``generator`` exactly as the attack draws it) with
-    ``early_stop=False``.
+    Supports the gradient-loop attacks (:class:`FGSM`, :class:`IFGSM`, :class:`MIFGSM`,
+    :class:`PGD` with ``restarts=1``, and their L2 forms) with ``early_stop=False``.
 
     Returns:
         A :class:`Trajectory` with ``T + 1`` iterates ``(T + 1, B, *)`` and ``T`` directions.
     """
-    check_model(model)
-    steps, step_size, momentum, random_start, l1_sparsity = _schedule_of(attack)
-    threat = ThreatModel(norm=attack.norm, eps=attack.eps, bounds=attack.bounds, targeted=target is not None)
-    check_inputs(model, x, y, bounds=threat.bounds, target=target, generator=generator)
-    loss = get_loss(attack.loss)
-    if random_start and generator is None:
-        generator = torch.Generator(device=x.device).manual_seed(0)
-    x = x.detach()
-    iterates, directions = [], []
-    with eval_mode(model), torch.enable_grad():
-        x_adv = threat.random_start(x, generator=generator) if random_start else x
-        x_adv = x_adv.detach()
-        iterates.append(x_adv.clone())
-        velocity = torch.zeros_like(x) if momentum is not None else None
-        reduce_dims = tuple(range(1, x.dim()))
-        for step in range(steps):
-            x_adv.requires_grad_(True)
-            obj, _ = objective(model, x_adv, y, target, loss, check=step == 0)
-            grad, = torch.autograd.grad(obj.mean(), x_adv)
-            if velocity is not None:
-                grad = grad / grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-30)
-                velocity = grad + velocity * momentum
-                grad = velocity
-            direction = threat.ascent_direction(grad, x_adv=x_adv, l1_sparsity=l1_sparsity)
-            x_adv = x_adv.detach() + step_size * direction
-            x_adv = threat.project(x_adv, x)
-            directions.append(direction.detach())
-            iterates.append(x_adv.detach().clone())
-    if not bool(torch.isfinite(iterates[-1]).all()):
-        raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
-                                 "Inf on some points")
+    from advlab.attacks.contract import trace
+
+    _check_traceable(attack)
+    iterates: list[Tensor] = []
+    directions: list[Tensor] = []
+
+    def keep(info: Any) -> None:
+        if not iterates:
+            iterates.append(info.x_before.clone())
+        iterates.append(info.x_after.clone())
+        directions.append(info.direction.detach().clone())
+
+    result = trace(attack, model, x, y, on_step=keep, target=target, generator=generator)
     return Trajectory(iterates=torch.stack(iterates), directions=torch.stack(directions),
-                      step_size=float(step_size), threat=threat, attack=config_repr(attack))
+                      step_size=float(attack.schedule().step_size), threat=result.threat,
+                      attack=config_repr(attack))
 
 
 def successive_cosine(steps: Tensor) -> Tensor:
@@ -271,7 +239,7 @@ def perturbation_cosine_similarity(model: nn.Module, x: Tensor, y: Tensor, *,
     def cat(parts: list[Tensor], name: str, width: int) -> Tensor:
         return torch.cat(parts) if parts else torch.empty(0, width, dtype=torch.float64)
 
-    widths = {name: max(_schedule_of(a)[0] - 1, 0) for name, a in attacks.items()}
+    widths = {name: max(a.schedule().steps - 1, 0) for name, a in attacks.items()}
     configs = {name: config_repr(a) for name, a in attacks.items()}
     return CosineSimilarity(
         update_cosine={k: cat(v, k, widths[k]) for k, v in ups.items()},

@@ -23,7 +23,7 @@ from advlab._checks import check_int, check_model, model_device
 from advlab.evaluation.theory.generator import (Generator, _check_generator, _check_shapes, _clearly_flipped,
                                                 _flat_norm, _frozen, _module_of)
 from advlab.evaluation.theory.latent import LatentSearch, _Problem, _search
-from advlab.threat import _view, lp_norm
+from advlab.threat import _view, lp_norm, project_balls
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def _pgd_l2(f: nn.Module, x: Tensor, label: Tensor, *, eps: Tensor, steps: int,
     ``success`` ``(B,)`` (a clear label change at some iterate) and ``||δ||_2`` at the first one
     (``inf`` where none). Call inside ``_frozen(f)``.
 
-    A private copy of the gradient step loop, kept in this one function so that it can be replaced
-    by :mod:`advlab.attacks._loop` (with a per-step hook) without touching the bisection."""
+    Not the shared loop (:mod:`advlab.attacks._loop`): its threat model has one ε for the batch,
+    and the bisection needs a radius per point; the projection is the shared per-point one
+    (:func:`advlab.threat.project_balls`)."""
     lo_b, hi_b = bounds
     delta = torch.zeros_like(x)
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -86,9 +87,7 @@ def _pgd_l2(f: nn.Module, x: Tensor, label: Tensor, *, eps: Tensor, steps: int,
         direction = grad / _view(lp_norm(grad, "l2").clamp_min(1e-12), grad)
         step = (2.5 * eps / steps)
         delta = delta + _view(step, x) * direction
-        norms = lp_norm(delta, "l2")  # project on the per-point L2 ball of radius eps
-        factor = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
-        delta = delta * _view(factor, delta)
+        delta = project_balls(delta, eps, "l2")  # the per-point L2 ball of radius eps
         delta = ((x + delta).clamp(lo_b, hi_b) - x).detach()
     with torch.no_grad():
         flip = _clearly_flipped(f(x + delta), label)
