@@ -102,7 +102,7 @@ def test_audit_flags_the_distilled_model(distilled, digits):
     before = snapshot(distilled.student)
     report = audit(distilled.student, x, y, norm="linf", eps=0.1, steps=5)
     assert not report.passed
-    assert "gradients" in {c.name for c in report.failed_checks}, report.summary()
+    assert "gradients" in {c.name for c in report.failed_checks}, report.table()
     assert "C&W" in report.check("gradients").advice
     assert_unchanged(distilled.student, before)
 

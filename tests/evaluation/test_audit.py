@@ -77,14 +77,14 @@ def test_standard_model_passes(cnn_model, digits):
     x, y = _points(digits)
     before = snapshot(cnn_model)
     report = audit(cnn_model, x, y, norm="linf", eps=0.1, steps=5)
-    assert report.passed, report.summary()
+    assert report.passed, report.table()
     assert_unchanged(cnn_model, before)
 
 
 def test_pgd_trained_model_passes(pgd_trained, digits):
     x, y = _points(digits)
     report = audit(pgd_trained, x, y, norm="linf", eps=0.1, steps=5)
-    assert report.passed, report.summary()
+    assert report.passed, report.table()
     # and it is actually more robust than a standard model
     assert report.check("iterative_beats_single_step").values["iterative"] < 0.9
 
@@ -94,7 +94,7 @@ def test_distilled_model_is_flagged(distilled, digits):
     report = audit(distilled, x, y, norm="linf", eps=0.1, steps=5)
     assert not report.passed
     failed = {c.name for c in report.failed_checks}
-    assert "gradients" in failed, report.summary()
+    assert "gradients" in failed, report.table()
     assert "unbounded_succeeds" in failed or "white_box_beats_transfer" in failed
     assert "C&W" in report.check("gradients").advice
 
@@ -104,7 +104,7 @@ def test_quantized_model_is_flagged(quantized, digits):
     report = audit(quantized, x, y, norm="linf", eps=0.1, steps=5)
     assert not report.passed
     failed = {c.name for c in report.failed_checks}
-    assert {"gradients", "unbounded_succeeds"} <= failed, report.summary()
+    assert {"gradients", "unbounded_succeeds"} <= failed, report.table()
     assert "BPDA" in report.check("gradients").advice
 
 
@@ -129,7 +129,7 @@ def test_randomised_and_probability_models_are_reported(cnn_model, digits):
 def test_report_summary_and_dict(cnn_model, digits):
     x, y = _points(digits)
     report = audit(cnn_model, x[:80], y[:80], eps=0.1, steps=5, noise_samples=2)
-    text = report.summary()
+    text = report.table()
     assert "PASSED" in text and "unbounded_succeeds" in text
     d = report.to_dict()
     assert d["passed"] is True and len(d["checks"]) == 8 and "code_revision" in d["provenance"]

@@ -92,7 +92,7 @@ def test_per_point_record_is_consistent(strong, cnn_model, xy):
 
 def test_summary_and_rows_state_both_denominators(strong):
     _, r = strong
-    text = r.summary()
+    text = r.table()
     assert f"({r.n_robust}/{r.n})" in text and f"({r.n_correct}/{r.n})" in text
     assert f"n = {r.n}" in text and "| APGD-T |" in text
     rows = r.rows()
@@ -278,3 +278,10 @@ def test_minimal_and_universal_attacks_are_refused_with_the_place_they_belong(cn
         Cascade([APGD(eps=0.1), DeepFool()])
     with pytest.raises(ValueError, match="minimal-perturbation"):
         Cascade({"fmn": FMN()})
+
+
+def test_summary_is_scalars_and_table_is_markdown(strong):
+    _, r = strong
+    s = r.summary()
+    assert isinstance(s, dict) and s["n"] == r.n and s["robust_accuracy"] == r.robust_accuracy
+    assert "provenance" not in s and r.table().startswith("linf ε=")

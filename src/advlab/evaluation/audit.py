@@ -77,7 +77,13 @@ class AuditReport:
                 return c
         raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """Scalars for logs and results (as every ``summary()`` in advlab); :meth:`table` is the text."""
+        return {"passed": self.passed, "norm": self.norm, "eps": self.eps, "n": self.n,
+                "failed_checks": [c.name for c in self.failed_checks]}
+
+    def table(self) -> str:
+        """The audit as text for people: one line per check, with advice on the failed ones."""
         lines = [f"Gradient-masking audit ({self.norm}, ε={self.eps:g}, n={self.n}): "
                  f"{'PASSED' if self.passed else 'FAILED ' + str(len(self.failed_checks)) + ' check(s)'}"]
         for c in self.checks:
@@ -173,7 +179,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
             ``gradients`` check.
 
     Returns:
-        An :class:`AuditReport` (``.passed``, ``.failed_checks`` with advice, ``.summary()``).
+        An :class:`AuditReport` (``.passed``, ``.failed_checks`` with advice, ``.table()``).
     """
     import dataclasses
 
@@ -307,5 +313,5 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         "(score- or decision-based) attacks as well"))
     prov = provenance(seed=seed, attacks={"single_step": repr(single), "iterative": repr(iterative)})
     report = AuditReport(checks=tuple(checks), norm=norm, eps=float(eps), n=n, provenance=prov)
-    log.info("%s", report.summary())
+    log.info("%s", report.table())
     return report

@@ -19,7 +19,7 @@ equals an uninterrupted one.
 
 Example:
     >>> result = Cascade(strong_attacks(eps=8 / 255)).run(model, x, y, checkpoint_path="eval/")
-    >>> print(result.summary())
+    >>> print(result.table())
 """
 
 from __future__ import annotations
@@ -137,7 +137,14 @@ class CascadeResult:
         """Per point, the name of the attack that broke it, or ``None``."""
         return [self.names[i] if i >= 0 else None for i in self.broken_by.tolist()]
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """Scalars for logs and results (as every ``summary()`` in advlab); :meth:`table` is the
+        Markdown."""
+        out = self.to_dict()
+        out.pop("provenance")
+        return out
+
+    def table(self) -> str:
         """Markdown: robust accuracy after each attack, with both denominators."""
         threat = (f"{self.threat.norm} ε={self.threat.eps:g}; " if self.threat is not None else "")
         lines = [f"{threat}clean accuracy {100 * self.clean_accuracy:.2f}% ({self.n_correct}/{self.n}); "
@@ -533,7 +540,7 @@ def strong_evaluate(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm:
     """Robust accuracy under the strong cascade :func:`strong_attacks` (APGD-CE → APGD-T).
 
     Robust accuracy is over all ``n`` points; the attacks run only on the clean-correct ones
-    (``result.n_correct``); ``result.summary()`` states both.
+    (``result.n_correct``); ``result.table()`` states both.
 
     Example:
         >>> r = strong_evaluate(model, x, y, eps=8 / 255)
