@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import torch
@@ -73,7 +73,9 @@ class AttackResult:
 
 
 def config_repr(config: object) -> str:
-    """``PGD(eps=0.1, norm='linf', ...)`` for any dataclass config."""
+    """``PGD(eps=0.1, norm='linf', ...)`` for any dataclass config; ``repr`` for anything else."""
+    if not is_dataclass(config):
+        return repr(config)
     args = ", ".join(f"{f.name}={getattr(config, f.name)!r}" for f in fields(config))  # type: ignore[arg-type]
     return f"{type(config).__name__}({args})"
 

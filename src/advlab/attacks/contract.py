@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -207,6 +207,11 @@ class Attack:
 
     def __repr__(self) -> str:
         return config_repr(self)
+
+
+#: what evaluations accept: an advlab attack, or any callable ``attack(model, x, y, *, generator)``
+#: returning an :class:`AttackResult` (whose successes are then re-checked)
+AttackLike = Union[Attack, Callable[..., AttackResult]]
 
 
 def is_attack(obj: object) -> bool:
@@ -389,4 +394,4 @@ def perturb(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, target: T
     return run.record.x_adv
 
 
-__all__ = ["ACCESS", "Access", "Attack", "KINDS", "Kind", "Record", "Run", "execute", "is_attack", "perturb", "trace"]
+__all__ = ["ACCESS", "Access", "Attack", "AttackLike", "KINDS", "Kind", "Record", "Run", "execute", "is_attack", "perturb", "trace"]

@@ -37,7 +37,7 @@ def check_gradient_config(config: Any) -> None:
         check_int("steps", config.steps)
 
 
-def _loop_core(attack: Any, run: Run) -> None:
+def _loop_core(attack: Attack, run: Run) -> None:
     """The core of every gradient-loop attack: its schedule through the shared loop."""
     run_schedule(run, attack.schedule(), get_loss(attack.loss))
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlab.attacks.contract import Attack
 from advlab._checks import check_choice, check_int, check_number, quiet_eval
 from advlab.attacks._loop import Schedule, gradient_loop
 from advlab.attacks.contract import Record, perturb
@@ -61,7 +62,7 @@ def _check_step_size(owner: str, step_size: Any) -> None:
         check_number(f"{owner}: step_size (or None for the default)", step_size)
 
 
-def _craft(attack: Any, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+def _craft(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
     # perturb(): the attack's x_adv bit for bit, without its scoring pass on the last iterate
     with quiet_eval(model):
         return perturb(attack, model, x, y, generator=generator).detach()

@@ -18,18 +18,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab.attacks.contract import AttackLike
 from advlab._checks import eval_mode
 
 
-def access_of(attack: Any) -> str:
+def access_of(attack: AttackLike) -> str:
     return getattr(attack, "access", "gradients")
 
 
-def kind_of(attack: Any) -> str:
+def kind_of(attack: AttackLike) -> str:
     return getattr(attack, "kind", "bounded")
 
 
-def check_bounded(attack: Any, name: str, where: str) -> None:
+def check_bounded(attack: AttackLike, name: str, where: str) -> None:
     """Refuse an attack that has no ε to be evaluated at, naming the tool that takes it."""
     if not callable(attack):
         raise TypeError(f"{where}: {name} is a {type(attack).__name__}, not an attack (a callable "
@@ -44,7 +45,7 @@ def check_bounded(attack: Any, name: str, where: str) -> None:
                          "advlab.attacks.fooling_rate on held-out data (or `advlab attack --attack uap`)")
 
 
-def victim(attack: Any, model: nn.Module) -> Any:
+def victim(attack: AttackLike, model: nn.Module) -> Any:
     """What the attack is allowed to see of ``model``: the model itself, or an oracle."""
     access = access_of(attack)
     if access == "gradients":
@@ -54,7 +55,7 @@ def victim(attack: Any, model: nn.Module) -> Any:
     return Oracle(model, output="scores" if access == "scores" else "label")
 
 
-def broken(attack: Any, res: Any, model: nn.Module, x: Tensor, y: Tensor, threat: Any) -> Tensor:
+def broken(attack: AttackLike, res: Any, model: nn.Module, x: Tensor, y: Tensor, threat: Any) -> Tensor:
     """``(B,)`` bool: the points the attack broke, by the rule in the module docstring."""
     from advlab.attacks.contract import Attack
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from advlab.attacks.contract import AttackLike
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.attacks import FGSM, PGD
 from advlab.evaluation._attack import access_of, check_bounded
@@ -97,7 +98,7 @@ class AuditReport:
                 "checks": [asdict(c) for c in self.checks], "provenance": dict(self.provenance)}
 
 
-def _success(attack: Any, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int,
+def _success(attack: AttackLike, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int,
              seed: int) -> Tensor:
     gen = torch.Generator(device=x.device).manual_seed(seed)
     parts = [attack(model, x[i:i + batch_size], y[i:i + batch_size], generator=gen).success
@@ -159,7 +160,7 @@ def _noise_success(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, 
 
 
 def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: float,
-          bounds: tuple[float, float] = (0.0, 1.0), attacks: Mapping[str, Any] | None = None,
+          bounds: tuple[float, float] = (0.0, 1.0), attacks: Mapping[str, AttackLike] | None = None,
           surrogate: nn.Module | None = None, steps: int = 20, noise_samples: int = 20,
           max_points: int = 500, batch_size: int = 250, seed: int = 0,
           tolerance: float = 0.02, zero_grad_fraction: float = 0.1) -> AuditReport:

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlab.attacks.contract import AttackLike
+from advlab.attacks._base import config_repr
 from advlab._checks import check_int, check_inputs, check_model, check_number, eval_mode
 from advlab._io import atomic_write, atomic_write_text, clean_orphans
 from advlab.evaluation._attack import broken, check_bounded, victim
@@ -52,12 +53,7 @@ FORMAT = "advlab-cascade-record/1"
 NOT_BROKEN = -1
 
 
-def _config_str(attack: Any) -> str:
-    from advlab.attacks._base import config_repr
-    return config_repr(attack) if dataclasses.is_dataclass(attack) else repr(attack)
-
-
-def _default_name(attack: Any) -> str:
+def _default_name(attack: AttackLike) -> str:
     name = type(attack).__name__
     loss = getattr(attack, "loss", None)
     return f"{name}-{loss.upper()}" if name == "APGD" and isinstance(loss, str) else name
@@ -334,7 +330,7 @@ class Cascade:
         >>> result.robust_accuracy, result.stage_robust_accuracy, result.broken_by_name[:5]
     """
 
-    attacks: Mapping[str, Any] | Sequence[Any]
+    attacks: Mapping[str, AttackLike] | Sequence[AttackLike]
 
     def __post_init__(self) -> None:
         items = (list(self.attacks.items()) if isinstance(self.attacks, Mapping)
@@ -391,7 +387,7 @@ class Cascade:
         x, y = x.detach(), y.detach()
         base_seed = 0 if generator is None else int(
             torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        configs = tuple(_config_str(a) for _, a in self.attacks)  # type: ignore[misc]
+        configs = tuple(config_repr(a) for _, a in self.attacks)  # type: ignore[misc]
         identity = {"format": FORMAT, "attacks": list(self.names), "configs": list(configs),
                     "n": int(x.shape[0]), "input_shape": list(x.shape[1:]), "batch_size": batch_size,
                     "seed": base_seed, **_fingerprint(model, x, y)}

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -30,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlab.attacks.contract import AttackLike
+from advlab.attacks._base import config_repr
 from advlab._checks import check_inputs, check_model
 from advlab.evaluation.robustness import clean_predictions, provenance
 from advlab.threat import canonical_norm
@@ -280,13 +281,8 @@ def _finite_json(obj: Any) -> Any:
     return obj
 
 
-def _config_str(attack: Any) -> str:
-    from advlab.attacks._base import config_repr
-    return config_repr(attack) if dataclasses.is_dataclass(attack) else repr(attack)
-
-
 def measure(model: nn.Module, x: Tensor, y: Tensor, *,
-            attacks: Sequence[Any] | Mapping[str, Any], norm: str,
+            attacks: Sequence[AttackLike] | Mapping[str, AttackLike], norm: str,
             batch_size: int = 256, progress: bool = True) -> MinimalNorms:
     """Per-point minimal distances of ``(x, y)`` under ``norm``, the smallest over ``attacks``.
 
@@ -357,6 +353,6 @@ def measure(model: nn.Module, x: Tensor, y: Tensor, *,
     distances, best = stacked.min(dim=0)
     best = torch.where(correct & torch.isfinite(distances), best, torch.full_like(best, -1))
     prov = provenance(norm=norm, batch_size=batch_size,
-                      attacks={k: _config_str(v) for k, v in named.items()})
+                      attacks={k: config_repr(v) for k, v in named.items()})
     return MinimalNorms(distances=distances, norm=norm, correct=correct, by_attack=by_attack,
                         best_attack=best, seconds=seconds, grads=grads, provenance=prov)

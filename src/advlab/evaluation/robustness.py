@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import advlab
+from advlab.attacks.contract import AttackLike
+from advlab.attacks._base import config_repr
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.evaluation._attack import broken as hit
 from advlab.evaluation._attack import check_bounded, victim
@@ -115,7 +117,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
     return info
 
 
-def _name(attack: Any) -> str:
+def _name(attack: AttackLike) -> str:
     return type(attack).__name__
 
 
@@ -130,7 +132,7 @@ def clean_predictions(model: nn.Module, x: Tensor, *, batch_size: int = 512) -> 
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
-             attacks: Sequence[Any] | Mapping[str, Any], eps: Sequence[float],
+             attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps: Sequence[float],
              batch_size: int = 256, seed: int = 0, progress: bool = True) -> Evaluation:
     """Clean accuracy, robust accuracy, success rate and norms for each attack at each ε.
 
@@ -206,12 +208,12 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
                              clean_acc, config="any of: " + ", ".join(named)))
     norm = rows[0].norm
     prov = provenance(seed=seed, batch_size=batch_size, norm=norm,
-                      attacks={k: _config_str(v) for k, v in named.items()})
+                      attacks={k: config_repr(v) for k, v in named.items()})
     per_point["correct"] = correct
     return Evaluation(rows=rows, provenance=prov, per_point=per_point)
 
 
-def _named_attacks(attacks: Sequence[Any] | Mapping[str, Any], eps: Sequence[float]) -> dict[str, Any]:
+def _named_attacks(attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps: Sequence[float]) -> dict[str, Any]:
     """``{name: attack}`` from a mapping or a sequence of attacks or registry names
     (``"pgd"``); each checked to be an ε-bounded attack that ``dataclasses.replace`` can re-run
     at every ε."""
@@ -240,12 +242,7 @@ def _named_attacks(attacks: Sequence[Any] | Mapping[str, Any], eps: Sequence[flo
     return named
 
 
-def _config_str(attack: Any) -> str:
-    from advlab.attacks._base import config_repr
-    return config_repr(attack) if dataclasses.is_dataclass(attack) else repr(attack)
-
-
-def _row(name: str, attack: Any, e: float, n: int, n_correct: int, broken: Tensor, norms: Tensor,
+def _row(name: str, attack: AttackLike, e: float, n: int, n_correct: int, broken: Tensor, norms: Tensor,
          grads: int, secs: float, clean_acc: float, config: str | None = None) -> EvalRow:
     n_broken = int(broken.sum())
     ok = norms[broken & torch.isfinite(norms)]
@@ -256,4 +253,4 @@ def _row(name: str, attack: Any, e: float, n: int, n_correct: int, broken: Tenso
                    median_norm=float(ok.median()) if ok.numel() else float("nan"),
                    mean_norm=float(ok.mean()) if ok.numel() else float("nan"),
                    grads=grads, seconds=secs,
-                   config=config if config is not None else _config_str(attack))
+                   config=config if config is not None else config_repr(attack))

@@ -37,6 +37,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from advlab.attacks.contract import Attack
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.attacks._base import config_repr
 
@@ -175,7 +176,7 @@ def _check_models(name: str, models: Any) -> dict[str, nn.Module]:
     return out
 
 
-def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], attack: Any,
+def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], attack: Attack,
                     x: Tensor, y: Tensor, *, batch_size: int = 256, seed: int = 0) -> TransferMatrix:
     """Craft ``x' = attack(source, x, y)`` on every source and measure every target on it.
 

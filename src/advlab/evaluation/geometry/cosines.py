@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlab.attacks.contract import Attack
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.attacks._base import config_repr
 from advlab.attacks.gradient import IFGSM, MIFGSM
@@ -53,7 +54,7 @@ class Trajectory:
         return self.iterates[1:] - self.iterates[:-1]
 
 
-def _check_traceable(attack: Any) -> None:
+def _check_traceable(attack: Attack) -> None:
     """Only a gradient-loop attack exposes its steps, and only a whole run can be followed."""
     schedule = getattr(attack, "schedule", None)
     if not callable(schedule):
@@ -67,7 +68,7 @@ def _check_traceable(attack: Any) -> None:
         raise ValueError("record_trajectory follows one run; use PGD with restarts=1")
 
 
-def record_trajectory(attack: Any, model: nn.Module, x: Tensor, y: Tensor, *,
+def record_trajectory(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *,
                       target: Tensor | None = None,
                       generator: torch.Generator | None = None) -> Trajectory:
     """Run a gradient attack and keep every iterate: the shared step loop's per-step hook.
@@ -182,7 +183,7 @@ def default_cosine_attacks(eps: float = 0.1, steps: int = 10) -> dict[str, Any]:
 
 
 def perturbation_cosine_similarity(model: nn.Module, x: Tensor, y: Tensor, *,
-                                   attacks: Mapping[str, Any] | None = None,
+                                   attacks: Mapping[str, Attack] | None = None,
                                    only_correct: bool = True, batch_size: int = 500,
                                    generator: torch.Generator | None = None,
                                    progress: bool = False) -> CosineSimilarity:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from advlab.attacks.contract import AttackLike
+from advlab.attacks._base import config_repr
 from advlab._checks import check_int, check_model, model_device
 from advlab.evaluation.theory.generator import (Generator, _check_generator, _check_shapes, _clearly_flipped,
                                                 _flat_norm, _frozen, _module_of)
@@ -188,7 +190,7 @@ class GenerativeRobustness:
 
 
 def measure_robustness(f: nn.Module, g: Generator, z: Tensor, *, name: str = "classifier",
-                       search: LatentSearch | None = None, attacks: Mapping[str, Any] | None = None,
+                       search: LatentSearch | None = None, attacks: Mapping[str, AttackLike] | None = None,
                        input_shape: Sequence[int] | None = None, num_classes: int | None = None,
                        batch_size: int = 256,
                        bounds: tuple[float, float] = (0.0, 1.0)) -> GenerativeRobustness:
@@ -224,7 +226,7 @@ def measure_robustness(f: nn.Module, g: Generator, z: Tensor, *, name: str = "cl
     k = num_classes if num_classes is not None else width
     probs = torch.bincount(cat["label"], minlength=k).double() / cat["label"].numel()
     config = {"search": dataclasses.asdict(search),
-              "attacks": {n_: _config_str(a) for n_, a in attacks.items()} or
+              "attacks": {n_: config_repr(a) for n_, a in attacks.items()} or
               {"pgd_radius_search": "PGD-L2, 20 steps, 10 bisection iterations on [0, r_in]"}}
     return GenerativeRobustness(
         name=name, z=z.detach().clone(), label=cat["label"], latent=cat["latent"], r_in=cat["r_in"],
@@ -237,7 +239,7 @@ _PARTS = ("label", "latent", "r_in", "r_unc", "attack", "x_norm", "r_in_lat")
 
 
 def _measure_batch(f: nn.Module, g: Generator, zb: Tensor, *, name: str, search: LatentSearch,
-                   attacks: Mapping[str, Any], bounds: tuple[float, float]) -> tuple[dict[str, Tensor], int]:
+                   attacks: Mapping[str, AttackLike], bounds: tuple[float, float]) -> tuple[dict[str, Tensor], int]:
     """The per-point numbers of :func:`measure_robustness` (keys :data:`_PARTS`) for one batch of
     codes ``zb``, and the number of logits."""
     xb, logits = _generate(f, g, zb, name=name, bounds=bounds)
@@ -289,7 +291,7 @@ def _generate(f: nn.Module, g: Generator, zb: Tensor, *, name: str,
     return xb, logits
 
 
-def _attack_norms(f: nn.Module, xb: Tensor, label: Tensor, attacks: Mapping[str, Any], *,
+def _attack_norms(f: nn.Module, xb: Tensor, label: Tensor, attacks: Mapping[str, AttackLike], *,
                   search: LatentSearch, r_in: Tensor, have_in: Tensor,
                   bounds: tuple[float, float]) -> Tensor:
     """Per point, the smallest verified label-changing ``||δ||_2`` over the ``attacks`` (each shrunk
@@ -312,6 +314,3 @@ def _attack_norms(f: nn.Module, xb: Tensor, label: Tensor, attacks: Mapping[str,
     return attack_norm
 
 
-def _config_str(attack: Any) -> str:
-    from advlab.attacks._base import config_repr
-    return config_repr(attack) if dataclasses.is_dataclass(attack) else repr(attack)

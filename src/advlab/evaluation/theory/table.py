@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlab.attacks.contract import AttackLike
 from advlab._checks import check_int, check_model
 from advlab.evaluation._json import dump_json
 from advlab.evaluation.robustness import clean_predictions, provenance
@@ -222,7 +223,7 @@ def bounds_table(classifiers: Mapping[str, nn.Module], g: Generator, *, latent_d
                  seed: int = 0, lipschitz: float | LipschitzEstimate | None = None,
                  lipschitz_samples: int = 256, test_data: tuple[Tensor, Tensor] | None = None,
                  input_shape: Sequence[int] | None = None, search: LatentSearch | None = None,
-                 attacks: Mapping[str, Any] | None = None, batch_size: int = 256, progress: bool = True,
+                 attacks: Mapping[str, AttackLike] | None = None, batch_size: int = 256, progress: bool = True,
                  extra_provenance: Mapping[str, Any] | None = None) -> BoundsTable:
     """Measure the seed's table: for each classifier, latent, in-distribution and unconstrained
     robustness at ``n`` points ``g(z)``, ``z ~ N(0, I)`` (the same ``z`` for every classifier, drawn
