@@ -59,8 +59,8 @@ import advlab.models
 from advlab.attacks.gradient import FGSM, PGD
 from advlab.attacks.minimal import CarliniWagnerL2
 from advlab.data import load_dataset
-from advlab.defenses.detectors import (ActivationDetector, AdaptivePGD, GuardedClassifier,
-                                       SafetyNet, detection_roc_auc, guarded_success)
+from advlab.defenses.detectors import ActivationDetector, SafetyNet, detection_roc_auc
+from advlab.defenses.guarded import AdaptivePGD, GuardedClassifier, guarded_success
 
 log = logging.getLogger("bench_detectors")
 ROOT = Path(__file__).resolve().parent

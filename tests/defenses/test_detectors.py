@@ -15,9 +15,8 @@ from torch import nn
 
 from _helpers import assert_unchanged, snapshot
 from advlab.attacks.gradient import FGSM, PGD
-from advlab.defenses.detectors import (ActivationDetector, AdaptivePGD, FittedDetector,
-                                       GuardedClassifier, SafetyNet, detection_roc_auc,
-                                       find_layer, guarded_success, reject_aware_margin)
+from advlab.defenses.detectors import ActivationDetector, FittedDetector, SafetyNet, detection_roc_auc, find_layer
+from advlab.defenses.guarded import AdaptivePGD, GuardedClassifier, guarded_success, reject_aware_margin
 
 EPS = 0.2
 LAYER = "3"

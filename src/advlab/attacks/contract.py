@@ -201,6 +201,10 @@ class Attack:
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         """Family-specific refusals (e.g. an untargeted-only attack given a target)."""
 
+    def _criterion(self, model: Any, target: Tensor | None, criterion: Criterion | None) -> Criterion:
+        """The call's criterion (the default: misclassified, or the target hit)."""
+        return resolve(criterion, target)
+
     def _check_clean(self, run: Run, logits: Tensor) -> None:
         """Family-specific checks of the clean logits (e.g. a loss that needs 4 classes); runs
         even when every point is already adversarial, so misuse fails the same way on any data."""
@@ -252,10 +256,10 @@ def _open(attack: Attack, model: Any, x: Tensor, y: Tensor, target: Tensor | Non
                              "(HopSkipJump, BoundaryAttack)")
     threat = attack.threat_model(targeted=target is not None)
     check_inputs(checked_model, x, y, bounds=threat.bounds, target=target, generator=generator)
-    crit = resolve(criterion, target)
+    attack._check_call(model, x, y, target)
+    crit = attack._criterion(model, target, criterion)
     if crit.requires_scores() and (attack.access == "labels" or getattr(model, "output", "scores") == "label"):
         raise ValueError(f"{crit!r} reads probabilities, but {type(attack).__name__} sees labels only")
-    attack._check_call(model, x, y, target)
     aim = crit.resolve_target(y, target)
     if aim is not None and target is None:
         threat = attack.threat_model(targeted=True)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from advlab.defenses.detectors import (ActivationDetector, AdaptivePGD, FittedDetector, GuardedClassifier,
-                                       SafetyNet, detection_roc_auc, find_layer, guarded_success,
-                                       reject_aware_margin)
+from advlab.defenses.detectors import ActivationDetector, FittedDetector, SafetyNet, detection_roc_auc, find_layer
+from advlab.defenses.guarded import AdaptivePGD, GuardedClassifier, guarded_success, reject_aware_margin
 from advlab.defenses.adversarial import TRADES, BatchMix, EnsembleAdversarial, FastFGSM, FGSMMix, PGDTraining
 from advlab.defenses.distillation import Distillation, DistillationResult, distill
 from advlab.defenses.recipe import Recipe, Standard, recipe_card

@@ -15,7 +15,7 @@ removed again) and learn to tell clean inputs from adversarial ones:
 is higher for more adversarial-looking inputs and whose ``predict(x)`` ``(B,)`` bool is
 ``score > threshold``. :func:`detection_roc_auc` measures how well the scores separate two sets.
 
-:class:`GuardedClassifier` turns classifier + detector into one ``nn.Module`` with ``C + 1``
+:class:`~advlab.defenses.guarded.GuardedClassifier` (in :mod:`advlab.defenses.guarded`) turns classifier + detector into one ``nn.Module`` with ``C + 1``
 outputs, the last one "reject": ``z_R(x) = max_j z_j(x) + s(x) - τ``, so ``argmax = R`` exactly when
 the detector's score ``s`` exceeds its threshold ``τ``. Any advlab white-box attack can attack it.
 :class:`AdaptivePGD` is Carlini & Wagner's (AISec 2017, "Adversarial examples are not easily
@@ -47,23 +47,21 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Iterator, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab._checks import check_inputs, check_model, eval_mode
-from advlab.attacks._base import AttackResult, config_repr
-from advlab.threat import Norm, ThreatModel
+from advlab._checks import check_model, eval_mode
+from advlab.attacks._base import config_repr
 
 log = logging.getLogger(__name__)
 
 LayerSpec = Union[str, nn.Module, None]
 
 __all__ = [
-    "SafetyNet", "ActivationDetector", "FittedDetector", "GuardedClassifier", "AdaptivePGD",
-    "detection_roc_auc", "guarded_success", "reject_aware_margin", "find_layer",
+    "SafetyNet", "ActivationDetector", "FittedDetector", "detection_roc_auc", "find_layer", "check_batch",
 ]
 
 
@@ -87,7 +85,7 @@ def _check_layer_spec(layer: Any) -> None:
                         f"(the last ReLU), got {type(layer).__name__}")
 
 
-def _check_batch(name: str, x: Any, *, shape: tuple[int, ...] | None = None,
+def check_batch(name: str, x: Any, *, shape: tuple[int, ...] | None = None,
                  allow_empty: bool = False) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, ...), got {type(x).__name__}")
@@ -113,8 +111,8 @@ def _check_fit_sets(model: nn.Module, x_clean: Any, x_adv: Any) -> tuple[Tensor,
             raise ValueError(f"{name} is empty: a detector needs examples of both classes (clean and "
                              f"adversarial) and got no {other} ones; a detector fitted on one class "
                              "only cannot separate anything")
-    x_clean = _check_batch("x_clean", x_clean)
-    x_adv = _check_batch("x_adv", x_adv)
+    x_clean = check_batch("x_clean", x_clean)
+    x_adv = check_batch("x_adv", x_adv)
     if x_clean.shape[1:] != x_adv.shape[1:]:
         raise ValueError(f"x_clean has per-example shape {tuple(x_clean.shape[1:])} but x_adv has "
                          f"{tuple(x_adv.shape[1:])}; both must be inputs of the same model")
@@ -256,7 +254,7 @@ class FittedDetector:
 
     def score(self, x: Tensor) -> Tensor:
         """``(B,)`` detection scores, higher = more adversarial (no graph, eval mode)."""
-        x = _check_batch("x", x, shape=self.input_shape)
+        x = check_batch("x", x, shape=self.input_shape)
         out = []
         with torch.no_grad(), eval_mode(self.model):
             for i in range(0, x.shape[0], self.batch_size):
@@ -282,7 +280,7 @@ def detection_roc_auc(detector: FittedDetector, x_clean: Tensor, x_adv: Tensor) 
     half). 0.5 is chance, 1.0 perfect separation."""
     from sklearn.metrics import roc_auc_score
 
-    x_clean, x_adv = _check_batch("x_clean", x_clean), _check_batch("x_adv", x_adv)
+    x_clean, x_adv = check_batch("x_clean", x_clean), check_batch("x_adv", x_adv)
     s = torch.cat([detector.score(x_clean), detector.score(x_adv)]).double().cpu().numpy()
     labels = [0] * x_clean.shape[0] + [1] * x_adv.shape[0]
     return float(roc_auc_score(labels, s))
@@ -479,159 +477,3 @@ class ActivationDetector:
 
 
 # -- classifier with a reject option --------------------------------------------------------------
-
-
-class GuardedClassifier(nn.Module):
-    """Classifier + detector as one model with a reject option (Carlini & Wagner 2017, Sec. 3).
-
-    ``forward(x)`` returns ``(B, C + 1)`` logits: the classifier's ``z`` and a reject logit
-    ``z_R = max_j z_j + (s(x) - τ)``, with ``s`` the detector's (differentiable) score and ``τ``
-    the threshold, so ``argmax = C`` ("reject") exactly when ``s(x) > τ``; otherwise the argmax is
-    the classifier's class. White-box attacks on this module attack classifier and detector
-    together. ``predict(x)`` returns the classifier's classes and the reject flags.
-
-    The wrapper owns nothing of the classifier: it never changes its weights or modes (the
-    wrapper's own ``training`` flag starts False, so attacks need not switch anything).
-
-    Example:
-        >>> guarded = GuardedClassifier(model, detector)
-        >>> pred, rejected = guarded.predict(x)
-        >>> accepted_acc = (pred == y)[~rejected].float().mean()
-    """
-
-    def __init__(self, model: nn.Module, detector: FittedDetector, threshold: float | None = None) -> None:
-        super().__init__()
-        check_model(model)
-        if not isinstance(detector, FittedDetector):
-            raise TypeError(f"detector must be a FittedDetector (from SafetyNet(...).fit or "
-                            f"ActivationDetector(...).fit), got {type(detector).__name__}")
-        if detector.model is not model:
-            raise ValueError("the detector was fitted on a different model: it reads that model's "
-                             "activations; fit it on this model")
-        t = detector.threshold if threshold is None else threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-        self.model = model
-        self.head = detector.head
-        self.detector = detector
-        self.threshold = float(t)
-        self.training = False  # the wrapper's own flag only; submodules keep theirs
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, *) -> (B, C + 1)
-        logits, score = self.detector.logits_and_score(x)
-        reject = logits.amax(dim=1) + (score - self.threshold)
-        return torch.cat([logits, reject[:, None]], dim=1)
-
-    def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(pred (B,) int64, rejected (B,) bool)``: the classifier's classes and whether the
-        detector rejects each input (``score > threshold``). Where ``rejected`` is False, ``pred`` is
-        the guarded model's answer."""
-        x = _check_batch("x", x, shape=self.detector.input_shape)
-        preds, rejs = [], []
-        bs = self.detector.batch_size
-        with torch.no_grad(), eval_mode(self.model):
-            for i in range(0, x.shape[0], bs):
-                logits, score = self.detector.logits_and_score(x[i:i + bs])
-                preds.append(logits.argmax(dim=1))
-                rejs.append(score > self.threshold)
-        return torch.cat(preds), torch.cat(rejs)
-
-
-def guarded_success(guarded: GuardedClassifier, x_adv: Tensor, y: Tensor) -> Tensor:
-    """``(B,)`` bool: the guarded model is fooled, i.e. the classifier misclassifies ``x_adv`` and
-    the detector does not reject it."""
-    pred, rejected = guarded.predict(x_adv)
-    return (pred != y) & ~rejected
-
-
-def reject_aware_margin(reject_class: int) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
-    """The loss (to ascend) for attacking a guarded model with ``C + 1`` outputs:
-    ``max_{j∉{y,R}} z_j - max(z_y, z_R)`` (targeted: ``z_t - max_{j≠t} z_j`` with ``R`` included),
-    positive exactly when the input is misclassified and not rejected."""
-
-    def loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
-        r = torch.full_like(y, reject_class)
-        if target is not None:
-            others = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
-            return logits.gather(1, target[:, None]).squeeze(1) - others
-        masked = logits.scatter(1, y[:, None], float("-inf")).scatter(1, r[:, None], float("-inf"))
-        enemy = torch.maximum(logits.gather(1, y[:, None]), logits.gather(1, r[:, None])).squeeze(1)
-        return masked.amax(dim=1) - enemy
-
-    return loss
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdaptivePGD:
-    """PGD against classifier and detector together (Carlini & Wagner, AISec 2017).
-
-    On the guarded model's ``C + 1`` logits (see :class:`GuardedClassifier`), from a random point of
-    the ε-ball, ``steps`` times: ``x_{t+1} = Π(x_t + α · dir_p(∇_x J(x_t)))`` with
-    ``J = max_{j∉{y,R}} z_j - max(z_y, z_R)`` (:func:`reject_aware_margin`): the attack must beat
-    both the true class and the reject output, so it fools the classifier while keeping the
-    detector's score under its threshold. For SafetyNet the gradient passes the quantiser by BPDA
-    (see the module docstring). ``restarts`` re-runs the points not yet fooled-and-accepted from new
-    random points. It is advlab's :class:`~advlab.attacks.PGD` with this loss; ``success`` here is
-    the guarded model's: misclassified and not rejected (``pred == C`` means rejected).
-
-    Example:
-        >>> result = AdaptivePGD(eps=0.1, steps=50)(GuardedClassifier(model, det), x, y)
-        >>> result.success.float().mean()      # fooled and accepted
-    """
-
-    eps: float
-    norm: Norm = "linf"
-    steps: int = 50
-    step_size: float | None = None
-    random_start: bool = True
-    restarts: int = 1
-    bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        from advlab.attacks.gradient import PGD
-
-        PGD(eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
-            random_start=self.random_start, restarts=self.restarts, bounds=self.bounds)  # validates
-
-    def __call__(self, guarded: GuardedClassifier, x: Tensor, y: Tensor, *,
-                 target: Tensor | None = None, generator: torch.Generator | None = None) -> AttackResult:
-        from advlab.attacks.gradient import PGD
-
-        if not isinstance(guarded, GuardedClassifier):
-            raise TypeError(f"AdaptivePGD attacks a GuardedClassifier (classifier + detector), got "
-                            f"{type(guarded).__name__}; wrap it with GuardedClassifier(model, detector)")
-        threat = ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds, targeted=target is not None)
-        check_inputs(guarded.model, x, y, bounds=threat.bounds, target=target, generator=generator)
-        x = x.detach()
-        with torch.no_grad(), eval_mode(guarded.model):
-            c = guarded.detector.logits_and_score(x[:1])[0].shape[1]
-        if target is not None and int(target.max()) >= c:
-            raise ValueError(f"target contains class {int(target.max())}, but the classifier has {c} "
-                             "classes (the reject output cannot be a target)")
-        if self.random_start and generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(0)
-        loss = reject_aware_margin(c)
-        one = PGD(eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
-                  random_start=self.random_start, restarts=1, loss=loss, bounds=self.bounds)
-        x_adv = x.clone()
-        pred = torch.full_like(y, -1)
-        conf = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        grads = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        forwards = torch.zeros_like(grads)
-        todo = torch.arange(x.shape[0], device=x.device)
-        for _ in range(self.restarts):
-            ts = target[todo] if target is not None else None
-            res = one(guarded, x[todo], y[todo], target=ts, generator=generator)
-            ok = (res.pred != res.pred.new_full(res.pred.shape, c)) & (
-                res.pred != y[todo] if target is None else res.pred == ts)
-            x_adv[todo], pred[todo], conf[todo], success[todo] = res.x_adv, res.pred, res.confidence, ok
-            grads[todo] += res.num_grads
-            forwards[todo] += res.num_forwards
-            todo = todo[~ok]
-            if todo.numel() == 0:
-                break
-        return AttackResult(x_adv=x_adv, success=success, pred=pred, confidence=conf,
-                            norms=threat.norm_of(x_adv - x), num_grads=grads, num_forwards=forwards,
-                            threat=threat, attack=config_repr(self),
-                            target=target.detach().clone() if target is not None else None)
