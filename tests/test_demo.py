@@ -40,9 +40,13 @@ def test_demo_falls_back_to_digits_and_says_so(tmp_path, monkeypatch, capsys):
             raise DatasetNotFoundError("fashion-mnist not found")
         return real(name, **kwargs)
 
-    real = jobs.load_dataset
-    monkeypatch.setattr(jobs, "load_dataset", missing)
-    monkeypatch.setattr(jobs, "DEMO_EPS", (0.1, 0.5))
+    import advlab.runs._common as common
+    import advlab.runs.demo as demo
+
+    real = common.load_dataset
+    monkeypatch.setattr(common, "load_dataset", missing)
+    monkeypatch.setattr(demo, "load_dataset", missing)
+    monkeypatch.setattr(demo, "DEMO_EPS", (0.1, 0.5))
     out = jobs.demo_job(out=tmp_path, epochs=2, n=30, progress=False, quiet=False)
     assert out.dataset == "digits"
     assert "falling back" in capsys.readouterr().out

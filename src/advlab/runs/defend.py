@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from advlab.runs._common import say
 from advlab.evaluation import Evaluation, clean_predictions, evaluate, provenance
 from advlab.evaluation.robustness import EvalRow
 from advlab.models import build_seeded, load, load_card
@@ -37,11 +38,6 @@ class DefendOutput:
     comparison: dict[str, Any]
     evaluation: Evaluation
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def _say(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, flush=True)
 
 
 def build_recipe(name: str, *, eps: float, steps: int | None = None, alpha: float = 0.5,
@@ -97,7 +93,7 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     from advlab.attacks import PGD, MIFGSM, SquareAttack, TransferAttack
     from advlab.defenses.training import train
     from advlab.oracle import Oracle
-    from advlab.runs.jobs import load_data
+    from advlab.runs._common import load_data
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPES)}")
@@ -150,20 +146,20 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     # -- the undefended model, the transfer surrogate, the static models -------------------------
     baseline_dir = Path(baseline) if baseline is not None else out / "baseline"
     if baseline is None:
-        _say(f"training the undefended baseline ({model}, {epochs} epochs, {len(x)} labelled images)", quiet)
+        say(f"training the undefended baseline ({model}, {epochs} epochs, {len(x)} labelled images)", quiet)
         base_model = standard_model(baseline_dir, seed)
     else:
         base_model = load(baseline_dir)
     surrogate_dir = Path(surrogate) if surrogate is not None else out / "surrogate"
     if surrogate is None:
-        _say("training a held-out surrogate (same architecture, another seed) as the transfer source", quiet)
+        say("training a held-out surrogate (same architecture, another seed) as the transfer source", quiet)
         surrogate_model = standard_model(surrogate_dir, seed + 1000)
     else:
         surrogate_model = load(surrogate_dir)
     static_models: list[nn.Module] = [load(p) for p in static]
     if recipe == "ensemble" and not static_models:
         for i, arch in enumerate(("mlp", "lenet5")):
-            _say(f"training static model {arch} for ensemble adversarial training", quiet)
+            say(f"training static model {arch} for ensemble adversarial training", quiet)
             static_models.append(standard_model(out / f"static-{arch}", seed + 2000 + i, arch))
 
     # -- the defended model ------------------------------------------------------------------------
@@ -171,11 +167,11 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     t0 = time.perf_counter()
     if recipe == "vat":
         unl = f", {len(x_unlabelled)} unlabelled images" if x_unlabelled is not None else ""
-        _say(f"training with recipe vat (L2 ε = {vat_eps:g} for the virtual perturbation{unl})", quiet)
+        say(f"training with recipe vat (L2 ε = {vat_eps:g} for the virtual perturbation{unl})", quiet)
     elif recipe == "distill":
-        _say(f"training with recipe distill (T = {temperature:g})", quiet)
+        say(f"training with recipe distill (T = {temperature:g})", quiet)
     else:
-        _say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
+        say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
     if recipe == "distill":
         from advlab.defenses.distillation import distill
         distill(lambda s: fresh(s), x, y, temperature=temperature, epochs=epochs, batch_size=batch_size,
@@ -200,7 +196,7 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     rows: list[EvalRow] = []
     summary: dict[str, Any] = {"recipe": recipe_card, "eps": eps, "eval_eps": eval_eps, "n": n,
                                "train_seconds": round(train_seconds, 1), "models": {}}
-    _say(f"comparing on {n} test images: white-box PGD (CE, C&W margin) at ε = {eval_eps}, transfer "
+    say(f"comparing on {n} test images: white-box PGD (CE, C&W margin) at ε = {eval_eps}, transfer "
          f"from the surrogate, Square with {queries} queries", quiet)
     for name, mdl in models.items():
         ev = evaluate(mdl, x_eval, y_eval, attacks=white_box, eps=eval_eps, seed=seed, progress=progress)

@@ -30,7 +30,7 @@ def universal_job(*, checkpoint: str | Path, kind: str, out: str | Path, eps: fl
     from advlab.attacks.universal import UniversalPerturbation, fooling_rate, random_perturbation
     from advlab.models import load, load_card
     from advlab.reports import gallery
-    from advlab.runs.jobs import _checkpoint_data, _say, load_data
+    from advlab.runs._common import checkpoint_data as _checkpoint_data, load_data, say as _say
 
     if kind not in ("uap", "patch"):
         raise ValueError(f"kind must be 'uap' or 'patch', got {kind!r}")

@@ -1,0 +1,38 @@
+"""What the jobs share: loading data for a checkpoint, and saying what is happening."""
+
+from __future__ import annotations
+
+import logging
+
+
+from advlab.data import Dataset, load_dataset
+from advlab.models import ModelCard
+
+log = logging.getLogger(__name__)
+
+#: The ε list of seed 004 (the TensorFlow FGSM tutorial) plus 0.05 and 0.2, as issue #2 asks.
+DEMO_EPS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.15, 0.2, 0.5, 0.7)
+
+
+def say(message: str, quiet: bool) -> None:
+    log.info(message)
+    if not quiet:
+        print(message, flush=True)
+
+
+def load_data(name: str, *, split: str, data_dir: str | None = None, download: bool = False,
+              limit: int | None = None) -> Dataset:
+    ds = load_dataset(name, split=split, root=data_dir, download=download)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        ds = ds.subset(min(limit, len(ds)))
+    return ds
+
+
+def checkpoint_data(card: ModelCard, *, data: str | None, data_dir: str | None, download: bool,
+                     n: int | None) -> Dataset:
+    name = data or card.dataset
+    if name is None:
+        raise ValueError("the checkpoint's card names no dataset; pass --data NAME")
+    return load_data(name, split="test", data_dir=data_dir, download=download, limit=n)

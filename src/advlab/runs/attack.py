@@ -1,0 +1,154 @@
+"""``advlab attack``: one attack on a saved model; adversarial examples, metrics and a gallery."""
+
+from __future__ import annotations
+
+import json
+import math
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import save_file
+
+from advlab.attacks import AttackResult, make_attack, random_targets
+from advlab.attacks.registry import DISPLAY_NAMES, attack_key
+from advlab.evaluation import provenance
+from advlab.models import load, load_card
+
+from advlab.runs._common import checkpoint_data, say
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttackOutput:
+    result: AttackResult
+    metrics: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: str | Path,
+               norm: str | None = None, steps: int | None = None, step_size: float | None = None,
+               targeted: bool = False, n: int = 100, batch_size: int = 250, seed: int = 0,
+               queries: int | None = None, source: str | Path | None = None,
+               data: str | None = None, data_dir: str | None = None, download: bool = False,
+               gallery_size: int = 6, quiet: bool = False) -> AttackOutput:
+    """Attack a saved model on ``n`` test images; save the adversarial examples, metrics, gallery.
+
+    White-box attacks get the model. Black-box attacks (``square``, ``simba``, ``nes``, ...) get
+    only ``Oracle(model, output=..., budget=queries)``: ``queries`` is the per-point budget, and
+    the metrics record the queries each point used and how many ran out of budget. With
+    ``source`` (a checkpoint), the white-box ``attack`` is crafted on that model and transferred:
+    the target is asked one label per point. Minimal-perturbation attacks take no ``eps``.
+    """
+    from advlab.attacks.registry import BLACKBOX, entry
+    from advlab.oracle import Oracle
+    from advlab.reports import gallery_from_result
+
+    key = attack_key(attack)
+    spec = entry(attack)
+    if spec.kind == "universal":
+        raise ValueError(f"{attack} fits one perturbation for all inputs: run it with --attack uap|patch")
+    if not spec.takes_eps and eps is not None:
+        raise ValueError(f"{attack} looks for the smallest perturbation: it takes no --eps")
+    if spec.takes_eps and eps is None:
+        raise ValueError(f"{attack} needs --eps (the perturbation budget)")
+    if queries is not None and not spec.black_box:
+        raise ValueError(f"--queries is for black-box attacks ({', '.join(BLACKBOX)}); {attack} is white-box")
+    if source is not None and spec.black_box:
+        raise ValueError("--source crafts a white-box attack on a substitute; use a white-box attack with it")
+    model = load(checkpoint)
+    card = load_card(checkpoint)
+    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    options: dict[str, Any] = {"eps": eps, "norm": norm, "steps": steps, "step_size": step_size}
+    if spec.black_box and queries is not None:
+        options["queries"] = queries
+    config = make_attack(key, strict=True, **options)
+    victim: Any = model
+    if spec.black_box:
+        victim = Oracle(model, output=spec.oracle_output, budget=queries)  # type: ignore[arg-type]
+    elif source is not None:
+        from advlab.attacks import TransferAttack
+        config = TransferAttack(attack=config, source=load(source))
+        victim = Oracle(model, output="label")
+    gen = torch.Generator().manual_seed(seed)
+    target = random_targets(ds.y, ds.num_classes, generator=gen) if targeted else None
+    t0 = time.perf_counter()
+    parts, source_parts = [], []
+    for i in range(0, len(ds), batch_size):
+        sl = slice(i, i + batch_size)
+        res = config(victim, ds.x[sl], ds.y[sl], generator=gen,
+                     target=None if target is None else target[sl])
+        if source is not None:
+            source_parts.append(res.source)
+            res = res.target
+        parts.append(res)
+    seconds = time.perf_counter() - t0
+    result = _concat(parts)
+    with torch.no_grad():
+        clean_logits = torch.cat([model(ds.x[i:i + 1000]) for i in range(0, len(ds), 1000)])
+    clean_conf, clean_pred = torch.softmax(clean_logits, 1).max(1)
+    correct = clean_pred == ds.y
+    n_correct = int(correct.sum())
+    broken = result.success & correct
+    metrics = {
+        "attack": result.attack, "checkpoint": str(checkpoint), "dataset": ds.name, "n": len(ds),
+        "targeted": targeted, "norm": result.threat.norm,
+        "eps": result.threat.eps if math.isfinite(result.threat.eps) else None,
+        "clean_accuracy": n_correct / len(ds),
+        "robust_accuracy": float((correct & ~result.success).float().mean()) if not targeted else None,
+        "success_rate_over_correct": int(broken.sum()) / n_correct if n_correct else None,
+        "denominator": f"{n_correct} correctly classified of {len(ds)}",
+        "median_norm_of_successes": float(result.norms[broken].median()) if broken.any() else None,
+        "grads": int(result.num_grads.sum()), "seconds": seconds,
+        "provenance": provenance(seed=seed),
+    }
+    if result.queries is not None:
+        q = result.queries[correct].float()
+        metrics.update({
+            "access": "black-box: " + ("labels only" if isinstance(victim, Oracle) and victim.output == "label"
+                                       else "scores"),
+            "query_budget_per_point": queries,
+            "queries_mean": float(q.mean()) if q.numel() else None,
+            "queries_median": float(q.median()) if q.numel() else None,
+            "queries_mean_per_success": float(result.queries[broken].float().mean()) if broken.any() else None,
+            "budget_exhausted": int((result.budget_exhausted & correct).sum())
+            if result.budget_exhausted is not None else 0,
+        })
+    if source_parts:
+        src = _concat(source_parts)
+        metrics["transfer"] = {"source": str(source),
+                               "source_white_box_success": float(src.success[correct].float().mean())
+                               if n_correct else None}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"adversarial": out / "adversarial.safetensors", "metrics": out / "metrics.json",
+             "gallery": out / "gallery.png"}
+    tensors = {"x": ds.x, "x_adv": result.x_adv, "y": ds.y, "pred_adv": result.pred,
+               "success": result.success.to(torch.uint8), "clean_pred": clean_pred}
+    if target is not None:
+        tensors["target"] = target
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(files["adversarial"]),
+              metadata={"attack": result.attack, "class_names": json.dumps(list(ds.class_names))})
+    files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    gallery_from_result(ds.x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
+                        clean_conf=clean_conf, y=ds.y, n=gallery_size, path=files["gallery"])
+    rate = metrics["success_rate_over_correct"]
+    budget = f"ε={eps:g}" if eps is not None else "minimal perturbation"
+    say(f"{DISPLAY_NAMES.get(key, attack)} {budget}: success {100 * (rate or 0):.1f}% of the "
+         f"{n_correct} correctly classified of {len(ds)} images; files in {out}", quiet)
+    return AttackOutput(result=result, metrics=metrics, files=files)
+
+
+def _concat(parts: Sequence[AttackResult]) -> AttackResult:
+    first = parts[0]
+    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    return AttackResult(x_adv=cat("x_adv"), success=cat("success"), pred=cat("pred"),
+                        confidence=cat("confidence"), norms=cat("norms"), num_grads=cat("num_grads"),
+                        num_forwards=cat("num_forwards"), threat=first.threat, attack=first.attack,
+                        target=cat("target") if first.target is not None else None,
+                        queries=cat("queries") if first.queries is not None else None,
+                        budget_exhausted=cat("budget_exhausted") if first.budget_exhausted is not None else None)

@@ -1,0 +1,143 @@
+"""``advlab evaluate``: robust accuracy over ε for several attacks, optionally the strong cascade."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from advlab.attacks import make_attack
+from advlab.evaluation import Evaluation, evaluate
+from advlab.models import load, load_card
+
+from advlab.runs._common import DEMO_EPS, checkpoint_data, say
+
+log = logging.getLogger(__name__)
+
+
+DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm")
+
+def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int | None = None,
+                       step_size: float | None = None, early_stop: bool = True,
+                       eps: float = 0.0) -> dict[str, Any]:
+    """``{display name: attack config}`` for an evaluation; iterative attacks in evaluation mode.
+
+    ``eps`` is a placeholder that :func:`advlab.evaluation.evaluate` replaces at every ε (black-box
+    attacks refuse 0, so give the largest ε there)."""
+    from advlab.attacks.registry import entry
+
+    out: dict[str, Any] = {}
+    for name in names:
+        spec = entry(name)
+        if spec.kind == "minimal":
+            raise ValueError(f"{name} is a minimal-perturbation attack (it has no ε); measure it with "
+                             "`advlab measure` / advlab.evaluation.measure_minimal_norms")
+        if spec.kind == "universal":
+            raise ValueError(f"{name} fits one perturbation for all inputs: run `advlab attack --attack {name}`")
+        placeholder = (eps if eps > 0 else 1.0) if spec.black_box else 0.0
+        out[spec.display] = make_attack(name, eps=placeholder, norm=norm, steps=steps, step_size=step_size,
+                                        early_stop=early_stop or None, strict=False)
+    return out
+
+
+@dataclass
+class EvaluateOutput:
+    evaluation: Evaluation
+    files: dict[str, Path]
+
+
+def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[str] = DEFAULT_ATTACKS,
+                 eps: Sequence[float] = DEMO_EPS, norm: str = "linf", steps: int | None = None,
+                 step_size: float | None = None, n: int = 1000, batch_size: int = 250, seed: int = 0,
+                 data: str | None = None, data_dir: str | None = None, download: bool = False,
+                 progress: bool = True, quiet: bool = False, title: str | None = None,
+                 strong: bool = False) -> EvaluateOutput:
+    """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page.
+
+    ``strong=True`` also runs, at each ε, the strong cascade of :func:`advlab.evaluation.strong_attacks`
+    (APGD-CE, then APGD-T on the points still robust; Croce & Hein 2020) with its per-point record in
+    ``OUT/strong/eps_<ε>/``: running the same command again resumes an interrupted cascade from there.
+    Its rows are ``APGD-CE`` and ``APGD-CE → APGD-T`` (cumulative), and the worst-case row counts a
+    point as broken when any attack or the cascade broke it. ``OUT/strong.md`` holds the cascade's
+    stage table per ε.
+    """
+    from advlab.reports import accuracy_curve, write_report, write_table
+
+    model = load(checkpoint)
+    card = load_card(checkpoint)
+    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    configs = evaluation_attacks(attacks, norm=norm, steps=steps, step_size=step_size, eps=max(eps))
+    say(f"evaluating {card.architecture} on {len(ds)} {ds.name} test images: "
+         f"{', '.join(configs)} at ε = {', '.join(f'{e:g}' for e in eps)}", quiet)
+    ev = evaluate(model, ds.x, ds.y, attacks=configs, eps=eps, batch_size=batch_size, seed=seed,
+                  progress=progress)
+    ev.provenance.update({"checkpoint": str(checkpoint), "dataset": ds.name, "model": card.architecture})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"table": out / "robust_accuracy.md", "csv": out / "robust_accuracy.csv",
+             "json": out / "results.json", "plot": out / "accuracy_vs_eps.png"}
+    if strong:
+        ev, summaries = _add_strong_cascade(ev, model, ds.x, ds.y, eps=eps, norm=norm, out=out / "strong",
+                                            steps=steps or 100,
+                                            batch_size=batch_size, seed=seed, progress=progress, quiet=quiet)
+        files["strong"] = out / "strong.md"
+        files["strong"].write_text("# Strong evaluation: APGD-CE → APGD-T cascade per ε\n\n"
+                                   + "\n".join(summaries), encoding="utf-8")
+    write_table(ev, files["table"], files["csv"])
+    ev.to_json(str(files["json"]))
+    accuracy_curve(ev, path=files["plot"], title=title or f"{card.architecture} on {ds.name}")
+    files["html"] = write_report(out, evaluation=ev, figures=[files["plot"].name],
+                                 title=title or f"Robustness of {card.architecture} on {ds.name}")
+    if not quiet:
+        print(ev.table())
+    return EvaluateOutput(evaluation=ev, files=files)
+
+
+def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                        eps: Sequence[float], norm: str, out: Path, steps: int, batch_size: int,
+                        seed: int, progress: bool, quiet: bool) -> tuple[Evaluation, list[str]]:
+    """``ev`` plus the strong cascade's rows at each ε, and a worst case over everything."""
+    import dataclasses as dc
+
+    from advlab.evaluation import strong_evaluate
+    from advlab.evaluation.robustness import WORST_CASE, EvalRow
+
+    rows = [r for r in ev.rows if r.attack != WORST_CASE]
+    per_point = dict(ev.per_point)
+    summaries = []
+    for e in eps:
+        record = out / f"eps_{e:g}"
+        resumed = (record / "record.json").exists()
+        say(f"strong cascade at ε = {e:g} ({'resuming from' if resumed else 'record in'} {record})", quiet)
+        cr = strong_evaluate(model, x, y, eps=e, norm=norm, steps=steps, batch_size=batch_size, seed=seed,
+                             checkpoint_path=record, progress=progress)
+        cascade_rows = cr.rows()
+        names = ["APGD-CE", "APGD-CE → APGD-T"]
+        for row, name in zip(cascade_rows, names):
+            rows.append(dc.replace(row, attack=name))
+        per_point[f"{names[-1]}@{e:g}"] = cr.broken.to(x.device)
+        summaries.append(f"## ε = {e:g}\n\n" + cr.table())
+    attack_names = list(dict.fromkeys(r.attack for r in rows))
+    first = rows[0]
+    for e in eps:
+        broken = torch.zeros(first.n, dtype=torch.bool, device=x.device)
+        keys = [k for k in per_point if k != "correct" and k.rsplit("@", 1)[1] == f"{e:g}"]
+        for k in keys:
+            broken |= per_point[k].to(x.device)
+        at_e = [r for r in rows if r.eps == e]
+        n_broken = int(broken.sum())
+        rows.append(EvalRow(
+            attack=WORST_CASE, eps=e, norm=first.norm, n=first.n, n_correct=first.n_correct,
+            n_robust=first.n_correct - n_broken, clean_accuracy=first.clean_accuracy,
+            robust_accuracy=(first.n_correct - n_broken) / first.n,
+            success_rate=n_broken / first.n_correct if first.n_correct else float("nan"),
+            median_norm=float("nan"), mean_norm=float("nan"),
+            grads=sum(r.grads for r in at_e), seconds=sum(r.seconds for r in at_e),
+            config="any of: " + ", ".join(a for a in attack_names if a != "APGD-CE")))
+    prov = dict(ev.provenance)
+    prov["strong"] = {"attacks": "APGD-CE → APGD-T (strong_attacks)", "records": str(out)}
+    return Evaluation(rows=rows, provenance=prov, per_point=per_point), summaries
