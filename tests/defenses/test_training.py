@@ -155,7 +155,9 @@ def test_interrupted_write_leaves_previous_checkpoint_intact(digits, tmp_path, m
     kwargs = dict(epochs=2, batch_size=64, seed=0, progress=False)
     reference = _mlp()
     train(reference, FastFGSM(eps=0.1), x, y, **kwargs)
-    real_save = training.save_file
+    from advlab.defenses import _state
+
+    real_save = _state.save_file
     calls = {"n": 0}
 
     def crash_midway(tensors, filename, metadata=None):  # the second epoch's write dies half-way
@@ -165,12 +167,12 @@ def test_interrupted_write_leaves_previous_checkpoint_intact(digits, tmp_path, m
             raise OSError("disk full (simulated)")
         return real_save(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(training, "save_file", crash_midway)
+    monkeypatch.setattr(_state, "save_file", crash_midway)
     with pytest.raises(OSError, match="simulated"):
         train(_mlp(), FastFGSM(eps=0.1), x, y, checkpoint_dir=tmp_path, **kwargs)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_FILE, "state-epoch0001.safetensors"])
     assert read_training_state(tmp_path)["epoch"] == 1
-    monkeypatch.setattr(training, "save_file", real_save)
+    monkeypatch.setattr(_state, "save_file", real_save)
     model = _mlp()
     assert train(model, FastFGSM(eps=0.1), x, y, checkpoint_dir=tmp_path, **kwargs).resumed_from == 1
     assert _same_weights(model, reference)
@@ -331,8 +333,8 @@ def test_gpu_ranks_need_their_own_device(monkeypatch):
     # nccl needs one GPU per rank: data on another rank's GPU is refused with the fix in the message
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(RuntimeError, match=r"LOCAL_RANK=1 but its data is on cuda:0.*local_device\(\)"):
-        training._check_rank_device(torch.device("cuda", 0))
-    training._check_rank_device(torch.device("cuda", 1))  # its own GPU: fine
+        training.check_rank_device(torch.device("cuda", 0))
+    training.check_rank_device(torch.device("cuda", 1))  # its own GPU: fine
     if not torch.cuda.is_available():
         assert training.local_device() == torch.device("cpu")
 

@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,10 +52,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlab.defenses._distributed import (all_reduce_grads, average_buffers, broadcast_model, local_device,
+                                          setup_distributed)
+from advlab.defenses._state import (STATE_FILE, load_checkpoint, optimizer_restore, read_training_state, write_checkpoint)
 from advlab.defenses.recipe import Recipe
 from advlab.models.training import (_check_data, _check_labels_fit, _check_training_args, _make_optimizer,
                                     accuracy)
@@ -67,9 +68,6 @@ LR_SCHEDULES = ("constant", "linear", "cosine", "cyclic")
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
-STATE_FORMAT = "advlab-training-state"
-STATE_VERSION = 1
 _MAX_SEED = 2**62
 
 
@@ -153,225 +151,6 @@ def _check_recipe(recipe: Any) -> dict[str, Any]:
         return json.loads(json.dumps(card, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"recipe.card() must be JSON-serialisable: {exc}") from None
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def _setup_distributed(device: torch.device) -> _Dist:
-    """Join the process group torchrun describes (initialising it if needed); world 1 otherwise."""
-    if not torch.distributed.is_available():
-        return _Dist()
-    dist = torch.distributed
-    if not dist.is_initialized():
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return _Dist()
-        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-        if missing:
-            raise RuntimeError(
-                f"WORLD_SIZE={world} but {', '.join(missing)} unset: launch with torchrun "
-                "(python -m torch.distributed.run) or initialise torch.distributed yourself"
-            )
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            _check_rank_device(device)
-            torch.cuda.set_device(device)  # nccl maps this rank to its GPU
-        logger.info("initialising torch.distributed (%s, world size %d)", backend, world)
-        dist.init_process_group(backend=backend)
-    elif device.type == "cuda" and dist.get_world_size() > 1:
-        _check_rank_device(device)
-    world = dist.get_world_size()
-    return _Dist(rank=dist.get_rank(), world=world) if world > 1 else _Dist()
-
-
-def local_device() -> torch.device:
-    """The device this process should train on: ``cuda:LOCAL_RANK`` under ``torchrun`` on a GPU
-    machine (``cuda`` in a single process), else ``cpu``. Put the model and data there
-    (``model.to(local_device())``) and the same script runs with one process or many."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-
-
-def _check_rank_device(device: torch.device) -> None:
-    """Under torchrun with nccl every rank needs its own GPU: refuse data on another rank's."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index != local:
-        raise RuntimeError(
-            f"data-parallel training on GPUs: this process has LOCAL_RANK={local} but its data is on "
-            f"cuda:{index}; each rank needs its own GPU. Put the model and data on "
-            f"advlab.defenses.training.local_device() (cuda:{local} here) instead of a fixed device"
-        )
-
-
-def _broadcast_model(model: nn.Module) -> None:
-    for t in (*model.parameters(), *model.buffers()):
-        torch.distributed.broadcast(t.data, src=0)
-
-
-def _all_reduce_grads(params: list[nn.Parameter], weight: float) -> None:
-    """``grad ← Σ_ranks weight_r · grad_r`` in one flat all-reduce (missing grads count as 0)."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]) * weight
-    torch.distributed.all_reduce(flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
-
-
-def _average_buffers(model: nn.Module, world: int) -> None:
-    for b in model.buffers():
-        if b.is_floating_point():
-            torch.distributed.all_reduce(b.data)
-            b.data /= world
-
-
-# ----------------------------------------------------------------------------- checkpoint io
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, Tensor]) -> str:
-    """Write ``tensors`` to ``path`` through a temporary file; return the file's SHA-256."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return digest
-
-
-def _cpu_copy(t: Tensor) -> Tensor:
-    return t.detach().to("cpu", copy=True).contiguous()
-
-
-def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Optimiser state: tensors (``optim.<param>.<key>``) for safetensors, the rest as JSON."""
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            if isinstance(value, Tensor):
-                tensors[f"optim.{pid}.{key}"] = _cpu_copy(value)
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, scalars
-
-
-def _optimizer_restore(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor],
-                       scalars: Mapping[str, Mapping[str, Any]]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, entries in scalars.items():
-        state.setdefault(int(pid), {}).update(entries)
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-
-
-def read_training_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The JSON half of a training checkpoint (epoch, history, recipe, settings), or ``None``."""
-    path = Path(checkpoint_dir) / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"training checkpoint {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not an advlab training checkpoint (format {STATE_FORMAT!r})")
-    if data.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: training checkpoint version {data.get('version')!r} is not supported "
-                         f"(this advlab reads version {STATE_VERSION})")
-    return data
-
-
-def _write_checkpoint(directory: Path, *, model: nn.Module, opt: torch.optim.Optimizer,
-                      generator: torch.Generator, epoch: int, result: TrainResult) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": _cpu_copy(v) for k, v in model.state_dict().items()}
-    opt_tensors, opt_scalars = _optimizer_split(opt)
-    tensors.update(opt_tensors)
-    tensors["generator"] = generator.get_state().clone()
-    weights_name = f"state-epoch{epoch:04d}.safetensors"
-    digest = _atomic_save_tensors(directory / weights_name, tensors)
-    state = {
-        "format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch,
-        "tensors": weights_name, "sha256": digest,
-        "recipe": result.recipe, "settings": result.settings, "history": result.history,
-        "optimizer_scalars": opt_scalars,
-    }
-    _atomic_write_text(directory / STATE_FILE, json.dumps(state, indent=1, allow_nan=False) + "\n")
-    for old in directory.glob("state-epoch*.safetensors"):  # committed: older tensors are stale
-        if old.name != weights_name:
-            old.unlink(missing_ok=True)
-
-
-def _diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    keys = sorted(set(saved) | set(now))
-    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {now.get(k, '<absent>')!r}"
-            for k in keys if saved.get(k, "<absent>") != now.get(k, "<absent>")]
-
-
-def _load_checkpoint(directory: Path, *, recipe_card: dict[str, Any], settings: dict[str, Any],
-                     epochs: int) -> tuple[dict[str, Any], dict[str, Tensor]] | None:
-    state = read_training_state(directory)
-    if state is None:
-        return None
-    where = directory / STATE_FILE
-    recipe_diff = _diff(state.get("recipe", {}), recipe_card)
-    if recipe_diff:
-        raise ValueError(
-            f"cannot resume from {where}: it was written by a different recipe "
-            f"({'; '.join(recipe_diff)}); use another checkpoint_dir or resume=False to start over"
-        )
-    settings_diff = _diff(state.get("settings", {}), settings)
-    if settings_diff:
-        raise ValueError(
-            f"cannot resume from {where}: it was written with different settings "
-            f"({'; '.join(settings_diff)}); use another checkpoint_dir or resume=False to start over"
-        )
-    done = int(state["epoch"])
-    if done > epochs:
-        raise ValueError(f"cannot resume from {where}: it has already trained {done} epochs, more "
-                         f"than the {epochs} asked for")
-    tensor_path = directory / state["tensors"]
-    if not tensor_path.is_file():
-        raise ValueError(f"training checkpoint {where} names {tensor_path.name}, which is missing")
-    digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
-    if digest != state["sha256"]:
-        raise ValueError(f"training checkpoint {tensor_path} is corrupt (SHA-256 differs from {where})")
-    return state, load_file(str(tensor_path), device="cpu")
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -468,7 +247,7 @@ def train(
     if not params:
         raise ValueError("model has no trainable parameters")
 
-    dist = _setup_distributed(x.device)
+    dist = setup_distributed(x.device)
     local_batch = math.ceil(batch_size / dist.world)
     check_batch = getattr(recipe, "check_batch_size", None)
     if callable(check_batch):
@@ -490,18 +269,18 @@ def train(
 
     start_epoch = 0
     if directory is not None and resume:
-        loaded = _load_checkpoint(directory, recipe_card=recipe_card, settings=settings, epochs=epochs)
+        loaded = load_checkpoint(directory, recipe_card=recipe_card, settings=settings, epochs=epochs)
         if loaded is not None:
             state, tensors = loaded
             model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
             model.load_state_dict(model_state, strict=True)
-            _optimizer_restore(opt, tensors, state.get("optimizer_scalars", {}))
+            optimizer_restore(opt, tensors, state.get("optimizer_scalars", {}))
             generator.set_state(tensors["generator"])
             result.history = list(state["history"])
             start_epoch = result.resumed_from = int(state["epoch"])
             logger.info("resuming from %s after epoch %d", directory, start_epoch)
     if dist.active:
-        _broadcast_model(model)
+        broadcast_model(model)
 
     n = x.shape[0]
     num_batches = math.ceil(n / batch_size)
@@ -559,10 +338,10 @@ def train(
                     else:
                         loss_value, logs = 0.0, {}
                     if dist.active:
-                        _all_reduce_grads(params, b / global_b)
+                        all_reduce_grads(params, b / global_b)
                     opt.step()
                     if dist.active:
-                        _average_buffers(model, dist.world)
+                        average_buffers(model, dist.world)
                     loss_sum += loss_value * b
                     seen += b
                     for k, v in logs.items():
@@ -593,7 +372,7 @@ def train(
                             epochs, epoch_loss, f", val acc {val:.4f}" if val is not None else "",
                             result.history[-1]["seconds"])
                 if directory is not None and dist.rank == 0:
-                    _write_checkpoint(directory, model=model, opt=opt, generator=generator,
+                    write_checkpoint(directory, model=model, opt=opt, generator=generator,
                                       epoch=epoch + 1, result=result)
                 if dist.active:
                     torch.distributed.barrier()
