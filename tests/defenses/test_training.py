@@ -330,11 +330,13 @@ def test_lr_schedule_constant_is_the_default_and_unknown_names_are_refused(digit
 
 
 def test_gpu_ranks_need_their_own_device(monkeypatch):
+    from advlab.defenses import _distributed
+
     # nccl needs one GPU per rank: data on another rank's GPU is refused with the fix in the message
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(RuntimeError, match=r"LOCAL_RANK=1 but its data is on cuda:0.*local_device\(\)"):
-        training.check_rank_device(torch.device("cuda", 0))
-    training.check_rank_device(torch.device("cuda", 1))  # its own GPU: fine
+        _distributed.check_rank_device(torch.device("cuda", 0))
+    _distributed.check_rank_device(torch.device("cuda", 1))  # its own GPU: fine
     if not torch.cuda.is_available():
         assert training.local_device() == torch.device("cpu")
 
