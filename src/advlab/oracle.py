@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import eval_mode, model_device
+from advlab._checks import eval_mode, model_device, quiet_eval
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +212,8 @@ def _make_answer(model: nn.Module | Callable[[Tensor], Any]) -> Callable[[Tensor
         def answer(x: Tensor) -> Tensor:
             nonlocal warned
             if warned:   # warn once per oracle, not once per query
-                modes = [(m, m.training) for m in model.modules()]
-                model.eval()
-                try:
-                    with torch.no_grad():
-                        return model(x).detach()
-                finally:
-                    for m, t in modes:
-                        m.training = t
+                with torch.no_grad(), quiet_eval(model):
+                    return model(x).detach()
             warned = any(m.training for m in model.modules())
             with torch.no_grad(), eval_mode(model):
                 return model(x).detach()

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlab._checks import quiet_eval
 from advlab.defenses.recipe import Standard, recipe_card
 
 __all__ = ["Distillation", "DistillationResult", "distill", "soft_cross_entropy"]
@@ -60,14 +61,8 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
 @contextmanager
 def _frozen_eval(model: nn.Module) -> Iterator[None]:
     """Eval mode, no gradients, every submodule's own mode restored afterwards (no warning)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, t in modes:
-            m.training = t
+    with quiet_eval(model), torch.no_grad():
+        yield
 
 
 def _fingerprint(model: nn.Module) -> str:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from advlab._checks import preserve_modes
 
 __all__ = ["TrainHistory", "fit", "accuracy"]
 
@@ -110,17 +110,6 @@ def _check_labels_fit(logits: torch.Tensor, y: torch.Tensor, yn: str) -> None:
         raise ValueError(f"{yn} holds class {top} but the model has only {logits.shape[1]} outputs")
 
 
-@contextmanager
-def _preserve_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every submodule's ``training`` flag on exit (mixed modes included)."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
     """Fraction of ``x`` that ``model`` classifies as ``y`` (argmax of the logits), in eval mode.
 
@@ -131,7 +120,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     _check_data(x, y, model=model)
     correct = 0
-    with _preserve_modes(model), torch.no_grad():
+    with preserve_modes(model), torch.no_grad():
         model.eval()
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start : start + batch_size])  # (B, K)
