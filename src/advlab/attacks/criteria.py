@@ -23,6 +23,8 @@ from typing import ClassVar, Mapping
 import torch
 from torch import Tensor
 
+from advlab._checks import check_number
+
 
 class Criterion:
     """Base of all criteria; subclasses are frozen dataclasses implementing :meth:`decide`."""
@@ -55,6 +57,10 @@ class Criterion:
     def resolve_target(self, y: Tensor, target: Tensor | None) -> Tensor | None:
         """The target the attack's *objective* should aim at (``None``: untargeted)."""
         return target
+
+
+def _check_level(c: object) -> None:
+    check_number(f"{type(c).__name__}: level", getattr(c, "level"), high=1.0)
 
 
 def _check_criterion(c: object) -> Criterion:
@@ -95,9 +101,7 @@ class ConfidenceBelow(Criterion):
     needs_scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        v = self.level
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v <= 1):
-            raise ValueError(f"ConfidenceBelow: level must be a number in (0, 1], got {v!r}")
+        _check_level(self)
 
     def decide(self, pred: Tensor, probs: Tensor | None, y: Tensor, target: Tensor | None) -> Tensor:
         if probs is None:
@@ -114,9 +118,7 @@ class TargetConfidence(Criterion):
     needs_target: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        v = self.level
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v <= 1):
-            raise ValueError(f"TargetConfidence: level must be a number in (0, 1], got {v!r}")
+        _check_level(self)
 
     def decide(self, pred: Tensor, probs: Tensor | None, y: Tensor, target: Tensor | None) -> Tensor:
         if probs is None or target is None:

@@ -85,12 +85,8 @@ class FGM(Attack):
     bounds: tuple[float, float] = (0.0, 1.0)
     norm: ClassVar[Norm] = "l2"
 
-    def __post_init__(self) -> None:
-        check_gradient_config(self)
-
-    def schedule(self) -> Schedule:
-        return Schedule(steps=1, step_size=self.eps)
-
+    __post_init__ = FGSM.__post_init__
+    schedule = FGSM.schedule
     _core = _loop_core
 
 

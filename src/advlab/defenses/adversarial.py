@@ -68,6 +68,13 @@ def _craft(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, generator: to
         return perturb(attack, model, x, y, generator=generator).detach()
 
 
+def _train_on(model: nn.Module, x_adv: Tensor, y: Tensor) -> tuple[Tensor, _Logs]:
+    """The outer step of adversarial training: cross-entropy on the crafted examples."""
+    logits = model(x_adv)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"loss": float(loss.detach()), "adv_acc": _accuracy(logits, y)}
+
+
 def _accuracy(logits: Tensor, y: Tensor) -> float:
     return float((logits.detach().argmax(1) == y).float().mean())
 
@@ -206,10 +213,7 @@ class PGDTraining:
 
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
                    x_unlabelled: Tensor | None = None) -> tuple[Tensor, _Logs]:
-        x_adv = _craft(self.attack(), model, x, y, generator)
-        logits = model(x_adv)
-        loss = F.cross_entropy(logits, y)
-        return loss, {"loss": float(loss.detach()), "adv_acc": _accuracy(logits, y)}
+        return _train_on(model, _craft(self.attack(), model, x, y, generator), y)
 
     def card(self) -> dict[str, Any]:
         return recipe_card(self)
@@ -248,10 +252,7 @@ class FastFGSM:
 
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
                    x_unlabelled: Tensor | None = None) -> tuple[Tensor, _Logs]:
-        x_adv = self.perturb(model, x, y, generator=generator)
-        logits = model(x_adv)
-        loss = F.cross_entropy(logits, y)
-        return loss, {"loss": float(loss.detach()), "adv_acc": _accuracy(logits, y)}
+        return _train_on(model, self.perturb(model, x, y, generator=generator), y)
 
     def card(self) -> dict[str, Any]:
         return recipe_card(self)
