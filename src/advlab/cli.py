@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _job_options(p: argparse.ArgumentParser, *, seed: bool = True, progress: bool = True) -> None:
+    """The tail every job command shares: its seed, the data of its checkpoint, --out, progress."""
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+    _data_options(p, default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    if progress:
+        p.add_argument("--no-progress", action="store_true")
+
+
 def _data_options(p: argparse.ArgumentParser, *, default: str | None) -> None:
     p.add_argument("--data", default=default, metavar="NAME",
                    help="dataset: fashion-mnist, mnist, digits, npz:PATH or folder:PATH"
@@ -126,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "through a label-only oracle")
     p.add_argument("--n", type=_positive_int, default=100, help="test images to attack (default 100)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    _data_options(p, default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
+    _job_options(p, progress=False)
 
     p = sub.add_parser("evaluate", help="accuracy against ε for several attacks: table and plot",
                        description="Clean and robust accuracy of a checkpoint for each attack at each ε "
@@ -147,10 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float)
     p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    _data_options(p, default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-progress", action="store_true")
+    _job_options(p)
 
     p = sub.add_parser("measure", help="minimal perturbations per point, their distribution and the accuracy-vs-ε curve",
                        description="Run minimal-perturbation attacks (DeepFool, FMN, C&W L2) on the correctly "
@@ -166,9 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="iterations of DeepFool / FMN")
     p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
-    _data_options(p, default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-progress", action="store_true")
+    _job_options(p, seed=False)
 
     p = sub.add_parser("defend", help="train with a defense recipe; compare with the undefended model",
                        description="Train a zoo architecture with a defense recipe (adversarial training: "
@@ -215,9 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
     p.add_argument("--steps", type=_positive_int, default=20, help="PGD steps (default 20)")
     p.add_argument("--n", type=_positive_int, default=500, help="test images (default 500)")
-    p.add_argument("--seed", type=int, default=0)
-    _data_options(p, default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
+    _job_options(p, progress=False)
 
     p = sub.add_parser("geometry", help="decision-boundary maps, adversarial subspace dimension, cosine of updates",
                        description="Decision-boundary cross-sections (FGSM direction × random orthogonal "
@@ -234,10 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=10)
     p.add_argument("--n", type=_positive_int, default=500, help="images for the cosine similarity")
     p.add_argument("--clip", action="store_true", help="clip map and GAAS points to [0, 1]")
-    p.add_argument("--seed", type=int, default=0)
-    _data_options(p, default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-progress", action="store_true")
+    _job_options(p)
 
     p = sub.add_parser("bounds", help="Fawzi et al. (2018) robustness bounds against measured robustness",
                        description="Train (or load) a VAE generator of the data, estimate its Lipschitz "
@@ -251,10 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-epochs", type=_positive_int, default=8)
     p.add_argument("--n", type=_positive_int, default=200, help="generated points per classifier")
     p.add_argument("--lipschitz-samples", type=_positive_int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    _data_options(p, default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-progress", action="store_true")
+    _job_options(p)
 
     sub.add_parser("list", help="list architectures, datasets and attacks")
     return parser

@@ -75,6 +75,15 @@ def _train_on(model: nn.Module, x_adv: Tensor, y: Tensor) -> tuple[Tensor, _Logs
     return loss, {"loss": float(loss.detach()), "adv_acc": _accuracy(logits, y)}
 
 
+def _mix(model: nn.Module, x: Tensor, y: Tensor, alpha: float, adv_logits: Tensor,
+         adv_loss: Tensor) -> tuple[Tensor, _Logs]:
+    """``α·CE(x) + (1−α)·CE(x_adv)`` from the adversarial half already computed."""
+    logits = model(x)
+    loss = alpha * F.cross_entropy(logits, y) + (1 - alpha) * adv_loss
+    return loss, {"loss": float(loss.detach()), "acc": _accuracy(logits, y),
+                  "adv_acc": _accuracy(adv_logits, y)}
+
+
 def _accuracy(logits: Tensor, y: Tensor) -> float:
     return float((logits.detach().argmax(1) == y).float().mean())
 
@@ -114,11 +123,7 @@ class FGSMMix:
         if self.alpha == 0:
             return adv_loss, {"loss": float(adv_loss.detach()), "adv_loss": float(adv_loss.detach()),
                               "adv_acc": _accuracy(adv_logits, y)}
-        logits = model(x)
-        clean_loss = F.cross_entropy(logits, y)
-        loss = self.alpha * clean_loss + (1 - self.alpha) * adv_loss
-        return loss, {"loss": float(loss.detach()), "acc": _accuracy(logits, y),
-                      "adv_acc": _accuracy(adv_logits, y)}
+        return _mix(model, x, y, self.alpha, adv_logits, adv_loss)
 
     def card(self) -> dict[str, Any]:
         return recipe_card(self)
@@ -391,11 +396,7 @@ class EnsembleAdversarial:
         x_adv = _craft(attack, source, x, y, generator)
         adv_logits = model(x_adv)
         adv_loss = F.cross_entropy(adv_logits, y)
-        logits = model(x)
-        clean_loss = F.cross_entropy(logits, y)
-        loss = self.alpha * clean_loss + (1 - self.alpha) * adv_loss
-        return loss, {"loss": float(loss.detach()), "acc": _accuracy(logits, y),
-                      "adv_acc": _accuracy(adv_logits, y)}
+        return _mix(model, x, y, self.alpha, adv_logits, adv_loss)
 
     def card(self) -> dict[str, Any]:
         return {"recipe": self.name, "eps": self.eps, "alpha": self.alpha, "bounds": list(self.bounds),

@@ -25,35 +25,11 @@ from advlab.models.zoo import (
     list_architectures,
 )
 
+from advlab.models import zoo
 from advlab.models.ensemble import Ensemble
 from advlab.models.generative import VAE, VAEHistory, fit_vae, load_vae, save_vae
 from advlab.models.sklearn import SklearnScores, from_sklearn
 
-__all__ = [
-    "SklearnScores",
-    "from_sklearn",
-    "MLP",
-    "BatchNormMLP",
-    "LeNet5",
-    "SmallCNN",
-    "SmallResNet",
-    "ARCHITECTURES",
-    "build",
-    "build_seeded",
-    "list_architectures",
-    "Normalize",
-    "ModelCard",
-    "save",
-    "load",
-    "load_card",
-    "code_revision",
-    "fit",
-    "accuracy",
-    "TrainHistory",
-    "Ensemble",
-    "VAE",
-    "VAEHistory",
-    "fit_vae",
-    "load_vae",
-    "save_vae",
-]
+__all__ = [*zoo.__all__, "SklearnScores", "from_sklearn", "Normalize", "ModelCard", "save", "load", "load_card",
+           "code_revision", "fit", "accuracy", "TrainHistory", "Ensemble", "VAE", "VAEHistory", "fit_vae",
+           "load_vae", "save_vae"]

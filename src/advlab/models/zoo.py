@@ -114,6 +114,16 @@ class BatchNormMLP(nn.Module):
         return self.net(x)  # (B, C, H, W) -> (B, K)
 
 
+def _conv_blocks(channels: int, widths: Sequence[int], *, kernel: int, act: type[nn.Module],
+                 pool: type[nn.Module]) -> nn.Sequential:
+    """``(conv → act → pool2)`` per width, "same" padding: halves H and W per block."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, kernel_size=kernel, padding=kernel // 2), act(), pool(2)]
+        channels = width
+    return nn.Sequential(*layers)
+
+
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al., 1998) with tanh and average pooling, as in the original.
 
@@ -127,14 +137,7 @@ class LeNet5(nn.Module):
         self.in_shape = _check_shape("LeNet5", in_shape, num_classes, min_side=4)
         self.num_classes = num_classes
         c, h, w = self.in_shape
-        self.features = nn.Sequential(
-            nn.Conv2d(c, 6, kernel_size=5, padding=2),
-            nn.Tanh(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(6, 16, kernel_size=5, padding=2),
-            nn.Tanh(),
-            nn.AvgPool2d(2),
-        )
+        self.features = _conv_blocks(c, (6, 16), kernel=5, act=nn.Tanh, pool=nn.AvgPool2d)
         flat = 16 * (h // 4) * (w // 4)
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -161,14 +164,7 @@ class SmallCNN(nn.Module):
         self.in_shape = _check_shape("SmallCNN", in_shape, num_classes, min_side=4)
         self.num_classes = num_classes
         c, h, w = self.in_shape
-        self.features = nn.Sequential(
-            nn.Conv2d(c, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+        self.features = _conv_blocks(c, (32, 64), kernel=3, act=nn.ReLU, pool=nn.MaxPool2d)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(64 * (h // 4) * (w // 4), 128),
