@@ -67,3 +67,69 @@ def clean_orphans(directory: str | os.PathLike[str]) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
+
+
+# -- several files as one unit ---------------------------------------------------------------------
+
+COMMIT_FILE = ".commit"
+PENDING = ".pending"
+
+
+def _pending(directory: Path, name: str) -> Path:
+    return directory / f".{name}{PENDING}"
+
+
+def _committed_names(directory: Path) -> list[str]:
+    marker = directory / COMMIT_FILE
+    try:
+        return [n for n in marker.read_text(encoding="utf-8").splitlines() if n]
+    except FileNotFoundError:
+        return []
+
+
+def recover_group(directory: str | os.PathLike[str]) -> None:
+    """Finish or undo an interrupted :func:`atomic_write_group` in ``directory``: a committed group
+    (its marker exists) is rolled forward, an uncommitted one is discarded."""
+    directory = Path(directory)
+    names = _committed_names(directory)
+    for name in names:
+        pending = _pending(directory, name)
+        if pending.exists():
+            os.replace(pending, directory / name)
+    (directory / COMMIT_FILE).unlink(missing_ok=True)
+    if directory.is_dir():
+        for p in directory.glob(f".*{PENDING}"):
+            p.unlink(missing_ok=True)
+    clean_orphans(directory)
+
+
+def atomic_write_group(directory: str | os.PathLike[str], writers: dict[str, Callable[[str], None]]) -> None:
+    """Write several files of ``directory`` as one unit: a crash at any moment leaves the old set
+    or the new set (as :func:`committed_path` reads it), never a mix.
+
+    Each file is first written completely beside its target (``.<name>.pending``, fsynced, 0644);
+    then a marker ``.commit`` naming them is written atomically: that is the commit. The pending
+    files are then moved over their targets and the marker removed. A reader that finds the marker
+    takes the pending files where they still exist; the next writer rolls a committed group
+    forward and discards an uncommitted one.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    recover_group(directory)
+    for name, write in writers.items():
+        atomic_write(_pending(directory, name), write)
+    atomic_write_text(directory / COMMIT_FILE, "\n".join(writers) + "\n")
+    for name in writers:
+        os.replace(_pending(directory, name), directory / name)
+    (directory / COMMIT_FILE).unlink(missing_ok=True)
+
+
+def committed_path(directory: str | os.PathLike[str], name: str) -> Path:
+    """Where the current version of ``name`` is: its pending file when a committed group write was
+    interrupted before moving it into place, else ``directory/name``. Reading never writes."""
+    directory = Path(directory)
+    if name in _committed_names(directory):
+        pending = _pending(directory, name)
+        if pending.exists():
+            return pending
+    return directory / name

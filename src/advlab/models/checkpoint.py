@@ -26,7 +26,6 @@ import math
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from advlab._io import atomic_write_group, committed_path
 from advlab import __version__
 from advlab.models.wrappers import Normalize
 from advlab.models.zoo import ARCHITECTURES, build, list_architectures
@@ -319,22 +319,12 @@ def save(
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in inner.state_dict().items()}
     card_text = json.dumps(full_card.to_dict(), indent=2, allow_nan=False) + "\n"
 
-    # Write both files to temporaries first so a crash never leaves half a checkpoint behind.
-    tmp_weights = tempfile.NamedTemporaryFile(dir=directory, suffix=".safetensors.tmp", delete=False)
-    tmp_weights.close()
-    tmp_card = tempfile.NamedTemporaryFile(
-        "w", dir=directory, suffix=".json.tmp", delete=False, encoding="utf-8"
-    )
-    try:
-        save_file(state, tmp_weights.name, metadata={"format": "pt", "architecture": full_card.architecture})
-        with tmp_card:
-            tmp_card.write(card_text)
-        os.replace(tmp_weights.name, weights_path)
-        os.replace(tmp_card.name, card_path)
-    finally:
-        for tmp in (tmp_weights.name, tmp_card.name):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    # Weights and card as one unit: a crash at any moment leaves the old pair or the new pair.
+    atomic_write_group(directory, {
+        WEIGHTS_FILE: lambda tmp: save_file(state, tmp, metadata={"format": "pt",
+                                                                  "architecture": full_card.architecture}),
+        CARD_FILE: lambda tmp: Path(tmp).write_text(card_text, encoding="utf-8"),
+    })
     logger.info("saved %s checkpoint to %s", full_card.architecture, directory)
     return directory
 
@@ -345,11 +335,13 @@ def _resolve(path: str | os.PathLike[str], *, need_weights: bool = True) -> tupl
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}: no such directory or file")
     if p.is_dir():
-        directory, weights, card = p, p / WEIGHTS_FILE, p / CARD_FILE
+        directory, weights, card = p, committed_path(p, WEIGHTS_FILE), committed_path(p, CARD_FILE)
     elif p.suffix == ".safetensors":
-        directory, weights, card = p.parent, p, p.parent / CARD_FILE
+        weights = committed_path(p.parent, WEIGHTS_FILE) if p.name == WEIGHTS_FILE else p
+        directory, card = p.parent, committed_path(p.parent, CARD_FILE)
     elif p.suffix == ".json":
-        directory, weights, card = p.parent, p.parent / WEIGHTS_FILE, p
+        card = committed_path(p.parent, CARD_FILE) if p.name == CARD_FILE else p
+        directory, weights = p.parent, committed_path(p.parent, WEIGHTS_FILE)
     else:
         raise ValueError(
             f"{p} is not a checkpoint: give its directory, its .safetensors file or its {CARD_FILE}"
