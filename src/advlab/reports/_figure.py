@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from advlab._io import atomic_write
+
 PNG_DPI = 120
 
 NORM_LABEL = {"linf": r"\infty", "l2": "2", "l1": "1"}
@@ -33,7 +35,7 @@ def save_png(fig: Figure, path: str | os.PathLike[str] | None, *, dpi: int = PNG
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi, facecolor="white")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, facecolor="white"))
 
 
 def to_numpy(values: Any, *, name: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
+from advlab._io import atomic_write_text
 from advlab.evaluation.robustness import WORST_CASE
 
 PathLike = str | os.PathLike[str]
@@ -98,7 +99,7 @@ def write_report(folder: PathLike, *, evaluation: Any,
     parts += ["<h2>Provenance</h2>", *_provenance(getattr(evaluation, "provenance", {}) or {})]
     parts += ["</main>", "</body>", "</html>", ""]
     index = out / "index.html"
-    index.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_text(index, "\n".join(parts))
     return index
 
 

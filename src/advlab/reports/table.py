@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from advlab._io import atomic_write, atomic_write_text
 from advlab.evaluation import EvalRow
 
 CSV_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalRow))
@@ -32,15 +33,19 @@ def write_table(evaluation: Any, path_md: str | os.PathLike[str],
     text = evaluation.table()
     md = Path(path_md)
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    atomic_write_text(md, text if text.endswith("\n") else text + "\n")
     if path_csv is not None:
         out = Path(path_csv)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_FIELDS)
-            for row in evaluation.rows:
-                writer.writerow([_cell(getattr(row, name)) for name in CSV_FIELDS])
+
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(CSV_FIELDS)
+                for row in evaluation.rows:
+                    writer.writerow([_cell(getattr(row, name)) for name in CSV_FIELDS])
+
+        atomic_write(out, write_csv)
     return text
 
 

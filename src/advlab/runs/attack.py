@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import save_file
 
+from advlab._io import atomic_write_text
 from advlab.attacks import AttackResult, make_attack, random_targets
 from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import provenance
@@ -133,7 +134,7 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
         tensors["target"] = target
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(files["adversarial"]),
               metadata={"attack": result.attack, "class_names": json.dumps(list(ds.class_names))})
-    files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(files["metrics"], json.dumps(metrics, indent=2) + "\n")
     gallery_from_result(ds.x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
                         clean_conf=clean_conf, y=ds.y, n=gallery_size, path=files["gallery"])
     rate = metrics["success_rate_over_correct"]

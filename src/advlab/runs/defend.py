@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from advlab._io import atomic_write_text
 from advlab.runs._common import say
 from advlab.evaluation import Evaluation, clean_predictions, evaluate, provenance
 from advlab.evaluation.robustness import EvalRow
@@ -238,7 +239,7 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
                                                          baseline=str(baseline_dir), surrogate=str(surrogate_dir)))
     files = _write(out, ev_all, summary, recipe=recipe, data=train_ds.name, arch=model, quiet=quiet)
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
-    files["json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(files["json"], json.dumps(summary, indent=2) + "\n")
     return DefendOutput(model_dir=model_dir, baseline_dir=baseline_dir, comparison=summary, evaluation=ev_all,
                         files=files)
 
@@ -265,7 +266,7 @@ def _write(out: Path, ev: Evaluation, summary: dict[str, Any], *, recipe: str, d
         lines.append(f"| {name} | {100 * m['clean_accuracy']:.1f} | " + " | ".join(cells) + " |")
     lines += ["", f"Recipe: `{json.dumps(summary['recipe'])}`; training took {summary['train_seconds']:.0f} s.",
               "", "All rows:", "", ev.table()]
-    files["table"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(files["table"], "\n".join(lines) + "\n")
     accuracy_curve(ev, path=files["plot"], title=f"{recipe} vs undefended: robust accuracy")
     files["html"] = write_report(out, evaluation=ev, figures=[files["plot"].name],
                                  title=f"advlab defend: {recipe} on {data}",

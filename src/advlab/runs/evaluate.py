@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.evaluation import Evaluation, evaluate
 from advlab.models import load, load_card
@@ -85,8 +86,8 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
                                             steps=steps or 100,
                                             batch_size=batch_size, seed=seed, progress=progress, quiet=quiet)
         files["strong"] = out / "strong.md"
-        files["strong"].write_text("# Strong evaluation: APGD-CE → APGD-T cascade per ε\n\n"
-                                   + "\n".join(summaries), encoding="utf-8")
+        atomic_write_text(files["strong"], "# Strong evaluation: APGD-CE → APGD-T cascade per ε\n\n"
+                          + "\n".join(summaries))
     write_table(ev, files["table"], files["csv"])
     ev.to_json(str(files["json"]))
     accuracy_curve(ev, path=files["plot"], title=title or f"{card.architecture} on {ds.name}")

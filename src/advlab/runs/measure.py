@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import Evaluation
@@ -112,7 +113,7 @@ def measure_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[st
         lines.append(f"| {label} | {q[1]:.4g} | {q[0]:.4g} | {q[2]:.4g} | {unbroken} | {grads} | {secs:.1f} |")
     lines += ["", "Robust accuracy read off the distances (a point is robust at ε when its distance "
               "exceeds ε):", "", ev.table()]
-    files["table"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(files["table"], "\n".join(lines) + "\n")
     minimal_norms_figure(mn, path=files["plot"],
                          title=f"Minimal {norm} perturbations, {card.architecture} on {ds.name}")
     files["html"] = write_report(out, evaluation=ev, figures=[files["plot"].name],

@@ -34,7 +34,7 @@ def audit_job(*, checkpoint: str | Path, eps: float, out: str | Path, norm: str 
     out.mkdir(parents=True, exist_ok=True)
     data_out = report.to_dict()
     data_out["provenance"].update({"checkpoint": str(checkpoint), "dataset": ds.name})
-    (out / "audit.json").write_text(json.dumps(data_out, indent=2, default=float) + "\n", encoding="utf-8")
+    atomic_write_text((out / "audit.json"), json.dumps(data_out, indent=2, default=float) + "\n")
     atomic_write_text(out / "audit.txt", report.table() + "\n")
     say(report.table(), quiet)
     return report
@@ -76,7 +76,7 @@ def geometry_job(*, checkpoint: str | Path, out: str | Path, n_maps: int = 6, ex
     result = {"decision_maps": [m.summary() for m in maps], "gaas": {k: g.summary() for k, g in gaas.items()},
               "cosine": cos.summary(),
               "provenance": provenance(seed=seed, checkpoint=str(checkpoint), dataset=ds.name)}
-    (out / "geometry.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    atomic_write_text((out / "geometry.json"), json.dumps(result, indent=2, default=float) + "\n")
     say(f"geometry of {card.architecture} on {ds.name}: figures and geometry.json in {out}", quiet)
     return result
 
@@ -152,8 +152,7 @@ def bounds_job(*, checkpoints: Mapping[str, str | Path], out: str | Path, data: 
     table.provenance["measure_seconds"] = round(seconds, 1)
     files = {"json": out / "bounds.json", "markdown": out / "bounds.md", "figure": out / "bounds_cdf.png"}
     table.to_json(str(files["json"]))
-    files["markdown"].write_text(table.to_markdown() + "\n" + table.to_markdown(relative=True),
-                                 encoding="utf-8")
+    atomic_write_text(files["markdown"], table.to_markdown() + "\n" + table.to_markdown(relative=True))
     bound_cdf_figure(table, path=files["figure"])
     say(table.to_markdown(), quiet)
     say(f"measured in {seconds:.0f} s; files in {out}", quiet)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from advlab._io import atomic_write_text
 from advlab.evaluation import provenance
 
 
@@ -99,6 +100,6 @@ def universal_job(*, checkpoint: str | Path, kind: str, out: str | Path, eps: fl
     gallery(test.x[show], x_adv[show], class_names=list(test.class_names), clean_pred=clean_pred[show],
             clean_conf=clean_conf[show], adv_pred=adv_pred[show], adv_conf=adv_conf[show],
             true_labels=test.y[show], norm=norm or "linf", title=summary, path=out / "gallery.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n", encoding="utf-8")
+    atomic_write_text((out / "metrics.json"), json.dumps(metrics, indent=2, default=float) + "\n")
     _say(summary + f"; files in {out}", quiet)
     return metrics
