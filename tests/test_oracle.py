@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -10,7 +12,9 @@ import torch
 from torch import nn
 
 from _helpers import assert_unchanged, snapshot
-from advlab.attacks._blackbox import finish, prepare, score_margin
+from advlab.attacks._blackbox import score_margin
+from advlab.attacks.contract import Attack, Run
+from advlab.attacks.score import NES
 from advlab.oracle import BudgetExceeded, Oracle, OracleError, as_oracle
 from advlab.threat import ThreatModel
 
@@ -158,10 +162,12 @@ def test_attacks_refuse_models_and_label_oracles_for_score_attacks(linear_model,
     with pytest.raises(TypeError, match="not a model"):
         as_oracle(linear_model)
     x, y = digits["x_test"][:4], digits["y_test"][:4]
+    oracle = Oracle(linear_model, output="label")
     with pytest.raises(ValueError, match="score-based attack"):
-        prepare(Oracle(linear_model, output="label"), x, y, bounds=(0.0, 1.0), needs="scores")
+        NES(eps=0.1)(oracle, x, y)
     with pytest.raises(ValueError, match="outside the bounds"):
-        prepare(Oracle(linear_model), x * 3, y, bounds=(0.0, 1.0))
+        NES(eps=0.1)(Oracle(linear_model), x * 3, y)
+    assert oracle.total_queries == 0
 
 
 def test_score_margin_sign_matches_argmax():
@@ -174,18 +180,26 @@ def test_score_margin_sign_matches_argmax():
 
 
 @dataclass(frozen=True)
-class _Dummy:
+class _Dummy(Attack):
+    """A label-only core that asks twice for points 0 and 1, once for the others, and answers
+    point 0 as misclassified."""
+
+    access: ClassVar[str] = "labels"
     steps: int = 1
 
+    def _core(self, run: Run) -> None:
+        run.session(run.x)
+        run.session(run.x[:2], torch.tensor([0, 1]))
+        everyone = torch.arange(run.x.shape[0])
+        run.record.record(everyone, run.x, None, torch.zeros(4, dtype=torch.bool))
+        run.record.set_labels(everyone, torch.where(everyone == 0, (run.y + 1) % 10, run.y))
 
-def test_finish_reports_budget_and_never_counts_it_as_success(linear_model, digits):
+
+def test_lifecycle_reports_budget_and_never_counts_it_as_success(linear_model, digits):
     x, y = digits["x_test"][:4], digits["y_test"][:4]
-    oracle, session = prepare(Oracle(linear_model, output="label", budget=2), x, y, bounds=(0.0, 1.0))
-    session(x)
-    session(x[:2], torch.tensor([0, 1]))
-    success = torch.tensor([True, False, False, False])
-    threat = ThreatModel(norm="linf", eps=0.1)
-    r = finish(_Dummy(), threat, x, x, session=session, success=success, pred=y, target=None)
+    r = _Dummy()(Oracle(linear_model, output="label", budget=2), x, y)
+    assert r.success.tolist() == [True, False, False, False]
     assert r.queries.tolist() == [2, 2, 1, 1]
     assert r.budget_exhausted.tolist() == [False, True, False, False]
     assert r.num_grads.sum() == 0 and torch.isnan(r.confidence).all()
+    assert torch.equal(r.num_forwards, r.queries) and r.threat == ThreatModel(norm="l2", eps=math.inf)

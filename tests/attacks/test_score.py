@@ -32,11 +32,11 @@ def _random_attack(rng: np.random.Generator, queries: int):
     eps = float(rng.choice([0.01, 0.05, 0.1, 0.3, 1.0]))
     if kind == 0:
         return SquareAttack(eps=eps, norm="linf", queries=queries, p_init=float(rng.uniform(0.05, 1.0)),
-                            loss=str(rng.choice(["margin", "ce"])), restarts=int(rng.integers(1, 3)),
+                            loss=str(rng.choice(["cw", "ce"])), restarts=int(rng.integers(1, 3)),
                             early_stop=bool(rng.integers(0, 2)))
     if kind == 1:
         return SquareAttack(eps=eps * 3, norm="l2", queries=queries, p_init=float(rng.uniform(0.05, 1.0)),
-                            loss=str(rng.choice(["margin", "ce"])), restarts=int(rng.integers(1, 3)))
+                            loss=str(rng.choice(["cw", "ce"])), restarts=int(rng.integers(1, 3)))
     if kind in (2, 3):
         max_norm = float(rng.choice([math.inf, eps, 3 * eps]))
         return SimBA(basis="dct" if kind == 2 else "pixel", eps=float(rng.uniform(0.05, 0.5)),
@@ -45,7 +45,7 @@ def _random_attack(rng: np.random.Generator, queries: int):
     return NES(eps=eps, norm="linf" if kind == 4 else "l2", samples=int(rng.choice([2, 4, 10])),
                sigma=float(rng.choice([1e-3, 1e-2])), queries=queries,
                steps=None if rng.integers(0, 2) else int(rng.integers(1, 6)),
-               loss=str(rng.choice(["margin", "ce"])))
+               loss=str(rng.choice(["cw", "ce"])))
 
 
 # -- invariants over random settings ---------------------------------------------------------------
@@ -358,3 +358,18 @@ def test_bad_calls_are_named(linear_model, cnn_model, digits):
         NES(eps=0.1)(Oracle(cnn_model), x, torch.tensor([0, 1, 2, 12]))
     with pytest.raises(ValueError, match="target equals the true label"):
         SquareAttack(eps=0.1)(Oracle(cnn_model), x, y, target=y)
+
+
+@pytest.mark.parametrize("make", [lambda loss: SquareAttack(eps=0.2, queries=40, loss=loss),
+                                  lambda loss: NES(eps=0.2, samples=4, queries=40, loss=loss)])
+def test_margin_is_a_deprecated_name_of_cw(make, linear_model, digits):
+    """The C&W margin is ``loss="cw"`` as everywhere in advlab; ``"margin"`` still works, warns and
+    gives the same attack."""
+    x, y = digits["x_test"][:8], digits["y_test"][:8]
+    with pytest.warns(DeprecationWarning, match="loss='cw'"):
+        old = make("margin")
+    new = make("cw")
+    assert old == new and old.loss == "cw"
+    a = old(Oracle(linear_model), x, y, generator=_gen(1))
+    b = new(Oracle(linear_model), x, y, generator=_gen(1))
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries) and a.attack == b.attack

@@ -295,6 +295,28 @@ def test_transfer_attack_bad_input(cnn_model, mlp_model, digits):
     assert oracle.total_queries == 0
 
 
+def test_transfer_attack_runs_the_lifecycle_with_any_criterion(cnn_model, mlp_model, digits):
+    """A label-only black-box attack: its success is the criterion on the oracle's one answer per
+    point, and a criterion that reads probabilities is refused before the oracle is asked."""
+    from advlab.attacks.contract import Attack
+    from advlab.attacks.criteria import ConfidenceBelow, Misclassified, NotRejected
+
+    x, y = digits["x_test"][:30], digits["y_test"][:30]
+    attack = TransferAttack(attack=FGSM(eps=0.2), source=mlp_model)
+    assert isinstance(attack, Attack) and attack.access == "labels" and attack.kind == "bounded"
+    oracle = Oracle(cnn_model, output="label")
+    res = attack(oracle, x, y, criterion=Misclassified() & NotRejected(reject_class=3))
+    with torch.no_grad():
+        pred = cnn_model(res.x_adv).argmax(1)
+    assert torch.equal(res.pred, pred) and torch.equal(res.success, (pred != y) & (pred != 3))
+    assert torch.equal(res.x_adv, FGSM(eps=0.2)(mlp_model, x, y).x_adv)
+    assert oracle.total_queries == len(y)
+    scores = Oracle(cnn_model, output="scores")
+    with pytest.raises(ValueError, match="reads probabilities"):
+        attack(scores, x, y, criterion=ConfidenceBelow(0.5))
+    assert scores.total_queries == 0
+
+
 # -- transferability matrix -----------------------------------------------------------------------
 
 

@@ -1,55 +1,41 @@
-"""What every black-box attack shares: validating a call, reading oracle answers, building the result.
+"""What every black-box attack shares: reading oracle answers, and a deprecated-alias warning.
 
-A black-box attack receives an :class:`advlab.oracle.Oracle`, never a model. It opens one
-:class:`~advlab.oracle.QuerySession` per call, checks ``session.remaining`` before each query,
-stops the points whose budget is spent (``exhausted``), and builds its result with :func:`finish`,
-which fills ``queries`` and ``budget_exhausted``. ``num_grads`` is zero (no gradient was ever
-available) and ``num_forwards`` equals ``queries``.
+A black-box attack declares ``access = "scores"`` or ``"labels"`` and runs through the attack
+lifecycle (:func:`advlab.attacks.contract.execute`), which wraps the oracle, opens one
+:class:`~advlab.oracle.QuerySession` per call (``run.session``) and builds the result: ``queries``
+and ``num_forwards`` from the session, ``budget_exhausted`` from the core's own "stopped by the
+budget" flags (``run.extras["exhausted"]``), ``success`` recomputed from the criterion on the
+answers the core recorded at the returned points. ``num_grads`` is zero: no gradient was ever
+available. The core checks ``session.remaining`` before each query and stops the points whose
+budget is spent.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import sys
+import warnings
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from advlab._checks import check_inputs
-from advlab.attacks._base import AttackResult, config_repr
-from advlab.oracle import Oracle, QuerySession, as_oracle
-from advlab.threat import ThreatModel
+from advlab.losses import cw_margin
+
+#: ``(k,)`` margin that is > 0 exactly when the top class is adversarial: untargeted
+#: ``max_{j≠y} s_j − s_y``, targeted ``s_t − max_{j≠t} s_j`` (:func:`advlab.losses.cw_margin`; on
+#: probabilities it has the same sign as on logits).
+score_margin = cw_margin
 
 
-def prepare(oracle: Any, x: Any, y: Any, *, bounds: tuple[float, float], target: Any = None,
-            generator: torch.Generator | None = None, needs: str | None = None) -> tuple[Oracle, QuerySession]:
-    """Validate a black-box call and open its query session.
-
-    ``needs="scores"`` refuses a label-only oracle with a message that names the attack family.
-    """
-    oracle = as_oracle(oracle)
-    check_inputs(None, x, y, bounds=bounds, target=target, generator=generator)
-    if needs == "scores" and oracle.output != "scores":
-        raise ValueError("this is a score-based attack: it needs Oracle(..., output='scores'); with a "
-                         "label-only oracle use a decision-based attack (HopSkipJump, BoundaryAttack)")
-    return oracle, oracle.session(int(x.shape[0]))  # type: ignore[union-attr]
+def labels_of(answers: Tensor) -> Tensor:
+    """Oracle answers (labels ``(k,)`` or scores ``(k, C)``) -> labels ``(k,)``."""
+    return answers if answers.dim() == 1 else answers.argmax(dim=1)
 
 
-def adversarial_labels(labels: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    """``(k,)`` bool: the answered labels fool the model (untargeted) or hit the target."""
-    return labels == target if target is not None else labels != y
-
-
-def score_margin(scores: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    """``(k,)`` margin that is > 0 exactly when the top class is adversarial.
-
-    Untargeted: ``max_{j≠y} s_j − s_y``; targeted: ``s_t − max_{j≠t} s_j``. On logits this is the
-    C&W margin; on probabilities it has the same sign. Score-based attacks minimise its negative.
-    """
-    cls = target if target is not None else y
-    own = scores.gather(1, cls[:, None]).squeeze(1)
-    other = scores.scatter(1, cls[:, None], -math.inf).amax(dim=1)
-    return own - other if target is not None else other - own
+def are_probabilities(scores: Tensor) -> bool:
+    """Whether the oracle answers probabilities (rows in [0, 1] summing to 1) rather than logits."""
+    return bool(((scores >= 0) & (scores <= 1)).all()) and bool(
+        ((scores.sum(dim=1) - 1).abs() <= 1e-3).all())
 
 
 def check_label_range(labels: Tensor, num_classes: int | None, name: str = "y") -> None:
@@ -58,28 +44,23 @@ def check_label_range(labels: Tensor, num_classes: int | None, name: str = "y") 
                          f"{num_classes} classes (0..{num_classes - 1})")
 
 
-def finish(config: Any, threat: ThreatModel, x: Tensor, x_adv: Tensor, *, session: QuerySession,
-           success: Tensor, pred: Tensor, confidence: Tensor | None = None,
-           target: Tensor | None = None, exhausted: Tensor | None = None) -> AttackResult:
-    """Build a black-box :class:`AttackResult`; checks the threat model on every output.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    ``success``/``pred`` must come from oracle answers on the returned ``x_adv`` (the attacks keep
-    the answer of the best point found, so no extra query is needed). ``confidence`` is NaN where
-    the oracle answers labels only.
-    """
-    if not bool(threat.contains(x_adv, x).all()):
-        raise AssertionError("internal error: a black-box attack returned points outside its threat "
-                             "model; please report this")
-    queries = session.queries.to(x.device)
-    if exhausted is None:
-        exhausted = session.exhausted()
-    exhausted = exhausted.to(x.device) & ~success
-    if confidence is None:
-        confidence = torch.full((x.shape[0],), math.nan, device=x.device)
-    return AttackResult(
-        x_adv=x_adv.detach(), success=success.detach().clone(), pred=pred.detach().clone(),
-        confidence=confidence.detach(), norms=threat.norm_of(x_adv - x).detach(),
-        num_grads=torch.zeros(x.shape[0], dtype=torch.long, device=x.device),
-        num_forwards=queries.clone(), threat=threat, attack=config_repr(config),
-        target=None if target is None else target.clone(), queries=queries,
-        budget_exhausted=exhausted)
+
+def deprecated(message: str) -> None:
+    """A :class:`DeprecationWarning` located at the first caller outside advlab (and outside the
+    ``__init__`` a dataclass generates for an advlab config), so it names the user's line."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+                                 or str(frame.f_globals.get("__name__", "")).startswith("advlab")
+                                 or frame.f_code.co_filename.endswith("dataclasses.py")):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)
+
+
+def margin_alias(config: Any) -> None:
+    """``loss="margin"``, the old name of the C&W margin, becomes ``"cw"`` with a warning."""
+    if config.loss == "margin":
+        deprecated(f"{type(config).__name__}(loss='margin') is deprecated: the C&W margin is called "
+                   "'cw' across advlab (advlab.losses); use loss='cw' (the same objective)")
+        object.__setattr__(config, "loss", "cw")

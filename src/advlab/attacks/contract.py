@@ -344,9 +344,11 @@ def _close(run: Run) -> AttackResult:
 
 def _drive(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None,
            generator: torch.Generator | None, criterion: Criterion | None, score: bool,
-           on_step: Callable[[Any], None] | None = None) -> Run:
+           on_step: Callable[[Any], None] | None = None,
+           extras: dict[str, Any] | None = None) -> Run:
     run = _open(attack, model, x, y, target, generator, criterion, score)
     run.on_step = on_step
+    run.extras.update(extras or {})
     if attack.access == "gradients":
         with eval_mode(model), torch.enable_grad():
             if attack.clean_pass:
@@ -362,10 +364,16 @@ def _drive(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor |
 
 
 def execute(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-            generator: torch.Generator | None = None, criterion: Criterion | None = None) -> AttackResult:
-    """Run ``attack`` through the lifecycle (see the module docstring) and return its result."""
+            generator: torch.Generator | None = None, criterion: Criterion | None = None,
+            extras: dict[str, Any] | None = None) -> AttackResult:
+    """Run ``attack`` through the lifecycle (see the module docstring) and return its result.
+
+    ``extras`` are per-call inputs of the core that are not hyperparameters (HopSkipJump's
+    ``starting_points``, the points a transfer attack crafted); the core reads them from
+    ``run.extras``.
+    """
     return _close(_drive(attack, model, x, y, target=target, generator=generator, criterion=criterion,
-                         score=True))
+                         score=True, extras=extras))
 
 
 def trace(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, on_step: Callable[[Any], None],

@@ -29,15 +29,17 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlab._checks import eval_mode
+from advlab._checks import check_int, check_number, eval_mode
 from advlab.attacks._base import AttackResult, config_repr
-from advlab.attacks._blackbox import adversarial_labels, check_label_range, finish, prepare
+from advlab.attacks._blackbox import are_probabilities, check_label_range, labels_of
+from advlab.attacks.contract import Attack, Run, execute
+from advlab.attacks.criteria import Criterion
 from advlab.models.training import fit
 from advlab.models.zoo import ARCHITECTURES, build_seeded
 from advlab.oracle import Oracle, QuerySession, as_oracle
@@ -50,19 +52,6 @@ __all__ = ["SubstituteResult", "TransferAttack", "TransferResult", "jacobian_aug
 
 
 # -- validation -----------------------------------------------------------------------------------
-
-
-def _int_at_least(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _positive_finite(name: str, value: Any) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_images(name: str, x: Any, bounds: tuple[float, float], *,
@@ -94,11 +83,6 @@ def _check_images(name: str, x: Any, bounds: tuple[float, float], *,
     return x.detach()
 
 
-def _labels_of(answers: Tensor) -> Tensor:
-    """Oracle answers (labels ``(k,)`` or scores ``(k, C)``) -> labels ``(k,)``."""
-    return answers if answers.dim() == 1 else answers.argmax(dim=1)
-
-
 # -- Jacobian-based dataset augmentation ----------------------------------------------------------
 
 
@@ -115,7 +99,7 @@ def jacobian_augmentation(model: nn.Module, x: Tensor, labels: Tensor, *, step: 
         raise ValueError(f"step must be a finite number (the signed λ), got {step!r}")
     if not isinstance(labels, Tensor) or tuple(labels.shape) != (x.shape[0],):
         raise ValueError(f"labels must be a ({x.shape[0]},) tensor of class indices, one per row of x")
-    _int_at_least("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size)
     out = torch.empty_like(x)
     with eval_mode(model), torch.enable_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -195,7 +179,7 @@ class SubstituteResult:
 def _ask(session: QuerySession, x: Tensor) -> Tensor:
     """Labels for the rows of ``x``, all charged to the session's single point."""
     index = torch.zeros(x.shape[0], dtype=torch.long)
-    return _labels_of(session(x, index)).to(x.device)
+    return labels_of(session(x, index)).to(x.device)
 
 
 def _agreement(model: nn.Module, x: Tensor, labels: Tensor, batch_size: int) -> float:
@@ -274,18 +258,18 @@ def train_substitute(oracle: Oracle, seed_x: Tensor, *,
         raise ValueError(f"bounds must lie inside [0, 1] (advlab.models.fit trains on inputs in "
                          f"[0, 1]), got {bounds!r}; put any rescaling inside the model")
     bounds = (lo, hi)
-    _int_at_least("rounds", rounds, 1)
-    lambda_ = _positive_finite("lambda_", lambda_)
+    check_int("rounds", rounds)
+    lambda_ = check_number("lambda_", lambda_)
     if tau is not None:
-        _int_at_least("tau", tau, 1)
-    _int_at_least("epochs", epochs, 1)
-    _int_at_least("batch_size", batch_size, 1)
-    lr = _positive_finite("lr", lr)
+        check_int("tau", tau)
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    lr = check_number("lr", lr)
     if reservoir_size is not None:
-        _int_at_least("reservoir_size", reservoir_size, 1)
-    _int_at_least("reservoir_start", reservoir_start, 0)
+        check_int("reservoir_size", reservoir_size)
+    check_int("reservoir_start", reservoir_start, 0)
     if num_classes is not None:
-        _int_at_least("num_classes", num_classes, 2)
+        check_int("num_classes", num_classes, 2)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not (isinstance(architecture, str) or callable(architecture)):
@@ -478,7 +462,7 @@ def _source_name(source: nn.Module) -> str:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class TransferAttack:
+class TransferAttack(Attack):
     """Transfer attack: craft on a local source model, ask the target oracle once per point.
 
     ``x' = A(source, x, y)`` with the white-box attack ``A`` (any advlab gradient attack:
@@ -490,13 +474,19 @@ class TransferAttack:
     model is the white-box attack's, which every ``x'`` respects.
 
     Returns a :class:`TransferResult`: ``.target`` is an :class:`AttackResult` built from the
-    oracle's answers (1 query per point), ``.source`` the white-box result on the source.
+    oracle's answers (1 query per point) by the attack lifecycle (so its ``success`` is the call's
+    criterion, default "misclassified" or "the target", on those answers), ``.source`` the
+    white-box result on the source. It asks the oracle only for labels (``access = "labels"``);
+    a score oracle's answers also give ``confidence``.
 
     Example:
         >>> attack = TransferAttack(attack=MIFGSM(eps=0.1, steps=10), source=substitute)
         >>> result = attack(Oracle(target_model, output="label"), x, y)
         >>> result.success_rate, result.source.success_rate
     """
+
+    access: ClassVar[str] = "labels"
+    kind: ClassVar[str] = "bounded"
 
     attack: Any
     source: nn.Module
@@ -518,28 +508,38 @@ class TransferAttack:
     def __repr__(self) -> str:
         return f"TransferAttack(attack={config_repr(self.attack)}, source={_source_name(self.source)})"
 
-    def __call__(self, oracle: Oracle, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> TransferResult:
-        oracle, session = prepare(oracle, x, y, bounds=tuple(self.attack.bounds), target=target,
-                                  generator=generator)
-        check_label_range(y, oracle.num_classes)
-        if target is not None:
-            check_label_range(target, oracle.num_classes, "target")
-        source = self.attack(self.source, x, y, target=target, generator=generator)
-        x_adv = source.x_adv
-        if bool((session.remaining < 1).any()):  # pragma: no cover - a fresh session has budget >= 1
-            raise RuntimeError("internal error: a fresh query session has no budget left")
-        answers = session(x_adv)
-        labels = _labels_of(answers).to(x.device)
-        confidence = None
-        if answers.dim() == 2:
-            probs_like = bool((answers >= 0).all()) and bool(
-                torch.allclose(answers.sum(dim=1), torch.ones_like(answers[:, 0]), atol=1e-4))
-            confidence = (answers if probs_like else torch.softmax(answers, dim=1)).amax(dim=1).to(x.device)
-        success = adversarial_labels(labels, y, target)
-        # one query per point, always answered: no point's attack is ever cut short by its budget
-        result = finish(self, source.threat, x, x_adv, session=session, success=success, pred=labels,
-                        confidence=confidence, target=target,
-                        exhausted=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
-        result = dataclasses.replace(result, attack=repr(self))
-        return TransferResult(target=result, source=source)
+    def threat_model(self, *, targeted: bool = False) -> ThreatModel:
+        """The white-box attack's threat model, which every crafted point respects."""
+        if isinstance(self.attack, Attack):
+            return self.attack.threat_model(targeted=targeted)
+        return ThreatModel(norm=self.attack.norm, eps=self.attack.eps, bounds=tuple(self.attack.bounds),
+                           targeted=targeted)
+
+    def __call__(self, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
+                 generator: torch.Generator | None = None,
+                 criterion: Criterion | None = None) -> TransferResult:
+        as_oracle(model)  # the target is an oracle: refuse a model before crafting anything
+        aim = {} if criterion is None else {"criterion": criterion}
+        source = self.attack(self.source, x, y, target=target, generator=generator, **aim)
+        result = execute(self, model, x, y, target=target, generator=generator, criterion=criterion,
+                         extras={"x_adv": source.x_adv})
+        return TransferResult(target=dataclasses.replace(result, attack=repr(self)), source=source)
+
+    def _core(self, run: Run) -> None:
+        """One query per point, on the points crafted on the source."""
+        session, x_adv = run.session, run.extras["x_adv"]
+        check_label_range(run.y, session.oracle.num_classes)
+        if run.target is not None:
+            check_label_range(run.target, session.oracle.num_classes, "target")
+        answers = session(x_adv).to(run.x.device)
+        everyone = torch.arange(run.x.shape[0], device=run.x.device)
+        labels = labels_of(answers)
+        hit = run.adversarial_labels(labels, everyone)
+        if answers.dim() == 2:  # scores: they also give the confidence
+            run.probabilities = are_probabilities(answers)
+            run.record.record(everyone, x_adv, answers, hit)
+        else:
+            run.record.record(everyone, x_adv, None, hit)
+            run.record.set_labels(everyone, labels)
+        # one query per point, always answered: no point is ever cut short by its budget
+        run.extras["exhausted"] = torch.zeros_like(hit)

@@ -1,0 +1,299 @@
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L∞ and L2, score-based.
+
+Random search over square-shaped updates of the ε-ball, accepting a candidate only if it raises
+the objective. Takes an :class:`advlab.oracle.Oracle` answering scores; see
+:mod:`advlab.attacks.score` for the conventions every score-based attack shares.
+
+Example:
+    >>> oracle = Oracle(model, output="scores", budget=1000)
+    >>> result = SquareAttack(eps=0.1)(oracle, x, y)
+    >>> result.success.float().mean(), result.queries[result.success].float().mean()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from advlab._checks import bounds_field, check_int, check_number, norm_field
+from advlab.attacks._score import Best, hand_over, loss_field, need_images, rows, score_objective, start
+from advlab.attacks.contract import Attack, Run
+from advlab.threat import _view, lp_norm
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SquareAttack", "square_p_schedule"]
+
+# the paper's schedule: p is halved after these iterations of a 10,000-query run
+_SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_p_schedule(p_init: float, iteration: int, budget: int) -> float:
+    """Fraction ``p`` of the image a Square Attack update covers at ``iteration``.
+
+    The paper's piecewise-constant schedule (Andriushchenko et al. 2020, Sec. 3 and the reference
+    code's ``p_selection``): for a 10,000-query budget ``p`` starts at ``p_init`` and is halved
+    after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000; for another budget ``n``
+    the iteration is first rescaled to ``int(iteration / n * 10000)``. A threshold ``t`` is passed
+    once the rescaled iteration exceeds ``t`` (so at exactly 10, ``p = p_init``).
+    """
+    it = int(iteration / budget * 10000)
+    halvings = sum(1 for t in _SQUARE_HALVINGS if it > t)
+    return p_init / 2 ** halvings
+
+
+def _pseudo_gaussian_rect(rows: int, cols: int) -> Tensor:
+    """The reference code's ``pseudo_gaussian_pert_rectangles``: nested rectangles with weights
+    ``1/(k+1)^2`` around the centre, normalised to unit L2 norm."""
+    delta = torch.zeros(rows, cols, dtype=torch.float64)
+    if rows == 0 or cols == 0:
+        return delta
+    xc, yc = rows // 2 + 1, cols // 2 + 1
+    c0, c1 = xc - 1, yc - 1
+    for k in range(max(xc, yc)):
+        delta[max(c0, 0):min(c0 + 2 * k + 1, rows), max(c1, 0):min(c1 + 2 * k + 1, cols)] += 1.0 / (k + 1) ** 2
+        c0 -= 1
+        c1 -= 1
+    return delta / delta.square().sum().sqrt()
+
+
+def _square_eta(s: int) -> Tensor:
+    """The reference code's ``meta_pseudo_gaussian_pert(s)`` before its random transpose: two
+    pseudo-Gaussian bumps of opposite sign stacked vertically, unit L2 norm, ``(s, s)`` float64."""
+    eta = torch.zeros(s, s, dtype=torch.float64)
+    eta[:s // 2] = _pseudo_gaussian_rect(s // 2, s)
+    eta[s // 2:] = -_pseudo_gaussian_rect(s - s // 2, s)
+    return eta / eta.square().sum().sqrt()
+
+
+def _window_index(top: Tensor, left: Tensor, s: int, channels: int) -> tuple[Tensor, ...]:
+    """Advanced-indexing tensors selecting the ``(A, C, s, s)`` square at ``(top, left)`` of each
+    of ``A`` images (``top``/``left`` ``(A,)``)."""
+    dev = top.device
+    ar = torch.arange(s, device=dev)
+    a = torch.arange(top.shape[0], device=dev)[:, None, None, None]
+    c = torch.arange(channels, device=dev)[None, :, None, None]
+    rows = (top[:, None] + ar)[:, None, :, None]
+    cols = (left[:, None] + ar)[:, None, None, :]
+    return a, c, rows, cols
+
+
+def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return (bits * 2 - 1).to(like.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SquareAttack(Attack):
+    """Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L∞ or L2, score-based.
+
+    "Square Attack: a query-efficient black-box adversarial attack via random search". Random
+    search over the ε-ball: from an initial point on the ball's surface, each iteration changes
+    one random square window of side ``s`` (the same window in every channel) and keeps the
+    candidate only if it raises the objective (lowers the paper's loss):
+
+        L∞:  δ_window ← ε · sign(u), u ~ U{-1, +1} per channel (drawn again while the window
+             would not change); init: vertical stripes δ = ±ε per (channel, column)
+        L2:  mass is moved from a second random window into the first one, which receives a
+             pseudo-Gaussian bump of random sign (the paper's Algorithm 3); the whole δ is then
+             rescaled to ‖δ‖₂ = ε; init: a 5×5 grid of bumps of side ``min(H, W) // 5``
+        x_new = clip(x + δ_new);  accept if loss(x_new) < loss(x_best)
+
+    The side is ``s = round(sqrt(p · H · W))`` with ``p`` from :func:`square_p_schedule` (the
+    paper's halvings at iterations 10, 50, ..., 8000 of a 10,000-query run, rescaled to the
+    budget of the run); ``s`` is clipped to ``[1, min(H, W) − 1]`` (L2: at least 3 and odd first,
+    as the reference code). The loss is the C&W margin ``"cw"`` (:func:`advlab.losses.cw_margin`,
+    the paper's default; ``"margin"`` is its deprecated name) or the cross-entropy on the scores;
+    a candidate that turns the point adversarial (by the call's criterion) is always kept. With ``early_stop`` a point stops at its first adversarial query
+    (the paper's evaluation mode); without, it keeps raising the objective until the budget ends.
+
+    Queries per point: 1 for the clean input, then the rest of ``min(queries, oracle budget)``
+    split evenly over ``restarts`` runs (each run: 1 query for its initial point, then one per
+    iteration, the schedule rescaled to the run's share); a run restarts only the points that are
+    still not adversarial. Deviations from the reference code: the window position is uniform
+    over all ``H − s + 1`` positions (the reference draws from ``H − s``, so never touches the
+    last row and column); windows are drawn independently per image also for L2 (the reference
+    shares them across the batch); a run whose objective ends below the clean point's returns the
+    clean point.
+
+    Args:
+        eps: radius of the ball, in input units (required).
+        norm: ``"linf"`` or ``"l2"``.
+        queries: most queries per point, the clean query included.
+        p_init: initial fraction of pixels a window covers, in ``(0, 1]``.
+        loss: ``"cw"`` (the C&W margin) or ``"ce"``.
+        restarts: number of runs (the budget is shared among them).
+        early_stop: stop each point at its first adversarial answer.
+        bounds: the input box.
+
+    Example:
+        >>> oracle = Oracle(model, output="scores", budget=1000)
+        >>> result = SquareAttack(eps=0.1, norm="linf")(oracle, x, y, generator=torch.Generator().manual_seed(0))
+        >>> result.queries[result.success].float().mean()     # queries per success
+    """
+
+    access: ClassVar[str] = "scores"
+    kind: ClassVar[str] = "bounded"
+
+    eps: float
+    norm: str = "linf"
+    queries: int = 5000
+    p_init: float = 0.8
+    loss: str = "cw"
+    restarts: int = 1
+    early_stop: bool = True
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        norm_field(self, ("linf", "l2"))
+        check_number("eps", self.eps)
+        check_int("queries (per point, the clean query included)", self.queries)
+        ok = isinstance(self.p_init, (int, float)) and not isinstance(self.p_init, bool)
+        if not ok or not (0 < self.p_init <= 1):
+            raise ValueError(f"p_init must be in (0, 1] (the initial fraction of pixels a square "
+                             f"covers), got {self.p_init!r}")
+        loss_field(self)
+        check_int("restarts", self.restarts)
+        if not isinstance(self.early_stop, bool):
+            raise ValueError(f"early_stop must be True or False, got {self.early_stop!r}")
+        bounds_field(self)
+
+    def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
+        need_images("SquareAttack", x)
+
+    def _core(self, run: Run) -> None:
+        limit, best, _ = start(run, self.queries, self.loss)
+        session, x = run.session, run.x
+        total = int(limit.max())
+        share, extra = divmod(total - 1, self.restarts)
+        for r in range(self.restarts):
+            run_budget = share + (1 if r < extra else 0)
+            todo = (session.queries.to(x.device) < limit)
+            if self.early_stop:
+                todo &= ~best.adv
+            if run_budget < 1 or not bool(todo.any()):
+                continue
+            self._search(run, todo.nonzero().squeeze(1), limit, run_budget, best)
+        hand_over(run, best, session.queries.to(x.device) >= limit)
+
+    def _search(self, run: Run, idx: Tensor, limit: Tensor, budget: int, best: Best) -> None:
+        """One run of the random search on the points ``idx``, spending at most ``budget``
+        queries on each."""
+        session, threat, gen, probs = run.session, run.threat, run.generator, run.probabilities
+        x, y, target = run.x[idx], run.y[idx], rows(run.target, idx)
+        k, c, h, w = x.shape
+        lo, hi = threat.bounds
+        eps = self.eps
+        if self.norm == "linf":
+            init = eps * _random_signs((k, c, 1, w), gen, x)                      # vertical stripes
+            x_cur = threat.project(x + init, x)
+        else:
+            x_cur = threat.project(self._l2_init(x, gen), x)
+        scores = session(x_cur, idx)
+        adv = run.adversarial(scores, idx)
+        obj = score_objective(scores, y, target, self.loss, probs)
+        n_features = c * h * w
+        side_max = min(h, w) - 1
+        for it in range(budget - 1):
+            active = session.queries[idx].to(x.device) < limit[idx]
+            if self.early_stop:
+                active &= ~adv
+            if not bool(active.any()):
+                break
+            a = active.nonzero().squeeze(1)
+            p = square_p_schedule(self.p_init, it, budget)
+            s = int(round(math.sqrt(p * n_features / c)))
+            if self.norm == "linf":
+                s = min(max(s, 1), side_max)
+                cand = self._linf_candidate(x[a], x_cur[a], s, gen, lo, hi)
+            else:
+                s = max(s, 3)
+                s += 1 - s % 2
+                s = min(max(s, 1), side_max)
+                cand = self._l2_candidate(x[a], x_cur[a], s, gen)
+            cand = threat.project(cand, x[a])
+            ans = session(cand, idx[a])
+            adv_new = run.adversarial(ans, idx[a])
+            o_new = score_objective(ans, y[a], rows(target, a), self.loss, probs)
+            adv_old = adv[a]
+            take = ((o_new > obj[a]) & (adv_new | ~adv_old)) | (adv_new & ~adv_old)
+            sel = a[take]
+            x_cur[sel] = cand[take]
+            scores[sel] = ans[take]
+            adv[sel] = adv_new[take]
+            obj[sel] = o_new[take]
+            if it % 100 == 0:
+                log.debug("square %s iteration %d: p=%.4g s=%d, %d active, %d adversarial",
+                          self.norm, it, p, s, a.numel(), int(adv.sum()))
+        best.offer(idx, x_cur, scores, adv, obj)
+
+    def _linf_candidate(self, x: Tensor, x_cur: Tensor, s: int, gen: torch.Generator,
+                        lo: float, hi: float) -> Tensor:
+        a, c, h, w = x.shape
+        top = torch.randint(0, h - s + 1, (a,), generator=gen, device=x.device)
+        left = torch.randint(0, w - s + 1, (a,), generator=gen, device=x.device)
+        win = _window_index(top, left, s, c)
+        x_win, cur_win = x[win], x_cur[win]                                  # (A, C, s, s)
+        signs = _random_signs((a, c, 1, 1), gen, x)
+        # draw again where the new window would equal the current one (the reference's while loop)
+        for _ in range(100):
+            same = ((torch.clamp(x_win + self.eps * signs, lo, hi) - cur_win).abs() < 1e-7).flatten(1).all(1)
+            if not bool(same.any()):
+                break
+            signs = torch.where(_view(same, signs), _random_signs((a, c, 1, 1), gen, x), signs)
+        delta = x_cur - x
+        delta[win] = (self.eps * signs).expand(a, c, s, s)
+        return x + delta
+
+    def _l2_candidate(self, x: Tensor, x_cur: Tensor, s: int, gen: torch.Generator) -> Tensor:
+        a, c, h, w = x.shape
+        eps = self.eps
+        dev = x.device
+        delta = x_cur - x                                                    # (A, C, H, W)
+        top1 = torch.randint(0, h - s + 1, (a,), generator=gen, device=dev)
+        left1 = torch.randint(0, w - s + 1, (a,), generator=gen, device=dev)
+        top2 = torch.randint(0, h - s + 1, (a,), generator=gen, device=dev)
+        left2 = torch.randint(0, w - s + 1, (a,), generator=gen, device=dev)
+        win1 = _window_index(top1, left1, s, c)
+        win2 = _window_index(top2, left2, s, c)
+        old1 = delta[win1]                                                   # (A, C, s, s)
+        norm_win1 = old1.square().sum(dim=(2, 3), keepdim=True).sqrt()       # (A, C, 1, 1)
+        norm_img = _view(lp_norm(delta, "l2"), delta)                        # (A, 1, 1, 1)
+        mask = torch.zeros(a, 1, h, w, dtype=torch.bool, device=dev)
+        mask[win1[0], 0, win1[2], win1[3]] = True
+        mask[win2[0], 0, win2[2], win2[3]] = True
+        norm_windows = (delta * mask).square().sum(dim=(2, 3), keepdim=True).sqrt()
+        eta = _square_eta(s).to(device=dev, dtype=x.dtype)
+        flip = torch.rand(a, generator=gen, device=dev) > 0.5
+        bumps = torch.where(flip[:, None, None, None], eta.t(), eta)        # (A, 1, s, s)
+        new = bumps * _random_signs((a, c, 1, 1), gen, x) + old1 / (1e-12 + norm_win1)
+        scale = ((eps ** 2 - norm_img.square()).clamp_min(0) / c + norm_windows.square()).sqrt()
+        new = new / (1e-12 + new.square().sum(dim=(2, 3), keepdim=True).sqrt()) * scale
+        delta[win2] = 0.0
+        delta[win1] = new
+        total = _view(lp_norm(delta, "l2").clamp_min(1e-12), delta)
+        return x + delta / total * eps
+
+    def _l2_init(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        k, c, h, w = x.shape
+        s = max(min(h, w) // 5, 1)
+        start = max((min(h, w) - 5 * s) // 2, 0)
+        eta = _square_eta(s).to(device=x.device, dtype=x.dtype)
+        delta = torch.zeros_like(x)
+        for i in range(h // s):
+            r0 = start + i * s
+            for j in range(w // s):
+                c0 = start + j * s
+                r1, c1 = min(r0 + s, h), min(c0 + s, w)
+                if r0 >= h or c0 >= w:
+                    continue
+                bump = eta.t() if bool(torch.rand(1, generator=gen, device=x.device) > 0.5) else eta
+                delta[:, :, r0:r1, c0:c1] += bump[:r1 - r0, :c1 - c0] * _random_signs((k, c, 1, 1), gen, x)
+        total = _view(lp_norm(delta, "l2").clamp_min(1e-12), delta)
+        return x + delta / total * self.eps
+
