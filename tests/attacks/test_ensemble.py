@@ -125,3 +125,78 @@ def test_deepfool_refuses_loss_fusion_with_the_fix(members, digits):
     with pytest.raises(ValueError, match="fused in loss.*fusion='logits'"):
         DeepFool()(Ensemble(members, fusion="loss"), x, y)
     assert DeepFool(steps=3)(Ensemble(members, fusion="logits"), x, y).x_adv.shape == x.shape
+
+
+# -- loss fusion in the universal attacks (UAP and the patch used to attack the fused logits) -------
+
+
+@pytest.fixture(scope="module")
+def pair(linear_model, cnn_model):
+    return [linear_model, cnn_model], [3.0, 1.0]
+
+
+def test_sgd_uap_ascends_the_members_weighted_loss(pair, digits):
+    from advlab.attacks import UniversalPerturbation
+
+    members, weights = pair
+    x = digits["x_train"][:64]
+    fit = UniversalPerturbation(norm="linf", eps=0.3, method="sgd", max_epochs=1, batch_size=64,
+                                step_size=0.3, target_fooling=1.0)
+    by = {f: fit(Ensemble(members, weights=weights, fusion=f), x, generator=torch.Generator().manual_seed(0))
+          for f in ("logits", "loss")}
+    assert by["loss"].fooling_rate > by["loss"].base_rate  # the one pass is kept, not v = 0
+    assert not torch.equal(by["logits"].perturbation, by["loss"].perturbation)
+    # by hand: one step of ε · sign(∇_v mean_i Σ_k w_k CE(m_k(x_i + v), ŷ_i)) from v = 0, over the
+    # points in the order the generator shuffles them (ŷ: the ensemble's clean prediction)
+    ens = Ensemble(members, weights=weights, fusion="loss").eval()
+    with torch.no_grad():
+        labels = ens(x).argmax(1)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    v = torch.zeros_like(x[0]).requires_grad_(True)
+    xb = (x[order] + v).clamp(0, 1)
+    w = torch.tensor(weights) / sum(weights)
+    obj = sum(wk * cross_entropy(m(xb), labels[order]) for wk, m in zip(w, members))
+    g, = torch.autograd.grad(obj.mean(), v)
+    ref = 0.3 * g.sign()
+    agree = (by["loss"].perturbation == ref).float().mean()
+    assert float(agree) >= 0.99, float(agree)  # up to the sign of float-noise-sized gradients
+
+
+def test_deepfool_uap_refuses_loss_fusion(pair, digits):
+    from advlab.attacks import UniversalPerturbation
+
+    members, weights = pair
+    x = digits["x_train"][:16]
+    for target_class in (None, 3):
+        with pytest.raises(ValueError, match="UniversalPerturbation.*deepfool.*fused in loss.*method='sgd'"):
+            UniversalPerturbation(eps=0.3, max_epochs=1, target_class=target_class)(
+                Ensemble(members, weights=weights, fusion="loss"), x)
+    res = UniversalPerturbation(eps=0.3, max_epochs=1)(Ensemble(members, fusion="logits"), x)
+    assert res.perturbation.shape == x.shape[1:]
+
+
+def test_patch_ascends_the_members_weighted_log_probability(pair, digits):
+    from advlab.attacks.patch import AdversarialPatch, paste, patch_mask, sample_placements
+
+    members, weights = pair
+    x, y = digits["x_train"][:40], digits["y_train"][:40]
+    fit = AdversarialPatch(target_class=2, patch_size=3, steps=1, batch_size=16, step_size=0.05,
+                           eval_samples=1)
+    by = {f: fit(Ensemble(members, weights=weights, fusion=f), x, y, generator=torch.Generator().manual_seed(0))
+          for f in ("logits", "loss")}
+    assert not torch.equal(by["logits"].patch, by["loss"].patch)
+    # by hand: the generator's draws (initial patch, minibatch, placements), then one Adam step on
+    # mean_i Σ_k w_k log p_k(t | A(p, x_i, τ_i)); Adam's first step is lr · g / (|g| + 1e-8)
+    g = torch.Generator().manual_seed(0)
+    xs = x[y != 2]
+    p0 = torch.rand(1, 3, 3, generator=g)
+    idx = torch.randint(0, xs.shape[0], (16,), generator=g)
+    pl = sample_placements(16, 3, (8, 8), rotation=fit.rotation, scale=fit.scale, random_location=True,
+                           generator=g)
+    p = p0.clone().requires_grad_(True)
+    xp, _ = paste(xs[idx], p, patch_mask(3, "square"), pl)
+    w = torch.tensor(weights) / sum(weights)
+    obj = sum(wk * torch.log_softmax(m(xp), 1)[:, 2] for wk, m in zip(w, members)).mean()
+    grad, = torch.autograd.grad(obj, p)
+    ref = (p0 + 0.05 * grad / (grad.abs() + 1e-8)).clamp(0, 1)
+    assert torch.allclose(by["loss"].patch, ref, atol=1e-6)

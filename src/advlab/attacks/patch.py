@@ -7,7 +7,8 @@ the image ``x`` with ``p`` pasted under the transformation ``τ`` (location, rot
     p̂ = argmax_p  E_{x ~ X, τ ~ T} [ log Pr(t | A(p, x, τ)) ]
 
 estimated on a minibatch with one random ``τ`` per image at each step, ascended with Adam and
-clipped to the input bounds after each step.
+clipped to the input bounds after each step. On an :class:`advlab.models.Ensemble` fused in loss
+the objective is the weighted sum of the members' ``log Pr(t | ·)`` (:func:`advlab.losses.objective`).
 
 Pasting. The patch is a ``(C, s, s)`` square and its mask ``(1, s, s)`` is 1 on the square
 (``shape="square"``) or on the inscribed disc (``shape="circle"``). A transformation is a centre
@@ -44,16 +45,17 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab._checks import check_inputs, check_logits, check_model, eval_mode
+from advlab._checks import (bounds_field, check_inputs, check_int, check_logits, check_model, check_number,
+                            eval_mode)
 from advlab.attacks._base import config_repr
-from advlab._checks import check_int as _int_at_least
-from advlab.attacks.minimal import _finite
+from advlab.attacks.contract import Attack
+from advlab.losses import cross_entropy, objective
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -318,7 +320,7 @@ def patch_success(model: nn.Module, x: Tensor, patch: Tensor | PatchResult, *,
     if target is None:
         raise ValueError("patch_success needs target= (the class the patch aims at)")
     target = _target_int(target)
-    _int_at_least("samples", samples, 1)
+    check_int("samples", samples)
     rotation = 0.0 if rotation is None else rotation
     scale = (1.0, 1.0) if scale is None else scale
     random_location = True if random_location is None else random_location
@@ -344,7 +346,7 @@ def patch_success(model: nn.Module, x: Tensor, patch: Tensor | PatchResult, *,
 
 
 def _check_ranges(rotation: Any, scale: Any) -> None:
-    _finite("rotation (degrees)", rotation, strict=False)
+    check_number("rotation (degrees)", rotation, low_open=False)
     try:
         lo, hi = (float(s) for s in scale)
     except (TypeError, ValueError):
@@ -357,7 +359,7 @@ def _check_ranges(rotation: Any, scale: Any) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class AdversarialPatch:
+class AdversarialPatch(Attack):
     """A universal targeted patch (Brown et al. 2017) trained by expectation over transformation.
 
     Each step: a minibatch of ``batch_size`` images (drawn among the points whose reference label
@@ -384,6 +386,9 @@ class AdversarialPatch:
         >>> x_patched = result.apply(x_test, generator=torch.Generator().manual_seed(1))
     """
 
+    kind: ClassVar[str] = "universal"
+    access: ClassVar[str] = "gradients"
+
     target_class: int
     patch_size: float | int = 0.1
     shape: str = "square"
@@ -401,16 +406,15 @@ class AdversarialPatch:
         patch_side(self.patch_size, (1 << 30, 1 << 30))  # type and range; the image size is checked later
         if self.shape not in SHAPES:
             raise ValueError(f"unknown patch shape {self.shape!r}: use one of {', '.join(SHAPES)}")
-        _int_at_least("steps", self.steps, 1)
-        _int_at_least("batch_size", self.batch_size, 1)
-        _finite("step_size", self.step_size)
+        check_int("steps", self.steps)
+        check_int("batch_size", self.batch_size)
+        check_number("step_size", self.step_size)
         _check_ranges(self.rotation, self.scale)
         object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
         if not isinstance(self.random_location, bool):
             raise ValueError(f"random_location must be True or False, got {self.random_location!r}")
-        _int_at_least("eval_samples", self.eval_samples, 1)
-        tm = ThreatModel(norm="linf", eps=0.0, bounds=self.bounds)
-        object.__setattr__(self, "bounds", tm.bounds)
+        check_int("eval_samples", self.eval_samples)
+        bounds_field(self)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> PatchResult:
@@ -432,6 +436,7 @@ class AdversarialPatch:
             history: list[float] = []
             running = 0.0
             grads = 0
+            aim = torch.full((self.batch_size,), target, dtype=torch.long, device=x.device)
             with torch.enable_grad():
                 for step in range(self.steps):
                     idx = torch.randint(0, x.shape[0], (self.batch_size,), generator=generator,
@@ -441,7 +446,8 @@ class AdversarialPatch:
                                            generator=generator, dtype=x.dtype, device=x.device)
                     p = patch.detach().requires_grad_(True)
                     xp, _ = paste(x[idx], p, mask, pl, bounds=self.bounds)
-                    logp = torch.log_softmax(model(xp), dim=1)[:, target].mean()
+                    # log Pr(t | ·) = −CE(t); for an ensemble fused in loss, the members' weighted sum
+                    logp = objective(model, xp, aim, aim, cross_entropy)[0].mean()
                     g, = torch.autograd.grad(logp, p)
                     grads += self.batch_size
                     running += float(logp.detach())

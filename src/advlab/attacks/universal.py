@@ -17,6 +17,9 @@ Two ways to fit ``v`` on a set of inputs, both white-box (they take a model):
   minibatches, ``v ← P_{p,ε}(v + α · dir_p(∇_v mean_i J(x_i + v)))`` with ``dir_∞ = sign`` and
   ``dir_2 = g / ||g||_2``. ``loss="margin"`` is ``min(margin, 0)`` (C&W margin), which, like
   their clipped cross-entropy, stops points that are already fooled from dominating the step.
+  On an :class:`advlab.models.Ensemble` fused in loss the objective is the weighted sum of the
+  members' losses (:func:`advlab.losses.objective`); ``method="deepfool"`` linearises the
+  model's logits and refuses such an ensemble.
 
 Deviations from the paper (``method="deepfool"``), each measured on the digits CNN:
 
@@ -56,18 +59,18 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_inputs, check_logits, check_model, eval_mode
+from advlab._checks import (bounds_field, check_choice, check_inputs, check_int, check_logits, check_model,
+                            check_number, eval_mode)
 from advlab.attacks._base import config_repr
-from advlab._checks import check_int as _int_at_least
-from advlab.attacks.minimal import DeepFool, _finite
-from advlab.losses import cross_entropy, cw_margin
+from advlab.attacks.contract import Attack
+from advlab.attacks.minimal import DeepFool
+from advlab.losses import cross_entropy, cw_margin, objective
 from advlab.threat import ThreatModel, canonical_norm, lp_norm
 
 log = logging.getLogger(__name__)
@@ -99,7 +102,7 @@ def random_perturbation(shape: tuple[int, ...] | torch.Size, *, norm: str, eps: 
     norm = canonical_norm(norm)
     if norm not in ("linf", "l2"):
         raise ValueError(f"random_perturbation supports norm 'linf' or 'l2', got {norm!r}")
-    _finite("eps", eps)
+    check_number("eps", eps)
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(0)
     if norm == "linf":
@@ -254,8 +257,27 @@ def fooling_rate(model: nn.Module, x: Tensor, perturbation: Tensor | UniversalRe
 # -- the attack -----------------------------------------------------------------------------------
 
 
+def _clipped_margin(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    """``min(margin, 0)``: the C&W margin, no reward beyond fooling (the sgd ``"margin"`` loss)."""
+    return cw_margin(logits, y, target).clamp(max=0.0)
+
+
+SGD_LOSS_FNS = {"ce": cross_entropy, "margin": _clipped_margin}
+
+
+def _refuse_loss_fusion(config: Any, model: nn.Module) -> None:
+    from advlab.models.ensemble import Ensemble  # local: models must not import attacks
+
+    for m in model.modules():
+        if isinstance(m, Ensemble) and m.fusion == "loss":
+            raise ValueError(f"{type(config).__name__}(method='deepfool') linearises the model's logits, "
+                             "and an Ensemble fused in loss has no logits of its own to attack (its "
+                             "objective is a weighted sum of its members' losses); use method='sgd', "
+                             "which ascends that sum, or Ensemble(..., fusion='logits') or 'predictions'")
+
+
 @dataclass(frozen=True, kw_only=True)
-class UniversalPerturbation:
+class UniversalPerturbation(Attack):
     """Fit one perturbation ``v`` with ``||v||_p <= ε`` that fools the model on most inputs.
 
     ``method="deepfool"``: Moosavi-Dezfooli et al. (CVPR 2017), ``v ← P_{p,ε}(v + Δv_i)`` with
@@ -282,12 +304,17 @@ class UniversalPerturbation:
 
     Calling it on ``(model, x, y=None, *, generator=None)`` with ``x`` ``(N, *)`` returns a
     :class:`UniversalResult`; the generator shuffles the data each pass (default: seeded with 0).
+    On an :class:`advlab.models.Ensemble` fused in loss, ``sgd`` ascends the weighted sum of the
+    members' losses; ``deepfool`` refuses it.
 
     Example:
         >>> fit = UniversalPerturbation(norm="l2", eps=2.0, method="sgd", max_epochs=5)
         >>> result = fit(model, x_train[:1000])
         >>> fooling_rate(model, x_test, result.perturbation), result.apply(x_test)
     """
+
+    kind: ClassVar[str] = "universal"
+    access: ClassVar[str] = "gradients"
 
     norm: str = "linf"
     eps: float = 0.1
@@ -308,28 +335,20 @@ class UniversalPerturbation:
         if norm not in ("linf", "l2"):
             raise ValueError(f"UniversalPerturbation supports norm 'linf' or 'l2', got {self.norm!r}")
         object.__setattr__(self, "norm", norm)
-        _finite("eps", self.eps)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
-        _int_at_least("max_epochs", self.max_epochs, 1)
-        ok = (isinstance(self.target_fooling, (int, float)) and not isinstance(self.target_fooling, bool)
-              and 0 < self.target_fooling <= 1)
-        if not ok:
-            raise ValueError(f"target_fooling (the paper's 1 - delta) must be in (0, 1], "
-                             f"got {self.target_fooling!r}")
-        _finite("overshoot", self.overshoot, strict=False)
-        _int_at_least("deepfool_steps", self.deepfool_steps, 1)
+        check_number("eps", self.eps)
+        check_choice("method", self.method, METHODS)
+        check_int("max_epochs", self.max_epochs)
+        check_number("target_fooling (the paper's 1 - delta)", self.target_fooling, high=1.0)
+        check_number("overshoot", self.overshoot, low_open=False)
+        check_int("deepfool_steps", self.deepfool_steps)
         if self.num_candidates is not None:
-            _int_at_least("num_candidates (the true class included)", self.num_candidates, 2)
-        _int_at_least("batch_size", self.batch_size, 1)
-        if self.loss not in SGD_LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r} for the sgd method: use one of "
-                             f"{', '.join(SGD_LOSSES)}")
+            check_int("num_candidates (the true class included)", self.num_candidates, 2)
+        check_int("batch_size", self.batch_size)
+        check_choice("loss (of the sgd method)", self.loss, SGD_LOSSES)
         if self.step_size is not None:
-            _finite("step_size", self.step_size)
+            check_number("step_size", self.step_size)
         _target_int(self.target_class, "target_class")
-        tm = ThreatModel(norm=norm, eps=self.eps, bounds=self.bounds)  # raises on bad bounds
-        object.__setattr__(self, "bounds", tm.bounds)
+        bounds_field(self)
 
     @property
     def threat(self) -> ThreatModel:
@@ -339,6 +358,8 @@ class UniversalPerturbation:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> UniversalResult:
         target = self.target_class
+        if self.method == "deepfool":
+            _refuse_loss_fusion(self, check_model(model))
         with eval_mode(check_model(model)):
             labels, counted = _reference(model, x, y, target, self.bounds, generator)
             if generator is None:
@@ -464,13 +485,11 @@ class _Fit:
         c = self.c
         step = c.step_size if c.step_size is not None else c.eps / (10 if c.norm == "linf" else 5)
         v = self.v.detach().requires_grad_(True)
-        logits = self.model((self.x[idx] + v).clamp(self.lo, self.hi))
         labels = self.labels[idx]
         t = None if self.target is None else torch.full_like(labels, self.target)
-        if c.loss == "ce":
-            obj = cross_entropy(logits, labels, t)
-        else:
-            obj = cw_margin(logits, labels, t).clamp(max=0.0)
+        # the loss on the logits; for an ensemble fused in loss, the weighted sum of its members'
+        obj, _ = objective(self.model, (self.x[idx] + v).clamp(self.lo, self.hi), labels, t,
+                           SGD_LOSS_FNS[c.loss])
         g, = torch.autograd.grad(obj.mean(), v)
         self.grads += idx.numel()
         self.forwards += idx.numel()
