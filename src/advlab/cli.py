@@ -65,6 +65,25 @@ def _job_options(p: argparse.ArgumentParser, *, seed: bool = True, progress: boo
         p.add_argument("--no-progress", action="store_true")
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The model a command runs on (every command that loads one takes the same options)."""
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
+
+
+def _points_options(p: argparse.ArgumentParser, *, n: int, batch_size: int | None,
+                    what: str = "test images") -> None:
+    """``--n`` (how many points a command runs on) and, where it batches them, ``--batch-size``."""
+    p.add_argument("--n", type=_positive_int, default=n, help=f"{what} (default {n})")
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=_positive_int, default=batch_size)
+
+
+def _norm_option(p: argparse.ArgumentParser, *, default: str | None, first: str = "linf",
+                 help: str | None = None) -> None:
+    norms = [first] + [n for n in ("linf", "l2", "l1") if n != first]
+    p.add_argument("--norm", choices=norms, default=default, help=help)
+
+
 def _data_options(p: argparse.ArgumentParser, *, default: str | None) -> None:
     p.add_argument("--data", default=default, metavar="NAME",
                    help="dataset: fashion-mnist, mnist, digits, npz:PATH or folder:PATH"
@@ -112,14 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="attack a saved model; save adversarial examples, metrics, gallery",
                        description="Attack a checkpoint on test images and write adversarial.safetensors, "
                                    "metrics.json and gallery.png into --out.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
+    _model_options(p)
     p.add_argument("--attack", default="pgd", metavar="NAME",
                    help="white-box: fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm, apgd-ce, apgd-dlr, apgd-t, "
                         "deepfool, cw, fmn; black-box (query the model only): square, simba, nes, hsj, boundary "
                         "; universal: uap, patch (see `advlab list`; default pgd)")
     p.add_argument("--eps", type=float, help="perturbation budget ε (inputs are in [0, 1]); not for "
                                              "minimal-perturbation attacks (deepfool, cw, fmn, hsj, boundary)")
-    p.add_argument("--norm", choices=["linf", "l2", "l1"], help="threat model norm (default linf)")
+    _norm_option(p, default=None, help="threat model norm (default linf)")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float, help="step size α (default depends on the attack)")
     p.add_argument("--targeted", action="store_true", help="aim at a random wrong class per image")
@@ -134,14 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="DIR",
                    help="transfer: craft the (white-box) attack on this checkpoint, evaluate on --checkpoint "
                         "through a label-only oracle")
-    p.add_argument("--n", type=_positive_int, default=100, help="test images to attack (default 100)")
-    p.add_argument("--batch-size", type=_positive_int, default=250)
+    _points_options(p, n=100, batch_size=250, what="test images to attack")
     _job_options(p, progress=False)
 
     p = sub.add_parser("evaluate", help="accuracy against ε for several attacks: table and plot",
                        description="Clean and robust accuracy of a checkpoint for each attack at each ε "
                                    "(iterative attacks in evaluation mode), with a worst case per point.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    _model_options(p)
     p.add_argument("--attacks", type=_name_list, default=["fgsm", "ifgsm", "pgd", "mifgsm"],
                    help="comma-separated attacks (default fgsm,ifgsm,pgd,mifgsm)")
     p.add_argument("--eps", type=_float_list, default=[0.01, 0.05, 0.1, 0.15, 0.2, 0.5, 0.7],
@@ -150,11 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the strong cascade APGD-CE → APGD-T (Croce & Hein 2020) at each ε and "
                         "report the worst case per point; its per-point record in OUT/strong/ lets the "
                         "same command resume an interrupted run")
-    p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
+    _norm_option(p, default="linf")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float)
-    p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
-    p.add_argument("--batch-size", type=_positive_int, default=250)
+    _points_options(p, n=1000, batch_size=250)
     _job_options(p)
 
     p = sub.add_parser("measure", help="minimal perturbations per point, their distribution and the accuracy-vs-ε curve",
@@ -162,15 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "classified test points, keep each point's smallest distance, and read the "
                                    "whole robust-accuracy-vs-ε curve off the distances in one pass; writes "
                                    "minimal.json, minimal.md, minimal_norms.png and index.html.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    _model_options(p)
     p.add_argument("--attacks", type=_name_list, default=["deepfool", "fmn"],
                    help="comma-separated minimal-norm attacks: deepfool, fmn, cw (default deepfool,fmn)")
-    p.add_argument("--norm", choices=["l2", "linf", "l1"], default="l2", help="distance to minimise (default l2)")
+    _norm_option(p, default="l2", first="l2", help="distance to minimise (default l2)")
     p.add_argument("--eps", type=_float_list, help="increasing radii at which to tabulate robust accuracy "
                                                    "(default depends on the norm)")
     p.add_argument("--steps", type=_positive_int, help="iterations of DeepFool / FMN")
-    p.add_argument("--n", type=_positive_int, default=1000, help="test images (default 1000)")
-    p.add_argument("--batch-size", type=_positive_int, default=250)
+    _points_options(p, n=1000, batch_size=250)
     _job_options(p, seed=False)
 
     p = sub.add_parser("defend", help="train with a defense recipe; compare with the undefended model",
@@ -199,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate", metavar="DIR", help="transfer source checkpoint (default: train one)")
     p.add_argument("--queries", type=_positive_int, default=1000, help="Square's query budget per point")
     p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
-    p.add_argument("--n", type=_positive_int, default=500, help="test images of the comparison (default 500)")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
+    _points_options(p, n=500, batch_size=128, what="test images of the comparison")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3; 1e-2 for distill)")
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine", "cyclic"], default="constant",
                    help="learning-rate schedule over all steps (cyclic: Wong et al. 2020's fast training)")
@@ -213,18 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "determinism, non-zero gradients, iterative beats single-step, success rises "
                                    "with ε and reaches 100% unbounded, white-box beats transfer and random noise. "
                                    "Exits with status 1 when a check fails.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    _model_options(p)
     p.add_argument("--eps", type=float, required=True, help="the ε of the evaluation being audited")
-    p.add_argument("--norm", choices=["linf", "l2", "l1"], default="linf")
+    _norm_option(p, default="linf")
     p.add_argument("--steps", type=_positive_int, default=20, help="PGD steps (default 20)")
-    p.add_argument("--n", type=_positive_int, default=500, help="test images (default 500)")
+    _points_options(p, n=500, batch_size=None)
     _job_options(p, progress=False)
 
     p = sub.add_parser("geometry", help="decision-boundary maps, adversarial subspace dimension, cosine of updates",
                        description="Decision-boundary cross-sections (FGSM direction × random orthogonal "
                                    "direction), the gradient-aligned adversarial subspace dimension (Tramèr "
                                    "et al. 2017) and the cosine similarity of successive I-FGSM / MI-FGSM updates.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    _model_options(p)
     p.add_argument("--n-maps", type=_positive_int, default=6, help="decision maps to draw (default 6)")
     p.add_argument("--extent", type=float, default=0.3, help="half-width of each map in ε (default 0.3)")
     p.add_argument("--resolution", type=_positive_int, default=41)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from advlab._checks import check_int
 from advlab.attacks._blackbox import check_label_range, labels_of
-from advlab.attacks.contract import Attack, Run
+from advlab.attacks._base import AttackResult
+from advlab.attacks.contract import Attack, Run, execute
+from advlab.attacks.criteria import Criterion
 from advlab.threat import _view, lp_norm
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,36 @@ def open_walk(attack: Attack, run: Run) -> tuple[Walk, Tensor | None]:
                          "starting_points=... or init_attempts >= 1")
     walk = Walk(run, attack.norm, attack.queries)  # type: ignore[attr-defined]
     return walk, sp.detach() if sp is not None else None
+
+
+class DecisionAttack(Attack):
+    """The lifecycle both decision-based attacks share: a call that also takes
+    ``starting_points``, and a core that finds each point's start (:func:`begin`), lets the family
+    move it (``_search``) and hands the closest adversarial inputs over (:func:`hand_over`).
+    A subclass declares its fields and writes ``_search`` only."""
+
+    access: ClassVar[str] = "labels"
+    kind: ClassVar[str] = "minimal"
+
+    def __call__(self, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
+                 starting_points: Tensor | None = None, generator: torch.Generator | None = None,
+                 criterion: Criterion | None = None) -> AttackResult:
+        return execute(self, model, x, y, target=target, generator=generator, criterion=criterion,
+                       extras={"starting_points": starting_points})
+
+    def _core(self, run: Run) -> None:
+        walk, sp = open_walk(self, run)
+        start, has_start, _, clean_pred = begin(walk, sp, self.init_attempts,  # type: ignore[attr-defined]
+                                                run.generator)
+        idx = (has_start & ~walk.stopped).nonzero().squeeze(1)
+        if idx.numel():
+            self._search(walk, idx, start[idx], run.generator)
+        hand_over(walk, clean_pred)
+
+    def _search(self, walk: Walk, idx: Tensor, start: Tensor, gen: torch.Generator) -> None:
+        """Move the points ``idx`` (which start at ``start``, also ``walk``'s best so far) towards
+        ``x`` through ``walk``."""
+        raise NotImplementedError
 
 
 # -- one call's state: the session, the budget and the best adversarial input per point --------------

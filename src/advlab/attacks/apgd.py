@@ -227,7 +227,28 @@ def _clean_logits(model: nn.Module, x: Tensor, eot_iter: int) -> tuple[Tensor, i
 
 
 @dataclass(frozen=True, kw_only=True)
-class APGD(Attack):
+class _AutoPGD(Attack):
+    """The settings and the clean pass APGD and APGD-T share (see :class:`APGD`)."""
+
+    eps: float
+    norm: Norm = "linf"
+    steps: int = 100
+    loss: str | LossFn = "ce"
+    restarts: int = 1
+    rho: float = 0.75
+    bounds: tuple[float, float] = (0.0, 1.0)
+    early_stop: bool = False
+    eot_iter: int = 1
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def _clean_scores(self, run: Run, x: Tensor) -> tuple[Tensor, int]:
+        return _clean_logits(run.model, x, self.eot_iter)
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGD(_AutoPGD):
     """Auto-PGD (Croce & Hein, ICML 2020, Algorithm 1) under L∞ or L2; APGD-CE and APGD-DLR.
 
     ``x⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + α(z⁽ᵏ⁺¹⁾ − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))``, ``z⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + η·dir_p(∇f))``,
@@ -258,22 +279,6 @@ class APGD(Attack):
         >>> robust_acc = 1 - result.success.float().mean()
     """
 
-    eps: float
-    norm: Norm = "linf"
-    steps: int = 100
-    loss: str | LossFn = "ce"
-    restarts: int = 1
-    rho: float = 0.75
-    bounds: tuple[float, float] = (0.0, 1.0)
-    early_stop: bool = False
-    eot_iter: int = 1
-
-    def __post_init__(self) -> None:
-        _validate(self)
-
-    def _clean_scores(self, run: Run, x: Tensor) -> tuple[Tensor, int]:
-        return _clean_logits(run.model, x, self.eot_iter)
-
     def _core(self, run: Run) -> None:
         state, x, y, target, threat = run.record, run.x, run.y, run.target, run.threat
         loss = get_loss(self.loss)
@@ -290,7 +295,7 @@ class APGD(Attack):
 
 
 @dataclass(frozen=True, kw_only=True)
-class APGDT(Attack):
+class APGDT(_AutoPGD):
     """APGD-T, targeted Auto-PGD (Croce & Hein, ICML 2020, Sec. 4): an *untargeted* attack that runs
     APGD with the targeted DLR loss ``−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2)`` against each of the
     ``n_target_classes`` classes with the highest clean logits (``y`` excluded), in turn, on the
@@ -313,20 +318,12 @@ class APGDT(Attack):
         >>> result.success  # misclassified, into whichever class
     """
 
-    eps: float
-    norm: Norm = "linf"
-    steps: int = 100
-    n_target_classes: int = 9
     loss: str | LossFn = "dlr"
-    restarts: int = 1
-    rho: float = 0.75
-    bounds: tuple[float, float] = (0.0, 1.0)
-    early_stop: bool = False
-    eot_iter: int = 1
+    n_target_classes: int = 9
     max_batch: int | None = None
 
     def __post_init__(self) -> None:
-        _validate(self)
+        super().__post_init__()
         check_int("n_target_classes", self.n_target_classes)
         if self.max_batch is not None:
             check_int("max_batch", self.max_batch)
@@ -335,10 +332,6 @@ class APGDT(Attack):
         if target is not None:
             raise ValueError("APGDT picks its own target classes (the top-k by clean logits); for a "
                              "given target use APGD(loss='dlr' or 'ce')(model, x, y, target=target)")
-
-    def _clean_scores(self, run: Run, x: Tensor) -> tuple[Tensor, int]:
-        return _clean_logits(run.model, x, self.eot_iter)
-
     def _check_clean(self, run: Run, logits: Tensor) -> None:
         other = (run.y[:1] + 1) % logits.shape[1]
         get_loss(self.loss)(logits[:1], run.y[:1], other)  # fail early (e.g. DLR-T needs 4 classes)

@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from advlab._checks import bounds_field, check_int, check_number
-from advlab.attacks._base import AttackResult
-from advlab.attacks._decision import Walk, begin, hand_over, open_walk, queries_field
-from advlab.attacks.contract import Attack, Run, execute
-from advlab.attacks.criteria import Criterion
+from advlab.attacks._decision import DecisionAttack, Walk, queries_field
 from advlab.threat import lp_norm
 
 __all__ = ["BoundaryAttack"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class BoundaryAttack(Attack):
+class BoundaryAttack(DecisionAttack):
     """The Boundary attack (Brendel, Rauber & Bethge, ICLR 2018), L2, hard-label.
 
     From an adversarial start (``starting_points``, or uniform noise blended towards ``x``), each
@@ -67,9 +64,6 @@ class BoundaryAttack(Attack):
         >>> result.norms.median()
     """
 
-    access: ClassVar[str] = "labels"
-    kind: ClassVar[str] = "minimal"
-
     steps: int = 25_000
     spherical_step: float = 0.01
     source_step: float = 0.01
@@ -93,22 +87,7 @@ class BoundaryAttack(Attack):
         check_int("init_attempts", self.init_attempts, 0)
         bounds_field(self)
 
-    def __call__(self, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 starting_points: Tensor | None = None, generator: torch.Generator | None = None,
-                 criterion: Criterion | None = None) -> AttackResult:
-        return execute(self, model, x, y, target=target, generator=generator, criterion=criterion,
-                       extras={"starting_points": starting_points})
-
-    def _core(self, run: Run) -> None:
-        walk, sp = open_walk(self, run)
-        _, has_start, _, clean_pred = begin(walk, sp, self.init_attempts, run.generator)
-        # the walk moves the best point found so far: the start, or its blend towards x
-        idx = (has_start & ~walk.stopped).nonzero().squeeze(1)
-        if idx.numel():
-            self._walk(walk, idx, run.generator)
-        hand_over(walk, clean_pred)
-
-    def _walk(self, walk: Walk, idx: Tensor, gen: torch.Generator) -> None:
+    def _search(self, walk: Walk, idx: Tensor, start: Tensor, gen: torch.Generator) -> None:
         x = walk.x
         b, dev, dt = x.shape[0], x.device, x.dtype
         spherical = torch.full((b,), float(self.spherical_step), dtype=dt, device=dev)

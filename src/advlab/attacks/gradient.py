@@ -12,6 +12,7 @@ Shapes: ``x`` ``(B, *)`` floats inside ``bounds``; ``y`` and ``target`` ``(B,)``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -71,7 +72,7 @@ class FGSM(Attack):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FGM(Attack):
+class FGM(FGSM):
     """The L2 fast gradient method: ``x' = Π(x + ε · ∇J / ||∇J||_2)`` (Goodfellow et al. 2015),
     :class:`FGSM` with ``norm="l2"``: the same points, bit for bit.
 
@@ -79,15 +80,7 @@ class FGM(Attack):
         >>> result = FGM(eps=1.5)(model, x, y)
     """
 
-    clean_pass: ClassVar[bool] = False
-    eps: float
-    loss: str | LossFn = "ce"
-    bounds: tuple[float, float] = (0.0, 1.0)
     norm: ClassVar[Norm] = "l2"
-
-    __post_init__ = FGSM.__post_init__
-    schedule = FGSM.schedule
-    _core = _loop_core
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +165,7 @@ class PGD(Attack):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MIFGSM(Attack):
+class MIFGSM(IFGSM):
     """Momentum Iterative FGSM (Dong et al., CVPR 2018, Algorithm 1); ``norm="l2"`` gives MI-FGM.
 
     ``g_{t+1} = μ · g_t + ∇_x J(x_t, y) / ||∇_x J(x_t, y)||_1``,
@@ -185,30 +178,18 @@ class MIFGSM(Attack):
         >>> result = MIFGSM(eps=16 / 255, steps=10, decay=1.0)(model, x, y, target=t)
     """
 
-    clean_pass: ClassVar[bool] = False
-    eps: float
-    steps: int = 10
     decay: float = 1.0
-    step_size: float | None = None
-    norm: Norm = "linf"
-    loss: str | LossFn = "ce"
-    bounds: tuple[float, float] = (0.0, 1.0)
-    early_stop: bool = False
 
     def __post_init__(self) -> None:
         check_gradient_config(self)
         check_number("decay", self.decay, low=0.0, low_open=False)
 
     def schedule(self) -> Schedule:
-        step_size = self.step_size if self.step_size is not None else self.eps / self.steps
-        return Schedule(steps=self.steps, step_size=step_size, momentum=float(self.decay),
-                        early_stop=self.early_stop)
-
-    _core = _loop_core
+        return dataclasses.replace(super().schedule(), momentum=float(self.decay))
 
 
 @dataclass(frozen=True, kw_only=True)
-class MIFGM(Attack):
+class MIFGM(MIFGSM):
     """MI-FGM, the L2 form of MI-FGSM (Dong et al. 2018, Sec. 3.3): ``g_{t+1} = μ g_t + ∇/||∇||_1``,
     ``x_{t+1} = Π(x_t + α · g_{t+1} / ||g_{t+1}||_2)``; :class:`MIFGSM` with ``norm="l2"``.
 
@@ -216,19 +197,4 @@ class MIFGM(Attack):
         >>> result = MIFGM(eps=1.5, steps=10)(model, x, y)
     """
 
-    clean_pass: ClassVar[bool] = False
-    eps: float
-    steps: int = 10
-    decay: float = 1.0
-    step_size: float | None = None
-    loss: str | LossFn = "ce"
-    bounds: tuple[float, float] = (0.0, 1.0)
-    early_stop: bool = False
     norm: ClassVar[Norm] = "l2"
-
-    def __post_init__(self) -> None:
-        check_gradient_config(self)
-        check_number("decay", self.decay, low=0.0, low_open=False)
-
-    schedule = MIFGSM.schedule
-    _core = _loop_core

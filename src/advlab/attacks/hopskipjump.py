@@ -16,17 +16,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from advlab._checks import bounds_field, check_choice, check_int, check_number, norm_field
-from advlab.attacks._base import AttackResult
-from advlab.attacks._decision import (GRID, MAX_HALVINGS, Walk, begin, bisect, bisect_steps, hand_over,
-                                      open_walk, queries_field)
-from advlab.attacks.contract import Attack, Run, execute
-from advlab.attacks.criteria import Criterion
+from advlab.attacks._decision import (GRID, MAX_HALVINGS, DecisionAttack, Walk, bisect, bisect_steps,
+                                      queries_field)
 from advlab.threat import _view, lp_norm
 
 log = logging.getLogger(__name__)
@@ -35,7 +31,7 @@ __all__ = ["HopSkipJump"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class HopSkipJump(Attack):
+class HopSkipJump(DecisionAttack):
     """HopSkipJumpAttack (Chen, Jordan & Wainwright, IEEE S&P 2020), L2 or L∞, hard-label.
 
     From an adversarial start ``x̃_0`` (``starting_points``, or uniform noise blended towards
@@ -83,9 +79,6 @@ class HopSkipJump(Attack):
         >>> HopSkipJump(queries=5000)(oracle, x, y, target=t, starting_points=x_of_class_t)
     """
 
-    access: ClassVar[str] = "labels"
-    kind: ClassVar[str] = "minimal"
-
     norm: str = "l2"
     queries: int | None = 10_000
     steps: int = 64
@@ -109,21 +102,7 @@ class HopSkipJump(Attack):
         check_int("init_attempts", self.init_attempts, 0)
         bounds_field(self)
 
-    def __call__(self, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
-                 starting_points: Tensor | None = None, generator: torch.Generator | None = None,
-                 criterion: Criterion | None = None) -> AttackResult:
-        return execute(self, model, x, y, target=target, generator=generator, criterion=criterion,
-                       extras={"starting_points": starting_points})
-
-    def _core(self, run: Run) -> None:
-        walk, sp = open_walk(self, run)
-        start, has_start, _, clean_pred = begin(walk, sp, self.init_attempts, run.generator)
-        idx = (has_start & ~walk.stopped).nonzero().squeeze(1)
-        if idx.numel():
-            self._iterate(walk, idx, start[idx], run.generator)
-        hand_over(walk, clean_pred)
-
-    def _iterate(self, walk: Walk, idx: Tensor, start: Tensor, gen: torch.Generator) -> None:
+    def _search(self, walk: Walk, idx: Tensor, start: Tensor, gen: torch.Generator) -> None:
         """Run the iterations on points ``idx`` ``(m,)`` from adversarial ``start`` ``(m, *)``."""
         x, norm = walk.x, self.norm
         d = x[0].numel()

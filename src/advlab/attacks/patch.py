@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab._checks import (bounds_field, check_inputs, check_int, check_logits, check_model, check_number,
-                            eval_mode)
+from advlab._checks import bounds_field, check_int, check_model, check_number, eval_mode
 from advlab.attacks._base import config_repr
 from advlab.attacks.contract import Attack
+from advlab.attacks.universal import class_index, reference_labels
 from advlab.losses import cross_entropy, objective
 from advlab.threat import ThreatModel
 
@@ -245,35 +245,12 @@ def _check_image_batch(x: Tensor, patch: Tensor | None = None) -> None:
             raise ValueError(f"patch is on {patch.device} but x is on {x.device}")
 
 
-def _target_int(target: Any) -> int:
-    if isinstance(target, Tensor) and target.numel() == 1 and not target.is_floating_point():
-        target = int(target)
-    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
-        raise ValueError(f"target_class must be a class index (an int >= 0), got {target!r}")
-    return target
-
-
 def _reference(model: nn.Module, x: Tensor, y: Tensor | None, target: int,
                bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
     """Validate; return ``(B,)`` bool, the points whose reference label is not the target."""
     check_model(model)
     _check_image_batch(x)
-    check_inputs(model, x, y if y is not None else torch.zeros(x.shape[0], dtype=torch.long,
-                                                                device=x.device),
-                 bounds=bounds, generator=generator)
-    with torch.no_grad():
-        try:
-            logits = torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, x.shape[0], EVAL_BATCH)])
-        except (RuntimeError, IndexError) as err:
-            raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check "
-                             "that x has the (B, C, H, W) shape the model expects") from err
-    labels = y if y is not None else logits.argmax(dim=1)
-    check_logits(logits, labels, torch.full_like(labels, target))  # target out of range
-    counted = labels != target
-    if not bool(counted.any()):
-        raise ValueError(f"every point's reference label is the target class {target}; patch "
-                         "success needs points of other classes")
-    return counted
+    return reference_labels(model, x, y, target, bounds, generator)[1]
 
 
 def _success(model: nn.Module, x: Tensor, patch: Tensor, mask: Tensor, target: int, *,
@@ -319,7 +296,7 @@ def patch_success(model: nn.Module, x: Tensor, patch: Tensor | PatchResult, *,
         patch = res.patch
     if target is None:
         raise ValueError("patch_success needs target= (the class the patch aims at)")
-    target = _target_int(target)
+    target = class_index(target, "target_class", optional=False)
     check_int("samples", samples)
     rotation = 0.0 if rotation is None else rotation
     scale = (1.0, 1.0) if scale is None else scale
@@ -402,7 +379,7 @@ class AdversarialPatch(Attack):
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        _target_int(self.target_class)
+        class_index(self.target_class, "target_class", optional=False)
         patch_side(self.patch_size, (1 << 30, 1 << 30))  # type and range; the image size is checked later
         if self.shape not in SHAPES:
             raise ValueError(f"unknown patch shape {self.shape!r}: use one of {', '.join(SHAPES)}")

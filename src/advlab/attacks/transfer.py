@@ -397,6 +397,11 @@ def train_substitute(oracle: Oracle, seed_x: Tensor, *,
 # -- the transfer attack --------------------------------------------------------------------------
 
 
+def _read_through(name: str, doc: str) -> Any:
+    """A read-only property that returns ``self.target.<name>``."""
+    return property(lambda self: getattr(self.target, name), doc=doc)
+
+
 @dataclass(frozen=True)
 class TransferResult:
     """What a :class:`TransferAttack` returns: the target's verdict and the source's own.
@@ -415,29 +420,12 @@ class TransferResult:
     target: AttackResult
     source: AttackResult
 
-    @property
-    def x_adv(self) -> Tensor:
-        return self.target.x_adv
-
-    @property
-    def success(self) -> Tensor:
-        return self.target.success
-
-    @property
-    def pred(self) -> Tensor:
-        return self.target.pred
-
-    @property
-    def norms(self) -> Tensor:
-        return self.target.norms
-
-    @property
-    def queries(self) -> Tensor:
-        return self.target.queries  # type: ignore[return-value]
-
-    @property
-    def threat(self) -> ThreatModel:
-        return self.target.threat
+    x_adv = _read_through("x_adv", "``(B, *)`` the points crafted on the source.")
+    success = _read_through("success", "``(B,)`` bool, the target was fooled (the transfer success).")
+    pred = _read_through("pred", "``(B,)`` the target's labels at ``x_adv``.")
+    norms = _read_through("norms", "``(B,)`` the perturbation norms.")
+    queries = _read_through("queries", "``(B,)`` target queries per point (1).")
+    threat = _read_through("threat", "The source attack's threat model.")
 
     @property
     def success_rate(self) -> float:

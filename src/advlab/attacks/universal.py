@@ -188,20 +188,26 @@ def _fooled(pred: Tensor, labels: Tensor, target: int | None) -> Tensor:
     return pred != labels if target is None else pred == target
 
 
-def _target_int(target: Any, name: str = "target") -> int | None:
-    if target is None:
+def class_index(target: Any, name: str = "target", *, optional: bool = True) -> int | None:
+    """``target`` as a class index (an int, or a one-element integer tensor), or ``None`` where
+    ``optional``; anything else is refused, naming ``name``. Shared with the adversarial patch."""
+    if target is None and optional:
         return None
     if isinstance(target, Tensor) and target.numel() == 1 and not target.is_floating_point():
         target = int(target)
     if isinstance(target, bool) or not isinstance(target, int) or target < 0:
-        raise ValueError(f"{name} must be a class index (an int >= 0) or None, got {target!r}")
+        alternative = " or None" if optional else ""
+        raise ValueError(f"{name} must be a class index (an int >= 0){alternative}, got {target!r}")
     return target
 
 
-def _reference(model: nn.Module, x: Tensor, y: Tensor | None, target: int | None,
-               bounds: tuple[float, float], generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Validate ``(x, y, target)``; return the reference labels ``(B,)`` and the points the rate
-    is taken over ``(B,)`` bool. Costs one forward pass on ``x`` (the clean predictions)."""
+def reference_labels(model: nn.Module, x: Tensor, y: Tensor | None, target: int | None,
+                     bounds: tuple[float, float],
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Validate ``(x, y, target)``; return the reference labels ``(B,)`` (``y``, or the clean
+    predictions) and the points a universal rate is taken over ``(B,)`` bool (untargeted: all;
+    targeted: those whose label is not the target). Costs one forward pass on ``x`` where ``y`` is
+    ``None``, one batch of it otherwise. Shared with the adversarial patch."""
     check_model(model)
     check_inputs(model, x, y if y is not None else torch.zeros(x.shape[0], dtype=torch.long,
                                                                 device=x.device),
@@ -244,9 +250,9 @@ def fooling_rate(model: nn.Module, x: Tensor, perturbation: Tensor | UniversalRe
         target = perturbation.target_class if target is None else target
         perturbation = perturbation.perturbation
     bounds = ThreatModel(norm="linf", eps=0.0, bounds=bounds if bounds is not None else (0.0, 1.0)).bounds
-    target = _target_int(target)
+    target = class_index(target)
     with eval_mode(check_model(model)):
-        labels, counted = _reference(model, x, y, target, bounds, None)
+        labels, counted = reference_labels(model, x, y, target, bounds, None)
         _check_perturbation_shape(perturbation, x)
         if not bool(torch.isfinite(perturbation).all()):
             raise ValueError("perturbation contains NaN or Inf")
@@ -347,7 +353,7 @@ class UniversalPerturbation(Attack):
         check_choice("loss (of the sgd method)", self.loss, SGD_LOSSES)
         if self.step_size is not None:
             check_number("step_size", self.step_size)
-        _target_int(self.target_class, "target_class")
+        class_index(self.target_class, "target_class")
         bounds_field(self)
 
     @property
@@ -361,7 +367,7 @@ class UniversalPerturbation(Attack):
         if self.method == "deepfool":
             _refuse_loss_fusion(self, check_model(model))
         with eval_mode(check_model(model)):
-            labels, counted = _reference(model, x, y, target, self.bounds, generator)
+            labels, counted = reference_labels(model, x, y, target, self.bounds, generator)
             if generator is None:
                 generator = torch.Generator(device=x.device).manual_seed(0)
             x = x.detach()

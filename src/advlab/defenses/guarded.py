@@ -23,12 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from advlab._checks import check_model, eval_mode, quiet_eval
-from advlab.attacks._loop import run_schedule
-from advlab.attacks.contract import Attack, Run
 from advlab.attacks.criteria import Criterion, NotRejected, resolve
 from advlab.attacks.gradient import PGD
 from advlab.defenses.detectors import FittedDetector, check_batch
-from advlab.threat import Norm
 
 __all__ = ["AdaptivePGD", "GuardedClassifier", "guarded_success", "reject_aware_margin"]
 
@@ -113,8 +110,14 @@ def reject_aware_margin(reject_class: int) -> Callable[[Tensor, Tensor, Tensor |
     return loss
 
 
+def _reject_last_margin(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    """:func:`reject_aware_margin` with the reject output the last column (as GuardedClassifier
+    lays them out)."""
+    return reject_aware_margin(logits.shape[1] - 1)(logits, y, target)
+
+
 @dataclass(frozen=True, kw_only=True)
-class AdaptivePGD(Attack):
+class AdaptivePGD(PGD):
     """PGD against classifier and detector together (Carlini & Wagner, AISec 2017).
 
     On the guarded model's ``C + 1`` logits (see :class:`GuardedClassifier`), from a random point of
@@ -133,21 +136,8 @@ class AdaptivePGD(Attack):
         >>> result.success.float().mean()      # fooled and accepted
     """
 
-    clean_pass: ClassVar[bool] = False
-    eps: float
-    norm: Norm = "linf"
     steps: int = 50
-    step_size: float | None = None
-    random_start: bool = True
-    restarts: int = 1
-    bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        self._pgd()  # validates
-
-    def _pgd(self) -> PGD:
-        return PGD(eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
-                   random_start=self.random_start, restarts=self.restarts, bounds=self.bounds)
+    loss: ClassVar[Callable[..., Tensor]] = staticmethod(_reject_last_margin)
 
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         if not isinstance(model, GuardedClassifier):
@@ -164,8 +154,6 @@ class AdaptivePGD(Attack):
             return base
         return base & NotRejected(reject_class=_num_classes(model, None))
 
-    def _core(self, run: Run) -> None:
-        run_schedule(run, self._pgd().schedule(), reject_aware_margin(_num_classes(run.model, run.x)))
 
 
 def _num_classes(guarded: GuardedClassifier, x: Tensor | None) -> int:

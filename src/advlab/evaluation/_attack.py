@@ -66,3 +66,22 @@ def broken(attack: AttackLike, res: Any, model: nn.Module, x: Tensor, y: Tensor,
     if threat is not None:
         hit &= threat.contains(res.x_adv, x)
     return hit
+
+
+class CleanCounts:
+    """``n``, ``n_correct`` and ``clean_accuracy`` of a per-point result with a ``correct``
+    ``(n,)`` bool field (the cascade's and the minimal-norm study's results)."""
+
+    correct: Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.correct.numel())
+
+    @property
+    def n_correct(self) -> int:
+        return int(self.correct.sum())
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.n_correct / self.n

@@ -41,7 +41,7 @@ from advlab.attacks.contract import AttackLike
 from advlab.attacks._base import config_repr
 from advlab._checks import check_int, check_inputs, check_model, check_number, eval_mode
 from advlab._io import atomic_write, atomic_write_text, clean_orphans
-from advlab.evaluation._attack import broken, check_bounded, victim
+from advlab.evaluation._attack import CleanCounts, broken, check_bounded, victim
 from advlab.evaluation.robustness import WORST_CASE, EvalRow, Evaluation, provenance
 from advlab.threat import ThreatModel
 
@@ -60,7 +60,7 @@ def _default_name(attack: AttackLike) -> str:
 
 
 @dataclass(frozen=True)
-class CascadeResult:
+class CascadeResult(CleanCounts):
     """The per-point outcome of a cascade over ``n`` points.
 
     Attributes:
@@ -89,14 +89,6 @@ class CascadeResult:
     provenance: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def n(self) -> int:
-        return int(self.correct.numel())
-
-    @property
-    def n_correct(self) -> int:
-        return int(self.correct.sum())
-
-    @property
     def broken(self) -> Tensor:
         """``(n,)`` bool, some attack broke the (correctly classified) point."""
         return self.broken_by >= 0
@@ -109,10 +101,6 @@ class CascadeResult:
     @property
     def n_robust(self) -> int:
         return int(self.robust.sum())
-
-    @property
-    def clean_accuracy(self) -> float:
-        return self.n_correct / self.n
 
     @property
     def robust_accuracy(self) -> float:

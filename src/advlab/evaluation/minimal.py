@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from advlab.attacks.contract import AttackLike
 from advlab.attacks._base import config_repr
 from advlab._checks import check_inputs, check_model
+from advlab.evaluation._attack import CleanCounts
 from advlab.evaluation.robustness import clean_predictions, provenance
 from advlab.threat import canonical_norm
 
@@ -88,7 +89,7 @@ def quantiles(distances: Tensor | Sequence[float], qs: Sequence[float]) -> list[
 
 
 @dataclass
-class MinimalNorms:
+class MinimalNorms(CleanCounts):
     """Per-point minimal distances from one or several minimal-norm attacks.
 
     Attributes:
@@ -124,18 +125,6 @@ class MinimalNorms:
         self.by_attack = {k: _as_distances(v) for k, v in self.by_attack.items()}
 
     # -- counts ---------------------------------------------------------------------------------
-
-    @property
-    def n(self) -> int:
-        return int(self.distances.numel())
-
-    @property
-    def n_correct(self) -> int:
-        return int(self.correct.sum())
-
-    @property
-    def clean_accuracy(self) -> float:
-        return self.n_correct / self.n
 
     @property
     def n_unbroken(self) -> int:

@@ -74,14 +74,7 @@ class MLP(nn.Module):
         self.in_shape = _check_shape("MLP", in_shape, num_classes)
         self.num_classes = num_classes
         c, h, w = self.in_shape
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c * h * w, 256),
-            nn.ReLU(),
-            nn.Linear(256, 128),
-            nn.ReLU(),
-            nn.Linear(128, num_classes),
-        )
+        self.net = _dense(c * h * w, (256, 128), num_classes, act=nn.ReLU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, K)
@@ -102,16 +95,21 @@ class BatchNormMLP(nn.Module):
         self.in_shape = _check_shape("BatchNormMLP", in_shape, num_classes)
         self.num_classes = num_classes
         c, h, w = self.in_shape
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = c * h * w
-        for hidden in self.HIDDEN:
-            layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
+        self.net = _dense(c * h * w, self.HIDDEN, num_classes, act=nn.ReLU, batchnorm=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, K)
+
+
+def _dense(width: int, hidden: Sequence[int], num_classes: int, *, act: type[nn.Module],
+           batchnorm: bool = False) -> nn.Sequential:
+    """``flatten → (linear → [BatchNorm] → act)`` per hidden width ``→ linear num_classes``."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for h in hidden:
+        layers += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if batchnorm else []), act()]
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
 
 
 def _conv_blocks(channels: int, widths: Sequence[int], *, kernel: int, act: type[nn.Module],
@@ -124,7 +122,24 @@ def _conv_blocks(channels: int, widths: Sequence[int], *, kernel: int, act: type
     return nn.Sequential(*layers)
 
 
-class LeNet5(nn.Module):
+class _ConvNet(nn.Module):
+    """Two ``conv → act → pool2`` blocks, then a dense head: what LeNet-5 and SmallCNN share."""
+
+    def __init__(self, name: str, *, in_shape: tuple[int, int, int], num_classes: int,
+                 widths: tuple[int, int], kernel: int, act: type[nn.Module], pool: type[nn.Module],
+                 hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.in_shape = _check_shape(name, in_shape, num_classes, min_side=4)
+        self.num_classes = num_classes
+        c, h, w = self.in_shape
+        self.features = _conv_blocks(c, widths, kernel=kernel, act=act, pool=pool)
+        self.classifier = _dense(widths[-1] * (h // 4) * (w // 4), hidden, num_classes, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, width, H/4, W/4) -> (B, K)
+
+
+class LeNet5(_ConvNet):
     """LeNet-5 (LeCun et al., 1998) with tanh and average pooling, as in the original.
 
     conv5(6) → tanh → avgpool2 → conv5(16) → tanh → avgpool2 → fc120 → fc84 → fc ``num_classes``.
@@ -133,26 +148,11 @@ class LeNet5(nn.Module):
     """
 
     def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
-        super().__init__()
-        self.in_shape = _check_shape("LeNet5", in_shape, num_classes, min_side=4)
-        self.num_classes = num_classes
-        c, h, w = self.in_shape
-        self.features = _conv_blocks(c, (6, 16), kernel=5, act=nn.Tanh, pool=nn.AvgPool2d)
-        flat = 16 * (h // 4) * (w // 4)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 120),
-            nn.Tanh(),
-            nn.Linear(120, 84),
-            nn.Tanh(),
-            nn.Linear(84, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))  # (B, 16, H/4, W/4) -> (B, K)
+        super().__init__("LeNet5", in_shape=in_shape, num_classes=num_classes, widths=(6, 16),
+                         kernel=5, act=nn.Tanh, pool=nn.AvgPool2d, hidden=(120, 84))
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(_ConvNet):
     """Two-layer ReLU CNN, the demo's main model.
 
     conv3(32) → ReLU → maxpool2 → conv3(64) → ReLU → maxpool2 → fc128 → ReLU → fc ``num_classes``.
@@ -160,20 +160,8 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int) -> None:
-        super().__init__()
-        self.in_shape = _check_shape("SmallCNN", in_shape, num_classes, min_side=4)
-        self.num_classes = num_classes
-        c, h, w = self.in_shape
-        self.features = _conv_blocks(c, (32, 64), kernel=3, act=nn.ReLU, pool=nn.MaxPool2d)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(64 * (h // 4) * (w // 4), 128),
-            nn.ReLU(),
-            nn.Linear(128, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))  # (B, 64, H/4, W/4) -> (B, K)
+        super().__init__("SmallCNN", in_shape=in_shape, num_classes=num_classes, widths=(32, 64),
+                         kernel=3, act=nn.ReLU, pool=nn.MaxPool2d, hidden=(128,))
 
 
 class _BasicBlock(nn.Module):
