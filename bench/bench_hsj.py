@@ -9,7 +9,7 @@ wall and CPU seconds.
 
 Contenders, with the same Monte-Carlo schedule ``n_t = min(100 √t, 10000)``:
 
-* advlab ``HopSkipJump(norm="l2", queries=B)`` with ``Oracle(model, output="label")``: all points
+* advlab ``HopSkipJump(norm="l2", budget=B)`` with ``Oracle(model, output="label")``: all points
   in one batched call; the oracle counts every row and the attack never exceeds ``B``.
 * ART ``HopSkipJump(norm=2, init_eval=100, max_eval=10000, init_size=100)`` on a
   ``PyTorchClassifier`` (``batch_size=4096`` so a Monte-Carlo batch is one forward). ART has no
@@ -116,7 +116,7 @@ def run_advlab(model: nn.Module, x: Tensor, y: Tensor, budget: int, seed: int,
     from advlab.oracle import Oracle
 
     oracle = Oracle(model, output="label", batch_size=chunk)
-    attack = HopSkipJump(norm="l2", queries=budget)
+    attack = HopSkipJump(norm="l2", budget=budget)
     w0, c0 = time.perf_counter(), time.process_time()
     r = attack(oracle, x, y, generator=torch.Generator().manual_seed(seed))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -334,7 +334,7 @@ def render(rep: dict[str, Any], timing: dict[str, Any] | None = None) -> str:
         f"correctly classified test images (of the first {rep['scanned_test_images']}); the head-to-head "
         f"uses the first {art_n} of them for both contenders. Median L2 over the points (a point not "
         "broken counts as inf); success = the model misclassifies the returned point (checked here). "
-        "advlab: `HopSkipJump(norm='l2', queries=B)`, label-only `Oracle`, all points in one batch. "
+        "advlab: `HopSkipJump(norm='l2', budget=B)`, label-only `Oracle`, all points in one batch. "
         "ART 1.20.1: `HopSkipJump(norm=2, init_eval=100, max_eval=10000, init_size=100)`, one point "
         "at a time (as ART loops), advanced one iteration per call (`resume`); its queries are the "
         "rows its model forward received, minus two bookkeeping rows per resumed call, and its "

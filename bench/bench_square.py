@@ -4,7 +4,7 @@ On the small CNN trained 2 epochs on Fashion-MNIST (``bench/results/small-cnn-fa
 clean accuracy 0.884), every contender attacks the same points: the first ``--n`` (200) correctly
 classified test images, at L∞ ε = 0.1 with a budget of 1,000 queries per point:
 
-* advlab ``SquareAttack(eps=0.1, norm="linf", queries=1000, p_init=0.8, loss="margin")`` through
+* advlab ``SquareAttack(eps=0.1, norm="linf", budget=1000, p_init=0.8, loss="cw")`` through
   ``Oracle(model, output="scores", budget=1000)``, generator seeded with 0;
 * torchattacks ``Square(norm="Linf", eps=0.1, n_queries=1000, n_restarts=1, p_init=0.8,
   loss="margin", seed=0)``;
@@ -151,8 +151,8 @@ def make_contenders(cfg: Config, n: int) -> dict[str, Contender]:
     from advlab.oracle import Oracle
 
     def advlab(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        attack = SquareAttack(eps=cfg.eps, norm="linf", queries=cfg.queries, p_init=cfg.p_init,
-                              loss="margin", restarts=1)
+        attack = SquareAttack(eps=cfg.eps, norm="linf", budget=cfg.queries, p_init=cfg.p_init,
+                              loss="cw", restarts=1)
         r = attack(Oracle(model, output="scores", budget=cfg.queries), x, y,
                    generator=torch.Generator().manual_seed(cfg.seed))
         return r.x_adv, r.queries

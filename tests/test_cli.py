@@ -204,7 +204,7 @@ def test_measure_and_evaluate_refuse_the_wrong_kind_of_attack(argv, message, che
 def test_black_box_attack_records_queries_and_respects_the_budget(checkpoint, tmp_path):
     out = tmp_path / "square"
     assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "square", "--eps", "0.2",
-                 "--queries", "150", "--n", "40", "--out", str(out)]) == 0
+                 "--budget", "150", "--n", "40", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["access"] == "black-box: scores" and metrics["query_budget_per_point"] == 150
     assert 1 <= metrics["queries_mean"] <= 150 and metrics["success_rate_over_correct"] > 0.5
@@ -236,7 +236,7 @@ def test_minimal_attack_from_the_cli_takes_no_eps(checkpoint, tmp_path, capsys):
     assert "takes no --eps" in capsys.readouterr().err
     assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "pgd", "--eps", "0.1",
                  "--queries", "10", "--out", str(out)]) != 0
-    assert "--queries is for black-box attacks" in capsys.readouterr().err
+    assert "--budget is for black-box attacks" in capsys.readouterr().err
 
 
 def test_universal_perturbation_and_patch_from_the_cli(checkpoint, tmp_path):
@@ -258,7 +258,7 @@ def test_universal_perturbation_and_patch_from_the_cli(checkpoint, tmp_path):
 
 def test_decision_based_attack_from_the_cli(checkpoint, tmp_path):
     out = tmp_path / "hsj"
-    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "hsj", "--queries", "400",
+    assert main(["attack", "--checkpoint", str(checkpoint), "--attack", "hsj", "--budget", "400",
                  "--n", "20", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["access"] == "black-box: labels only" and m["eps"] is None

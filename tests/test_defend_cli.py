@@ -14,7 +14,7 @@ def test_defend_fast_beats_the_undefended_model_under_white_box_pgd(tmp_path):
     out = tmp_path / "fast"
     assert main(["defend", "--recipe", "fast", "--data", "digits", "--epochs", "8", "--eps", "0.15",
                  "--lr-schedule", "cyclic", "--lr", "2e-3",  # Wong et al.'s cyclic schedule, peak 2e-3
-                 "--n", "150", "--queries", "100", "--out", str(out), "--no-progress"]) == 0
+                 "--n", "150", "--budget", "100", "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "comparison.json").read_text())
     undefended, defended = summary["models"]["undefended"], summary["models"]["defended"]
     wb = lambda m: m["white_box"]["worst-case"]["0.15"]  # noqa: E731

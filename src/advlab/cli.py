@@ -23,7 +23,7 @@ EPILOG = """examples:
   advlab evaluate --checkpoint runs/cnn --attacks fgsm,ifgsm,pgd,mifgsm --eps 0.01,0.05,0.1 --out runs/cnn/eval
   advlab evaluate --checkpoint runs/cnn --attacks pgd --strong --eps 0.1 --out runs/cnn/strong
   advlab measure --checkpoint runs/cnn --attacks deepfool,fmn --norm l2 --out runs/cnn/minimal
-  advlab attack --checkpoint runs/cnn --attack square --eps 0.1 --queries 1000 --out runs/cnn/square
+  advlab attack --checkpoint runs/cnn --attack square --eps 0.1 --budget 1000 --out runs/cnn/square
   advlab defend --recipe pgd --data fashion-mnist --epochs 2 --eps 0.1 --out runs/pgd
 """
 
@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float, help="step size α (default depends on the attack)")
     p.add_argument("--targeted", action="store_true", help="aim at a random wrong class per image")
-    p.add_argument("--queries", type=_positive_int,
-                   help="black-box attacks: query budget per point (the oracle refuses queries past it)")
+    p.add_argument("--budget", "--queries", dest="budget", type=_positive_int,
+                   help="black-box attacks: query budget per point (the oracle refuses queries past it; "
+                        "--queries is its old name)")
     p.add_argument("--fit-n", type=_positive_int, default=1000,
                    help="uap / patch: training images the universal perturbation is fitted on (default 1000)")
     p.add_argument("--method", choices=["sgd", "deepfool"], default="sgd", help="uap: fitting method (default sgd)")
@@ -213,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ensemble: a static pre-trained model (repeatable; default: train an mlp and a lenet5)")
     p.add_argument("--baseline", metavar="DIR", help="the undefended checkpoint (default: train one)")
     p.add_argument("--surrogate", metavar="DIR", help="transfer source checkpoint (default: train one)")
-    p.add_argument("--queries", type=_positive_int, default=1000, help="Square's query budget per point")
+    p.add_argument("--budget", "--queries", dest="budget", type=_positive_int, default=1000,
+                   help="Square's query budget per point (default 1000; --queries is its old name)")
     p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
     _points_options(p, n=500, batch_size=128, what="test images of the comparison")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3; 1e-2 for distill)")
@@ -290,7 +292,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "attack":
         runs.attack_job(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, out=args.out,
                         norm=args.norm, steps=args.steps, step_size=args.step_size, targeted=args.targeted,
-                        queries=args.queries, source=args.source,
+                        budget=args.budget, source=args.source,
                         n=args.n, batch_size=args.batch_size, seed=args.seed, data=args.data,
                         data_dir=args.data_dir, download=args.download)
     elif args.command == "evaluate":
@@ -310,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
                    lr=args.lr, lr_schedule=args.lr_schedule, steps=args.steps, alpha=args.alpha, beta=args.beta,
                    temperature=args.temperature,
                    vat_eps=args.vat_eps, labels=args.labels, static=args.static, baseline=args.baseline,
-                   surrogate=args.surrogate, eval_eps=args.eval_eps, queries=args.queries,
+                   surrogate=args.surrogate, eval_eps=args.eval_eps, budget=args.budget,
                    data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
     elif args.command == "audit":
         report = runs.audit_job(checkpoint=args.checkpoint, eps=args.eps, out=args.out, norm=args.norm,
@@ -345,7 +347,7 @@ def _run(args: argparse.Namespace) -> int:
         names = list_attacks()
         print("attacks:      ", ", ".join(n for n in names if n not in BLACKBOX and n not in MINIMAL))
         print("  minimal:    ", ", ".join(n for n in names if n in MINIMAL), "(no --eps)")
-        print("  black-box:  ", ", ".join(n for n in names if n in BLACKBOX), "(--queries)")
+        print("  black-box:  ", ", ".join(n for n in names if n in BLACKBOX), "(--budget)")
         print("  universal:   uap, patch (fitted on training images, measured held-out)")
         print("recipes:       standard, fgsm-mix, pgd, fast, trades, ensemble, distill, vat (advlab defend)")
     return 0

@@ -77,10 +77,10 @@ def _check_result(model, x, y, r, *, target=None, budget=None):
 
 
 ATTACKS = {
-    "hsj-l2": lambda q: HopSkipJump(norm="l2", queries=q),
-    "hsj-linf": lambda q: HopSkipJump(norm="linf", queries=q),
-    "hsj-grid": lambda q: HopSkipJump(norm="l2", queries=q, stepsize_search="grid_search"),
-    "boundary": lambda q: BoundaryAttack(queries=q),
+    "hsj-l2": lambda q: HopSkipJump(norm="l2", budget=q),
+    "hsj-linf": lambda q: HopSkipJump(norm="linf", budget=q),
+    "hsj-grid": lambda q: HopSkipJump(norm="l2", budget=q, stepsize_search="grid_search"),
+    "boundary": lambda q: BoundaryAttack(budget=q),
 }
 
 
@@ -119,7 +119,7 @@ def test_hsj_close_to_white_box_and_improves_with_queries(cnn_model, cnn_points,
     x, y = cnn_points
     medians = []
     for q in (300, 1000, 3000):
-        r = HopSkipJump(norm="l2", queries=q)(Oracle(cnn_model, output="label"), x, y, generator=_gen(1))
+        r = HopSkipJump(norm="l2", budget=q)(Oracle(cnn_model, output="label"), x, y, generator=_gen(1))
         _check_result(cnn_model, x, y, r, budget=q)
         assert r.success_rate == 1.0
         medians.append(float(r.norms.median()))
@@ -136,7 +136,7 @@ def test_hsj_linf_close_to_white_box(cnn_model, cnn_points):
     assert bool(ref.success.all())
     meds = []
     for q in (300, 1500):
-        r = HopSkipJump(norm="linf", queries=q)(Oracle(cnn_model, output="label"), x, y, generator=_gen(0))
+        r = HopSkipJump(norm="linf", budget=q)(Oracle(cnn_model, output="label"), x, y, generator=_gen(0))
         _check_result(cnn_model, x, y, r, budget=q)
         assert r.success_rate == 1.0
         meds.append(float(r.norms.median()))
@@ -174,7 +174,7 @@ def test_hsj_never_beats_the_linear_lower_bound(linear_model, digits):
     bound = _facet_lower_bound(x, y, linear_model[1])
     ratios = []
     for q in (1000, 3000):
-        r = HopSkipJump(norm="l2", queries=q)(Oracle(linear_model, output="label"), x, y, generator=_gen(0))
+        r = HopSkipJump(norm="l2", budget=q)(Oracle(linear_model, output="label"), x, y, generator=_gen(0))
         _check_result(linear_model, x, y, r, budget=q)
         ratio = r.norms.double() / bound
         assert float(ratio.min()) >= 1 - 1e-5, "closer than the exact lower bound: not a real adversarial"
@@ -187,7 +187,7 @@ def test_boundary_attack_improves_and_approaches_white_box(cnn_model, cnn_points
     x, y = cnn_points
     meds = []
     for q in (300, 3000):
-        r = BoundaryAttack(queries=q)(Oracle(cnn_model, output="label"), x, y, generator=_gen(1))
+        r = BoundaryAttack(budget=q)(Oracle(cnn_model, output="label"), x, y, generator=_gen(1))
         _check_result(cnn_model, x, y, r, budget=q)
         assert r.success_rate == 1.0
         meds.append(float(r.norms.median()))
@@ -219,7 +219,7 @@ def test_targeted_with_starting_points_ends_in_target(name, cnn_model, cnn_point
 def test_targeted_from_noise(cnn_model, cnn_points):
     x, y = cnn_points[0][:20], cnn_points[1][:20]
     target = (y + 1) % 10
-    r = HopSkipJump(queries=500)(Oracle(cnn_model, output="label"), x, y, target=target, generator=_gen())
+    r = HopSkipJump(budget=500)(Oracle(cnn_model, output="label"), x, y, target=target, generator=_gen())
     _check_result(cnn_model, x, y, r, target=target, budget=500)
     assert r.success_rate >= 0.5  # measured 0.7 on 40 points: noise reaches some targets only
 
@@ -256,7 +256,7 @@ def test_starting_points_not_mutated(cnn_model, cnn_points, digits):
     target = (y + 2) % 10
     sp = _class_examples(cnn_model, digits, target)
     sp0, t0 = sp.clone(), target.clone()
-    HopSkipJump(queries=200)(Oracle(cnn_model, output="label"), x, y, target=target, starting_points=sp)
+    HopSkipJump(budget=200)(Oracle(cnn_model, output="label"), x, y, target=target, starting_points=sp)
     assert torch.equal(sp, sp0) and torch.equal(target, t0)
 
 
@@ -274,15 +274,15 @@ def test_already_misclassified_points_cost_one_query(name, cnn_model, cnn_points
 def test_budget_exhaustion_is_clean(cnn_model, cnn_points):
     x, y = cnn_points[0][:8], cnn_points[1][:8]
     # one query: the clean check only; nothing found, all exhausted, x returned
-    r = HopSkipJump(queries=None)(Oracle(cnn_model, output="label", budget=1), x, y)
+    r = HopSkipJump(budget=None)(Oracle(cnn_model, output="label", budget=1), x, y)
     assert not bool(r.success.any()) and bool(r.budget_exhausted.all())
     assert torch.equal(r.x_adv, x) and bool((r.queries == 1).all())
     # a budget the oracle enforces mid-run: every point keeps an adversarial and stops on time
     oracle = Oracle(cnn_model, output="label", budget=150)
-    r = HopSkipJump(queries=None, steps=1000)(oracle, x, y, generator=_gen())
+    r = HopSkipJump(budget=None, steps=1000)(oracle, x, y, generator=_gen())
     _check_result(cnn_model, x, y, r, budget=150)
     assert r.success_rate == 1.0 and int(r.queries.max()) > 120
-    r = BoundaryAttack(queries=None)(Oracle(cnn_model, output="label", budget=150), x, y, generator=_gen())
+    r = BoundaryAttack(budget=None)(Oracle(cnn_model, output="label", budget=150), x, y, generator=_gen())
     _check_result(cnn_model, x, y, r, budget=150)
     assert r.success_rate == 1.0 and bool((r.queries == 150).all())
 
@@ -305,12 +305,12 @@ def test_batched_over_points(cnn_model, cnn_points):
     calls = {}
     for n in (1, 16):
         counter = _RowCounter(cnn_model)
-        HopSkipJump(steps=1, queries=None)(Oracle(counter, output="label", batch_size=None), x[:n], y[:n], generator=_gen())
+        HopSkipJump(steps=1, budget=None)(Oracle(counter, output="label", batch_size=None), x[:n], y[:n], generator=_gen())
         calls[n] = counter.rows
     assert max(calls[16]) == 16 * 100  # t = 1: init_evals probes per point, one call
     assert len(calls[16]) <= 2 * len(calls[1]) + 10
     counter = _RowCounter(cnn_model)
-    BoundaryAttack(steps=20, queries=None)(Oracle(counter, output="label", batch_size=None), x, y, generator=_gen())
+    BoundaryAttack(steps=20, budget=None)(Oracle(counter, output="label", batch_size=None), x, y, generator=_gen())
     assert counter.rows.count(16) >= 18 and 32 in counter.rows  # one call per step; stats steps 2 rows/pt
 
 
@@ -321,8 +321,8 @@ def test_batched_over_points(cnn_model, cnn_points):
     (HopSkipJump, {"norm": "l1"}, "norm"),
     (HopSkipJump, {"norm": "l3"}, "unknown norm"),
     (HopSkipJump, {"steps": 0}, "steps"),
-    (HopSkipJump, {"queries": 0}, "queries"),
-    (HopSkipJump, {"queries": 1.5}, "queries"),
+    (HopSkipJump, {"budget": 0}, "budget"),
+    (HopSkipJump, {"budget": 1.5}, "budget"),
     (HopSkipJump, {"init_evals": 0}, "init_evals"),
     (HopSkipJump, {"init_evals": 200, "max_evals": 100}, "max_evals"),
     (HopSkipJump, {"gamma": 0.0}, "gamma"),
@@ -335,7 +335,7 @@ def test_batched_over_points(cnn_model, cnn_points):
     (BoundaryAttack, {"source_step": -0.1}, "source_step"),
     (BoundaryAttack, {"step_adaptation": 1.0}, "step_adaptation"),
     (BoundaryAttack, {"update_stats_every": 0}, "update_stats_every"),
-    (BoundaryAttack, {"queries": True}, "queries"),
+    (BoundaryAttack, {"budget": True}, "budget"),
 ])
 def test_bad_hyperparameters(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -355,7 +355,7 @@ def test_hyperparameters_are_keyword_only_and_frozen():
 def test_bad_calls(cls, cnn_model, cnn_points):
     x, y = cnn_points[0][:4], cnn_points[1][:4]
     oracle = Oracle(cnn_model, output="label")
-    attack = cls(queries=100)
+    attack = cls(budget=100)
     with pytest.raises(TypeError, match="Oracle"):
         attack(cnn_model, x, y)
     with pytest.raises(ValueError, match="shape"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -31,19 +32,19 @@ def _random_attack(rng: np.random.Generator, queries: int):
     kind = rng.integers(0, 6)
     eps = float(rng.choice([0.01, 0.05, 0.1, 0.3, 1.0]))
     if kind == 0:
-        return SquareAttack(eps=eps, norm="linf", queries=queries, p_init=float(rng.uniform(0.05, 1.0)),
+        return SquareAttack(eps=eps, norm="linf", budget=queries, p_init=float(rng.uniform(0.05, 1.0)),
                             loss=str(rng.choice(["cw", "ce"])), restarts=int(rng.integers(1, 3)),
                             early_stop=bool(rng.integers(0, 2)))
     if kind == 1:
-        return SquareAttack(eps=eps * 3, norm="l2", queries=queries, p_init=float(rng.uniform(0.05, 1.0)),
+        return SquareAttack(eps=eps * 3, norm="l2", budget=queries, p_init=float(rng.uniform(0.05, 1.0)),
                             loss=str(rng.choice(["cw", "ce"])), restarts=int(rng.integers(1, 3)))
     if kind in (2, 3):
         max_norm = float(rng.choice([math.inf, eps, 3 * eps]))
         return SimBA(basis="dct" if kind == 2 else "pixel", eps=float(rng.uniform(0.05, 0.5)),
-                     queries=queries, norm=str(rng.choice(["l2", "linf"])), max_norm=max_norm,
+                     budget=queries, norm=str(rng.choice(["l2", "linf"])), max_norm=max_norm,
                      order=str(rng.choice(["strided", "random"])))
     return NES(eps=eps, norm="linf" if kind == 4 else "l2", samples=int(rng.choice([2, 4, 10])),
-               sigma=float(rng.choice([1e-3, 1e-2])), queries=queries,
+               sigma=float(rng.choice([1e-3, 1e-2])), budget=queries,
                steps=None if rng.integers(0, 2) else int(rng.integers(1, 6)),
                loss=str(rng.choice(["cw", "ce"])))
 
@@ -103,9 +104,9 @@ def test_oracle_budget_lower_than_the_attacks_is_respected(seed, cnn_model, digi
     rng = np.random.default_rng(100 + seed)
     n, budget = int(rng.integers(1, 40)), int(rng.integers(1, 80))
     x, y = digits["x_test"][:n], digits["y_test"][:n]
-    attack = [SquareAttack(eps=0.05, queries=500), SquareAttack(eps=0.3, norm="l2", queries=500),
-              SimBA(basis="dct", eps=0.1, queries=500), SimBA(basis="pixel", eps=0.1, queries=500),
-              NES(eps=0.05, samples=6, queries=500)][seed % 5]
+    attack = [SquareAttack(eps=0.05, budget=500), SquareAttack(eps=0.3, norm="l2", budget=500),
+              SimBA(basis="dct", eps=0.1, budget=500), SimBA(basis="pixel", eps=0.1, budget=500),
+              NES(eps=0.05, samples=6, budget=500)][seed % 5]
     oracle = Oracle(cnn_model, output="scores", budget=budget)
     r = attack(oracle, x, y, generator=_gen(seed))
     assert int(r.queries.max()) <= budget
@@ -130,14 +131,14 @@ def test_oracle_budget_lower_than_the_attacks_is_respected(seed, cnn_model, digi
 #   NES L∞ ε=0.2, 20 samples, σ=0.01, 500 queries: 84.9%, mean 153.5
 #   NES L∞ ε=0.2, 2000 queries, targeted: 43.8%, mean 358.5
 SUCCESS = [
-    (SquareAttack(eps=0.2, queries=300), False, 0.93, 30),
-    (SquareAttack(eps=1.0, norm="l2", queries=300), False, 0.80, 55),
-    (SquareAttack(eps=0.3, queries=1000), True, 0.90, 70),
-    (SimBA(basis="pixel", eps=0.2, queries=300), False, 0.95, 80),
-    (SimBA(basis="dct", eps=0.2, queries=300), False, 0.95, 50),
-    (SimBA(basis="dct", eps=0.2, queries=1000), True, 0.95, 120),
-    (NES(eps=0.2, samples=20, sigma=0.01, queries=500), False, 0.75, 220),
-    (NES(eps=0.2, samples=20, sigma=0.01, queries=2000), True, 0.33, 500),
+    (SquareAttack(eps=0.2, budget=300), False, 0.93, 30),
+    (SquareAttack(eps=1.0, norm="l2", budget=300), False, 0.80, 55),
+    (SquareAttack(eps=0.3, budget=1000), True, 0.90, 70),
+    (SimBA(basis="pixel", eps=0.2, budget=300), False, 0.95, 80),
+    (SimBA(basis="dct", eps=0.2, budget=300), False, 0.95, 50),
+    (SimBA(basis="dct", eps=0.2, budget=1000), True, 0.95, 120),
+    (NES(eps=0.2, samples=20, sigma=0.01, budget=500), False, 0.75, 220),
+    (NES(eps=0.2, samples=20, sigma=0.01, budget=2000), True, 0.33, 500),
 ]
 
 
@@ -159,13 +160,13 @@ def test_success_on_digits_cnn(attack, targeted, min_rate, max_queries, cnn_mode
     else:
         assert bool((pred[r.success] != y[r.success]).all())
     if isinstance(attack, SquareAttack):   # early stop: no point paid more than the budget
-        assert int(r.queries.max()) <= attack.queries
+        assert int(r.queries.max()) <= attack.budget
 
 
 def test_square_linf_stays_on_the_ball_surface(cnn_model, digits):
     """Every L∞ Square update sets a window to ±ε, so every coordinate is ±ε from x unless clipped."""
     x, y = _correct(cnn_model, digits, 40)
-    r = SquareAttack(eps=0.1, queries=200)(Oracle(cnn_model), x, y, generator=_gen(3))
+    r = SquareAttack(eps=0.1, budget=200)(Oracle(cnn_model), x, y, generator=_gen(3))
     moved = r.queries > 1
     delta = (r.x_adv - x)[moved]
     at_bound = (r.x_adv[moved] == 0) | (r.x_adv[moved] == 1)
@@ -174,16 +175,16 @@ def test_square_linf_stays_on_the_ball_surface(cnn_model, digits):
 
 def test_simba_finite_ball_and_dct_steps(cnn_model, digits):
     x, y = _correct(cnn_model, digits, 60)
-    r = SimBA(basis="dct", eps=0.2, queries=400, norm="l2", max_norm=0.8)(Oracle(cnn_model), x, y)
+    r = SimBA(basis="dct", eps=0.2, budget=400, norm="l2", max_norm=0.8)(Oracle(cnn_model), x, y)
     assert float(r.norms.max()) <= 0.8 * (1 + 1e-5)
-    free = SimBA(basis="dct", eps=0.2, queries=400)(Oracle(cnn_model), x, y)
+    free = SimBA(basis="dct", eps=0.2, budget=400)(Oracle(cnn_model), x, y)
     assert float(free.norms.max()) > 0.8            # the unconstrained search goes further ...
     assert free.success_rate >= r.success_rate      # ... and succeeds at least as often
 
 
 def test_nes_queries_are_whole_steps(linear_model, digits):
     x, y = _correct(linear_model, digits, 30)
-    attack = NES(eps=0.1, samples=8, sigma=0.01, steps=5, queries=1000)
+    attack = NES(eps=0.1, samples=8, sigma=0.01, steps=5, budget=1000)
     r = attack(Oracle(linear_model), x, y, generator=_gen(0))
     assert torch.equal((r.queries - 1) % 9, torch.zeros_like(r.queries))
     assert int(r.queries.max()) <= 1 + 5 * 9
@@ -229,9 +230,9 @@ def test_simba_dct_directions_are_an_orthonormal_basis_low_frequencies_first():
 
 # -- contract --------------------------------------------------------------------------------------
 
-ALL = [SquareAttack(eps=0.1, queries=60), SquareAttack(eps=0.5, norm="l2", queries=60),
-       SimBA(basis="pixel", queries=60), SimBA(basis="dct", queries=60),
-       NES(eps=0.1, samples=4, queries=60)]
+ALL = [SquareAttack(eps=0.1, budget=60), SquareAttack(eps=0.5, norm="l2", budget=60),
+       SimBA(basis="pixel", budget=60), SimBA(basis="dct", budget=60),
+       NES(eps=0.1, samples=4, budget=60)]
 IDS = ["square-linf", "square-l2", "simba-pixel", "simba-dct", "nes"]
 
 
@@ -293,8 +294,8 @@ def test_probability_oracle(linear_model, digits):
     x, y = _correct(linear_model, digits, 60)
     # measured on these 56 points with probabilities (with logits): 98.2% (100%), 100% (100%),
     # 69.6% (69.6%)
-    for attack, rate in ((SquareAttack(eps=0.2, queries=300), 0.9), (SimBA(basis="dct", queries=300), 0.95),
-                         (NES(eps=0.2, samples=10, sigma=0.01, queries=400, loss="ce"), 0.6)):
+    for attack, rate in ((SquareAttack(eps=0.2, budget=300), 0.9), (SimBA(basis="dct", budget=300), 0.95),
+                         (NES(eps=0.2, samples=10, sigma=0.01, budget=400, loss="ce"), 0.6)):
         r = attack(Oracle(proba), x, y)
         assert r.success_rate >= rate, (attack, r.success_rate)
         with torch.no_grad():
@@ -304,8 +305,8 @@ def test_probability_oracle(linear_model, digits):
 
 def test_early_stop_off_spends_the_whole_budget(linear_model, digits):
     x, y = _correct(linear_model, digits, 20)
-    on = SquareAttack(eps=0.3, queries=50)(Oracle(linear_model), x, y)
-    off = SquareAttack(eps=0.3, queries=50, early_stop=False)(Oracle(linear_model), x, y)
+    on = SquareAttack(eps=0.3, budget=50)(Oracle(linear_model), x, y)
+    off = SquareAttack(eps=0.3, budget=50, early_stop=False)(Oracle(linear_model), x, y)
     assert int(on.queries.min()) < 50 and bool((off.queries == 50).all())
     with torch.no_grad():
         m_on = linear_model(on.x_adv).gather(1, y[:, None]).squeeze(1)
@@ -319,7 +320,7 @@ def test_early_stop_off_spends_the_whole_budget(linear_model, digits):
     (lambda: SquareAttack(eps=0), "eps must be a finite number > 0"),
     (lambda: SquareAttack(eps=-0.1), "eps must be"),
     (lambda: SquareAttack(eps=math.inf), "eps must be a finite number"),
-    (lambda: SquareAttack(eps=0.1, queries=0), "queries .* must be an integer >= 1"),
+    (lambda: SquareAttack(eps=0.1, budget=0), "budget .* must be an integer >= 1"),
     (lambda: SquareAttack(eps=0.1, p_init=0.0), r"p_init must be in \(0, 1\]"),
     (lambda: SquareAttack(eps=0.1, p_init=1.5), r"p_init must be in \(0, 1\]"),
     (lambda: SquareAttack(eps=0.1, norm="l1"), "supports norm"),
@@ -330,7 +331,7 @@ def test_early_stop_off_spends_the_whole_budget(linear_model, digits):
     (lambda: SimBA(basis="wavelet"), "unknown basis"),
     (lambda: SimBA(eps=0), "eps .* must be a finite number > 0"),
     (lambda: SimBA(max_norm=0), "max_norm must be a number > 0"),
-    (lambda: SimBA(queries=0), "queries"),
+    (lambda: SimBA(budget=0), "budget"),
     (lambda: SimBA(order="diag"), "unknown order"),
     (lambda: SimBA(freq_dims=0), "freq_dims"),
     (lambda: NES(eps=0.1, samples=5), "samples must be even"),
@@ -350,7 +351,7 @@ def test_bad_calls_are_named(linear_model, cnn_model, digits):
         SquareAttack(eps=0.1)(Oracle(linear_model), x.flatten(1), y)
     with pytest.raises(ValueError, match="SimBA with the DCT basis needs images"):
         SimBA()(Oracle(linear_model), x.flatten(1), y)
-    r = SimBA(basis="pixel", queries=20)(Oracle(linear_model), x.flatten(1), y)   # the pixel basis does not
+    r = SimBA(basis="pixel", budget=20)(Oracle(linear_model), x.flatten(1), y)   # the pixel basis does not
     assert r.x_adv.shape == (4, 64)
     with pytest.raises(ValueError, match="outside the bounds"):
         SquareAttack(eps=0.1)(Oracle(cnn_model), x * 3, y)
@@ -360,8 +361,8 @@ def test_bad_calls_are_named(linear_model, cnn_model, digits):
         SquareAttack(eps=0.1)(Oracle(cnn_model), x, y, target=y)
 
 
-@pytest.mark.parametrize("make", [lambda loss: SquareAttack(eps=0.2, queries=40, loss=loss),
-                                  lambda loss: NES(eps=0.2, samples=4, queries=40, loss=loss)])
+@pytest.mark.parametrize("make", [lambda loss: SquareAttack(eps=0.2, budget=40, loss=loss),
+                                  lambda loss: NES(eps=0.2, samples=4, budget=40, loss=loss)])
 def test_margin_is_a_deprecated_name_of_cw(make, linear_model, digits):
     """The C&W margin is ``loss="cw"`` as everywhere in advlab; ``"margin"`` still works, warns and
     gives the same attack."""
@@ -373,3 +374,17 @@ def test_margin_is_a_deprecated_name_of_cw(make, linear_model, digits):
     a = old(Oracle(linear_model), x, y, generator=_gen(1))
     b = new(Oracle(linear_model), x, y, generator=_gen(1))
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries) and a.attack == b.attack
+
+
+@pytest.mark.parametrize("cls, kwargs", [(SquareAttack, {"eps": 0.1}), (SimBA, {}), (NES, {"eps": 0.1})])
+def test_queries_is_the_deprecated_name_of_budget(cls, kwargs):
+    """#10: ``budget`` is what an attack may spend, ``queries`` what it spent. The old keyword
+    still works for one release, with a warning, and means the same budget."""
+    with pytest.warns(DeprecationWarning, match=r"queries=.*deprecated.*budget="):
+        old = cls(queries=77, **kwargs)
+    assert old == cls(budget=77, **kwargs) and old.budget == 77
+    with pytest.warns(DeprecationWarning, match=r"\.queries is deprecated"):
+        assert old.queries == 77
+    with pytest.raises(TypeError, match="budget= only"):
+        cls(queries=1, budget=2, **kwargs)
+    assert dataclasses.replace(old, budget=5).budget == 5   # replace() takes the new name, silently

@@ -256,7 +256,7 @@ def test_square_joins_the_strong_cascade_through_an_oracle(cnn_model, xy):
 
     x, y = xy[0][:60], xy[1][:60]
     masked = _Quantised(cnn_model).eval()
-    attacks = strong_attacks(0.3, steps=5, n_target_classes=2, square=True, square_queries=300)
+    attacks = strong_attacks(0.3, steps=5, n_target_classes=2, square=True, square_budget=300)
     assert isinstance(attacks["Square"], SquareAttack) and attacks["Square"].eps == 0.3
     with pytest.warns(UserWarning, match="gradient is exactly zero"):
         r = Cascade(attacks).run(masked, x, y, batch_size=32, progress=False,

@@ -114,7 +114,7 @@ def test_a_black_box_attack_is_evaluated_through_an_oracle(cnn_model, digits):
     from advlab.attacks import SquareAttack
 
     x, y = digits["x_test"][:30], digits["y_test"][:30]
-    ev = evaluate(cnn_model, x, y, attacks={"Square": SquareAttack(eps=0.1, queries=200)}, eps=[0.02, 0.3],
+    ev = evaluate(cnn_model, x, y, attacks={"Square": SquareAttack(eps=0.1, budget=200)}, eps=[0.02, 0.3],
                   progress=False)
     assert ev.robust_accuracy("Square", 0.3) < ev.robust_accuracy("Square", 0.02) <= ev.rows[0].clean_accuracy
     assert ev.rows[1].grads == 0

@@ -78,7 +78,7 @@ def test_any_estimator_behind_an_oracle(flat):
     oracle = Oracle(scores, output="scores", budget=300)
     correct = torch.as_tensor(forest.predict(x.flatten(1).double().numpy())) == y
     xs, ys = x[correct][:40], y[correct][:40]
-    res = SquareAttack(eps=0.3, queries=300)(oracle, xs, ys, generator=torch.Generator().manual_seed(0))
+    res = SquareAttack(eps=0.3, budget=300)(oracle, xs, ys, generator=torch.Generator().manual_seed(0))
     fooled = forest.predict(res.x_adv.flatten(1).double().numpy()) != ys.numpy()
     assert np.array_equal(fooled, res.success.numpy())
     assert res.success.float().mean() > 0.5 and int(res.queries.max()) <= 300

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
+import functools
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor
 
@@ -64,3 +65,31 @@ def margin_alias(config: Any) -> None:
         deprecated(f"{type(config).__name__}(loss='margin') is deprecated: the C&W margin is called "
                    "'cw' across advlab (advlab.losses); use loss='cw' (the same objective)")
         object.__setattr__(config, "loss", "cw")
+
+
+_T = TypeVar("_T", bound=type)
+
+
+def budget_alias(cls: _T) -> _T:
+    """Accept ``queries=`` as the deprecated name of a black-box attack's ``budget`` (what it may
+    spend per point; the result's ``queries`` is what it spent), with a warning, for one release.
+    Reading ``config.queries`` also warns and gives the budget. Apply above ``@dataclass``."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if "queries" in kwargs:
+            if "budget" in kwargs:
+                raise TypeError(f"{cls.__name__}: pass budget= only (queries= is its deprecated name)")
+            deprecated(f"{cls.__name__}(queries=...) is deprecated: the per-point query budget is "
+                       "called budget= across advlab (result.queries is what was spent)")
+            kwargs["budget"] = kwargs.pop("queries")
+        init(self, *args, **kwargs)
+
+    def queries(self: Any) -> Any:
+        deprecated(f"{cls.__name__}.queries is deprecated: read .budget (the same number)")
+        return self.budget
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    cls.queries = property(queries, doc="Deprecated name of ``budget``.")  # type: ignore[attr-defined]
+    return cls

@@ -40,9 +40,9 @@ GRID = torch.logspace(-4, 0, 20, dtype=torch.float64)
 # -- validation ------------------------------------------------------------------------------------
 
 
-def queries_field(value: Any) -> None:
+def budget_field(value: Any) -> None:
     if value is not None:
-        check_int("queries (per point, or None for the oracle's budget only)", value)
+        check_int("budget (queries per point, or None for the oracle's budget only)", value)
 
 
 def check_starting_points(starting_points: Any, x: Tensor, bounds: tuple[float, float]) -> None:
@@ -74,7 +74,7 @@ def open_walk(attack: Attack, run: Run) -> tuple[Walk, Tensor | None]:
     if sp is None and attack.init_attempts == 0:  # type: ignore[attr-defined]
         raise ValueError(f"no way to start: {type(attack).__name__} needs an adversarial start; pass "
                          "starting_points=... or init_attempts >= 1")
-    walk = Walk(run, attack.norm, attack.queries)  # type: ignore[attr-defined]
+    walk = Walk(run, attack.norm, attack.budget)  # type: ignore[attr-defined]
     return walk, sp.detach() if sp is not None else None
 
 
@@ -136,7 +136,7 @@ class Walk:
         return torch.isfinite(self.best_dist)
 
     def allowed(self) -> Tensor:
-        """``(B,)`` int64: queries each point may still make (oracle budget and ``queries``)."""
+        """``(B,)`` int64: queries each point may still make (oracle budget and the attack's ``budget``)."""
         left = self.session.remaining
         if self.limit is not None:
             left = torch.minimum(left, self.limit - self.session.queries)

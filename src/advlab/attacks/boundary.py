@@ -6,7 +6,7 @@ used); see :mod:`advlab.attacks.decision` for what the results of every decision
 promise.
 
 Example:
-    >>> result = BoundaryAttack(steps=5000, queries=5000)(Oracle(model, output="label"), x, y)
+    >>> result = BoundaryAttack(steps=5000, budget=5000)(Oracle(model, output="label"), x, y)
     >>> result.norms.median()
 """
 
@@ -20,12 +20,14 @@ import torch
 from torch import Tensor
 
 from advlab._checks import bounds_field, check_int, check_number
-from advlab.attacks._decision import DecisionAttack, Walk, queries_field
+from advlab.attacks._blackbox import budget_alias
+from advlab.attacks._decision import DecisionAttack, Walk, budget_field
 from advlab.threat import lp_norm
 
 __all__ = ["BoundaryAttack"]
 
 
+@budget_alias
 @dataclass(frozen=True, kw_only=True)
 class BoundaryAttack(DecisionAttack):
     """The Boundary attack (Brendel, Rauber & Bethge, ICLR 2018), L2, hard-label.
@@ -53,14 +55,15 @@ class BoundaryAttack(DecisionAttack):
         steps: proposal steps per point.
         spherical_step, source_step: the initial relative step sizes.
         step_adaptation: the factor (> 1) by which the step sizes adapt.
-        queries: per-point query budget of the attack (``None``: only the oracle's budget).
+        budget: per-point query budget of the attack (``None``: only the oracle's budget;
+            ``queries=`` is its deprecated name).
         update_stats_every: steps between statistics updates (and spherical queries).
         source_step_convergence: a point stops once its source step is below this.
         init_attempts: uniform-noise draws per point to find a start (0: only ``starting_points``).
         bounds: the input box.
 
     Example:
-        >>> result = BoundaryAttack(steps=5000, queries=5000)(Oracle(model, output="label"), x, y)
+        >>> result = BoundaryAttack(steps=5000, budget=5000)(Oracle(model, output="label"), x, y)
         >>> result.norms.median()
     """
 
@@ -68,7 +71,7 @@ class BoundaryAttack(DecisionAttack):
     spherical_step: float = 0.01
     source_step: float = 0.01
     step_adaptation: float = 1.5
-    queries: int | None = 10_000
+    budget: int | None = 10_000
     update_stats_every: int = 10
     source_step_convergence: float = 1e-7
     init_attempts: int = 100
@@ -81,7 +84,7 @@ class BoundaryAttack(DecisionAttack):
         check_number("spherical_step", self.spherical_step)
         check_number("source_step", self.source_step)
         check_number("step_adaptation", self.step_adaptation, low=1.0)
-        queries_field(self.queries)
+        budget_field(self.budget)
         check_int("update_stats_every", self.update_stats_every)
         check_number("source_step_convergence", self.source_step_convergence)
         check_int("init_attempts", self.init_attempts, 0)

@@ -7,7 +7,7 @@ the results of every decision-based attack promise.
 
 Example:
     >>> oracle = Oracle(model, output="label", budget=5000)
-    >>> result = HopSkipJump(norm="l2", queries=5000)(oracle, x, y, generator=torch.Generator().manual_seed(0))
+    >>> result = HopSkipJump(norm="l2", budget=5000)(oracle, x, y, generator=torch.Generator().manual_seed(0))
     >>> result.norms[result.success].median(), result.queries.max()
 """
 
@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from advlab._checks import bounds_field, check_choice, check_int, check_number, norm_field
+from advlab.attacks._blackbox import budget_alias
 from advlab.attacks._decision import (GRID, MAX_HALVINGS, DecisionAttack, Walk, bisect, bisect_steps,
-                                      queries_field)
+                                      budget_field)
 from advlab.threat import _view, lp_norm
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 __all__ = ["HopSkipJump"]
 
 
+@budget_alias
 @dataclass(frozen=True, kw_only=True)
 class HopSkipJump(DecisionAttack):
     """HopSkipJumpAttack (Chen, Jordan & Wainwright, IEEE S&P 2020), L2 or L∞, hard-label.
@@ -58,13 +60,14 @@ class HopSkipJump(DecisionAttack):
     ``t = 1``, the all-agree case of the estimator) the code is followed, as ART and Foolbox do.
     Probes are clipped to the box and ``u_b`` recomputed as ``(clip(x_t + δ u_b) − x_t) / δ``.
 
-    Budget: a point runs ``steps`` iterations or until ``min(oracle budget, queries)`` cannot
+    Budget: a point runs ``steps`` iterations or until ``min(oracle budget, budget)`` cannot
     pay the next one. The Monte-Carlo estimate of the last affordable iteration uses fewer probes
     (down to ``min(10, n_t)``) so that the step and the final binary search still fit.
 
     Args:
         norm: ``"l2"`` or ``"linf"``.
-        queries: per-point query budget of the attack (``None``: only the oracle's budget).
+        budget: per-point query budget of the attack (``None``: only the oracle's budget;
+            ``queries=`` is its deprecated name).
         steps: iterations (the paper's ``T``).
         init_evals, max_evals: ``n_t = min(init_evals · √t, max_evals)``.
         gamma: the threshold constant γ.
@@ -74,13 +77,13 @@ class HopSkipJump(DecisionAttack):
 
     Example:
         >>> oracle = Oracle(model, output="label")
-        >>> result = HopSkipJump(norm="l2", queries=1000)(oracle, x, y, generator=g)
+        >>> result = HopSkipJump(norm="l2", budget=1000)(oracle, x, y, generator=g)
         >>> result.norms.median()               # distances after 1000 queries per point
-        >>> HopSkipJump(queries=5000)(oracle, x, y, target=t, starting_points=x_of_class_t)
+        >>> HopSkipJump(budget=5000)(oracle, x, y, target=t, starting_points=x_of_class_t)
     """
 
     norm: str = "l2"
-    queries: int | None = 10_000
+    budget: int | None = 10_000
     steps: int = 64
     init_evals: int = 100
     max_evals: int = 10_000
@@ -91,7 +94,7 @@ class HopSkipJump(DecisionAttack):
 
     def __post_init__(self) -> None:
         norm_field(self, ("l2", "linf"))
-        queries_field(self.queries)
+        budget_field(self.budget)
         check_int("steps", self.steps)
         check_int("init_evals", self.init_evals)
         check_int("max_evals", self.max_evals)

@@ -6,7 +6,7 @@ samples drives projected gradient steps. Takes an :class:`advlab.oracle.Oracle` 
 see :mod:`advlab.attacks.score` for the conventions every score-based attack shares.
 
 Example:
-    >>> result = NES(eps=0.05, samples=50, queries=10000)(Oracle(model, output="scores"), x, y)
+    >>> result = NES(eps=0.05, samples=50, budget=10000)(Oracle(model, output="scores"), x, y)
     >>> result.queries            # (B,) samples + 1 per step, plus the clean query
 """
 
@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from advlab._checks import bounds_field, check_int, check_number, norm_field
-from advlab.attacks._blackbox import score_margin
+from advlab.attacks._blackbox import budget_alias, score_margin
 from advlab.attacks._score import hand_over, loss_field, rows, score_objective, start
 from advlab.attacks.contract import Attack, Run
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 __all__ = ["NES"]
 
 
+@budget_alias
 @dataclass(frozen=True, kw_only=True)
 class NES(Attack):
     """NES gradient estimation with projected steps (Ilyas, Engstrom, Athalye & Lin, ICML 2018).
@@ -54,16 +55,17 @@ class NES(Attack):
     Args:
         eps: radius of the ball (required).
         norm: ``"linf"`` or ``"l2"``.
-        steps: most PGD steps, or ``None`` for as many as ``queries`` allows.
+        steps: most PGD steps, or ``None`` for as many as ``budget`` allows.
         step_size: PGD step length, ``None`` for ``eps / 5``.
         samples: queries per gradient estimate, even (antithetic pairs).
         sigma: standard deviation of the search distribution, in input units.
-        queries: most queries per point, the clean query included.
+        budget: most queries per point, the clean query included (``queries=`` is its
+            deprecated name).
         loss: ``"cw"`` (the C&W margin; ``"margin"`` is its deprecated name) or ``"ce"``.
         bounds: the input box.
 
     Example:
-        >>> result = NES(eps=0.05, samples=50, queries=10000)(Oracle(model, output="scores"), x, y)
+        >>> result = NES(eps=0.05, samples=50, budget=10000)(Oracle(model, output="scores"), x, y)
         >>> result.queries            # (B,) samples + 1 per step, plus the clean query
     """
 
@@ -76,7 +78,7 @@ class NES(Attack):
     step_size: float | None = None
     samples: int = 50
     sigma: float = 0.001
-    queries: int = 10000
+    budget: int = 10000
     loss: str = "cw"
     bounds: tuple[float, float] = (0.0, 1.0)
 
@@ -91,12 +93,12 @@ class NES(Attack):
         if self.samples % 2:
             raise ValueError(f"samples must be even (antithetic pairs ±u), got {self.samples!r}")
         check_number("sigma", self.sigma)
-        check_int("queries (per point, the clean query included)", self.queries)
+        check_int("budget (queries per point, the clean query included)", self.budget)
         loss_field(self)
         bounds_field(self)
 
     def _core(self, run: Run) -> None:
-        limit, best, scores = start(run, self.queries, self.loss)
+        limit, best, scores = start(run, self.budget, self.loss)
         session, threat, gen, probs = run.session, run.threat, run.generator, run.probabilities
         x, y, target = run.x, run.y, run.target
         best.objective = score_margin(scores, y, target)   # NES returns the iterate with the best margin

@@ -5,7 +5,7 @@ lowers the true-class probability. Takes an :class:`advlab.oracle.Oracle` answer
 :mod:`advlab.attacks.score` for the conventions every score-based attack shares.
 
 Example:
-    >>> result = SimBA(basis="dct", eps=0.2, queries=2000)(Oracle(model, output="scores"), x, y)
+    >>> result = SimBA(basis="dct", eps=0.2, budget=2000)(Oracle(model, output="scores"), x, y)
     >>> result.norms[result.success]          # L2 distances found
 """
 
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from advlab._checks import bounds_field, check_choice, check_int, check_number, norm_field
+from advlab.attacks._blackbox import budget_alias
 from advlab.attacks._score import hand_over, log_prob, need_images, start
 from advlab.attacks.contract import Attack, Run
 from advlab.threat import ThreatModel
@@ -43,6 +44,7 @@ def dct_matrix(n: int, *, dtype: torch.dtype = torch.float32, device: torch.devi
     return d.to(dtype=dtype, device=device)
 
 
+@budget_alias
 @dataclass(frozen=True, kw_only=True)
 class SimBA(Attack):
     """SimBA, Simple Black-box Attack (Guo, Gardner, You, Wilson & Weinberger, ICML 2019).
@@ -73,21 +75,22 @@ class SimBA(Attack):
     coefficients unclipped and clips only the queried image.
 
     Queries per point: 1 for the clean input, then 1 or 2 per direction, at most
-    ``min(queries, oracle budget)``; a point stops at its first adversarial answer. Once every
+    ``min(budget, oracle budget)``; a point stops at its first adversarial answer. Once every
     direction of the order has been tried (possible on small images) a new random order is drawn
     and the search continues (the paper's ImageNet runs never exhaust their 150k directions).
 
     Args:
         eps: step length along a basis vector (each direction has unit L2 norm).
         basis: ``"dct"`` or ``"pixel"``.
-        queries: most queries per point, the clean query included.
+        budget: most queries per point, the clean query included (``queries=`` is its
+            deprecated name).
         norm: ``"l2"`` or ``"linf"``, the norm of the threat model (and of the reported ``norms``).
         max_norm: radius of that ball, ``math.inf`` for none.
         freq_dims, stride, order: the DCT ordering (ignored for the pixel basis).
         bounds: the input box.
 
     Example:
-        >>> result = SimBA(basis="dct", eps=0.2, queries=2000)(Oracle(model, output="scores"), x, y)
+        >>> result = SimBA(basis="dct", eps=0.2, budget=2000)(Oracle(model, output="scores"), x, y)
         >>> result.norms[result.success]          # L2 distances found
     """
 
@@ -96,7 +99,7 @@ class SimBA(Attack):
 
     eps: float = 0.2
     basis: str = "dct"
-    queries: int = 10000
+    budget: int = 10000
     norm: str = "l2"
     max_norm: float = math.inf
     freq_dims: int | None = None
@@ -107,7 +110,7 @@ class SimBA(Attack):
     def __post_init__(self) -> None:
         check_number("eps (the step along a basis direction)", self.eps)
         check_choice("basis", self.basis, ("dct", "pixel"))
-        check_int("queries (per point, the clean query included)", self.queries)
+        check_int("budget (queries per point, the clean query included)", self.budget)
         norm_field(self, ("l2", "linf"))
         check_number("max_norm", self.max_norm, allow_inf=True)
         if self.freq_dims is not None:
@@ -126,7 +129,7 @@ class SimBA(Attack):
             need_images("SimBA with the DCT basis", x)
 
     def _core(self, run: Run) -> None:
-        limit, best, scores = start(run, self.queries, "cw")
+        limit, best, scores = start(run, self.budget, "cw")
         session, threat, gen, probs = run.session, run.threat, run.generator, run.probabilities
         x, y, target = run.x, run.y, run.target
         b = x.shape[0]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from advlab._checks import bounds_field, check_int, check_number, norm_field
+from advlab.attacks._blackbox import budget_alias
 from advlab.attacks._score import Best, hand_over, loss_field, need_images, rows, score_objective, start
 from advlab.attacks.contract import Attack, Run
 from advlab.threat import _view, lp_norm
@@ -88,6 +89,7 @@ def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: Tens
     return (bits * 2 - 1).to(like.dtype)
 
 
+@budget_alias
 @dataclass(frozen=True, kw_only=True)
 class SquareAttack(Attack):
     """Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L∞ or L2, score-based.
@@ -112,7 +114,7 @@ class SquareAttack(Attack):
     a candidate that turns the point adversarial (by the call's criterion) is always kept. With ``early_stop`` a point stops at its first adversarial query
     (the paper's evaluation mode); without, it keeps raising the objective until the budget ends.
 
-    Queries per point: 1 for the clean input, then the rest of ``min(queries, oracle budget)``
+    Queries per point: 1 for the clean input, then the rest of ``min(budget, oracle budget)``
     split evenly over ``restarts`` runs (each run: 1 query for its initial point, then one per
     iteration, the schedule rescaled to the run's share); a run restarts only the points that are
     still not adversarial. Deviations from the reference code: the window position is uniform
@@ -124,7 +126,8 @@ class SquareAttack(Attack):
     Args:
         eps: radius of the ball, in input units (required).
         norm: ``"linf"`` or ``"l2"``.
-        queries: most queries per point, the clean query included.
+        budget: most queries per point, the clean query included (``queries=`` is its
+            deprecated name).
         p_init: initial fraction of pixels a window covers, in ``(0, 1]``.
         loss: ``"cw"`` (the C&W margin) or ``"ce"``.
         restarts: number of runs (the budget is shared among them).
@@ -142,7 +145,7 @@ class SquareAttack(Attack):
 
     eps: float
     norm: str = "linf"
-    queries: int = 5000
+    budget: int = 5000
     p_init: float = 0.8
     loss: str = "cw"
     restarts: int = 1
@@ -152,7 +155,7 @@ class SquareAttack(Attack):
     def __post_init__(self) -> None:
         norm_field(self, ("linf", "l2"))
         check_number("eps", self.eps)
-        check_int("queries (per point, the clean query included)", self.queries)
+        check_int("budget (queries per point, the clean query included)", self.budget)
         ok = isinstance(self.p_init, (int, float)) and not isinstance(self.p_init, bool)
         if not ok or not (0 < self.p_init <= 1):
             raise ValueError(f"p_init must be in (0, 1] (the initial fraction of pixels a square "
@@ -167,7 +170,7 @@ class SquareAttack(Attack):
         need_images("SquareAttack", x)
 
     def _core(self, run: Run) -> None:
-        limit, best, _ = start(run, self.queries, self.loss)
+        limit, best, _ = start(run, self.budget, self.loss)
         session, x = run.session, run.x
         total = int(limit.max())
         share, extra = divmod(total - 1, self.restarts)

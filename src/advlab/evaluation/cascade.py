@@ -487,11 +487,12 @@ def _canonical(attr: str, value: Any) -> Any:
 def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target_classes: int = 9,
                    restarts: int = 1, bounds: tuple[float, float] = (0.0, 1.0),
                    early_stop: bool = True, max_batch: int | None = None, square: bool = False,
-                   square_queries: int = 5000) -> dict[str, Any]:
+                   square_budget: int = 5000, square_queries: int | None = None) -> dict[str, Any]:
     """The standard white-box strong evaluation: APGD-CE, then APGD-T with the targeted DLR loss
     (Croce & Hein 2020's first two AutoAttack members, at their budgets: 100 steps, 9 targets);
     with ``square=True`` the black-box Square attack (Andriushchenko et al. 2020; AutoAttack's
-    fourth member, ``square_queries`` queries per point, 5,000 in AutoAttack) runs last on the
+    fourth member, ``square_budget`` queries per point, 5,000 in AutoAttack; ``square_queries``
+    is its deprecated name) runs last on the
     points still robust, through an oracle, so a model that masks its gradients cannot hide there.
 
     A dict, so that more members can be added: ``{**strong_attacks(eps), "NES": NES(eps=eps)}``.
@@ -509,10 +510,15 @@ def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target
         "APGD-T": APGDT(eps=eps, norm=norm, steps=steps, n_target_classes=n_target_classes,
                         restarts=restarts, bounds=bounds, early_stop=early_stop, max_batch=max_batch),
     }
+    if square_queries is not None:
+        from advlab.attacks._blackbox import deprecated
+
+        deprecated("strong_attacks(square_queries=...) is deprecated: use square_budget= (the same number)")
+        square_budget = square_queries
     if square:
         from advlab.attacks.score import SquareAttack
 
-        out["Square"] = SquareAttack(eps=eps, norm=norm, queries=square_queries, bounds=bounds)
+        out["Square"] = SquareAttack(eps=eps, norm=norm, budget=square_budget, bounds=bounds)
     return out
 
 

@@ -36,3 +36,13 @@ def checkpoint_data(card: ModelCard, *, data: str | None, data_dir: str | None, 
     if name is None:
         raise ValueError("the checkpoint's card names no dataset; pass --data NAME")
     return load_data(name, split="test", data_dir=data_dir, download=download, limit=n)
+
+
+def budget_alias_arg(budget: int | None, queries: int | None, job: str) -> int | None:
+    """``queries=``, the deprecated name of a job's per-point query ``budget``, with a warning."""
+    if queries is None:
+        return budget
+    from advlab.attacks._blackbox import deprecated
+
+    deprecated(f"{job}(queries=...) is deprecated: the per-point query budget is called budget=")
+    return queries

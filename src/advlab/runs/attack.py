@@ -19,7 +19,7 @@ from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import provenance
 from advlab.models import load, load_card
 
-from advlab.runs._common import checkpoint_data, say
+from advlab.runs._common import budget_alias_arg, checkpoint_data, say
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,15 @@ class AttackOutput:
 def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: str | Path,
                norm: str | None = None, steps: int | None = None, step_size: float | None = None,
                targeted: bool = False, n: int = 100, batch_size: int = 250, seed: int = 0,
-               queries: int | None = None, source: str | Path | None = None,
+               budget: int | None = None, source: str | Path | None = None,
                data: str | None = None, data_dir: str | None = None, download: bool = False,
-               gallery_size: int = 6, quiet: bool = False) -> AttackOutput:
+               gallery_size: int = 6, quiet: bool = False, queries: int | None = None) -> AttackOutput:
     """Attack a saved model on ``n`` test images; save the adversarial examples, metrics, gallery.
 
     White-box attacks get the model. Black-box attacks (``square``, ``simba``, ``nes``, ...) get
-    only ``Oracle(model, output=..., budget=queries)``: ``queries`` is the per-point budget, and
-    the metrics record the queries each point used and how many ran out of budget. With
+    only ``Oracle(model, output=..., budget=budget)``: ``budget`` is the per-point query budget
+    (``queries`` its deprecated name), and the metrics record the queries each point used and how
+    many ran out of budget. With
     ``source`` (a checkpoint), the white-box ``attack`` is crafted on that model and transferred:
     the target is asked one label per point. Minimal-perturbation attacks take no ``eps``.
     """
@@ -57,20 +58,21 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
         raise ValueError(f"{attack} looks for the smallest perturbation: it takes no --eps")
     if spec.takes_eps and eps is None:
         raise ValueError(f"{attack} needs --eps (the perturbation budget)")
-    if queries is not None and not spec.black_box:
-        raise ValueError(f"--queries is for black-box attacks ({', '.join(BLACKBOX)}); {attack} is white-box")
+    budget = budget_alias_arg(budget, queries, "attack_job")
+    if budget is not None and not spec.black_box:
+        raise ValueError(f"--budget is for black-box attacks ({', '.join(BLACKBOX)}); {attack} is white-box")
     if source is not None and spec.black_box:
         raise ValueError("--source crafts a white-box attack on a substitute; use a white-box attack with it")
     model = load(checkpoint)
     card = load_card(checkpoint)
     ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
     options: dict[str, Any] = {"eps": eps, "norm": norm, "steps": steps, "step_size": step_size}
-    if spec.black_box and queries is not None:
-        options["queries"] = queries
+    if spec.black_box and budget is not None:
+        options["budget"] = budget
     config = make_attack(key, strict=True, **options)
     victim: Any = model
     if spec.black_box:
-        victim = Oracle(model, output=spec.oracle_output, budget=queries)  # type: ignore[arg-type]
+        victim = Oracle(model, output=spec.oracle_output, budget=budget)  # type: ignore[arg-type]
     elif source is not None:
         from advlab.attacks import TransferAttack
         config = TransferAttack(attack=config, source=load(source))
@@ -112,7 +114,7 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
         metrics.update({
             "access": "black-box: " + ("labels only" if isinstance(victim, Oracle) and victim.output == "label"
                                        else "scores"),
-            "query_budget_per_point": queries,
+            "query_budget_per_point": budget,
             "queries_mean": float(q.mean()) if q.numel() else None,
             "queries_median": float(q.median()) if q.numel() else None,
             "queries_mean_per_success": float(result.queries[broken].float().mean()) if broken.any() else None,

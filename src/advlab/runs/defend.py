@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from advlab._io import atomic_write_text
-from advlab.runs._common import say
+from advlab.runs._common import budget_alias_arg, say
 from advlab.evaluation import Evaluation, clean_predictions, evaluate, provenance
 from advlab.evaluation.robustness import EvalRow
 from advlab.models import build_seeded, load, load_card
@@ -75,8 +75,8 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
                beta: float = 6.0, temperature: float = 100.0, vat_eps: float = 2.0, labels: int | None = None,
                static: Sequence[str | Path] = (), baseline: str | Path | None = None,
                surrogate: str | Path | None = None, eval_eps: Sequence[float] | None = None,
-               queries: int = 1000, data_dir: str | None = None, download: bool = False,
-               progress: bool = True, quiet: bool = False) -> DefendOutput:
+               budget: int = 1000, data_dir: str | None = None, download: bool = False,
+               progress: bool = True, quiet: bool = False, queries: int | None = None) -> DefendOutput:
     """Train ``model`` on ``data`` with ``recipe`` and compare it with the undefended model.
 
     Writes ``OUT/model`` (the defended zoo checkpoint; its card records the recipe), ``OUT/baseline``
@@ -96,6 +96,7 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     from advlab.oracle import Oracle
     from advlab.runs._common import load_data
 
+    budget = budget_alias_arg(budget, queries, "defend_job")  # type: ignore[assignment]
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPES)}")
     if labels is not None and recipe != "vat":
@@ -198,7 +199,7 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     summary: dict[str, Any] = {"recipe": recipe_card, "eps": eps, "eval_eps": eval_eps, "n": n,
                                "train_seconds": round(train_seconds, 1), "models": {}}
     say(f"comparing on {n} test images: white-box PGD (CE, C&W margin) at ε = {eval_eps}, transfer "
-         f"from the surrogate, Square with {queries} queries", quiet)
+         f"from the surrogate, Square with {budget} queries", quiet)
     for name, mdl in models.items():
         ev = evaluate(mdl, x_eval, y_eval, attacks=white_box, eps=eval_eps, seed=seed, progress=progress)
         rows += [dataclasses.replace(r, attack=f"{name} · {r.attack}") for r in ev.rows]
@@ -218,12 +219,12 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
                     broken = attack(Oracle(mdl, output="label"), x_eval[idx], y_eval[idx], generator=g).success
                     config = f"TransferAttack(attack=MIFGSM(eps={e:g}, steps=10), source={surrogate_dir})"
                 else:
-                    attack = SquareAttack(eps=e, queries=queries)
-                    result = attack(Oracle(mdl, output="scores", budget=queries), x_eval[idx], y_eval[idx],
+                    attack = SquareAttack(eps=e, budget=budget)
+                    result = attack(Oracle(mdl, output="scores", budget=budget), x_eval[idx], y_eval[idx],
                                     generator=g)
                     broken, config = result.success, result.attack
                 n_broken = int(broken.sum())
-                label = "transfer MI-FGSM" if key == "transfer" else f"Square ({queries} queries)"
+                label = "transfer MI-FGSM" if key == "transfer" else f"Square ({budget} queries)"
                 rows.append(EvalRow(
                     attack=f"{name} · {label}", eps=e, norm="linf", n=n, n_correct=n_correct,
                     n_robust=n_correct - n_broken, clean_accuracy=n_correct / n,
