@@ -10,6 +10,7 @@ with the model's own answers at ``x_adv``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -76,9 +77,7 @@ def test_outputs_inside_the_threat_model_and_fields_agree_with_the_model(key, cn
     assert r.threat.contains(r.x_adv, x).all()
     lo, hi = r.threat.bounds
     assert r.x_adv.min() >= lo and r.x_adv.max() <= hi
-    eps = CASES[key].get("eps")
-    if ATTACKS[key].cls.__name__ == "SimBA":  # SimBA's eps is its step; its ball's radius is max_norm
-        eps = CASES[key].get("max_norm")
+    eps = CASES[key].get("eps")  # by name, eps is the ball's radius for every attack (SimBA too)
     assert r.threat.eps == (eps if eps is not None else math.inf)
     assert torch.equal(r.norms, r.threat.norm_of(r.x_adv - x))
     for t in (r.success, r.pred, r.confidence, r.norms, r.num_grads, r.num_forwards):
@@ -165,3 +164,32 @@ def test_criteria_refuse_misuse():
     with pytest.raises(TypeError, match="criterion must be"):
         make_attack("fgsm", eps=0.1)(torch.nn.Identity(), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
                                      criterion="misclassified")
+
+
+def _early_stop_keys() -> list[str]:
+    return [k for k in KEYS if "early_stop" in {f.name for f in dataclasses.fields(ATTACKS[k].cls)}]
+
+
+def test_one_early_stop_rule_its_default_follows_the_access():
+    """#10: one rule. ``early_stop`` defaults to False where the configuration is a fixed gradient
+    budget (bit-identical with the peers' loops; evaluations turn it on) and to True for query
+    attacks, whose budget is a ceiling (Andriushchenko et al.'s Square stops at success)."""
+    keys = _early_stop_keys()
+    assert {"ifgsm", "pgd", "mifgsm", "apgdce", "apgdt", "square"} <= set(keys)
+    for k in keys:
+        default = {f.name: f.default for f in dataclasses.fields(ATTACKS[k].cls)}["early_stop"]
+        assert default is (ATTACKS[k].access != "gradients"), k
+
+
+@pytest.mark.parametrize("key", [k for k in _early_stop_keys() if ATTACKS[k].access == "gradients"])
+def test_early_stop_never_loses_a_success_and_never_costs_more(key, cnn_model, batch):
+    """The same rule in every gradient family: a point stops at its first success and that point
+    is returned, so with the same generator early stopping breaks every point the full budget
+    breaks, for at most the same gradient passes."""
+    x, y = batch
+    case = {**CASES[key], "steps": 6}
+    full = make_attack(key, **case, early_stop=False)(cnn_model, x, y, generator=_gen(2))
+    early = make_attack(key, **case, early_stop=True)(cnn_model, x, y, generator=_gen(2))
+    assert bool((early.success | ~full.success).all())
+    assert bool((early.num_grads <= full.num_grads).all())
+    assert int(early.num_grads.sum()) < int(full.num_grads.sum()) or not bool(full.success.any())

@@ -118,3 +118,24 @@ def test_a_black_box_attack_is_evaluated_through_an_oracle(cnn_model, digits):
                   progress=False)
     assert ev.robust_accuracy("Square", 0.3) < ev.robust_accuracy("Square", 0.02) <= ev.rows[0].clean_accuracy
     assert ev.rows[1].grads == 0
+
+
+def test_simba_is_evaluated_inside_each_eps_ball(cnn_model, digits):
+    """#10 reproducer: SimBA's ``eps`` is its step, its ball is ``max_norm``. ``evaluate`` used to
+    set the step to each ε and leave the ball unbounded, so points far outside ε counted as broken
+    at ε (on this batch: robust accuracy 0.0 at L2 ε = 0.3, median distance of the "broken"
+    points 1.01; now 0.85, nothing inside the ball broken). It now sets
+    the ball's radius (:func:`advlab.attacks.contract.at_radius`) and checks every broken point
+    lies inside the ε-ball it is counted at."""
+    from advlab.attacks import SimBA
+
+    x, y = digits["x_test"][:20], digits["y_test"][:20]
+    ev = evaluate(cnn_model, x, y, attacks={"SimBA": SimBA(eps=0.5, budget=300)}, eps=[0.3, 3.0],
+                  progress=False)
+    small, large = ev.rows
+    assert small.norm == "l2" and not small.median_norm > 0.3 * (1 + 1e-5)   # (nan: none broken)
+    assert large.median_norm <= 3.0 * (1 + 1e-5)
+    assert small.robust_accuracy > large.robust_accuracy
+    assert "max_norm=0.3" in small.config and "eps=0.5" in small.config   # the step is kept
+    by_name = evaluate(cnn_model, x, y, attacks=["simba"], eps=[0.3], progress=False)
+    assert "max_norm=0.3" in by_name.rows[0].config

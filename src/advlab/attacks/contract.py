@@ -28,6 +28,7 @@ else is :func:`execute`, the same for every attack:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Union
@@ -171,6 +172,13 @@ class Attack:
     (the lifecycle classifies the clean points first; gradient-loop attacks check them on their
     first step instead, so a k-step attack costs exactly k passes) and ``loss_fusion`` (whether
     the attack honours an :class:`advlab.models.Ensemble` fused in loss; ``False`` refuses one).
+    ``radius`` names the field that is the ball's radius (``eps``; SimBA's ``max_norm``).
+
+    One ``early_stop`` rule for every attack that has the option: a point stops at its first
+    iterate (or query) that meets the criterion, and that point is returned. It defaults to
+    ``False`` where the configuration is a fixed gradient budget (PGD, I-FGSM, MI-FGSM, APGD:
+    bit-identical to the peers' loops) and to ``True`` for query attacks, whose budget is a
+    ceiling (Square, as its paper; SimBA and NES always stop); every evaluation turns it on.
     """
 
     access: ClassVar[Access] = "gradients"
@@ -179,10 +187,13 @@ class Attack:
     loss_fusion: ClassVar[bool] = True
     #: a name for tables (``"PGD"``); the class name by default
     display_name: ClassVar[str | None] = None
+    #: the field that is the radius of the attack's ball: what an evaluation at ε sets (see
+    #: :func:`at_radius`); ``"eps"`` for every attack but SimBA, whose ``eps`` is its step
+    radius: ClassVar[str] = "eps"
 
     def threat_model(self, *, targeted: bool = False) -> ThreatModel:
         """The threat model of a call (``eps = inf`` for minimal attacks)."""
-        eps = getattr(self, "eps", math.inf)
+        eps = getattr(self, self.radius, math.inf)
         return ThreatModel(norm=getattr(self, "norm", "l2"), eps=math.inf if eps is None else eps,
                            bounds=getattr(self, "bounds", (0.0, 1.0)), targeted=targeted)
 
@@ -363,6 +374,19 @@ def _drive(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor |
     return run
 
 
+def radius_of(attack: Any) -> float | None:
+    """The radius of ``attack``'s ball (its :attr:`Attack.radius` field; ``eps`` for a foreign
+    configuration), ``None`` where it has none."""
+    value = getattr(attack, getattr(type(attack), "radius", "eps"), None)
+    return None if value is None else float(value)
+
+
+def at_radius(attack: Any, eps: float) -> Any:
+    """``attack`` with its ball's radius set to ``eps`` (``dataclasses.replace`` on its
+    :attr:`Attack.radius` field), as ``evaluate`` and the audits re-run it at every ε."""
+    return dataclasses.replace(attack, **{getattr(type(attack), "radius", "eps"): eps})
+
+
 def execute(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
             generator: torch.Generator | None = None, criterion: Criterion | None = None,
             extras: dict[str, Any] | None = None) -> AttackResult:
@@ -406,4 +430,5 @@ def perturb(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, target: T
     return run.record.x_adv
 
 
-__all__ = ["ACCESS", "Access", "Attack", "AttackLike", "KINDS", "Kind", "Record", "Run", "execute", "is_attack", "perturb", "trace"]
+__all__ = ["ACCESS", "Access", "Attack", "AttackLike", "KINDS", "Kind", "Record", "Run", "at_radius", "execute",
+           "is_attack", "perturb", "radius_of", "trace"]

@@ -29,6 +29,8 @@ class Entry:
     cls: type
     fixed: Mapping[str, Any] = field(default_factory=dict)
     display: str = ""
+    #: generic option names (as the CLI and specs spell them) that the class spells otherwise
+    rename: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def access(self) -> str:
@@ -54,6 +56,9 @@ class Entry:
         return self.kind != "minimal"
 
 
+# ε is a ball's radius everywhere by name; SimBA's own ``eps`` is its step (the paper's name)
+_SIMBA_OPTIONS = {"eps": "max_norm", "step_size": "eps"}
+
 ATTACKS: dict[str, Entry] = {
     "fgsm": Entry(FGSM, {}, "FGSM"),
     "fgm": Entry(FGM, {}, "FGM"),
@@ -70,9 +75,9 @@ ATTACKS: dict[str, Entry] = {
     "cwl2": Entry(CarliniWagnerL2, {}, "C&W L2"),
     "fmn": Entry(FMN, {}, "FMN"),
     "square": Entry(SquareAttack, {}, "Square"),
-    "simba": Entry(SimBA, {}, "SimBA"),
-    "simbadct": Entry(SimBA, {"basis": "dct"}, "SimBA-DCT"),
-    "simbapixel": Entry(SimBA, {"basis": "pixel"}, "SimBA-pixel"),
+    "simba": Entry(SimBA, {}, "SimBA", _SIMBA_OPTIONS),
+    "simbadct": Entry(SimBA, {"basis": "dct"}, "SimBA-DCT", _SIMBA_OPTIONS),
+    "simbapixel": Entry(SimBA, {"basis": "pixel"}, "SimBA-pixel", _SIMBA_OPTIONS),
     "nes": Entry(NES, {}, "NES"),
     "hsj": Entry(HopSkipJump, {}, "HopSkipJump"),
     "hopskipjump": Entry(HopSkipJump, {}, "HopSkipJump"),
@@ -116,14 +121,16 @@ def display_name(name: str) -> str:
 def make_attack(name: str, *, strict: bool = True, **options: Any) -> Attack:
     """Build an attack configuration by name, e.g. ``make_attack("pgd", eps=0.1, steps=20)``.
 
-    Options set to ``None`` are left at the attack's default. With ``strict=False``, options the
+    ``eps`` is always the radius of the ball (for SimBA, whose ``eps`` is its step, it sets
+    ``max_norm``; ``step_size`` sets SimBA's step). Options set to ``None`` are left at the
+    attack's default. With ``strict=False``, options the
     attack does not take (``steps`` for FGSM, say) are dropped, so one option set can configure
     several attacks; with ``strict=True`` they are an error.
     """
     e = entry(name)
     key = attack_key(name)
     accepted = {f.name for f in dataclasses.fields(e.cls)}
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {e.rename.get(k, k): v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - accepted)
     if unknown and strict:
         raise ValueError(f"{key} does not take {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")

@@ -23,7 +23,6 @@ from advlab._checks import bounds_field, check_choice, check_int, check_number, 
 from advlab.attacks._blackbox import budget_alias
 from advlab.attacks._score import hand_over, log_prob, need_images, start
 from advlab.attacks.contract import Attack, Run
-from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +95,7 @@ class SimBA(Attack):
 
     access: ClassVar[str] = "scores"
     kind: ClassVar[str] = "bounded"
+    radius: ClassVar[str] = "max_norm"  # the ball's radius; eps is the paper's step
 
     eps: float = 0.2
     basis: str = "dct"
@@ -120,9 +120,6 @@ class SimBA(Attack):
         check_choice("order", self.order, ("strided", "random"))
         bounds_field(self)
 
-    def threat_model(self, *, targeted: bool = False) -> ThreatModel:
-        """The ball of radius ``max_norm`` (``eps`` is the step, not a radius)."""
-        return ThreatModel(norm=self.norm, eps=float(self.max_norm), bounds=self.bounds, targeted=targeted)
 
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         if self.basis == "dct":

@@ -228,19 +228,7 @@ def train(
                          weight_decay=weight_decay, seed=seed, optimizer=optimizer)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid names: {', '.join(LR_SCHEDULES)}")
-    if x_unlabelled is not None:
-        _check_data(x_unlabelled, torch.zeros(x_unlabelled.shape[0], dtype=torch.int64,
-                                              device=x_unlabelled.device),
-                    model=model, what="x_unlabelled/its labels")
-        if x_unlabelled.shape[1:] != x.shape[1:]:
-            raise ValueError(f"x_unlabelled samples are {tuple(x_unlabelled.shape[1:])} but x samples "
-                             f"are {tuple(x.shape[1:])}")
-        ub = _positive_int("unlabelled_batch_size",
-                           batch_size if unlabelled_batch_size is None else unlabelled_batch_size)
-    elif unlabelled_batch_size is not None:
-        raise ValueError("unlabelled_batch_size given without x_unlabelled")
-    else:
-        ub = 0
+    ub = _unlabelled_batch(model, x, x_unlabelled, unlabelled_batch_size, batch_size)
     if card is not None and save_to is None:
         raise ValueError("card is only used with save_to; pass save_to=DIR to write a zoo checkpoint")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -248,10 +236,9 @@ def train(
         raise ValueError("model has no trainable parameters")
 
     dist = setup_distributed(x.device)
-    local_batch = math.ceil(batch_size / dist.world)
     check_batch = getattr(recipe, "check_batch_size", None)
     if callable(check_batch):
-        check_batch(local_batch)  # e.g. BatchMix: k <= batch
+        check_batch(math.ceil(batch_size / dist.world))  # e.g. BatchMix: k <= batch
 
     settings: dict[str, Any] = {
         "batch_size": batch_size, "lr": float(lr), "optimizer": optimizer,
@@ -263,100 +250,24 @@ def train(
     if lr_schedule != "constant":  # older checkpoints (constant lr) keep resuming
         settings.update({"lr_schedule": lr_schedule, "schedule_epochs": epochs})
     result = TrainResult(recipe=recipe_card, settings=settings, world_size=dist.world)
-    opt = _make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    loop = _Loop(model=model, recipe=recipe, name=recipe_card["recipe"], x=x, y=y,
+                 x_unlabelled=x_unlabelled, ub=ub, batch_size=batch_size, epochs=epochs, lr=lr,
+                 lr_schedule=lr_schedule, params=params, dist=dist, show=progress and dist.rank == 0,
+                 opt=_make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay),
+                 generator=torch.Generator(device="cpu").manual_seed(seed))
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-
     start_epoch = 0
     if directory is not None and resume:
-        loaded = load_checkpoint(directory, recipe_card=recipe_card, settings=settings, epochs=epochs)
-        if loaded is not None:
-            state, tensors = loaded
-            model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-            model.load_state_dict(model_state, strict=True)
-            optimizer_restore(opt, tensors, state.get("optimizer_scalars", {}))
-            generator.set_state(tensors["generator"])
-            result.history = list(state["history"])
-            start_epoch = result.resumed_from = int(state["epoch"])
-            logger.info("resuming from %s after epoch %d", directory, start_epoch)
+        start_epoch = _resume(loop, directory, result, recipe_card, settings)
     if dist.active:
         broadcast_model(model)
 
-    n = x.shape[0]
-    num_batches = math.ceil(n / batch_size)
     cuda_devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    show = progress and dist.rank == 0
-
     try:
         with torch.random.fork_rng(devices=cuda_devices):
             for epoch in range(start_epoch, epochs):
                 wall0, cpu0 = time.perf_counter(), time.process_time()
-                order = torch.randperm(n, generator=generator).to(x.device)
-                seeds = torch.randint(_MAX_SEED, (2,), generator=generator).tolist()
-                recipe_gen = torch.Generator(device=x.device).manual_seed(seeds[0] + dist.rank)
-                torch.manual_seed(seeds[1] + dist.rank)  # dropout etc., inside the forked RNG
-                if x_unlabelled is not None:
-                    u_total = num_batches * ub
-                    reps = math.ceil(u_total / x_unlabelled.shape[0])
-                    u_order = torch.cat([torch.randperm(x_unlabelled.shape[0], generator=generator)
-                                         for _ in range(reps)])[:u_total].to(x.device)
-                model.train()
-                sums: dict[str, float] = {}
-                loss_sum, seen = 0.0, 0
-                bar = tqdm(range(num_batches), desc=f"{recipe_card['recipe']} epoch {epoch + 1}/{epochs}",
-                           disable=not show, leave=True, unit="batch")
-                for step in bar:
-                    idx = order[step * batch_size : (step + 1) * batch_size]
-                    global_b = idx.shape[0]
-                    if dist.active:
-                        idx = idx.tensor_split(dist.world)[dist.rank]
-                    xb, yb = x[idx], y[idx]  # (b, C, H, W), (b,)
-                    ubatch = None
-                    if x_unlabelled is not None:
-                        uidx = u_order[step * ub : (step + 1) * ub]
-                        if dist.active:
-                            uidx = uidx.tensor_split(dist.world)[dist.rank]
-                        ubatch = x_unlabelled[uidx]
-                    if lr_schedule != "constant":
-                        scheduled = lr * _lr_factor(lr_schedule, epoch * num_batches + step,
-                                                    epochs * num_batches)
-                        for group in opt.param_groups:
-                            group["lr"] = scheduled
-                    opt.zero_grad(set_to_none=True)
-                    b = xb.shape[0]
-                    if b > 0:
-                        if epoch == 0 and step == 0:
-                            with torch.no_grad():  # eval mode: no dropout draw, no BN update
-                                _check_labels_fit(_eval_logits(model, xb[:2]), y, "y")
-                        loss, logs = recipe.batch_loss(model, xb, yb, generator=recipe_gen,
-                                                       x_unlabelled=ubatch)
-                        if not isinstance(loss, Tensor) or loss.dim() != 0:
-                            raise TypeError(f"{type(recipe).__name__}.batch_loss must return a scalar "
-                                            f"tensor loss, got {type(loss).__name__}")
-                        loss.backward()
-                        loss_value = float(loss.detach())
-                    else:
-                        loss_value, logs = 0.0, {}
-                    if dist.active:
-                        all_reduce_grads(params, b / global_b)
-                    opt.step()
-                    if dist.active:
-                        average_buffers(model, dist.world)
-                    loss_sum += loss_value * b
-                    seen += b
-                    for k, v in logs.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) * b
-                    if show and (step % 10 == 0 or step == num_batches - 1):
-                        bar.set_postfix({k: f"{v / seen:.4f}" for k, v in sums.items()} or
-                                        {"loss": f"{loss_sum / seen:.4f}"})
-                bar.close()
-                if dist.active:
-                    keys = sorted(sums)
-                    packed = torch.tensor([loss_sum, float(seen), *(sums[k] for k in keys)],
-                                          dtype=torch.float64, device=x.device)
-                    torch.distributed.all_reduce(packed)
-                    loss_sum, seen = float(packed[0]), int(packed[1])
-                    sums = {k: float(v) for k, v in zip(keys, packed[2:].tolist())}
+                loss_sum, seen, sums = _run_epoch(loop, epoch)
                 epoch_loss = loss_sum / seen
                 if not math.isfinite(epoch_loss):
                     raise FloatingPointError(f"training diverged in epoch {epoch + 1}: loss is "
@@ -368,12 +279,12 @@ def train(
                     "logs": {k: v / seen for k, v in sums.items()}, "val_accuracy": val,
                     "seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
                 })
-                logger.info("%s epoch %d/%d: loss %.4f%s, %.1fs", recipe_card["recipe"], epoch + 1,
+                logger.info("%s epoch %d/%d: loss %.4f%s, %.1fs", loop.name, epoch + 1,
                             epochs, epoch_loss, f", val acc {val:.4f}" if val is not None else "",
                             result.history[-1]["seconds"])
                 if directory is not None and dist.rank == 0:
-                    write_checkpoint(directory, model=model, opt=opt, generator=generator,
-                                      epoch=epoch + 1, result=result)
+                    write_checkpoint(directory, model=model, opt=loop.opt, generator=loop.generator,
+                                     epoch=epoch + 1, result=result)
                 if dist.active:
                     torch.distributed.barrier()
                 if callback is not None:
@@ -382,17 +293,166 @@ def train(
         model.eval()
 
     if save_to is not None and dist.rank == 0:
-        from advlab.models.checkpoint import save
-
-        extra = dict(card or {})
-        training = dict(extra.pop("training", {}) or {})
-        training.update({"recipe": recipe_card, **settings, "epochs": epochs,
-                         "history": result.history})
-        extra.setdefault("seed", seed)
-        if x_val is not None and y_val is not None and "clean_accuracy" not in extra:
-            extra["clean_accuracy"] = result.history[-1]["val_accuracy"]
-        result.saved_to = save(model, save_to, card={**extra, "training": training}, overwrite=True)
+        result.saved_to = _save_trained(model, save_to, card, result, settings, epochs=epochs, seed=seed,
+                                        validated=x_val is not None and y_val is not None)
     return result
+
+
+def _unlabelled_batch(model: nn.Module, x: Tensor, x_unlabelled: Tensor | None,
+                      unlabelled_batch_size: int | None, batch_size: int) -> int:
+    """Check the unlabelled inputs; return the unlabelled points per step (0 without them)."""
+    if x_unlabelled is None:
+        if unlabelled_batch_size is not None:
+            raise ValueError("unlabelled_batch_size given without x_unlabelled")
+        return 0
+    _check_data(x_unlabelled, torch.zeros(x_unlabelled.shape[0], dtype=torch.int64,
+                                          device=x_unlabelled.device),
+                model=model, what="x_unlabelled/its labels")
+    if x_unlabelled.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x_unlabelled samples are {tuple(x_unlabelled.shape[1:])} but x samples "
+                         f"are {tuple(x.shape[1:])}")
+    return _positive_int("unlabelled_batch_size",
+                         batch_size if unlabelled_batch_size is None else unlabelled_batch_size)
+
+
+@dataclass
+class _Loop:
+    """What every epoch of one :func:`train` run shares (the optimiser and the data generator
+    carry over from epoch to epoch)."""
+
+    model: nn.Module
+    recipe: Recipe
+    name: str
+    x: Tensor
+    y: Tensor
+    x_unlabelled: Tensor | None
+    ub: int
+    batch_size: int
+    epochs: int
+    lr: float
+    lr_schedule: str
+    params: list[nn.Parameter]
+    dist: Any
+    show: bool
+    opt: torch.optim.Optimizer
+    generator: torch.Generator
+
+    @property
+    def num_batches(self) -> int:
+        return math.ceil(self.x.shape[0] / self.batch_size)
+
+
+def _resume(loop: _Loop, directory: Path, result: TrainResult, recipe_card: dict[str, Any],
+            settings: dict[str, Any]) -> int:
+    """Restore model, optimiser, generator and history from ``directory``'s checkpoint, if any;
+    return the epochs already done."""
+    loaded = load_checkpoint(directory, recipe_card=recipe_card, settings=settings, epochs=loop.epochs)
+    if loaded is None:
+        return 0
+    state, tensors = loaded
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    loop.model.load_state_dict(model_state, strict=True)
+    optimizer_restore(loop.opt, tensors, state.get("optimizer_scalars", {}))
+    loop.generator.set_state(tensors["generator"])
+    result.history = list(state["history"])
+    result.resumed_from = int(state["epoch"])
+    logger.info("resuming from %s after epoch %d", directory, result.resumed_from)
+    return result.resumed_from
+
+
+def _run_epoch(loop: _Loop, epoch: int) -> tuple[float, int, dict[str, float]]:
+    """One epoch: the data order and seeds from the run's generator, then every step; returns the
+    loss sum, the points seen and the recipe's log sums (over all ranks)."""
+    x, dist = loop.x, loop.dist
+    order = torch.randperm(x.shape[0], generator=loop.generator).to(x.device)
+    seeds = torch.randint(_MAX_SEED, (2,), generator=loop.generator).tolist()
+    recipe_gen = torch.Generator(device=x.device).manual_seed(seeds[0] + dist.rank)
+    torch.manual_seed(seeds[1] + dist.rank)  # dropout etc., inside the forked RNG
+    u_order = None
+    if loop.x_unlabelled is not None:
+        nu = loop.x_unlabelled.shape[0]
+        u_total = loop.num_batches * loop.ub
+        u_order = torch.cat([torch.randperm(nu, generator=loop.generator)
+                             for _ in range(math.ceil(u_total / nu))])[:u_total].to(x.device)
+    loop.model.train()
+    sums: dict[str, float] = {}
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(range(loop.num_batches), desc=f"{loop.name} epoch {epoch + 1}/{loop.epochs}",
+               disable=not loop.show, leave=True, unit="batch")
+    for step in bar:
+        b, loss_value, logs = _step(loop, epoch, step, order, u_order, recipe_gen)
+        loss_sum += loss_value * b
+        seen += b
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * b
+        if loop.show and (step % 10 == 0 or step == loop.num_batches - 1):
+            bar.set_postfix({k: f"{v / seen:.4f}" for k, v in sums.items()} or
+                            {"loss": f"{loss_sum / seen:.4f}"})
+    bar.close()
+    if dist.active:
+        keys = sorted(sums)
+        packed = torch.tensor([loss_sum, float(seen), *(sums[k] for k in keys)],
+                              dtype=torch.float64, device=x.device)
+        torch.distributed.all_reduce(packed)
+        loss_sum, seen = float(packed[0]), int(packed[1])
+        sums = {k: float(v) for k, v in zip(keys, packed[2:].tolist())}
+    return loss_sum, seen, sums
+
+
+def _step(loop: _Loop, epoch: int, step: int, order: Tensor, u_order: Tensor | None,
+          recipe_gen: torch.Generator) -> tuple[int, float, dict[str, Any]]:
+    """One optimiser step on this rank's share of batch ``step``; returns its size, loss, logs."""
+    dist, bs, ub = loop.dist, loop.batch_size, loop.ub
+    idx = order[step * bs : (step + 1) * bs]
+    global_b = idx.shape[0]
+    if dist.active:
+        idx = idx.tensor_split(dist.world)[dist.rank]
+    xb, yb = loop.x[idx], loop.y[idx]  # (b, C, H, W), (b,)
+    ubatch = None
+    if u_order is not None:
+        uidx = u_order[step * ub : (step + 1) * ub]
+        if dist.active:
+            uidx = uidx.tensor_split(dist.world)[dist.rank]
+        ubatch = loop.x_unlabelled[uidx]  # type: ignore[index]
+    if loop.lr_schedule != "constant":
+        scheduled = loop.lr * _lr_factor(loop.lr_schedule, epoch * loop.num_batches + step,
+                                         loop.epochs * loop.num_batches)
+        for group in loop.opt.param_groups:
+            group["lr"] = scheduled
+    loop.opt.zero_grad(set_to_none=True)
+    b = xb.shape[0]
+    loss_value, logs = 0.0, {}
+    if b > 0:
+        if epoch == 0 and step == 0:
+            with torch.no_grad():  # eval mode: no dropout draw, no BN update
+                _check_labels_fit(_eval_logits(loop.model, xb[:2]), loop.y, "y")
+        loss, logs = loop.recipe.batch_loss(loop.model, xb, yb, generator=recipe_gen, x_unlabelled=ubatch)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise TypeError(f"{type(loop.recipe).__name__}.batch_loss must return a scalar "
+                            f"tensor loss, got {type(loss).__name__}")
+        loss.backward()
+        loss_value = float(loss.detach())
+    if dist.active:
+        all_reduce_grads(loop.params, b / global_b)
+    loop.opt.step()
+    if dist.active:
+        average_buffers(loop.model, dist.world)
+    return b, loss_value, logs
+
+
+def _save_trained(model: nn.Module, save_to: str | os.PathLike[str], card: Mapping[str, Any] | None,
+                  result: TrainResult, settings: dict[str, Any], *, epochs: int, seed: int,
+                  validated: bool) -> Path:
+    """The zoo checkpoint of a finished run: ``card`` completed by the training record."""
+    from advlab.models.checkpoint import save
+
+    extra = dict(card or {})
+    training = dict(extra.pop("training", {}) or {})
+    training.update({"recipe": result.recipe, **settings, "epochs": epochs, "history": result.history})
+    extra.setdefault("seed", seed)
+    if validated and "clean_accuracy" not in extra:
+        extra["clean_accuracy"] = result.history[-1]["val_accuracy"]
+    return save(model, save_to, card={**extra, "training": training}, overwrite=True)
 
 
 def _lr_factor(schedule: str, step: int, total: int) -> float:

@@ -7,8 +7,9 @@
   they belong.
 * A point counts as broken when the attack says so *if the attack went through the lifecycle*
   (every :class:`Attack`: its ``success`` is recomputed from the criterion on the returned point,
-  which is checked to lie in the threat model). Anything else (a user's callable) is re-checked:
-  one forward pass per batch, and the point must lie in the threat model.
+  which is checked to lie in the threat model), and the point lies in the evaluation's ε-ball.
+  Anything else (a user's callable) is re-checked: one forward pass per batch, and the point must
+  lie in the threat model.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def broken(attack: AttackLike, res: Any, model: nn.Module, x: Tensor, y: Tensor,
     from advlab.attacks.contract import Attack
 
     if isinstance(attack, Attack):
-        return res.success.to(y.device)
+        hit = res.success.to(y.device)
+        # the lifecycle checked the attack's own ball; the evaluation's may be smaller
+        return hit & threat.contains(res.x_adv, x) if threat is not None else hit
     with eval_mode(model), torch.no_grad():
         hit = model(res.x_adv).argmax(dim=1) != y
     if threat is not None:

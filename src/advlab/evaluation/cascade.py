@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlab.attacks.contract import AttackLike
+from advlab.attacks.contract import AttackLike, radius_of
 from advlab.attacks._base import config_repr
 from advlab._checks import check_int, check_inputs, check_model, check_number, eval_mode
 from advlab._io import atomic_write, atomic_write_text, clean_orphans
@@ -298,6 +298,12 @@ def _batch_seed(base: int, stage: int, batch: int) -> int:
 # -- the cascade ------------------------------------------------------------------------------
 
 
+def _threat_field(attack: Any, attr: str) -> Any:
+    """``eps`` (the ball's radius, see :func:`advlab.attacks.contract.radius_of`), ``norm`` or
+    ``bounds`` of a member, ``None`` where it has none."""
+    return radius_of(attack) if attr == "eps" else getattr(attack, attr, None)
+
+
 @dataclass(frozen=True)
 class Cascade:
     """Attacks run in turn on the points still robust; worst case per point.
@@ -334,7 +340,8 @@ class Cascade:
                 key, i = f"{base}#{i}", i + 1
             named.append((key, attack))
         for attr in ("eps", "norm", "bounds"):
-            values = {repr(_canonical(attr, getattr(a, attr))) for _, a in named if hasattr(a, attr)}
+            values = {repr(_canonical(attr, _threat_field(a, attr))) for _, a in named
+                      if _threat_field(a, attr) is not None}
             if len(values) > 1:
                 raise ValueError(f"the cascade's attacks disagree on {attr}: {sorted(values)}; a worst "
                                  "case per point needs one threat model")
@@ -346,8 +353,8 @@ class Cascade:
 
     def threat(self) -> ThreatModel | None:
         for _, a in self.attacks:  # type: ignore[misc]
-            if all(hasattr(a, k) for k in ("eps", "norm")):
-                return ThreatModel(norm=a.norm, eps=a.eps, bounds=getattr(a, "bounds", (0.0, 1.0)))
+            if radius_of(a) is not None and hasattr(a, "norm"):
+                return ThreatModel(norm=a.norm, eps=radius_of(a), bounds=getattr(a, "bounds", (0.0, 1.0)))
         return None
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256,

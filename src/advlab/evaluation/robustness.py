@@ -21,12 +21,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import advlab
-from advlab.attacks.contract import AttackLike
+from advlab.attacks.contract import AttackLike, at_radius, radius_of
 from advlab.attacks._base import config_repr
 from advlab._checks import check_inputs, check_model, eval_mode
 from advlab.evaluation._attack import broken as hit
 from advlab.evaluation._attack import check_bounded, victim
 from advlab.evaluation._json import dump_json
+from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     secs_any: dict[float, float] = {e: 0.0 for e in eps}
     for name, e in bar:
         bar.set_postfix_str(f"{name} eps={e:g}")
-        attack = dataclasses.replace(named[name], eps=e)
+        attack = at_radius(named[name], e)
         target = victim(attack, model)
+        ball = ThreatModel(norm=attack.norm, eps=e, bounds=getattr(attack, "bounds", (0.0, 1.0)))
         gen = torch.Generator(device=x.device).manual_seed(seed)
         broken = torch.zeros(n, dtype=torch.bool, device=x.device)
         norms = torch.full((n,), float("nan"), device=x.device)
@@ -191,7 +193,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
         for i in range(0, n_correct, batch_size):
             b = idx[i:i + batch_size]
             res = attack(target, x[b], y[b], generator=gen)
-            broken[b] = hit(attack, res, model, x[b], y[b], None)
+            broken[b] = hit(attack, res, model, x[b], y[b], ball)
             norms[b] = res.norms.to(norms.dtype)
             grads += int(res.num_grads.sum())
         secs = time.perf_counter() - t0
@@ -203,7 +205,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     if len(named) > 1:
         any_attack = next(iter(named.values()))
         for e in eps:
-            rows.append(_row(WORST_CASE, dataclasses.replace(any_attack, eps=e), e, n, n_correct,
+            rows.append(_row(WORST_CASE, at_radius(any_attack, e), e, n, n_correct,
                              broken_any[e], torch.full((n,), float("nan")), grads_any[e], secs_any[e],
                              clean_acc, config="any of: " + ", ".join(named)))
     norm = rows[0].norm
@@ -230,7 +232,7 @@ def _named_attacks(attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps
             top = max([float(e) for e in eps] + [0.0]) or 1.0
             name, a = name or display_name(a), make_attack(a, eps=top, strict=False)
         check_bounded(a, repr(name) if name is not None else type(a).__name__, "evaluate")
-        if not (dataclasses.is_dataclass(a) and hasattr(a, "eps")):
+        if not (dataclasses.is_dataclass(a) and radius_of(a) is not None):
             raise TypeError(f"evaluate re-runs each attack at every ε with dataclasses.replace(attack, "
                             f"eps=e); {type(a).__name__} is not an attack configuration with an eps")
         key = str(name) if name is not None else _name(a)

@@ -91,9 +91,7 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     1e-2 for ``distill``, whose networks must grow their logits about T-fold at T = 100;
     ``lr_schedule`` (``constant``, ``linear``, ``cosine``, ``cyclic``) applies to every model trained.
     """
-    from advlab.attacks import PGD, MIFGSM, SquareAttack, TransferAttack
     from advlab.defenses.training import train
-    from advlab.oracle import Oracle
     from advlab.runs._common import load_data
 
     budget = budget_alias_arg(budget, queries, "defend_job")  # type: ignore[assignment]
@@ -112,129 +110,61 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     out.mkdir(parents=True, exist_ok=True)
     train_ds = load_data(data, split="train", data_dir=data_dir, download=download, limit=limit)
     test = load_data(data, split="test", data_dir=data_dir, download=download)
-    x, y = train_ds.x, train_ds.y
-    x_unlabelled = None
-    if labels is not None:
-        if not 10 <= labels < len(train_ds):
-            raise ValueError(f"--labels must be between 10 and the training set size - 1 ({len(train_ds) - 1}), "
-                             f"got {labels}")
-        x, y, x_unlabelled = train_ds.x[:labels], train_ds.y[:labels], train_ds.x[labels:]
-    x_val, y_val = test.x[n:n + 1000], test.y[n:n + 1000]  # held apart from the evaluation points
-    x_eval, y_eval = test.x[:n], test.y[:n]
-    in_shape, k = tuple(train_ds.input_shape), train_ds.num_classes
-    card = {"dataset": train_ds.name, "seed": seed, "class_names": list(train_ds.class_names)}
-    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-                  x_val=x_val, y_val=y_val, progress=progress)
-
-    def fresh(s: int, arch: str = model) -> nn.Module:
-        return build_seeded(arch, in_shape=in_shape, num_classes=k, seed=s)
-
-    def standard_model(directory: Path, s: int, arch: str = model) -> nn.Module:
-        from advlab.defenses import Standard
-        if (directory / "card.json").exists():  # from an earlier run of this command: reuse if it matches
-            training = load_card(directory).training or {}
-            want = {"epochs": epochs, "seed": s, "num_samples": int(x.shape[0]), "batch_size": batch_size,
-                    "lr_schedule": lr_schedule}
-            got = {key: training.get(key, "constant" if key == "lr_schedule" else None) for key in want}
-            if got != want:
-                raise ValueError(f"{directory} holds a model trained with {got}, not {want}; use another --out")
-            return load(directory)
-        m = fresh(s, arch)
-        train(m, Standard(), x, y, **{**common, "seed": s},
-              checkpoint_dir=directory.with_name(directory.name + "-state"), save_to=directory,
-              card={**card, "seed": s})
-        return load(directory)
+    d = _split(train_ds, test, labels=labels, n=n)
+    trainer = _Trainer(d, arch=model, card={"dataset": train_ds.name, "seed": seed,
+                                            "class_names": list(train_ds.class_names)},
+                       common=dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                                   seed=seed, x_val=d.x_val, y_val=d.y_val, progress=progress))
 
     # -- the undefended model, the transfer surrogate, the static models -------------------------
     baseline_dir = Path(baseline) if baseline is not None else out / "baseline"
     if baseline is None:
-        say(f"training the undefended baseline ({model}, {epochs} epochs, {len(x)} labelled images)", quiet)
-        base_model = standard_model(baseline_dir, seed)
-    else:
-        base_model = load(baseline_dir)
+        say(f"training the undefended baseline ({model}, {epochs} epochs, {len(d.x)} labelled images)", quiet)
+    base_model = trainer.standard(baseline_dir, seed) if baseline is None else load(baseline_dir)
     surrogate_dir = Path(surrogate) if surrogate is not None else out / "surrogate"
     if surrogate is None:
         say("training a held-out surrogate (same architecture, another seed) as the transfer source", quiet)
-        surrogate_model = standard_model(surrogate_dir, seed + 1000)
-    else:
-        surrogate_model = load(surrogate_dir)
+    surrogate_model = trainer.standard(surrogate_dir, seed + 1000) if surrogate is None else load(surrogate_dir)
     static_models: list[nn.Module] = [load(p) for p in static]
     if recipe == "ensemble" and not static_models:
         for i, arch in enumerate(("mlp", "lenet5")):
             say(f"training static model {arch} for ensemble adversarial training", quiet)
-            static_models.append(standard_model(out / f"static-{arch}", seed + 2000 + i, arch))
+            static_models.append(trainer.standard(out / f"static-{arch}", seed + 2000 + i, arch))
 
     # -- the defended model ------------------------------------------------------------------------
     model_dir = out / "model"
     t0 = time.perf_counter()
-    if recipe == "vat":
-        unl = f", {len(x_unlabelled)} unlabelled images" if x_unlabelled is not None else ""
-        say(f"training with recipe vat (L2 ε = {vat_eps:g} for the virtual perturbation{unl})", quiet)
-    elif recipe == "distill":
-        say(f"training with recipe distill (T = {temperature:g})", quiet)
-    else:
-        say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
     if recipe == "distill":
         from advlab.defenses.distillation import distill
-        distill(lambda s: fresh(s), x, y, temperature=temperature, epochs=epochs, batch_size=batch_size,
-                      lr=lr, lr_schedule=lr_schedule, seed=seed, x_val=x_val, y_val=y_val,
-                      checkpoint_dir=out / "train-state",
-                      progress=progress, save_to=model_dir, card=card)
+
+        say(f"training with recipe distill (T = {temperature:g})", quiet)
+        distill(lambda s: trainer.fresh(s), d.x, d.y, temperature=temperature, checkpoint_dir=out / "train-state",
+                save_to=model_dir, card=trainer.card, **trainer.common)
         recipe_card: dict[str, Any] = {"recipe": "distill", "temperature": temperature}
     else:
+        if recipe == "vat":
+            unl = f", {len(d.x_unlabelled)} unlabelled images" if d.x_unlabelled is not None else ""
+            say(f"training with recipe vat (L2 ε = {vat_eps:g} for the virtual perturbation{unl})", quiet)
+        else:
+            say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
         rec = build_recipe(recipe, eps=eps, steps=steps, alpha=alpha, beta=beta, vat_eps=vat_eps,
-                           semi_supervised=x_unlabelled is not None, static_models=static_models)
-        m = fresh(seed)
-        train(m, rec, x, y, **common, x_unlabelled=x_unlabelled, checkpoint_dir=out / "train-state",
-              save_to=model_dir, card=card)
+                           semi_supervised=d.x_unlabelled is not None, static_models=static_models)
+        train(trainer.fresh(seed), rec, d.x, d.y, **trainer.common, x_unlabelled=d.x_unlabelled,
+              checkpoint_dir=out / "train-state", save_to=model_dir, card=trainer.card)
         recipe_card = rec.card()
     train_seconds = time.perf_counter() - t0
-    defended = load(model_dir)
 
     # -- the comparison ------------------------------------------------------------------------------
-    models = {"undefended": base_model, "defended": defended}
-    white_box = {"PGD-CE": PGD(eps=eps, steps=20, early_stop=True),
-                 "PGD-CW": PGD(eps=eps, steps=20, loss="cw", early_stop=True)}
-    rows: list[EvalRow] = []
     summary: dict[str, Any] = {"recipe": recipe_card, "eps": eps, "eval_eps": eval_eps, "n": n,
                                "train_seconds": round(train_seconds, 1), "models": {}}
     say(f"comparing on {n} test images: white-box PGD (CE, C&W margin) at ε = {eval_eps}, transfer "
-         f"from the surrogate, Square with {budget} queries", quiet)
-    for name, mdl in models.items():
-        ev = evaluate(mdl, x_eval, y_eval, attacks=white_box, eps=eval_eps, seed=seed, progress=progress)
-        rows += [dataclasses.replace(r, attack=f"{name} · {r.attack}") for r in ev.rows]
-        correct = clean_predictions(mdl, x_eval) == y_eval
-        n_correct = int(correct.sum())
-        white: dict[str, dict[str, float]] = {}
-        for r in ev.rows:
-            white.setdefault(r.attack, {})[f"{r.eps:g}"] = r.robust_accuracy
-        entry: dict[str, Any] = {"clean_accuracy": n_correct / n, "n_correct": n_correct, "white_box": white}
-        for key in ("transfer", "square"):
-            rates = {}
-            for e in eval_eps:
-                g = torch.Generator().manual_seed(seed)
-                idx = correct.nonzero().squeeze(1)
-                if key == "transfer":
-                    attack: Any = TransferAttack(attack=MIFGSM(eps=e, steps=10), source=surrogate_model)
-                    broken = attack(Oracle(mdl, output="label"), x_eval[idx], y_eval[idx], generator=g).success
-                    config = f"TransferAttack(attack=MIFGSM(eps={e:g}, steps=10), source={surrogate_dir})"
-                else:
-                    attack = SquareAttack(eps=e, budget=budget)
-                    result = attack(Oracle(mdl, output="scores", budget=budget), x_eval[idx], y_eval[idx],
-                                    generator=g)
-                    broken, config = result.success, result.attack
-                n_broken = int(broken.sum())
-                label = "transfer MI-FGSM" if key == "transfer" else f"Square ({budget} queries)"
-                rows.append(EvalRow(
-                    attack=f"{name} · {label}", eps=e, norm="linf", n=n, n_correct=n_correct,
-                    n_robust=n_correct - n_broken, clean_accuracy=n_correct / n,
-                    robust_accuracy=(n_correct - n_broken) / n,
-                    success_rate=n_broken / n_correct if n_correct else float("nan"),
-                    median_norm=float("nan"), mean_norm=float("nan"), grads=0, seconds=0.0,
-                    config=config))
-                rates[f"{e:g}"] = (n_correct - n_broken) / n
-            entry[key] = rates
-        summary["models"][name] = entry
+        f"from the surrogate, Square with {budget} queries", quiet)
+    rows: list[EvalRow] = []
+    for name, mdl in {"undefended": base_model, "defended": load(model_dir)}.items():
+        model_rows, summary["models"][name] = _compare(
+            name, mdl, d.x_eval, d.y_eval, eps=eps, eval_eps=eval_eps, budget=budget, seed=seed,
+            surrogate=(surrogate_model, surrogate_dir), progress=progress)
+        rows += model_rows
     ev_all = Evaluation(rows=rows, provenance=provenance(seed=seed, recipe=recipe_card, dataset=train_ds.name,
                                                          model=model, epochs=epochs,
                                                          baseline=str(baseline_dir), surrogate=str(surrogate_dir)))
@@ -243,6 +173,115 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     atomic_write_text(files["json"], json.dumps(summary, indent=2) + "\n")
     return DefendOutput(model_dir=model_dir, baseline_dir=baseline_dir, comparison=summary, evaluation=ev_all,
                         files=files)
+
+
+@dataclass
+class _Data:
+    """The splits of one defend run: labelled (and unlabelled) training data, validation points held
+    apart from the evaluation points, and the evaluation points."""
+
+    x: Any
+    y: Any
+    x_unlabelled: Any
+    x_val: Any
+    y_val: Any
+    x_eval: Any
+    y_eval: Any
+    in_shape: tuple[int, ...]
+    num_classes: int
+
+
+def _split(train_ds: Any, test: Any, *, labels: int | None, n: int) -> _Data:
+    x, y, x_unlabelled = train_ds.x, train_ds.y, None
+    if labels is not None:
+        if not 10 <= labels < len(train_ds):
+            raise ValueError(f"--labels must be between 10 and the training set size - 1 ({len(train_ds) - 1}), "
+                             f"got {labels}")
+        x, y, x_unlabelled = train_ds.x[:labels], train_ds.y[:labels], train_ds.x[labels:]
+    return _Data(x=x, y=y, x_unlabelled=x_unlabelled, x_val=test.x[n:n + 1000], y_val=test.y[n:n + 1000],
+                 x_eval=test.x[:n], y_eval=test.y[:n], in_shape=tuple(train_ds.input_shape),
+                 num_classes=train_ds.num_classes)
+
+
+@dataclass
+class _Trainer:
+    """Builds and trains the run's models with one set of training settings."""
+
+    data: _Data
+    arch: str
+    card: dict[str, Any]
+    common: dict[str, Any]
+
+    def fresh(self, seed: int, arch: str | None = None) -> nn.Module:
+        return build_seeded(arch or self.arch, in_shape=self.data.in_shape, num_classes=self.data.num_classes,
+                            seed=seed)
+
+    def standard(self, directory: Path, seed: int, arch: str | None = None) -> nn.Module:
+        """A standard model in ``directory``: trained there, or reused from an earlier run of the
+        command if it was trained with the same settings."""
+        from advlab.defenses import Standard
+        from advlab.defenses.training import train
+
+        x = self.data.x
+        if (directory / "card.json").exists():
+            training = load_card(directory).training or {}
+            want = {"epochs": self.common["epochs"], "seed": seed, "num_samples": int(x.shape[0]),
+                    "batch_size": self.common["batch_size"], "lr_schedule": self.common["lr_schedule"]}
+            got = {key: training.get(key, "constant" if key == "lr_schedule" else None) for key in want}
+            if got != want:
+                raise ValueError(f"{directory} holds a model trained with {got}, not {want}; use another --out")
+            return load(directory)
+        train(self.fresh(seed, arch), Standard(), x, self.data.y, **{**self.common, "seed": seed},
+              checkpoint_dir=directory.with_name(directory.name + "-state"), save_to=directory,
+              card={**self.card, "seed": seed})
+        return load(directory)
+
+
+def _compare(name: str, mdl: nn.Module, x_eval: Any, y_eval: Any, *, eps: float, eval_eps: list[float],
+             budget: int, seed: int, surrogate: tuple[nn.Module, Path], progress: bool
+             ) -> tuple[list[EvalRow], dict[str, Any]]:
+    """One model's rows and summary: white-box PGD (CE, C&W) at every ε, transfer from the
+    surrogate, Square through a scores oracle; all on its correctly classified points."""
+    from advlab.attacks import MIFGSM, PGD, SquareAttack, TransferAttack
+    from advlab.oracle import Oracle
+
+    n = int(y_eval.shape[0])
+    white_box = {"PGD-CE": PGD(eps=eps, steps=20, early_stop=True),
+                 "PGD-CW": PGD(eps=eps, steps=20, loss="cw", early_stop=True)}
+    ev = evaluate(mdl, x_eval, y_eval, attacks=white_box, eps=eval_eps, seed=seed, progress=progress)
+    rows = [dataclasses.replace(r, attack=f"{name} · {r.attack}") for r in ev.rows]
+    correct = clean_predictions(mdl, x_eval) == y_eval
+    n_correct = int(correct.sum())
+    idx = correct.nonzero().squeeze(1)
+    white: dict[str, dict[str, float]] = {}
+    for r in ev.rows:
+        white.setdefault(r.attack, {})[f"{r.eps:g}"] = r.robust_accuracy
+    entry: dict[str, Any] = {"clean_accuracy": n_correct / n, "n_correct": n_correct, "white_box": white}
+    source, source_dir = surrogate
+    for key in ("transfer", "square"):
+        rates = {}
+        for e in eval_eps:
+            g = torch.Generator().manual_seed(seed)
+            if key == "transfer":
+                attack: Any = TransferAttack(attack=MIFGSM(eps=e, steps=10), source=source)
+                broken = attack(Oracle(mdl, output="label"), x_eval[idx], y_eval[idx], generator=g).success
+                config = f"TransferAttack(attack=MIFGSM(eps={e:g}, steps=10), source={source_dir})"
+                label = "transfer MI-FGSM"
+            else:
+                result = SquareAttack(eps=e, budget=budget)(Oracle(mdl, output="scores", budget=budget),
+                                                            x_eval[idx], y_eval[idx], generator=g)
+                broken, config, label = result.success, result.attack, f"Square ({budget} queries)"
+            n_broken = int(broken.sum())
+            rows.append(EvalRow(
+                attack=f"{name} · {label}", eps=e, norm="linf", n=n, n_correct=n_correct,
+                n_robust=n_correct - n_broken, clean_accuracy=n_correct / n,
+                robust_accuracy=(n_correct - n_broken) / n,
+                success_rate=n_broken / n_correct if n_correct else float("nan"),
+                median_norm=float("nan"), mean_norm=float("nan"), grads=0, seconds=0.0,
+                config=config))
+            rates[f"{e:g}"] = (n_correct - n_broken) / n
+        entry[key] = rates
+    return rows, entry
 
 
 def _write(out: Path, ev: Evaluation, summary: dict[str, Any], *, recipe: str, data: str, arch: str,
