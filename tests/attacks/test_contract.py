@@ -193,3 +193,23 @@ def test_early_stop_never_loses_a_success_and_never_costs_more(key, cnn_model, b
     assert bool((early.success | ~full.success).all())
     assert bool((early.num_grads <= full.num_grads).all())
     assert int(early.num_grads.sum()) < int(full.num_grads.sum()) or not bool(full.success.any())
+
+
+def test_results_of_batches_concatenate_into_the_result_of_the_whole(cnn_model, batch):
+    """``AttackResult.concat`` (the CLI joins its batches with it): every per-point field of the
+    joined batches equals the one-call result (floats to rounding: a convolution's numerics depend
+    on the batch size); parts of different attacks are refused."""
+    x, y = batch
+    attack = make_attack("fgsm", eps=0.1)
+    whole = attack(cnn_model, x, y)
+    joined = type(whole).concat([attack(cnn_model, x[:2], y[:2]), attack(cnn_model, x[2:], y[2:])])
+    for f in dataclasses.fields(whole):
+        a, b = getattr(whole, f.name), getattr(joined, f.name)
+        if isinstance(a, torch.Tensor):
+            assert a.dtype == b.dtype and (torch.allclose(a, b, atol=1e-6) if a.is_floating_point()
+                                           else torch.equal(a, b)), f.name
+        else:
+            assert a == b, f.name
+    other = make_attack("fgsm", eps=0.2)(cnn_model, x[:2], y[:2])
+    with pytest.raises(ValueError, match="one attack"):
+        type(whole).concat([whole, other])

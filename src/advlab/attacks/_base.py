@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -53,6 +53,23 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence["AttackResult"]) -> "AttackResult":
+        """One result for the batches ``parts`` of one attack, in order (per-point fields
+        concatenated; ``threat`` and ``attack`` from the first part, which all must share)."""
+        if not parts:
+            raise ValueError("AttackResult.concat needs at least one result")
+        first = parts[0]
+        if any(p.threat != first.threat or p.attack != first.attack for p in parts):
+            raise ValueError("AttackResult.concat joins batches of one attack; these parts differ in "
+                             "threat model or attack")
+        joined: dict[str, Any] = {}
+        for f in fields(cls):
+            value = getattr(first, f.name)
+            joined[f.name] = (torch.cat([getattr(p, f.name) for p in parts])
+                              if isinstance(value, Tensor) else value)
+        return cls(**joined)
 
     def summary(self) -> dict[str, Any]:
         """Scalars for logs and reports."""

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -90,7 +90,7 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
             res = res.target
         parts.append(res)
     seconds = time.perf_counter() - t0
-    result = _concat(parts)
+    result = AttackResult.concat(parts)
     with torch.no_grad():
         clean_logits = torch.cat([model(ds.x[i:i + 1000]) for i in range(0, len(ds), 1000)])
     clean_conf, clean_pred = torch.softmax(clean_logits, 1).max(1)
@@ -122,7 +122,7 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
             if result.budget_exhausted is not None else 0,
         })
     if source_parts:
-        src = _concat(source_parts)
+        src = AttackResult.concat(source_parts)
         metrics["transfer"] = {"source": str(source),
                                "source_white_box_success": float(src.success[correct].float().mean())
                                if n_correct else None}
@@ -140,18 +140,7 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
     gallery_from_result(ds.x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
                         clean_conf=clean_conf, y=ds.y, n=gallery_size, path=files["gallery"])
     rate = metrics["success_rate_over_correct"]
-    budget = f"ε={eps:g}" if eps is not None else "minimal perturbation"
-    say(f"{DISPLAY_NAMES.get(key, attack)} {budget}: success {100 * (rate or 0):.1f}% of the "
+    radius = f"ε={eps:g}" if eps is not None else "minimal perturbation"
+    say(f"{DISPLAY_NAMES.get(key, attack)} {radius}: success {100 * (rate or 0):.1f}% of the "
          f"{n_correct} correctly classified of {len(ds)} images; files in {out}", quiet)
     return AttackOutput(result=result, metrics=metrics, files=files)
-
-
-def _concat(parts: Sequence[AttackResult]) -> AttackResult:
-    first = parts[0]
-    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
-    return AttackResult(x_adv=cat("x_adv"), success=cat("success"), pred=cat("pred"),
-                        confidence=cat("confidence"), norms=cat("norms"), num_grads=cat("num_grads"),
-                        num_forwards=cat("num_forwards"), threat=first.threat, attack=first.attack,
-                        target=cat("target") if first.target is not None else None,
-                        queries=cat("queries") if first.queries is not None else None,
-                        budget_exhausted=cat("budget_exhausted") if first.budget_exhausted is not None else None)
