@@ -11,6 +11,14 @@ data; timing does not depend on accuracy), batch 256, one thread per process by 
 
 Fixed-budget attacks (FGSM, PGD-10, MI-FGSM-10, ``perturb`` of PGD-7) should cost the same;
 the limit set by the attack-contract issue is 1% over the old code.
+
+Wall-clock time on a shared 2-core machine moves by 20-40% between rounds, far more than that
+1%. ``--instructions`` counts instructions instead (valgrind's callgrind, one process per
+revision, deterministic to well under 0.1%): the worker calls ``os.getppid()`` around each
+attack's timed calls and callgrind dumps its counters there (``--dump-before``), so each phase's
+count is read separately. Batch 64, one thread; about 5 minutes per revision.
+
+    python bench/bench_contract.py --a /tmp/advlab-old/src --b src --instructions
 """
 
 from __future__ import annotations
@@ -60,6 +68,43 @@ print(json.dumps(out))
 """
 
 
+INSTR_WORKER = WORKER.split("out = {}")[0].replace("torch.rand(256", "torch.rand(64").replace(
+    "torch.randint(0, 10, (256,))", "torch.randint(0, 10, (64,))") + r"""
+import os
+calls = int(sys.argv[2])
+for name, fn in work.items():
+    fn(torch.Generator().manual_seed(0))          # warm-up, outside the counted phase
+    os.getppid()                                  # callgrind dumps here: the phase starts
+    for _ in range(calls):
+        fn(torch.Generator().manual_seed(0))
+    os.getppid()                                  # and ends here
+print(json.dumps(list(work)))
+"""
+
+
+def count(src: str, calls: int, tmp: str) -> dict[str, float]:
+    """Instructions per call of each attack at revision ``src`` (one callgrind process)."""
+    import glob
+
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(src), OMP_NUM_THREADS="1")
+    stem = os.path.join(tmp, "cg")
+    for f in glob.glob(stem + "*"):
+        os.remove(f)
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--dump-before=*getppid*",
+                          f"--callgrind-out-file={stem}.%p", sys.executable, "-c", INSTR_WORKER, "1",
+                          str(calls)], env=env, capture_output=True, text=True, check=True)
+    names = json.loads(out.stdout.strip().splitlines()[-1])
+    files = sorted(glob.glob(stem + ".*.*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+    totals = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            line = next(ln for ln in fh if ln.startswith("totals:"))
+        totals.append(int(line.split()[1]))
+    segments = [t for t in totals if t > 100_000]  # the marker's own two symbols dump ~1k each
+    # segments: setup + warm-up 1, phase 1, warm-up 2, phase 2, ...
+    return {name: segments[2 * i + 1] / calls for i, name in enumerate(names)}
+
+
 def run(src: str, threads: int, reps: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=os.path.abspath(src), OMP_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY="PASSIVE")
@@ -76,7 +121,22 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the per-round timings here")
+    p.add_argument("--instructions", action="store_true",
+                   help="count instructions under callgrind instead of timing (deterministic)")
+    p.add_argument("--calls", type=int, default=2, help="--instructions: counted calls per attack")
     args = p.parse_args()
+    if args.instructions:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            a, b = count(args.a, args.calls, tmp), count(args.b, args.calls, tmp)
+        print("| attack | A (instructions/call) | B | B/A |\n|---|---:|---:|---:|")
+        for k in a:
+            print(f"| {k} | {a[k]:,.0f} | {b[k]:,.0f} | {b[k] / a[k]:.4f} |")
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump({"a": a, "b": b, "args": vars(args)}, fh, indent=1)
+        return
     rounds = []
     for r in range(args.rounds):
         a = run(args.a, args.threads, args.reps)

@@ -21,6 +21,7 @@ from advlab.attacks import ATTACKS, make_attack, random_targets
 from advlab.attacks.contract import ACCESS, KINDS, Attack
 from advlab.attacks.criteria import ConfidenceBelow, Misclassified, NotRejected, TargetClass
 from advlab.oracle import Oracle
+from advlab.threat import lp_norm
 
 # cheap settings per registry key; black-box attacks spend at most BUDGET queries per point
 CASES: dict[str, dict] = {
@@ -213,3 +214,29 @@ def test_results_of_batches_concatenate_into_the_result_of_the_whole(cnn_model, 
     other = make_attack("fgsm", eps=0.2)(cnn_model, x[:2], y[:2])
     with pytest.raises(ValueError, match="one attack"):
         type(whole).concat([whole, other])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("key", KEYS)
+def test_outputs_lie_inside_the_threat_model_in_the_dtype_they_are_returned_in(key, dtype, cnn_model, batch):
+    """#11 reproducer: bf16 L∞ PGD returned ‖δ‖∞ = 0.1016 > ε = 0.1 (x + δ rounded past the ball).
+    Every attack, in float32, float64, bfloat16 and float16: x_adv keeps the input's dtype, lies in
+    the box, and its distance to x, measured exactly (float64), is at most the ball's radius: to
+    the last place for float32/64 (forming ``x + δ`` rounds once at the box's magnitude), exactly
+    for the half types, where one rounding is already 2% of a typical ε."""
+    import copy
+
+    x, y = batch
+    model = copy.deepcopy(cnn_model).to(dtype)
+    xd = x.to(dtype)
+    r = _call(key, model, xd, y, generator=_gen())
+    assert r.x_adv.dtype == dtype and bool(torch.isfinite(r.x_adv.double()).all())
+    lo, hi = r.threat.bounds
+    assert float(r.x_adv.min()) >= lo and float(r.x_adv.max()) <= hi
+    if math.isfinite(r.threat.eps):
+        dist = lp_norm(r.x_adv.double() - xd.double(), r.threat.norm)
+        d = x[0].numel()
+        per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[r.threat.norm]
+        slack = 0.0 if dtype in (torch.bfloat16, torch.float16) else 2 * torch.finfo(dtype).eps * max(
+            abs(lo), abs(hi), r.threat.eps) * per_norm
+        assert bool((dist <= r.threat.eps + slack).all()), (key, float(dist.max()), r.threat.eps)

@@ -347,7 +347,7 @@ def _close(run: Run) -> AttackResult:
     else:
         num_forwards = rec.num_forwards
     return AttackResult(x_adv=rec.x_adv, success=success, pred=rec.pred, confidence=confidence,
-                        norms=threat.norm_of(rec.x_adv - x), num_grads=rec.num_grads,
+                        norms=threat.distance(rec.x_adv, x), num_grads=rec.num_grads,
                         num_forwards=num_forwards, threat=threat, attack=config_repr(run.attack),
                         target=run.target.detach().clone() if run.target is not None else None,
                         queries=queries, budget_exhausted=exhausted)

@@ -332,7 +332,7 @@ def measure(model: nn.Module, x: Tensor, y: Tensor, *,
             b = idx[i:i + batch_size]
             bd = b.to(x.device)
             res = attack(model, x[bd], y[bd])
-            found = res.threat.norm_of(res.x_adv - x[bd]).double().cpu()
+            found = res.threat.distance(res.x_adv, x[bd]).double().cpu()
             d[b] = torch.where(res.success.cpu(), found, torch.full_like(found, math.inf))
             spent += int(res.num_grads.sum())
         seconds[name] = time.perf_counter() - t0
