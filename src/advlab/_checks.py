@@ -98,6 +98,14 @@ def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple
                              f"create it with torch.Generator(device={str(x.device)!r})")
 
 
+def as_labels(labels: Tensor | None) -> Tensor | None:
+    """Checked class indices of any integer dtype as int64 (what torch's losses and ``gather``
+    take); the same tensor when it already is."""
+    if labels is None or labels.dtype == torch.long:
+        return labels
+    return labels.long()
+
+
 def _check_labels(name: str, labels: object, x: Tensor) -> None:
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of class indices, shape (B,), got "

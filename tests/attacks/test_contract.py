@@ -240,3 +240,13 @@ def test_outputs_lie_inside_the_threat_model_in_the_dtype_they_are_returned_in(k
         slack = 0.0 if dtype in (torch.bfloat16, torch.float16) else 2 * torch.finfo(dtype).eps * max(
             abs(lo), abs(hi), r.threat.eps) * per_norm
         assert bool((dist <= r.threat.eps + slack).all()), (key, float(dist.max()), r.threat.eps)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_labels_of_any_integer_dtype_give_the_int64_result(key, cnn_model, batch):
+    """#11 reproducer: int32 labels passed the check, then torch's losses raised "expected target
+    dtype to be Long". Every attack now takes any integer dtype, with the int64 result."""
+    x, y = batch
+    a = _call(key, cnn_model, x, y, generator=_gen())
+    b = _call(key, cnn_model, x, y.to(torch.int32), generator=_gen())
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)

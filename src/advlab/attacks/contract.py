@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_inputs, check_logits, check_model, eval_mode, warn
+from advlab._checks import as_labels, check_inputs, check_logits, check_model, eval_mode, warn
 from advlab.attacks._base import AttackResult, config_repr
 from advlab.attacks.criteria import Criterion, resolve
 from advlab.threat import ThreatModel
@@ -267,6 +267,7 @@ def _open(attack: Attack, model: Any, x: Tensor, y: Tensor, target: Tensor | Non
                              "(HopSkipJump, BoundaryAttack)")
     threat = attack.threat_model(targeted=target is not None)
     check_inputs(checked_model, x, y, bounds=threat.bounds, target=target, generator=generator)
+    y, target = as_labels(y), as_labels(target)  # any integer dtype; torch's losses want int64
     attack._check_call(model, x, y, target)
     crit = attack._criterion(model, target, criterion)
     if crit.requires_scores() and (attack.access == "labels" or getattr(model, "output", "scores") == "label"):

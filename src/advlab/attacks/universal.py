@@ -65,7 +65,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import (bounds_field, check_choice, check_inputs, check_int, check_logits, check_model,
+from advlab._checks import (as_labels, bounds_field, check_choice, check_inputs, check_int, check_logits, check_model,
                             check_number, eval_mode)
 from advlab.attacks._base import config_repr
 from advlab.attacks.contract import Attack
@@ -222,7 +222,7 @@ def reference_labels(model: nn.Module, x: Tensor, y: Tensor | None, target: int 
     tvec = None if target is None else torch.full_like(labels_first, target)
     check_logits(first, labels_first, tvec)  # also: target class out of range
     if y is not None:
-        labels = y
+        labels = as_labels(y)  # any integer dtype
     else:
         labels = first.argmax(dim=1)
         if x.shape[0] > EVAL_BATCH:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.contract import AttackLike
-from advlab._checks import eval_mode
+from advlab._checks import as_labels, check_logits, check_model, eval_mode
 
 
 def access_of(attack: AttackLike) -> str:
@@ -88,3 +88,20 @@ class CleanCounts:
     @property
     def clean_accuracy(self) -> float:
         return self.n_correct / self.n
+
+
+def clean_predictions(model: nn.Module, x: Tensor, *, y: Tensor | None = None,
+                      batch_size: int = 512) -> Tensor:
+    """Predicted classes ``(N,)`` in eval mode, without gradients. With the labels ``y`` each
+    batch's logits are checked first (finite, not probabilities, ``y`` within the classes): a
+    model that answers NaN, or labels it cannot have, are an error here, not a clean accuracy
+    of 0%."""
+    check_model(model)
+    preds = []
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            logits = model(x[i:i + batch_size])
+            if y is not None:
+                check_logits(logits, as_labels(y[i:i + batch_size]), None)
+            preds.append(logits.argmax(dim=1))
+    return torch.cat(preds)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.contract import AttackLike
-from advlab._checks import check_inputs, check_model, eval_mode
+from advlab._checks import as_labels, check_inputs, check_model, eval_mode
 from advlab.attacks import FGSM, PGD
 from advlab.evaluation._attack import access_of, check_bounded
 from advlab.evaluation.robustness import provenance
@@ -190,6 +190,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
     if not math.isfinite(threat.eps) or threat.eps <= 0:
         raise ValueError(f"audit needs a finite eps > 0, got {eps!r}")
     check_inputs(model, x, y, bounds=threat.bounds)
+    y = as_labels(y)  # any integer dtype
     if attacks is not None:
         missing = [k for k in REQUIRED_ATTACKS if k not in attacks]
         if missing:
@@ -213,6 +214,12 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         out1 = torch.cat([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])
         out2 = torch.cat([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])
     num_classes = out1.shape[1]
+    if not bool(torch.isfinite(out1).all()):
+        raise ValueError("the model returned NaN or Inf logits on the audit points; check the model and "
+                         "its input range (the audit diagnoses gradients, not non-finite outputs)")
+    if int(y.max()) >= num_classes:
+        raise ValueError(f"y contains class {int(y.max())} but the model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
     probs_like = bool((out1 >= 0).all()) and bool(torch.allclose(out1.sum(1), torch.ones(n, device=x.device), atol=1e-4))
     checks.append(Check(
         "logits", not probs_like,

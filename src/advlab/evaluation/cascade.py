@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 
 from advlab.attacks.contract import AttackLike, radius_of
 from advlab.attacks._base import config_repr
-from advlab._checks import check_int, check_inputs, check_model, check_number, eval_mode
+from advlab._checks import check_int, check_inputs, check_model, check_number
 from advlab._io import atomic_write, atomic_write_text, clean_orphans
-from advlab.evaluation._attack import CleanCounts, broken, check_bounded, victim
+from advlab.evaluation._attack import CleanCounts, broken, check_bounded, clean_predictions, victim
 from advlab.evaluation.robustness import WORST_CASE, EvalRow, Evaluation, provenance
 from advlab.threat import ThreatModel
 
@@ -395,9 +395,7 @@ class Cascade:
             log.info("resuming the cascade from %s at attack %d/%d, batch %d", directory,
                      min(record.stage + 1, len(self.names)), len(self.names), record.batch)
         else:
-            with eval_mode(model), torch.no_grad():
-                pred = torch.cat([model(x[i:i + batch_size]).argmax(dim=1)
-                                  for i in range(0, x.shape[0], batch_size)])
+            pred = clean_predictions(model, x, y=y, batch_size=batch_size)
             record = CascadeRecord.fresh(identity, pred == y, x, len(self.names),
                                          time.perf_counter() - t_start)
             if directory is not None:

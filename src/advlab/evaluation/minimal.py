@@ -316,7 +316,7 @@ def measure(model: nn.Module, x: Tensor, y: Tensor, *,
     bounds = next(iter(named.values())).bounds
     check_inputs(model, x, y, bounds=bounds)
     n = x.shape[0]
-    correct = (clean_predictions(model, x, batch_size=max(batch_size, 512)) == y).cpu()
+    correct = (clean_predictions(model, x, y=y, batch_size=max(batch_size, 512)) == y).cpu()
     idx = correct.nonzero().squeeze(1)
     by_attack: dict[str, Tensor] = {}
     seconds: dict[str, float] = {}

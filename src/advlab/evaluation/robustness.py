@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 import advlab
 from advlab.attacks.contract import AttackLike, at_radius, radius_of
 from advlab.attacks._base import config_repr
-from advlab._checks import check_inputs, check_model, eval_mode
+from advlab._checks import check_inputs, check_model
 from advlab.evaluation._attack import broken as hit
-from advlab.evaluation._attack import check_bounded, victim
+from advlab.evaluation._attack import check_bounded, clean_predictions, victim
 from advlab.evaluation._json import dump_json
 from advlab.threat import ThreatModel
 
@@ -122,16 +122,6 @@ def _name(attack: AttackLike) -> str:
     return type(attack).__name__
 
 
-def clean_predictions(model: nn.Module, x: Tensor, *, batch_size: int = 512) -> Tensor:
-    """Predicted classes ``(N,)`` in eval mode, without gradients."""
-    check_model(model)
-    preds = []
-    with eval_mode(model), torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            preds.append(model(x[i:i + batch_size]).argmax(dim=1))
-    return torch.cat(preds)
-
-
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
              attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps: Sequence[float],
              batch_size: int = 256, seed: int = 0, progress: bool = True) -> Evaluation:
@@ -168,7 +158,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     bounds = next(iter(named.values())).bounds
     check_inputs(model, x, y, bounds=bounds)
     n = x.shape[0]
-    pred = clean_predictions(model, x, batch_size=max(batch_size, 512))
+    pred = clean_predictions(model, x, y=y, batch_size=max(batch_size, 512))
     correct = pred == y
     idx = correct.nonzero().squeeze(1)
     n_correct = int(idx.numel())
