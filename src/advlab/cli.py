@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 EPILOG = """examples:
   advlab demo --out report
@@ -45,6 +45,20 @@ def _name_list(text: str) -> list[str]:
     return names
 
 
+UNIVERSAL = "uap, patch"  # `advlab attack` runs them through runs.universal, not the registry
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be between 0 and 2**63 - 1, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -58,11 +72,23 @@ def _positive_int(text: str) -> int:
 def _job_options(p: argparse.ArgumentParser, *, seed: bool = True, progress: bool = True) -> None:
     """The tail every job command shares: its seed, the data of its checkpoint, --out, progress."""
     if seed:
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_seed, default=0)
     _data_options(p, default=None)
     p.add_argument("--out", required=True, metavar="DIR")
     if progress:
         p.add_argument("--no-progress", action="store_true")
+
+
+# --debug is also accepted after the command (advlab attack ... --debug); SUPPRESS keeps the
+# top-level value when it is not repeated there
+_DEBUG = argparse.ArgumentParser(add_help=False)
+_DEBUG.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                    help="show full tracebacks on errors")
+
+
+def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand's parser (every one takes --debug)."""
+    return sub.add_parser(name, parents=[_DEBUG], **kwargs)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -95,6 +121,7 @@ def _data_options(p: argparse.ArgumentParser, *, default: str | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from advlab import __version__
+    from advlab.attacks.registry import BLACKBOX, known_names, spelling
 
     parser = argparse.ArgumentParser(
         prog="advlab", description="Attack, defend and measure the adversarial robustness of classifiers.",
@@ -103,18 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train a small CNN, attack it over ε, write a report (the main job)",
+
+    p = _command(sub, "demo", help="train a small CNN, attack it over ε, write a report (the main job)",
                        description="Train a small CNN on Fashion-MNIST (or the digits set when Fashion-MNIST "
                                    "is not installed), attack it with FGSM, I-FGSM, PGD and MI-FGSM over "
                                    "ε in 0.01,0.05,0.1,0.15,0.2,0.5,0.7, and write a report folder.")
     p.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report)")
     p.add_argument("--epochs", type=_positive_int, help="training epochs (default 2; 20 on digits)")
     p.add_argument("--n", type=_positive_int, default=1000, help="test images to attack (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the Fashion-MNIST files")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    p = sub.add_parser("train", help="train a zoo architecture and save a checkpoint",
+    p = _command(sub, "train", help="train a zoo architecture and save a checkpoint",
                        description="Train a model from the zoo and save it as safetensors + a JSON card.")
     _data_options(p, default="fashion-mnist")
     p.add_argument("--model", default="small-cnn", metavar="NAME",
@@ -122,22 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=2, help="training epochs (default 2)")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3, Adam)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("attack", help="attack a saved model; save adversarial examples, metrics, gallery",
+    p = _command(sub, "attack", help="attack a saved model; save adversarial examples, metrics, gallery",
                        description="Attack a checkpoint on test images and write adversarial.safetensors, "
                                    "metrics.json and gallery.png into --out.")
     _model_options(p)
     p.add_argument("--attack", default="pgd", metavar="NAME",
-                   help="white-box: fgsm, fgm, ifgsm (bim), pgd, mifgsm, mifgm, apgd-ce, apgd-dlr, apgd-t, "
-                        "deepfool, cw, fmn; black-box (query the model only): square, simba, nes, hsj, boundary "
-                        "; universal: uap, patch (see `advlab list`; default pgd)")
+                   help=f"white-box: {known_names(access='gradients')}; black-box (query the model only): "
+                        f"{', '.join(spelling(k) for k in BLACKBOX)}; universal: {UNIVERSAL} (see `advlab list`; "
+                        "default pgd)")
     p.add_argument("--eps", type=float, help="perturbation budget ε (inputs are in [0, 1]); not for "
-                                             "minimal-perturbation attacks (deepfool, cw, fmn, hsj, boundary)")
+                                             f"minimal-perturbation attacks ({known_names(kind='minimal')})")
     _norm_option(p, default=None, help="threat model norm (default linf)")
     p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
     p.add_argument("--step-size", type=float, help="step size α (default depends on the attack)")
@@ -157,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _points_options(p, n=100, batch_size=250, what="test images to attack")
     _job_options(p, progress=False)
 
-    p = sub.add_parser("evaluate", help="accuracy against ε for several attacks: table and plot",
+    p = _command(sub, "evaluate", help="accuracy against ε for several attacks: table and plot",
                        description="Clean and robust accuracy of a checkpoint for each attack at each ε "
                                    "(iterative attacks in evaluation mode), with a worst case per point.")
     _model_options(p)
@@ -175,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _points_options(p, n=1000, batch_size=250)
     _job_options(p)
 
-    p = sub.add_parser("measure", help="minimal perturbations per point, their distribution and the accuracy-vs-ε curve",
+    p = _command(sub, "measure", help="minimal perturbations per point, their distribution and the accuracy-vs-ε curve",
                        description="Run minimal-perturbation attacks (DeepFool, FMN, C&W L2) on the correctly "
                                    "classified test points, keep each point's smallest distance, and read the "
                                    "whole robust-accuracy-vs-ε curve off the distances in one pass; writes "
@@ -190,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _points_options(p, n=1000, batch_size=250)
     _job_options(p, seed=False)
 
-    p = sub.add_parser("defend", help="train with a defense recipe; compare with the undefended model",
+    p = _command(sub, "defend", help="train with a defense recipe; compare with the undefended model",
                        description="Train a zoo architecture with a defense recipe (adversarial training: "
                                    "fgsm-mix, pgd, fast, trades, ensemble; distill; vat), save it as a "
                                    "checkpoint, and compare it with the undefended model: clean accuracy and "
@@ -221,11 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3; 1e-2 for distill)")
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine", "cyclic"], default="constant",
                    help="learning-rate schedule over all steps (cyclic: Wong et al. 2020's fast training)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("audit", help="check an evaluation for gradient masking (Carlini et al. 2019)",
+    p = _command(sub, "audit", help="check an evaluation for gradient masking (Carlini et al. 2019)",
                        description="Run the gradient-masking checks on a checkpoint: logits not probabilities, "
                                    "determinism, non-zero gradients, iterative beats single-step, success rises "
                                    "with ε and reaches 100% unbounded, white-box beats transfer and random noise. "
@@ -237,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _points_options(p, n=500, batch_size=None)
     _job_options(p, progress=False)
 
-    p = sub.add_parser("geometry", help="decision-boundary maps, adversarial subspace dimension, cosine of updates",
+    p = _command(sub, "geometry", help="decision-boundary maps, adversarial subspace dimension, cosine of updates",
                        description="Decision-boundary cross-sections (FGSM direction × random orthogonal "
                                    "direction), the gradient-aligned adversarial subspace dimension (Tramèr "
                                    "et al. 2017) and the cosine similarity of successive I-FGSM / MI-FGSM updates.")
@@ -254,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", action="store_true", help="clip map and GAAS points to [0, 1]")
     _job_options(p)
 
-    p = sub.add_parser("bounds", help="Fawzi et al. (2018) robustness bounds against measured robustness",
+    p = _command(sub, "bounds", help="Fawzi et al. (2018) robustness bounds against measured robustness",
                        description="Train (or load) a VAE generator of the data, estimate its Lipschitz "
                                    "constant, and measure latent, in-distribution and unconstrained "
                                    "robustness of each classifier at generated points, beside the Theorem 1 "
@@ -268,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lipschitz-samples", type=_positive_int, default=256)
     _job_options(p)
 
-    sub.add_parser("list", help="list architectures, datasets and attacks")
+    _command(sub, "list", help="list architectures, datasets and attacks")
     return parser
 
 
@@ -337,18 +365,16 @@ def _run(args: argparse.Namespace) -> int:
                         lipschitz_samples=args.lipschitz_samples, data_dir=args.data_dir,
                         download=args.download, progress=not args.no_progress)
     elif args.command == "list":
-        from advlab.attacks import list_attacks
+        from advlab.attacks.registry import BLACKBOX, known_names, spelling
         from advlab.data import available_datasets
         from advlab.models import list_architectures
 
         print("architectures:", ", ".join(list_architectures()))
         print("datasets:     ", ", ".join(available_datasets()), "(plus npz:PATH, folder:PATH)")
-        from advlab.attacks.registry import BLACKBOX, MINIMAL
-        names = list_attacks()
-        print("attacks:      ", ", ".join(n for n in names if n not in BLACKBOX and n not in MINIMAL))
-        print("  minimal:    ", ", ".join(n for n in names if n in MINIMAL), "(no --eps)")
-        print("  black-box:  ", ", ".join(n for n in names if n in BLACKBOX), "(--budget)")
-        print("  universal:   uap, patch (fitted on training images, measured held-out)")
+        print("attacks:      ", known_names(access="gradients", kind="bounded"))
+        print("  minimal:    ", known_names(access="gradients", kind="minimal"), "(no --eps)")
+        print("  black-box:  ", ", ".join(spelling(k) for k in BLACKBOX), "(--budget)")
+        print(f"  universal:   {UNIVERSAL} (fitted on training images, measured held-out)")
         print("recipes:       standard, fgsm-mix, pgd, fast, trades, ensemble, distill, vat (advlab defend)")
     return 0
 

@@ -92,6 +92,18 @@ MINIMAL = frozenset(k for k, e in ATTACKS.items() if e.kind == "minimal")
 DISPLAY_NAMES: dict[str, str] = {k: e.display for k, e in ATTACKS.items()}
 
 
+def spelling(key: str) -> str:
+    """How the CLI and the docs spell a key (``apgdce`` -> ``apgd-ce``; any spelling that
+    :func:`attack_key` maps back to the key is accepted)."""
+    display = ATTACKS[key].display
+    return display.lower() if display.startswith("APGD") else key
+
+
+def known_names(*, access: str | None = None, kind: str | None = None) -> str:
+    """The keys of :func:`list_attacks` as the CLI spells them, comma-separated."""
+    return ", ".join(spelling(k) for k in list_attacks(access=access, kind=kind))
+
+
 def attack_key(name: str) -> str:
     """The registry key for a user's spelling (``"APGD-CE"`` -> ``"apgdce"``)."""
     return str(name).strip().lower().replace("-", "").replace("_", "").replace("&", "")
@@ -108,8 +120,8 @@ def entry(name: str) -> Entry:
     key = attack_key(name)
     if key not in ATTACKS:
         close = difflib.get_close_matches(key, list(ATTACKS), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise ValueError(f"unknown attack {name!r}{hint} Known attacks: {', '.join(ATTACKS)}")
+        hint = f"; did you mean {' or '.join(spelling(k) for k in close)}?" if close else "."
+        raise ValueError(f"unknown attack {name!r}{hint} Known attacks: {known_names()}")
     return ATTACKS[key]
 
 
@@ -143,4 +155,4 @@ def make_attack(name: str, *, strict: bool = True, **options: Any) -> Attack:
 
 
 __all__ = ["ATTACKS", "BLACKBOX", "DISPLAY_NAMES", "Entry", "MINIMAL", "attack_key", "display_name",
-           "entry", "list_attacks", "make_attack"]
+           "entry", "known_names", "list_attacks", "make_attack", "spelling"]

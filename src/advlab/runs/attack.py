@@ -51,7 +51,10 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
     from advlab.reports import gallery_from_result
 
     key = attack_key(attack)
-    spec = entry(attack)
+    try:
+        spec = entry(attack)
+    except ValueError as err:  # `advlab attack` also runs the universal attacks
+        raise ValueError(f"{err}; universal (advlab attack only): uap, patch") from None
     if spec.kind == "universal":
         raise ValueError(f"{attack} fits one perturbation for all inputs: run it with --attack uap|patch")
     if not spec.takes_eps and eps is not None:

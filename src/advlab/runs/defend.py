@@ -110,6 +110,10 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
     out.mkdir(parents=True, exist_ok=True)
     train_ds = load_data(data, split="train", data_dir=data_dir, download=download, limit=limit)
     test = load_data(data, split="test", data_dir=data_dir, download=download)
+    if n > len(test):
+        say(f"the {train_ds.name} test split has {len(test)} points: the comparison uses all of them "
+            f"(--n {n} asked for more) and training reports no validation accuracy", quiet)
+        n = len(test)
     d = _split(train_ds, test, labels=labels, n=n)
     trainer = _Trainer(d, arch=model, card={"dataset": train_ds.name, "seed": seed,
                                             "class_names": list(train_ds.class_names)},
@@ -198,7 +202,12 @@ def _split(train_ds: Any, test: Any, *, labels: int | None, n: int) -> _Data:
             raise ValueError(f"--labels must be between 10 and the training set size - 1 ({len(train_ds) - 1}), "
                              f"got {labels}")
         x, y, x_unlabelled = train_ds.x[:labels], train_ds.y[:labels], train_ds.x[labels:]
-    return _Data(x=x, y=y, x_unlabelled=x_unlabelled, x_val=test.x[n:n + 1000], y_val=test.y[n:n + 1000],
+    # validation points are held apart from the evaluation points; a small test split (digits:
+    # 450 points) may leave none, and then training reports no per-epoch validation accuracy
+    x_val, y_val = test.x[n:n + 1000], test.y[n:n + 1000]
+    if x_val.shape[0] == 0:
+        x_val = y_val = None
+    return _Data(x=x, y=y, x_unlabelled=x_unlabelled, x_val=x_val, y_val=y_val,
                  x_eval=test.x[:n], y_eval=test.y[:n], in_shape=tuple(train_ds.input_shape),
                  num_classes=train_ds.num_classes)
 

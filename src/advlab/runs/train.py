@@ -28,6 +28,12 @@ def train_job(*, data: str, model: str, out: str | Path, epochs: int = 2, seed: 
               download: bool = False, limit: int | None = None, progress: bool = True,
               overwrite: bool = False, quiet: bool = False) -> TrainOutput:
     """Train a zoo architecture on a dataset and save it as a checkpoint with its card."""
+    from advlab.models.checkpoint import CARD_FILE, WEIGHTS_FILE
+
+    if not overwrite and any((Path(out) / f).exists() for f in (CARD_FILE, WEIGHTS_FILE)):
+        # checked before the work, not after it
+        raise FileExistsError(f"{out} already holds a checkpoint; pass --overwrite (Python: overwrite=True) "
+                              "to replace it, or choose another --out")
     train = load_data(data, split="train", data_dir=data_dir, download=download, limit=limit)
     test = load_data(data, split="test", data_dir=data_dir, download=download)
     say(f"training {model} on {train.name} ({len(train)} images {tuple(train.input_shape)}, "

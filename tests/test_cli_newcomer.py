@@ -1,0 +1,64 @@
+"""#11 reproducers from a newcomer's first commands on the embedded default (digits)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advlab.cli import main
+
+
+def test_defend_runs_on_digits_whose_test_split_is_smaller_than_n(tmp_path, capsys):
+    """``advlab defend --recipe pgd --data digits`` failed with "x_val and y_val are empty": the
+    digits test split has 450 points and the validation slice started at --n 500."""
+    out = tmp_path / "pgd"
+    assert main(["defend", "--recipe", "pgd", "--data", "digits", "--epochs", "1", "--limit", "200",
+                 "--steps", "2", "--eval-eps", "0.1", "--budget", "10", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "test split has 450 points" in capsys.readouterr().out
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["n"] == 450 and set(summary["models"]) == {"undefended", "defended"}
+
+
+def test_train_refuses_an_existing_checkpoint_before_training(tmp_path, capsys):
+    """``--out`` was checked only after the training, and the message named the Python keyword."""
+    out = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr()
+    assert "--overwrite" in err.err and "epoch" not in err.out + err.err   # refused before any epoch
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63), str(2**70)])
+def test_a_seed_out_of_range_is_an_argument_error(seed, tmp_path, capsys):
+    """``--seed 2**70`` said "Overflow when unpacking long long" after loading the data."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", "digits", "--seed", seed, "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "a seed must be between 0 and 2**63 - 1" in capsys.readouterr().err
+
+
+def test_debug_works_after_the_subcommand_too(capsys):
+    """``--debug`` was accepted only before the subcommand."""
+    with pytest.raises(ValueError, match="unknown attack"):
+        main(["attack", "--checkpoint", "nowhere", "--attack", "pgdd", "--eps", "0.1", "--out", "o",
+              "--debug"])
+
+
+def test_an_unknown_attack_gets_did_you_mean_in_the_cli_spelling(tmp_path, capsys):
+    """The message listed ``apgdce`` where --help says ``apgd-ce``, and omitted uap and patch."""
+    from advlab.attacks.registry import entry
+
+    with pytest.raises(ValueError) as err:
+        entry("apgd-cee")
+    assert "did you mean apgd-ce" in str(err.value) and "apgdce" not in str(err.value)
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(ck), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["attack", "--checkpoint", str(ck), "--attack", "pgdd", "--eps", "0.1",
+                 "--out", str(tmp_path / "a")]) == 2
+    msg = capsys.readouterr().err
+    assert "did you mean pgd" in msg and "uap, patch" in msg
