@@ -62,3 +62,30 @@ def test_an_unknown_attack_gets_did_you_mean_in_the_cli_spelling(tmp_path, capsy
                  "--out", str(tmp_path / "a")]) == 2
     msg = capsys.readouterr().err
     assert "did you mean pgd" in msg and "uap, patch" in msg
+
+
+def test_a_checkpoint_with_nan_weights_is_an_error_not_zero_accuracy(tmp_path, capsys):
+    """``advlab evaluate`` on a checkpoint with NaN weights exited 0 reporting 0.0%."""
+    from safetensors.torch import load_file, save_file
+
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(ck), "--no-progress"]) == 0
+    weights = load_file(str(ck / "model.safetensors"))
+    first = next(iter(weights))
+    weights[first] = weights[first] * float("nan")
+    save_file(weights, str(ck / "model.safetensors"))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ck), "--attacks", "pgd", "--eps", "0.1", "--n", "20",
+                 "--out", str(tmp_path / "ev"), "--no-progress"]) == 2
+    assert "NaN or Inf logits" in capsys.readouterr().err
+    assert not (tmp_path / "ev" / "robust_accuracy.md").exists()
+
+
+def test_a_diverged_training_saves_nothing_and_says_why(tmp_path, capsys):
+    """``advlab train --lr 1e30`` saved a diverged model (every logit NaN) and printed an accuracy."""
+    out = tmp_path / "big"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--lr", "1e30", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Traceback" not in err
+    assert not (out / "model.safetensors").exists()

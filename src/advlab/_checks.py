@@ -122,8 +122,10 @@ def _check_labels(name: str, labels: object, x: Tensor) -> None:
         raise ValueError(f"{name} contains negative class indices (min {int(labels.min())})")
 
 
-def check_logits(logits: Tensor, y: Tensor, target: Tensor | None) -> None:
-    """Inspect the first logits an attack computed: shape, finiteness, labels, not probabilities."""
+def check_logits(logits: Tensor, y: Tensor, target: Tensor | None, *,
+                 where: str = "on the clean inputs") -> None:
+    """Inspect the first logits an attack computed: shape, finiteness, labels, not probabilities.
+    ``where`` names the inputs they were computed on (for the NaN message)."""
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"the model must return logits of shape (B, num_classes), got {shape}")
@@ -134,8 +136,8 @@ def check_logits(logits: Tensor, y: Tensor, target: Tensor | None) -> None:
         raise ValueError(f"the model returns {c} output; a classifier needs at least 2 classes "
                          "(for a binary classifier with one logit z, return torch.cat([-z, z], 1) / 2)")
     if not bool(torch.isfinite(logits).all()):
-        raise ValueError("the model returned NaN or Inf logits on the clean inputs; check the model "
-                         "and its input range")
+        raise ValueError(f"the model returned NaN or Inf logits {where}; check the model and its "
+                         "input range")
     for name, labels in (("y", y), ("target", target)):
         if labels is not None and int(labels.max()) >= c:
             raise ValueError(f"{name} contains class {int(labels.max())} but the model has {c} "

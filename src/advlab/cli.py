@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from typing import Any, Sequence
 
 EPILOG = """examples:
@@ -394,11 +395,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("advlab: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            KeyError, OSError) as err:
+            KeyError, OSError, FloatingPointError, zipfile.BadZipFile) as err:
         message = str(err).strip("'\"") or type(err).__name__
         print(f"advlab {args.command}: error: {message}", file=sys.stderr)
         print("(run again with --debug for the full traceback)", file=sys.stderr)
         return 2
+    except RecursionError:
+        print(f"advlab {args.command}: error: an input is nested too deeply to read (a hostile or corrupt "
+              "file?)", file=sys.stderr)
+        return 2
+    except Exception as err:  # anything else is advlab's bug or a library's: one line, not a traceback
+        print(f"advlab {args.command}: error: {type(err).__name__}: {str(err).strip() or 'no message'}",
+              file=sys.stderr)
+        print("(this looks like a bug; run again with --debug for the full traceback and please report "
+              "it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -78,14 +78,15 @@ def get_loss(loss: str | LossFn) -> LossFn:
 
 
 def objective(model: torch.nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
-              loss: LossFn, *, check: bool = False) -> tuple[Tensor, Tensor]:
+              loss: LossFn, *, check: bool | str = False) -> tuple[Tensor, Tensor]:
     """Per-sample objective ``(B,)`` and the logits ``(B, C)`` used for predictions.
 
     The one place where an ensemble that fuses *losses* (Dong et al. 2018, "ensemble in loss")
     differs from every other model: its objective is the weighted sum of its members' losses,
     while any other model (ensembles fused in logits or predictions included) is scored on the
     logits it returns. With ``check=True`` (an attack's first step) the model's output and the
-    labels are validated before any loss is computed.
+    labels are validated before any loss is computed; a string names the inputs checked ("at the
+    random starting points").
     """
     from advlab.models.ensemble import Ensemble  # local: models must not import attacks
 
@@ -96,7 +97,8 @@ def objective(model: torch.nn.Module, x: Tensor, y: Tensor, target: Tensor | Non
         except (RuntimeError, IndexError) as err:
             raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check that "
                              "x has the (B, ...) shape the model expects") from err
-        check_logits(model.fuse(out) if fused else out, y, target)
+        where = check if isinstance(check, str) else "on the clean inputs"
+        check_logits(model.fuse(out) if fused else out, y, target, where=where)
     else:
         out = model.member_logits(x) if fused else model(x)
     if fused:

@@ -250,3 +250,55 @@ def test_labels_of_any_integer_dtype_give_the_int64_result(key, cnn_model, batch
     a = _call(key, cnn_model, x, y, generator=_gen())
     b = _call(key, cnn_model, x, y.to(torch.int32), generator=_gen())
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+
+
+class _NaNPastA(torch.nn.Module):
+    """Finite logits (and gradients) on inputs below 0.95, NaN logits once any pixel passes it."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        poison = torch.log(0.95 - x).flatten(1).sum(1, keepdim=True) * 0.0   # NaN where x > 0.95
+        return self.inner(x) + poison
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_nan_logits_at_the_adversarial_point_are_never_a_success(key, cnn_model, batch):
+    """#11 reproducer: with logits NaN at the adversarial point, FGSM, I-FGSM, MI-FGSM, APGD, APGD-T
+    and PGD without random start reported success on every point (pred 0, confidence NaN), with
+    no warning; PGD with random start raised, blaming the clean inputs, which were finite. Now an
+    attack either returns, counting no point whose logits are not finite and saying so, or stops
+    with an advlab error that names NaN and does not blame the clean inputs."""
+    from advlab.oracle import OracleError
+
+    x, y = batch
+    x = x.clamp(0.0, 0.9)
+    model = _NaNPastA(cnn_model).eval()
+    with torch.no_grad():
+        assert bool(torch.isfinite(model(x)).all())
+    try:
+        with _Record() as rec:
+            r = _call(key, model, x, y, generator=_gen())
+    except (ValueError, FloatingPointError, OracleError) as err:
+        assert "NaN" in str(err) and "on the clean inputs" not in str(err), str(err)
+        return
+    with torch.no_grad():
+        finite = torch.isfinite(model(r.x_adv)).all(dim=1)
+    assert not bool((r.success & ~finite).any())
+    if not bool(finite.all()):
+        assert any("NaN/Inf" in str(w.message) for w in rec), [str(w.message) for w in rec]
+
+
+class _Record:
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self.log = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self.log
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)

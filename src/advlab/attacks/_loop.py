@@ -90,7 +90,11 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
     early = schedule.early_stop
     for step in range(schedule.steps):
         x_adv.requires_grad_(True)
-        obj, logits = objective(model, x_adv, y, target, loss, check=check_first and step == 0)
+        check: bool | str = check_first and step == 0
+        if check and schedule.random_start:
+            check = ("at the random starting points (x plus uniform noise in the ε-ball; the model is "
+                     "not finite near the clean inputs)")
+        obj, logits = objective(model, x_adv, y, target, loss, check=check)
         leaf, keep = x_adv, None
         if early:
             hit = _adversarial(criterion, logits.detach(), y, target)
