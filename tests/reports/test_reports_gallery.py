@@ -141,3 +141,24 @@ def test_bad_input_is_refused(images, attack_result, clean, bad, match):
     kwargs.update(bad)
     with pytest.raises(ValueError, match=match):
         gallery(kwargs.pop("x"), kwargs.pop("x_adv"), **kwargs)
+
+
+def test_from_result_puts_real_successes_before_points_wrong_from_the_start(images, attack_result, clean):
+    """#11 reproducer: "successes first" counted points the model got wrong before any attack (in
+    the demo, 5 of 6 rows on digits). A success must mean "correct, then fooled"."""
+    import dataclasses
+
+    y = torch.as_tensor(clean["y"]).clone()
+    pred = torch.as_tensor(clean["pred"])
+    y[0] = (pred[0] + 1) % 10                      # point 0: wrong before the attack ...
+    success = torch.tensor([True, False, True, False])   # ... so its "success" cost nothing
+    res = dataclasses.replace(attack_result, success=success)
+    fig = gallery_from_result(images, res, class_names=CLASS_NAMES, clean_pred=clean["pred"],
+                              clean_conf=clean["conf"], y=y, n=4)
+    # order: fooled (2), not fooled (1, 3), wrong from the start (0)
+    titles = [ax.get_title() for ax in fig.axes[0::3]]
+    expected = [gallery(images[i:i + 1], attack_result.x_adv[i:i + 1], n=1, class_names=CLASS_NAMES,
+                        clean_pred=clean["pred"][i:i + 1], clean_conf=clean["conf"][i:i + 1],
+                        adv_pred=attack_result.pred[i:i + 1],
+                        adv_conf=attack_result.confidence[i:i + 1]).axes[0].get_title() for i in (2, 1, 3, 0)]
+    assert titles == expected

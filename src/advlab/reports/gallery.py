@@ -116,10 +116,13 @@ def gallery_from_result(x: Any, result: Any, *, class_names: Sequence[str] | Non
                         clean_pred: Any, clean_conf: Any, y: Any | None = None, n: int = 6,
                         amplify: str | float = "auto", title: str | None = None,
                         path: str | os.PathLike[str] | None = None) -> Figure:
-    """:func:`gallery` for an :class:`~advlab.attacks.AttackResult`, successful points first.
+    """:func:`gallery` for an :class:`~advlab.attacks.AttackResult`, the attack's real successes
+    first: points classified correctly and then fooled, then those it could not fool, then those
+    the model got wrong before any attack (an attack "succeeds" on them at no cost). Correct means
+    ``clean_pred == y`` (without ``y``: the attack moved the prediction off ``clean_pred``).
 
-    Points keep their batch order within the successful and the unsuccessful group. Norms, the
-    norm, the bounds and the default title come from ``result``.
+    Points keep their batch order within each group. Norms, the norm, the bounds and the default
+    title come from ``result``.
 
     Args:
         x: ``(B, C, H, W)`` the clean inputs the attack was run on.
@@ -130,7 +133,14 @@ def gallery_from_result(x: Any, result: Any, *, class_names: Sequence[str] | Non
         title: defaults to ``"<Attack> (norm, ε=...)"``.
     """
     success = to_numpy(result.success, name="result.success").reshape(-1).astype(bool)
-    order = np.argsort(~success, kind="stable")[:n]
+    clean = to_numpy(clean_pred, name="clean_pred").reshape(-1)
+    if y is not None:
+        attacked = clean == to_numpy(y, name="y").reshape(-1)
+    else:
+        attacked = to_numpy(result.pred, name="result.pred").reshape(-1) != clean
+        attacked |= ~success  # (a point the attack did not move was already wrong)
+    rank = np.where(attacked & success, 0, np.where(attacked, 1, 2))
+    order = np.argsort(rank, kind="stable")[:n]
 
     def pick(v: Any, name: str) -> np.ndarray | None:
         return None if v is None else to_numpy(v, name=name)[order]
