@@ -11,6 +11,7 @@ Shapes: ``x`` and ``x_adv`` are ``(B, *)`` with the batch first; per-sample quan
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,18 +144,22 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm))
-        try:
-            eps = float(self.eps)
-        except (TypeError, ValueError):
-            raise TypeError(f"eps must be a number, got {type(self.eps).__name__}") from None
+        if isinstance(self.eps, Tensor) and self.eps.dim() == 0 and self.eps.dtype != torch.bool:
+            object.__setattr__(self, "eps", self.eps.item())
+        if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real):
+            # (True is not 1.0, and "0.1" is not a number: both were read as numbers)
+            raise TypeError(f"eps must be a number, got {self.eps!r} ({type(self.eps).__name__})")
+        eps = float(self.eps)
         if math.isnan(eps) or eps < 0:
             raise ValueError(f"eps must be a number >= 0 (math.inf for an unbounded, minimal-norm "
                              f"attack), got {self.eps!r}")
         object.__setattr__(self, "eps", eps)
-        try:
-            lo, hi = (float(b) for b in self.bounds)
-        except (TypeError, ValueError):
-            raise ValueError(f"bounds must be a pair (lo, hi), got {self.bounds!r}") from None
+        pair = self.bounds
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in pair)):
+            # ("01" was read as (0, 1))
+            raise ValueError(f"bounds must be a pair of numbers (lo, hi), got {self.bounds!r}")
+        lo, hi = float(pair[0]), float(pair[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"bounds must be finite with lo < hi, got {self.bounds!r}")
         object.__setattr__(self, "bounds", (lo, hi))

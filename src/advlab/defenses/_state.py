@@ -135,7 +135,12 @@ def load_checkpoint(directory: Path, *, recipe_card: dict[str, Any], settings: d
     if done > epochs:
         raise ValueError(f"cannot resume from {where}: it has already trained {done} epochs, more "
                          f"than the {epochs} asked for")
-    tensor_path = directory / state["tensors"]
+    name = state.get("tensors")
+    # a bare file name inside the checkpoint's folder: a state file must not point elsewhere
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"training checkpoint {where} names tensors {name!r}; expected a file name "
+                         "inside its folder")
+    tensor_path = directory / name
     if not tensor_path.is_file():
         raise ValueError(f"training checkpoint {where} names {tensor_path.name}, which is missing")
     digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()

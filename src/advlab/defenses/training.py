@@ -351,6 +351,12 @@ def _resume(loop: _Loop, directory: Path, result: TrainResult, recipe_card: dict
         return 0
     state, tensors = loaded
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = {k: tuple(v.shape) for k, v in loop.model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in model_state.items()}
+    if found != expected:
+        diff = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+        raise ValueError(f"cannot resume from {directory}: it holds a model of another architecture "
+                         f"(first difference: {diff[0]}); use another checkpoint_dir or resume=False")
     loop.model.load_state_dict(model_state, strict=True)
     optimizer_restore(loop.opt, tensors, state.get("optimizer_scalars", {}))
     loop.generator.set_state(tensors["generator"])

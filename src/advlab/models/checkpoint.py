@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -132,10 +132,12 @@ class ModelCard:
 
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ValueError(f"ModelCard: architecture must be a non-empty string, got {self.architecture!r}")
-        try:
-            in_shape = tuple(int(d) for d in self.in_shape)
-        except (TypeError, ValueError):
-            raise ValueError(f"ModelCard: in_shape must be three integers, got {self.in_shape!r}") from None
+        dims = self.in_shape
+        if (isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__")
+                or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims)):
+            # (8.7 used to become 8)
+            raise ValueError(f"ModelCard: in_shape must be three integers, got {self.in_shape!r}")
+        in_shape = tuple(int(d) for d in dims)
         if len(in_shape) != 3 or min(in_shape) < 1:
             raise ValueError(f"ModelCard: in_shape must be three positive integers, got {self.in_shape!r}")
         set_("in_shape", in_shape)
@@ -394,20 +396,20 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
             f"checkpoint {card_path.parent}: unknown architecture {card.architecture!r}; "
             f"valid names: {', '.join(list_architectures())}"
         )
-    inner = build(card.architecture, **card.arch_kwargs)
+    # built on the meta device: no memory (a card may claim in_shape 1e6 x 1e6 or 1e9 classes) and
+    # no draw from the global RNG (loading a model must not change the user's random stream)
+    with torch.device("meta"):
+        inner = build(card.architecture, **card.arch_kwargs)
+    expected = {k: tuple(v.shape) for k, v in inner.state_dict().items()}
     try:
-        state = load_file(str(weights_path), device="cpu")
+        with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"checkpoint {weights_path} is not a readable safetensors file: {exc}") from None
-
-    expected = inner.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [f"{k}: checkpoint {found[k]} vs model {expected[k]}"
+                  for k in sorted(set(found) & set(expected)) if found[k] != expected[k]]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -420,6 +422,11 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
             f"checkpoint {weights_path} does not fit architecture {card.architecture!r} "
             f"{card.arch_kwargs}: {', '.join(parts)}"
         )
+    try:  # the shapes fit the file, so this allocates what the file holds
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint {weights_path} is not a readable safetensors file: {exc}") from None
+    inner = inner.to_empty(device="cpu")
     inner.load_state_dict(state, strict=True)
     model: nn.Module = inner
     if card.mean is not None and card.std is not None:

@@ -233,7 +233,11 @@ class _Trainer:
 
         x = self.data.x
         if (directory / "card.json").exists():
-            training = load_card(directory).training or {}
+            card = load_card(directory)
+            if card.architecture != (arch or self.arch):
+                raise ValueError(f"{directory} holds a {card.architecture} model, not {arch or self.arch}; "
+                                 "use another --out")
+            training = card.training or {}
             want = {"epochs": self.common["epochs"], "seed": seed, "num_samples": int(x.shape[0]),
                     "batch_size": self.common["batch_size"], "lr_schedule": self.common["lr_schedule"]}
             got = {key: training.get(key, "constant" if key == "lr_schedule" else None) for key in want}

@@ -1,0 +1,51 @@
+"""#11 reproducers: a checkpoint's card is untrusted input. A card claiming ``in_shape``
+[1, 1e6, 1e6] allocated the architecture before the weights were checked (torch then raised
+from inside), ``in_shape`` 8.7 became 8, and ``load()`` advanced the global torch RNG."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from advlab.models import build_seeded, load, save
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    model = build_seeded("small-cnn", in_shape=(1, 8, 8), num_classes=10, seed=0)
+    return save(model, tmp_path / "ck", card={"dataset": "digits"})
+
+
+def _with_card(checkpoint, tmp_path, **changes):
+    evil = tmp_path / "evil"
+    shutil.copytree(checkpoint, evil)
+    card = json.loads((evil / "card.json").read_text())
+    card.update(changes)
+    (evil / "card.json").write_text(json.dumps(card))
+    return evil
+
+
+def test_a_card_claiming_a_huge_input_is_refused_before_anything_is_allocated(checkpoint, tmp_path):
+    evil = _with_card(checkpoint, tmp_path, in_shape=[1, 1_000_000, 1_000_000])
+    with pytest.raises(ValueError, match="does not fit architecture 'small-cnn'.*shape mismatches"):
+        load(evil)
+
+
+@pytest.mark.parametrize("in_shape", [[1, 8.7, 8], [1, "8", 8], [1, True, 8], "188"])
+def test_in_shape_must_be_integers(checkpoint, tmp_path, in_shape):
+    with pytest.raises(ValueError, match="in_shape must be three"):
+        load(_with_card(checkpoint, tmp_path, in_shape=in_shape))
+
+
+def test_loading_leaves_the_global_rng_alone_and_the_weights_exact(checkpoint):
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    model = load(checkpoint)
+    assert torch.equal(torch.rand(4), expected)
+    reference = build_seeded("small-cnn", in_shape=(1, 8, 8), num_classes=10, seed=0)
+    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), k
