@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import zipfile
 from typing import Any, Sequence
@@ -381,6 +382,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # On a shared machine OpenMP's spinning workers stall torch when another process holds a core
+    # (fixed-budget PGD fell to 1.14x torchattacks with one CPU-bound neighbour). Passive waiting
+    # costs nothing on an idle machine. Set before torch is imported; a user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
