@@ -36,6 +36,25 @@ def warn(message: str) -> None:
     warnings.warn(message, AdvlabWarning, stacklevel=level)
 
 
+NO_GRADIENT = ("the model's output does not depend on its input through autograd (thresholding, "
+               "argmax, rounding, a constant, or torch.no_grad inside forward): its input gradient is "
+               "zero, so gradient attacks cannot move. Robustness measured this way is gradient "
+               "masking; evaluate with a black-box attack (SquareAttack) or BPDA, and run "
+               "advlab.evaluation.audit")
+
+
+def input_grad(out: Tensor, inp: Tensor, *, retain_graph: bool = False) -> Tensor:
+    """``∂ out / ∂ inp`` (``out`` a scalar), zeros with a warning where ``out`` does not depend on
+    ``inp`` through autograd (a non-differentiable or constant model), instead of torch's
+    "appears to not have been used in the graph". The values are torch's own otherwise."""
+    if out.requires_grad:
+        g, = torch.autograd.grad(out, inp, retain_graph=retain_graph, allow_unused=True)
+        if g is not None:
+            return g
+    warn(NO_GRADIENT)
+    return torch.zeros_like(inp)
+
+
 def check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}; "

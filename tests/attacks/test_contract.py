@@ -302,3 +302,40 @@ class _Record:
 
     def __exit__(self, *exc):
         return self._cm.__exit__(*exc)
+
+
+class _Thresholded(torch.nn.Module):
+    """Not differentiable in x: the classifier sees a binarised image (zero gradient almost
+    everywhere, and no autograd path to x at all)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x > 0.5).to(x.dtype))
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.linspace(-1, 1, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(x.shape[0], -1) * 1.0
+
+
+@pytest.mark.parametrize("make", [_Thresholded, _Constant], ids=["thresholded", "constant"])
+@pytest.mark.parametrize("key", [k for k in KEYS if ATTACKS[k].access == "gradients"])
+def test_a_model_without_input_gradients_is_attacked_with_a_warning_not_a_crash(key, make, cnn_model, batch):
+    """#11 reproducer: ``(x > 0.5).float()`` and constant models crashed 13 attacks with torch's
+    "appears to not have been used in the graph". The gradient is zero there: the attacks run,
+    stay in their threat model, and warn that this is gradient masking wherever they took such a
+    gradient (C&W's objective keeps a path to x through its distance term: it just cannot win)."""
+    x, y = batch
+    model = (make(cnn_model) if make is _Thresholded else make()).eval()
+    with _Record() as rec:
+        r = _call(key, model, x, y, generator=_gen())
+    assert r.threat.contains(r.x_adv, x).all() and bool(torch.isfinite(r.x_adv).all())
+    if bool((r.num_grads > 0).any()) and ATTACKS[key].cls.__name__ != "CarliniWagnerL2":
+        assert any("gradient masking" in str(w.message) for w in rec)

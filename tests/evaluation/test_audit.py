@@ -153,3 +153,16 @@ def test_audit_attacks_must_be_white_box_and_bounded(cnn_model, digits):
         audit(cnn_model, x, y, eps=0.1, attacks={"single_step": DeepFool(), "iterative": _PGD(eps=0.1)})
     with pytest.raises(ValueError, match="white-box gradient attack"):
         audit(cnn_model, x, y, eps=0.1, attacks={"single_step": SquareAttack(eps=0.1), "iterative": _PGD(eps=0.1)})
+
+
+def test_a_model_that_is_not_differentiable_in_x_is_diagnosed_not_a_crash(cnn_model, digits):
+    """#11 reproducer: the audit, which exists to diagnose such models, crashed on
+    ``(x > 0.5).float()`` with torch's "appears to not have been used in the graph"."""
+    class Thresholded(torch.nn.Module):
+        def forward(self, x):
+            return cnn_model((x > 0.5).to(x.dtype))
+
+    x, y = digits["x_test"][:60], digits["y_test"][:60]
+    report = audit(Thresholded().eval(), x, y, eps=0.1, steps=5)
+    failed = {c.name for c in report.checks if not c.passed}
+    assert not report.passed and {"gradients", "unbounded_succeeds"} <= failed

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_logits
+from advlab._checks import check_logits, input_grad
 from advlab.attacks.contract import Record
 from advlab.attacks.criteria import Criterion, default_criterion
 from advlab.losses import LossFn, objective
@@ -111,7 +111,7 @@ def gradient_loop(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
                 velocity = velocity[keep] if velocity is not None else None
         # mean over the batch (as peers do) keeps results bit-identical to the reference loop;
         # every step direction below is invariant to the per-batch scale.
-        grad, = torch.autograd.grad(obj.mean(), leaf)
+        grad = input_grad(obj.mean(), leaf)
         if keep is not None:
             grad = grad[keep]
         if velocity is not None:

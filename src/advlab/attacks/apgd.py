@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import check_int, check_number, warn
+from advlab._checks import check_int, check_number, input_grad, warn
 from advlab.attacks.contract import Attack, Record, Run
 from advlab.attacks.gradient import check_gradient_config
 from advlab.losses import LossFn, get_loss, objective
@@ -80,7 +80,7 @@ def eot_evaluate(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, 
             leaf = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 obj, logits = objective(model, leaf, y, target, loss, check=first)
-                g, = torch.autograd.grad(obj.sum(), leaf)
+                g = input_grad(obj.sum(), leaf)
             grad_sum = g if grad_sum is None else grad_sum + g
         else:
             with torch.no_grad():

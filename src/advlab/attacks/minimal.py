@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import bounds_field, check_choice, check_int, check_number, norm_field
+from advlab._checks import bounds_field, check_choice, check_int, check_number, input_grad, norm_field
 from advlab.attacks.contract import Attack, Run
 from advlab.losses import cw_margin, objective
 from advlab.threat import ThreatModel, lp_norm, per_sample, project_balls
@@ -171,7 +171,7 @@ class DeepFool(Attack):
             z = logits.gather(1, cand)  # (B', K)
             f = z[:, 1:] - z[:, :1]  # (B', K-1): f_k = z_k - z_y, negative while y wins
             # ∇f_k, one backward pass per candidate (on CPU as fast as a batched, vmapped pass)
-            w = torch.stack([torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j < k - 2)[0]
+            w = torch.stack([input_grad(f[:, j].sum(), xa, retain_graph=j < k - 2)
                              for j in range(k - 1)], dim=1)  # (B', K-1, *)
             w = w[keep].flatten(2)  # (B'', K-1, D)
             f = f.detach()[keep]
@@ -404,7 +404,7 @@ class FMN(Attack):
             gamma = g1 + (g0 - g1) * cosine
             x_k = x_k.detach().requires_grad_(True)
             loss, adv, _ = _margin(model, x_k, y, target)
-            g, = torch.autograd.grad(loss.sum(), x_k)
+            g = input_grad(loss.sum(), x_k)
             with torch.no_grad():
                 if self.box_aware:  # coordinates the box stops cannot help: drop them
                     xk = x_k.detach()

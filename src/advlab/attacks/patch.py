@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab._checks import bounds_field, check_int, check_model, check_number, eval_mode
+from advlab._checks import bounds_field, check_int, check_model, check_number, eval_mode, input_grad
 from advlab.attacks._base import config_repr
 from advlab.attacks.contract import Attack
 from advlab.attacks.universal import class_index, reference_labels
@@ -425,7 +425,7 @@ class AdversarialPatch(Attack):
                     xp, _ = paste(x[idx], p, mask, pl, bounds=self.bounds)
                     # log Pr(t | ·) = −CE(t); for an ensemble fused in loss, the members' weighted sum
                     logp = objective(model, xp, aim, aim, cross_entropy)[0].mean()
-                    g, = torch.autograd.grad(logp, p)
+                    g = input_grad(logp, p)
                     grads += self.batch_size
                     running += float(logp.detach())
                     if (step + 1) % block == 0 or step + 1 == self.steps:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlab._checks import check_int, check_number, eval_mode
+from advlab._checks import check_int, check_number, eval_mode, input_grad
 from advlab.attacks._base import AttackResult, config_repr
 from advlab.attacks._blackbox import are_probabilities, check_label_range, labels_of
 from advlab.attacks.contract import Attack, Run, execute
@@ -106,7 +106,7 @@ def jacobian_augmentation(model: nn.Module, x: Tensor, labels: Tensor, *, step: 
             xb = x[i:i + batch_size].detach().clone().requires_grad_(True)  # (b, C, H, W)
             logits = model(xb)  # (b, K)
             chosen = logits.gather(1, labels[i:i + batch_size, None].to(logits.device)).sum()
-            grad, = torch.autograd.grad(chosen, xb)
+            grad = input_grad(chosen, xb)
             out[i:i + batch_size] = (xb.detach() + step * grad.sign()).clamp(bounds[0], bounds[1])
     return out
 

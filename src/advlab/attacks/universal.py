@@ -66,7 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab._checks import (as_labels, bounds_field, check_choice, check_inputs, check_int, check_logits, check_model,
-                            check_number, eval_mode)
+                            check_number, eval_mode, input_grad)
 from advlab.attacks._base import config_repr
 from advlab.attacks.contract import Attack
 from advlab.attacks.minimal import DeepFool
@@ -474,7 +474,7 @@ class _Fit:
             out[live] = xa.detach() - xs[live]
             if step == c.deepfool_steps or not bool(keep.any()):
                 break
-            w, = torch.autograd.grad(f.sum(), xa)
+            w = input_grad(f.sum(), xa)
             self.grads += live.numel()
             w, f = w[keep].flatten(1), f.detach()[keep]
             live, r_total = live[keep], r_total[keep]
@@ -496,7 +496,7 @@ class _Fit:
         # the loss on the logits; for an ensemble fused in loss, the weighted sum of its members'
         obj, _ = objective(self.model, (self.x[idx] + v).clamp(self.lo, self.hi), labels, t,
                            SGD_LOSS_FNS[c.loss])
-        g, = torch.autograd.grad(obj.mean(), v)
+        g = input_grad(obj.mean(), v)
         self.grads += idx.numel()
         self.forwards += idx.numel()
         self.v = project_perturbation(self.v + step * _direction(g, c.norm), c.norm, c.eps)

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import input_grad
 from advlab.losses import LossFn, objective
 
 _UNBOUNDED = (-math.inf, math.inf)
@@ -32,7 +33,7 @@ def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss: LossFn) -> tup
     with torch.enable_grad():
         leaf = x.detach().clone().requires_grad_(True)
         obj, logits = objective(model, leaf, y, None, loss, check=True)
-        grad, = torch.autograd.grad(obj.sum(), leaf)
+        grad = input_grad(obj.sum(), leaf)
     return grad.detach(), logits.detach()
 
 

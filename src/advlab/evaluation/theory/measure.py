@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from advlab.attacks.contract import AttackLike
 from advlab.attacks._base import config_repr
-from advlab._checks import check_int, check_model, model_device
+from advlab._checks import check_int, check_model, input_grad, model_device
 from advlab.evaluation.theory.generator import (Generator, _check_generator, _check_shapes, _clearly_flipped,
                                                 _flat_norm, _frozen, _module_of)
 from advlab.evaluation.theory.latent import LatentSearch, _Problem, _search
@@ -85,7 +85,7 @@ def _pgd_l2(f: nn.Module, x: Tensor, label: Tensor, *, eps: Tensor, steps: int,
         norm_at = torch.where(new, lp_norm(delta, "l2"), norm_at)
         success |= flip
         loss = nn.functional.cross_entropy(logits, label, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xa)
+        grad = input_grad(loss, xa)
         direction = grad / _view(lp_norm(grad, "l2").clamp_min(1e-12), grad)
         step = (2.5 * eps / steps)
         delta = delta + _view(step, x) * direction
