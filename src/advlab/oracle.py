@@ -113,6 +113,9 @@ class Oracle:
         self._num_classes: int | None = None
         self._total = 0
         self._device = model_device(model) if isinstance(model, nn.Module) else None
+        param = next((p for p in model.parameters() if p.is_floating_point()), None) \
+            if isinstance(model, nn.Module) else None
+        self._dtype = param.dtype if param is not None else None
         self._answer = _make_answer(model)  # the model stays inside this closure
 
     # -- what an attack may know --------------------------------------------------------------
@@ -166,6 +169,9 @@ class Oracle:
             raise ValueError("an oracle query contains NaN or Inf inputs")
         if self._device is not None and x.device != self._device:
             raise ValueError(f"the oracle's model is on {self._device} but the query is on {x.device}")
+        if self._dtype is not None and x.dtype != self._dtype:
+            raise TypeError(f"the queries are {x.dtype} but the oracle's model has {self._dtype} parameters; "
+                            f"use x.to({self._dtype}) or convert the model")
         k = x.shape[0]
         if k == 0:
             raise ValueError("an oracle query must contain at least one input")
@@ -205,6 +211,20 @@ class Oracle:
         return out
 
 
+def _call(model: nn.Module, x: Tensor) -> Tensor:
+    """The module's answer to ``x``, with what went wrong said in advlab's words."""
+    try:
+        out = model(x)
+    except (RuntimeError, IndexError, TypeError) as err:
+        raise OracleError(f"the oracle's model failed on queries of shape {tuple(x.shape)} and dtype "
+                          f"{x.dtype} ({err}); check that x has the shape and dtype the model expects") from err
+    if not isinstance(out, Tensor):
+        raise OracleError(f"the oracle's model returned a {type(out).__name__}, not a tensor of logits "
+                          "(k, num_classes); wrap it so that forward returns the logits, e.g. "
+                          "Oracle(lambda x: model(x)[0]) or a module that picks them")
+    return out.detach()
+
+
 def _make_answer(model: nn.Module | Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
     if isinstance(model, nn.Module):
         warned = False
@@ -213,10 +233,10 @@ def _make_answer(model: nn.Module | Callable[[Tensor], Any]) -> Callable[[Tensor
             nonlocal warned
             if warned:   # warn once per oracle, not once per query
                 with torch.no_grad(), quiet_eval(model):
-                    return model(x).detach()
+                    return _call(model, x)
             warned = any(m.training for m in model.modules())
             with torch.no_grad(), eval_mode(model):
-                return model(x).detach()
+                return _call(model, x)
     else:
         def answer(x: Tensor) -> Any:
             with torch.no_grad():

@@ -339,3 +339,33 @@ def test_a_model_without_input_gradients_is_attacked_with_a_warning_not_a_crash(
     assert r.threat.contains(r.x_adv, x).all() and bool(torch.isfinite(r.x_adv).all())
     if bool((r.num_grads > 0).any()) and ATTACKS[key].cls.__name__ != "CarliniWagnerL2":
         assert any("gradient masking" in str(w.message) for w in rec)
+
+
+class _Tuple(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor):
+        return self.inner(x), "aux"
+
+
+BAD_QUERIES = {
+    "tuple output": (lambda m: _Tuple(m), lambda x: x, "returned a tuple, not a tensor of logits"),
+    "float64 queries": (lambda m: m, lambda x: x.double(), "queries are torch.float64 but"),
+    "float16 queries": (lambda m: m, lambda x: x.half(), "queries are torch.float16 but"),
+    "wrong shape": (lambda m: m, lambda x: x[:, :, :4], r"failed on queries of shape \(6, 1, 4, 8\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_QUERIES))
+@pytest.mark.parametrize("key", [k for k in KEYS if ATTACKS[k].black_box])
+def test_black_box_attacks_validate_through_the_oracle(key, case, cnn_model, batch):
+    """#11 reproducer: black-box attacks let torch's errors out ("'tuple' object has no attribute
+    'detach'", "mat1 and mat2 must have the same dtype"): the oracle now says what is wrong."""
+    wrap, bend, match = BAD_QUERIES[case]
+    x, y = batch
+    e = ATTACKS[key]
+    oracle = Oracle(wrap(cnn_model), output=e.oracle_output, budget=BUDGET[e.access])  # type: ignore[arg-type]
+    with pytest.raises((ValueError, TypeError), match=match):
+        make_attack(key, **CASES[key])(oracle, bend(x), y, generator=_gen())
