@@ -9,10 +9,11 @@ crash is named ``.<name>.<random>.tmp``; :func:`clean_orphans` removes such file
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 TMP_SUFFIX = ".tmp"
 
@@ -133,3 +134,14 @@ def committed_path(directory: str | os.PathLike[str], name: str) -> Path:
         if pending.exists():
             return pending
     return directory / name
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse an untrusted JSON file; any defect (bad syntax, bad encoding, nesting deep enough to
+    exhaust the parser's recursion) is a ``ValueError`` naming ``what`` and the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{what} {path} is nested too deeply to be a valid file") from None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import zipfile
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +73,26 @@ def _default_class_names(labels: np.ndarray) -> tuple[str, ...]:
     return tuple(str(k) for k in range(n))
 
 
+def _check_npy_size(path: Path, archive: Any, key: str) -> None:
+    """Refuse a member whose header claims more data than the archive holds for it, before
+    NumPy allocates what the header claims (a few bytes can claim terabytes)."""
+    name = f"{key}.npy"
+    try:
+        info = archive.zip.getinfo(name)
+        with archive.zip.open(name) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (KeyError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}[{key!r}]: not a readable .npy member ({exc})") from exc
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > info.file_size:
+        raise ValueError(f"{path}[{key!r}]: its header claims shape {shape} ({claimed:,} bytes) but the "
+                         f"archive holds {info.file_size:,} bytes for it; the file is corrupt or hostile")
+
+
 def load_npz(
     path: str | os.PathLike[str],
     *,
@@ -102,7 +125,7 @@ def load_npz(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz archive ({exc})") from exc
     with archive:
         keys = set(archive.files)
@@ -118,10 +141,15 @@ def load_npz(
                 f"{', or x_' + split + ' and y_' + split if split else ''}), found {sorted(keys)}{hint}"
             )
         key_x, key_y = found
+        for key in (key_x, key_y, "class_names"):
+            if key in keys:
+                _check_npy_size(path, archive, key)
         try:
             images = archive[key_x]
             labels = archive[key_y]
             stored_names = archive["class_names"] if "class_names" in keys else None
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: a member of the archive is truncated or corrupt ({exc})") from exc
         except ValueError as exc:  # object arrays need pickle, which we refuse
             raise ValueError(
                 f"{path}: an array is stored as Python objects, which needs pickle; save images "
@@ -157,6 +185,10 @@ def load_npz(
         class_names=tuple(class_names),
         source=f"npz:{path.resolve()} (keys {key_x}, {key_y})",
     )
+
+
+#: the most pixels one image may claim (8192 x 8192 is 67M): a 100-byte PNG can claim 20000 x 20000
+MAX_PIXELS = 8192 * 8192
 
 
 def _list_images(class_dir: Path) -> list[Path]:
@@ -219,8 +251,12 @@ def load_image_folder(
             try:
                 with Image.open(file) as img:
                     entries.append((file, label, img.mode, img.size))
-            except (UnidentifiedImageError, OSError) as exc:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
                 raise ValueError(f"{file}: cannot read image ({exc})") from exc
+            w, h = entries[-1][3]
+            if w * h > MAX_PIXELS:  # judged from the header, before any pixel is decoded
+                raise ValueError(f"{file}: its header claims {h}x{w} pixels, more than the "
+                                 f"{MAX_PIXELS:,} an image of a classification data set may have")
 
     if grayscale is None:
         grayscale = all(mode in ("L", "1") for _, _, mode, _ in entries)
@@ -242,7 +278,7 @@ def load_image_folder(
         try:
             with Image.open(file) as img:
                 converted = img.convert(mode)
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"{file}: cannot decode image ({exc})") from exc
         if size is not None and img_size != (size[1], size[0]):
             converted = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from advlab._io import atomic_write, atomic_write_text, clean_orphans
+from advlab._io import atomic_write, atomic_write_text, clean_orphans, read_json
 
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,7 @@ def read_training_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any
     path = Path(checkpoint_dir) / STATE_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"training checkpoint {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "training checkpoint")
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not an advlab training checkpoint (format {STATE_FORMAT!r})")
     if data.get("version") != STATE_VERSION:

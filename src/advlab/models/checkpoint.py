@@ -38,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from advlab._io import atomic_write_group, committed_path
+from advlab._io import atomic_write_group, committed_path, read_json
 from advlab import __version__
 from advlab.models.wrappers import Normalize
 from advlab.models.zoo import ARCHITECTURES, build, list_architectures
@@ -355,10 +355,7 @@ def _resolve(path: str | os.PathLike[str], *, need_weights: bool = True) -> tupl
 
 
 def _read_card(card_path: Path) -> ModelCard:
-    try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"checkpoint card {card_path} is not valid JSON: {exc}") from None
+    data = read_json(card_path, "checkpoint card")
     if not isinstance(data, dict):
         raise ValueError(f"checkpoint card {card_path} must hold a JSON object, got {type(data).__name__}")
     try:

@@ -260,14 +260,30 @@ def save_vae(vae: VAE, path: str | os.PathLike[str], *, extra: dict[str, Any] | 
 
 def load_vae(path: str | os.PathLike[str]) -> tuple[VAE, dict[str, Any]]:
     """Inverse of :func:`save_vae`: the VAE (CPU, eval mode) and the stored ``extra`` dict."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
+
+    from advlab._io import read_json
 
     directory = Path(path)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"no VAE checkpoint in {directory} (need {CONFIG_FILE} and {WEIGHTS_FILE})")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    vae = VAE(in_shape=tuple(config["in_shape"]), latent_dim=int(config["latent_dim"]),
-              hidden=int(config["hidden"]))
-    vae.load_state_dict(load_file(str(weights_path)), strict=True)
+    config = read_json(config_path, "VAE config")
+    if not isinstance(config, dict):
+        raise ValueError(f"VAE config {config_path} must hold a JSON object")
+    try:
+        with torch.device("meta"):  # no memory from the config's claims until the weights fit them
+            vae = VAE(in_shape=tuple(config["in_shape"]), latent_dim=int(config["latent_dim"]),
+                      hidden=int(config["hidden"]))
+        with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+        if found != expected:
+            raise ValueError("its weights do not have the shapes its config describes")
+        vae = vae.to_empty(device="cpu")
+        vae.load_state_dict(load_file(str(weights_path)), strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as err:
+        raise ValueError(f"the VAE checkpoint in {directory} is corrupt or does not fit its config "
+                         f"({type(err).__name__}: {err})") from None
     return vae.eval(), dict(config.get("extra", {}))

@@ -1,0 +1,103 @@
+"""#11 reproducers: parsers of untrusted files. Any input gives a result or a clear ValueError,
+and nothing allocates more than the file's own size justifies before validating it. Seen before:
+an npz whose header claims 4 TB raised MemoryError, a truncated npz raised BadZipFile, a PNG
+claiming 20000x20000 raised PIL's DecompressionBombError, a 100,000-deep JSON card recursed, a
+corrupt VAE file raised from inside torch."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from advlab.data import load_dataset
+
+
+def _npy_member(shape: tuple[int, ...], payload: bytes = b"\x00" * 64) -> bytes:
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,)
+    header = header + " " * (118 - len(header)) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload
+
+
+@pytest.fixture()
+def good_npz(tmp_path):
+    path = tmp_path / "ok.npz"
+    np.savez(path, x=np.random.default_rng(0).random((10, 1, 8, 8)).astype("float32"), y=np.arange(10) % 3)
+    return path
+
+
+def test_an_npz_header_claiming_terabytes_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", _npy_member((1_000_000, 1000, 1000)))
+        z.writestr("y.npy", _npy_member((10,)))
+    with pytest.raises(ValueError, match=r"claims shape \(1000000, 1000, 1000\) .*corrupt or hostile"):
+        load_dataset(f"npz:{path}")
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.95])
+def test_a_truncated_npz_is_a_clear_error(good_npz, tmp_path, cut):
+    data = good_npz.read_bytes()
+    bad = tmp_path / "cut.npz"
+    bad.write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(ValueError, match="npz|npy|archive"):
+        load_dataset(f"npz:{bad}")
+
+
+def test_an_empty_npz_names_what_it_expected(tmp_path):
+    path = tmp_path / "empty.npz"
+    np.savez(path)
+    with pytest.raises(ValueError, match="expected arrays 'x' and 'y'"):
+        load_dataset(f"npz:{path}")
+
+
+def _png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    body = zlib.compress(b"\x00" * (width + 1) * 4)   # a few rows: the header alone claims the size
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [20_000, 9_000])
+def test_a_png_claiming_a_huge_image_is_refused_from_its_header(tmp_path, side):
+    for cls in "ab":
+        (tmp_path / cls).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / cls / "1.png")
+    (tmp_path / "b" / "2.png").write_bytes(_png(side, side))
+    with pytest.raises(ValueError, match="2.png"):
+        load_dataset(f"folder:{tmp_path}")
+
+
+def test_a_deeply_nested_json_card_is_a_value_error(tmp_path):
+    from advlab.models import load, load_card
+
+    (tmp_path / "card.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    for read in (load_card, load):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            read(tmp_path)
+
+
+def test_a_corrupt_or_mismatched_vae_is_a_value_error(tmp_path):
+    from advlab.models.generative import VAE, load_vae, save_vae
+
+    save_vae(VAE(in_shape=(1, 8, 8), latent_dim=2, hidden=16), tmp_path / "vae")
+    weights = next((tmp_path / "vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(ValueError, match="VAE checkpoint .* corrupt"):
+        load_vae(tmp_path / "vae")
+    save_vae(VAE(in_shape=(1, 8, 8), latent_dim=2, hidden=16), tmp_path / "vae2")
+    config = next(p for p in (tmp_path / "vae2").glob("*.json"))
+    data = json.loads(config.read_text())
+    data["in_shape"] = [1, 100_000, 100_000]
+    config.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="do not have the shapes"):
+        load_vae(tmp_path / "vae2")
+    assert torch.get_default_device().type == "cpu"
