@@ -72,6 +72,8 @@ INSTR_WORKER = WORKER.split("out = {}")[0].replace("torch.rand(256", "torch.rand
     "torch.randint(0, 10, (256,))", "torch.randint(0, 10, (64,))") + r"""
 import os
 calls = int(sys.argv[2])
+only = [n for n in sys.argv[3].split(",") if n] if len(sys.argv) > 3 else []
+work = {k: v for k, v in work.items() if not only or k in only}
 for name, fn in work.items():
     fn(torch.Generator().manual_seed(0))          # warm-up, outside the counted phase
     os.getppid()                                  # callgrind dumps here: the phase starts
@@ -82,7 +84,7 @@ print(json.dumps(list(work)))
 """
 
 
-def count(src: str, calls: int, tmp: str) -> dict[str, float]:
+def count(src: str, calls: int, tmp: str, only: str = "") -> dict[str, float]:
     """Instructions per call of each attack at revision ``src`` (one callgrind process)."""
     import glob
 
@@ -92,7 +94,7 @@ def count(src: str, calls: int, tmp: str) -> dict[str, float]:
         os.remove(f)
     out = subprocess.run(["valgrind", "--tool=callgrind", "--dump-before=*getppid*",
                           f"--callgrind-out-file={stem}.%p", sys.executable, "-c", INSTR_WORKER, "1",
-                          str(calls)], env=env, capture_output=True, text=True, check=True)
+                          str(calls), only], env=env, capture_output=True, text=True, check=True)
     names = json.loads(out.stdout.strip().splitlines()[-1])
     files = sorted(glob.glob(stem + ".*.*"), key=lambda f: int(f.rsplit(".", 1)[1]))
     totals = []
@@ -124,12 +126,13 @@ def main() -> None:
     p.add_argument("--instructions", action="store_true",
                    help="count instructions under callgrind instead of timing (deterministic)")
     p.add_argument("--calls", type=int, default=2, help="--instructions: counted calls per attack")
+    p.add_argument("--only", default="", help="--instructions: comma-separated attack names to count")
     args = p.parse_args()
     if args.instructions:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            a, b = count(args.a, args.calls, tmp), count(args.b, args.calls, tmp)
+            a, b = count(args.a, args.calls, tmp, args.only), count(args.b, args.calls, tmp, args.only)
         print("| attack | A (instructions/call) | B | B/A |\n|---|---:|---:|---:|")
         for k in a:
             print(f"| {k} | {a[k]:,.0f} | {b[k]:,.0f} | {b[k] / a[k]:.4f} |")

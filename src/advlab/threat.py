@@ -238,6 +238,11 @@ class ThreatModel:
         of ``max(|lo|, |hi|)`` per coordinate, summed as the norm sums them), so a point projected
         correctly in a box like ``(0, 255)`` with a tiny ε is not rejected.
         """
+        return self.measure(x_adv, x, rtol=rtol, atol=atol)[1]
+
+    def measure(self, x_adv: Tensor, x: Tensor, *, rtol: float = RTOL,
+                atol: float = ATOL) -> tuple[Tensor, Tensor]:
+        """:meth:`distance` and :meth:`contains` in one pass: ``(B,)`` norms and ``(B,)`` bool."""
         lo, hi = self.bounds
         if x_adv.dtype in LOW_PRECISION:  # measured exactly: the difference of two halves is a float
             x_adv, x = x_adv.float(), x.float()
@@ -247,8 +252,8 @@ class ThreatModel:
         d = flat.shape[1]
         per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[self.norm]
         rounding = 2.0 * ulp * max(abs(lo), abs(hi)) * per_norm
-        in_ball = self.norm_of(x_adv - x) <= self.eps * (1 + rtol) + atol + rounding
-        return in_box & in_ball
+        norms = self.norm_of(x_adv - x)
+        return norms, in_box & (norms <= self.eps * (1 + rtol) + atol + rounding)
 
     def ascent_direction(self, grad: Tensor, *, x_adv: Tensor | None = None,
                          l1_sparsity: float = 0.05) -> Tensor:

@@ -369,3 +369,33 @@ def test_black_box_attacks_validate_through_the_oracle(key, case, cnn_model, bat
     oracle = Oracle(wrap(cnn_model), output=e.oracle_output, budget=BUDGET[e.access])  # type: ignore[arg-type]
     with pytest.raises((ValueError, TypeError), match=match):
         make_attack(key, **CASES[key])(oracle, bend(x), y, generator=_gen())
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_inside_inference_mode_an_attack_gives_its_normal_result(key, cnn_model, batch):
+    """#11 reproducer: under ``torch.inference_mode()`` no gradient can be taken, so the gradient
+    attacks raised autograd errors or silently returned their starting points (0% success)."""
+    x, y = batch
+    normal = _call(key, cnn_model, x, y, generator=_gen())
+    with torch.inference_mode():
+        xi, yi = x.clone(), y.clone()
+        inside = _call(key, cnn_model, xi, yi, generator=_gen())
+    assert torch.equal(inside.x_adv, normal.x_adv) and torch.equal(inside.success, normal.success)
+
+
+def test_universal_attacks_and_the_audit_also_leave_inference_mode(cnn_model, digits):
+    from advlab.attacks import AdversarialPatch, UniversalPerturbation
+    from advlab.evaluation import audit
+
+    x, y = digits["x_test"][:40], digits["y_test"][:40]
+    runs = {
+        "uap": lambda: UniversalPerturbation(eps=0.3, max_epochs=1, method="sgd")(
+            cnn_model, x, y, generator=_gen()).fooling_rate,
+        "patch": lambda: AdversarialPatch(target_class=0, steps=3, patch_size=0.2)(
+            cnn_model, x, y, generator=_gen()).success_rate,
+        "audit": lambda: [c.passed for c in audit(cnn_model, x, y, eps=0.1, steps=3).checks],
+    }
+    for name, run in runs.items():
+        normal = run()
+        with torch.inference_mode():
+            assert run() == normal, name

@@ -29,6 +29,7 @@ else is :func:`execute`, the same for every attack:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Union
@@ -322,7 +323,7 @@ def _close(run: Run) -> AttackResult:
     if not bool(torch.isfinite(rec.x_adv).all()):
         raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
                                  "Inf on some points; check the model for non-finite operations")
-    inside = threat.contains(rec.x_adv, x)
+    norms, inside = threat.measure(rec.x_adv, x)
     if not bool(inside.all()):
         raise AssertionError(f"internal error: {type(run.attack).__name__} returned "
                              f"{int((~inside).sum())} points outside its threat model; please report this")
@@ -348,7 +349,7 @@ def _close(run: Run) -> AttackResult:
     else:
         num_forwards = rec.num_forwards
     return AttackResult(x_adv=rec.x_adv, success=success, pred=rec.pred, confidence=confidence,
-                        norms=threat.distance(rec.x_adv, x), num_grads=rec.num_grads,
+                        norms=norms, num_grads=rec.num_grads,
                         num_forwards=num_forwards, threat=threat, attack=config_repr(run.attack),
                         target=run.target.detach().clone() if run.target is not None else None,
                         queries=queries, budget_exhausted=exhausted)
@@ -358,6 +359,9 @@ def _drive(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor |
            generator: torch.Generator | None, criterion: Criterion | None, score: bool,
            on_step: Callable[[Any], None] | None = None,
            extras: dict[str, Any] | None = None) -> Run:
+    if attack.access == "gradients" and torch.is_inference_mode_enabled():
+        return needs_autograd(_drive)(attack, model, x, y, target=target, generator=generator,
+                                      criterion=criterion, score=score, on_step=on_step, extras=extras)
     run = _open(attack, model, x, y, target, generator, criterion, score)
     run.on_step = on_step
     run.extras.update(extras or {})
@@ -373,6 +377,20 @@ def _drive(attack: Attack, model: Any, x: Tensor, y: Tensor, *, target: Tensor |
     else:
         attack._core(run)
     return run
+
+
+def needs_autograd(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` outside ``torch.inference_mode()``, where no gradient can be taken and a
+    gradient attack would silently return its starting points; tensor arguments made inside it
+    are copied out first. Outside inference mode this is a plain call."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_inference_mode_enabled():
+            return fn(*args, **kwargs)
+        with torch.inference_mode(False):
+            out = lambda v: v.clone() if isinstance(v, Tensor) and v.is_inference() else v  # noqa: E731
+            return fn(*map(out, args), **{k: out(v) for k, v in kwargs.items()})
+    return wrapper
 
 
 def radius_of(attack: Any) -> float | None:
@@ -432,4 +450,4 @@ def perturb(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, target: T
 
 
 __all__ = ["ACCESS", "Access", "Attack", "AttackLike", "KINDS", "Kind", "Record", "Run", "at_radius", "execute",
-           "is_attack", "perturb", "radius_of", "trace"]
+           "is_attack", "needs_autograd", "perturb", "radius_of", "trace"]

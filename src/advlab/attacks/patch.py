@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from advlab._checks import bounds_field, check_int, check_model, check_number, eval_mode, input_grad
 from advlab.attacks._base import config_repr
-from advlab.attacks.contract import Attack
+from advlab.attacks.contract import Attack, needs_autograd
 from advlab.attacks.universal import class_index, reference_labels
 from advlab.losses import cross_entropy, objective
 from advlab.threat import ThreatModel
@@ -393,6 +393,7 @@ class AdversarialPatch(Attack):
         check_int("eval_samples", self.eval_samples)
         bounds_field(self)
 
+    @needs_autograd
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> PatchResult:
         target = self.target_class

@@ -68,7 +68,7 @@ from torch import Tensor, nn
 from advlab._checks import (as_labels, bounds_field, check_choice, check_inputs, check_int, check_logits, check_model,
                             check_number, eval_mode, input_grad)
 from advlab.attacks._base import config_repr
-from advlab.attacks.contract import Attack
+from advlab.attacks.contract import Attack, needs_autograd
 from advlab.attacks.minimal import DeepFool
 from advlab.losses import cross_entropy, cw_margin, objective
 from advlab.threat import ThreatModel, canonical_norm, lp_norm
@@ -361,6 +361,7 @@ class UniversalPerturbation(Attack):
         return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds,
                            targeted=self.target_class is not None)
 
+    @needs_autograd
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> UniversalResult:
         target = self.target_class

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.contract import AttackLike
+from advlab.attacks.contract import AttackLike, needs_autograd
 from advlab._checks import as_labels, check_inputs, check_model, eval_mode
 from advlab.attacks import FGSM, PGD
 from advlab.evaluation._attack import access_of, check_bounded
@@ -159,6 +159,7 @@ def _noise_success(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, 
     return broken
 
 
+@needs_autograd
 def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: float,
           bounds: tuple[float, float] = (0.0, 1.0), attacks: Mapping[str, AttackLike] | None = None,
           surrogate: nn.Module | None = None, steps: int = 20, noise_samples: int = 20,
