@@ -89,3 +89,19 @@ def test_a_diverged_training_saves_nothing_and_says_why(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "diverged" in err and "Traceback" not in err
     assert not (out / "model.safetensors").exists()
+
+
+def test_a_checkpoint_used_with_another_dataset_says_so(tmp_path, capsys):
+    """A checkpoint run on data of another shape said "mat1 and mat2 shapes cannot be multiplied"."""
+    import numpy as np
+
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(ck), "--no-progress"]) == 0
+    other = tmp_path / "other.npz"
+    rng = np.random.default_rng(0)
+    np.savez(other, x=rng.random((20, 1, 12, 12)).astype("float32"), y=np.arange(20) % 10)
+    capsys.readouterr()
+    assert main(["attack", "--checkpoint", str(ck), "--attack", "fgsm", "--eps", "0.1", "--data",
+                 f"npz:{other}", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "takes inputs (1, 8, 8)" in err and "(1, 12, 12)" in err and "mat1" not in err

@@ -124,20 +124,39 @@ def test_not_found_message_lists_places_and_fixes(tmp_path: Path, monkeypatch, u
     write_split_files(root, {"test": make_split(3, seed=0)})
     (root / FILES["test"][1]).unlink()  # partial copy: labels missing
 
+    # #11: a folder the user names is the only place searched (an empty --data-dir used to fall
+    # through silently to another copy of the data)
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("fashion-mnist", split="test", root=root)
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert f"{root} (root argument): missing t10k-labels-idx1-ubyte.gz" in message
+    assert str(env_dir) not in message and str(system_dir) not in message
+    assert "root=DIR" in message and "--data-dir" in message
+
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist", split="test")
+    message = str(info.value)
     assert f"{env_dir / 'fashion-mnist'} ($ADVLAB_DATA): does not exist" in message
     assert f"{system_dir} (Debian package dataset-fashion-mnist)" in message
     assert str(isolated_env / "fashion-mnist") in message
     assert "sudo apt-get install dataset-fashion-mnist" in message
-    assert "root=DIR" in message and "--data-dir" in message
     assert "download=True" in message and FASHION_MNIST.base_url in message
-    # search order in the message: root, $ADVLAB_DATA, Debian, cache
-    positions = [message.index(s) for s in (str(root), str(env_dir), str(system_dir), str(isolated_env))]
+    # search order in the message: $ADVLAB_DATA, Debian, cache
+    positions = [message.index(s) for s in (str(env_dir), str(system_dir), str(isolated_env))]
     assert positions == sorted(positions)
+
+
+def test_an_empty_data_dir_does_not_fall_through_to_another_copy(tmp_path, monkeypatch, use_spec, isolated_env):
+    env_dir = tmp_path / "env-data"
+    write_split_files(env_dir / "fashion-mnist", {"test": make_split(3, seed=0)})
+    monkeypatch.setenv("ADVLAB_DATA", str(env_dir))
+    use_spec(dataclasses.replace(FASHION_MNIST, system_dirs=()))
+    assert len(load_dataset("fashion-mnist", split="test")) == 3   # found through $ADVLAB_DATA
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match="root argument"):
+        load_dataset("fashion-mnist", split="test", root=empty)
 
 
 def test_mnist_message_has_no_apt_fix(isolated_env: Path) -> None:

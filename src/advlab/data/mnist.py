@@ -180,11 +180,11 @@ def _search_places(
     """Directories to search, in order; a string notes a place that could not be searched."""
     places: list[_Candidate | str] = []
     if root is not None:
+        # a folder the user names is the only place looked in: falling through to another copy
+        # (the Debian package, the cache) would silently use data they did not point at
         root_path = Path(root).expanduser()
-        places.append(_Candidate(root_path, "root argument"))
-        places.append(_Candidate(root_path / spec.name, "root argument"))
-    else:
-        places.append("root argument: not given")
+        return [_Candidate(root_path, "root argument"), _Candidate(root_path / spec.name, "root argument")]
+    places.append("root argument: not given")
     if env := os.environ.get("ADVLAB_DATA"):
         places.append(_Candidate(Path(env).expanduser() / spec.name, "$ADVLAB_DATA"))
     else:
@@ -280,8 +280,8 @@ def load_idx_dataset(
 ) -> Dataset:
     """Load one split of an MNIST-style dataset, downloading it if asked.
 
-    The split's two files are looked for, in order, in: ``root`` (and ``root/<name>``);
-    ``$ADVLAB_DATA/<name>``; the system package directory; the advlab cache
+    The split's two files are looked for in ``root`` (and ``root/<name>``) when it is given, and
+    nowhere else; otherwise, in order, in ``$ADVLAB_DATA/<name>``; the system package directory; the advlab cache
     (``<cache>/<name>``, SHA-256 re-verified). If none holds them and ``download=True``,
     they are fetched from ``spec.base_url`` into the cache.
 

@@ -35,7 +35,17 @@ def checkpoint_data(card: ModelCard, *, data: str | None, data_dir: str | None, 
     name = data or card.dataset
     if name is None:
         raise ValueError("the checkpoint's card names no dataset; pass --data NAME")
-    return load_data(name, split="test", data_dir=data_dir, download=download, limit=n)
+    ds = load_data(name, split="test", data_dir=data_dir, download=download, limit=n)
+    shape = tuple(ds.input_shape)
+    if shape != tuple(card.in_shape):
+        # (the model itself would fail with "mat1 and mat2 shapes cannot be multiplied")
+        raise ValueError(f"the checkpoint's model takes inputs {tuple(card.in_shape)} (trained on "
+                         f"{card.dataset or 'unknown data'}) but {ds.name} has inputs {shape}; pass the "
+                         f"--data it was trained on")
+    if ds.num_classes > card.num_classes:
+        raise ValueError(f"{ds.name} has {ds.num_classes} classes but the checkpoint's model has "
+                         f"{card.num_classes}; pass the --data it was trained on")
+    return ds
 
 
 def budget_alias_arg(budget: int | None, queries: int | None, job: str) -> int | None:
