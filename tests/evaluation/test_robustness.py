@@ -139,3 +139,10 @@ def test_simba_is_evaluated_inside_each_eps_ball(cnn_model, digits):
     assert "max_norm=0.3" in small.config and "eps=0.5" in small.config   # the step is kept
     by_name = evaluate(cnn_model, x, y, attacks=["simba"], eps=[0.3], progress=False)
     assert "max_norm=0.3" in by_name.rows[0].config
+
+
+def test_provenance_says_each_attack_ran_at_every_eps(cnn_model, digits):
+    """#11: provenance listed attacks built at ε = 0 as ``eps=0.0`` though they ran at every ε."""
+    x, y = digits["x_test"][:10], digits["y_test"][:10]
+    ev = evaluate(cnn_model, x, y, attacks={"FGSM": FGSM(eps=0)}, eps=[0.05, 0.1], progress=False)
+    assert ev.provenance["attacks"]["FGSM"].startswith("FGSM(eps=each of [0.05, 0.1], norm='linf'")

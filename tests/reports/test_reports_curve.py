@@ -40,7 +40,9 @@ def test_styles_worst_case_dashed_black_clean_dotted(evaluation):
     _, lines = _lines(accuracy_curve(evaluation))
     assert lines["worst-case"].get_linestyle() == "--"
     assert to_hex(lines["worst-case"].get_color()) == "#000000"
-    assert lines["FGSM"].get_linestyle() == "-" and lines["PGD"].get_linestyle() == "-"
+    # the attacks' styles differ (#11: I-FGSM, PGD and MI-FGSM hid under each other), markers hollow
+    assert lines["FGSM"].get_linestyle() == "-" and lines["PGD"].get_linestyle() != "-"
+    assert lines["FGSM"].get_markerfacecolor() == "none"
     clean = [line for label, line in lines.items() if label.startswith("clean")][0]
     assert clean.get_linestyle() == ":"
 
@@ -65,8 +67,11 @@ def test_wide_eps_span_gets_symlog():
     lo, hi = ax.get_xlim()
     assert lo < 0 < 0.001 and hi > 0.5 and lo > -0.001  # ε = 0 shown, no negative decade
     np.testing.assert_allclose(lines["FGSM"].get_xdata(), eps)
-    narrow = Evaluation(rows=make_rows(eps=(0.001, 0.1), robust={"FGSM": (170, 3)}))
-    assert _lines(accuracy_curve(narrow))[0].get_xscale() == "linear"  # exactly 100x: linear
+    narrow = Evaluation(rows=make_rows(eps=(0.01, 0.1), robust={"FGSM": (170, 3)}))
+    assert _lines(accuracy_curve(narrow))[0].get_xscale() == "linear"  # exactly 10x: linear
+    # #11: the default grid 0.01 ... 0.7 (70x) crowded five of seven values into the left third
+    usual = Evaluation(rows=make_rows(eps=(0.01, 0.05, 0.1, 0.7), robust={"FGSM": (170, 120, 60, 3)}))
+    assert _lines(accuracy_curve(usual))[0].get_xscale() == "symlog"
 
 
 def test_png_is_written(tmp_path, evaluation):

@@ -24,9 +24,10 @@ def test_three_panels_per_row_with_class_and_confidence(images, attack_result, c
     axes = fig.axes
     assert len(axes) == 9
     titles = [ax.get_title() for ax in axes]
-    assert titles[0] == "Sandal 97.1%" and titles[2] == "Sandal 50.0%"
-    assert titles[3] == "Ankle boot 88.0%" and titles[5] == "Sneaker 97.1%"
-    assert titles[6] == "Dress 75.5%" and titles[8] == "T-shirt 60.0%"
+    # column headers on the top row; "class (confidence)", so "3 (96.5%)" cannot read as one number
+    assert titles[0] == "clean\nSandal (97.1%)" and titles[2] == "adversarial\nSandal (50.0%)"
+    assert titles[3] == "Ankle boot (88.0%)" and titles[5] == "Sneaker (97.1%)"
+    assert titles[6] == "Dress (75.5%)" and titles[8] == "T-shirt (60.0%)"
     assert all(t.startswith("perturbation ×") for t in titles[1::3])
 
 
@@ -100,7 +101,7 @@ def test_rgb_images_are_mapped_from_the_bounds(attack_result, clean):
     shown = np.asarray(fig.axes[0].images[0].get_array())
     assert shown.shape == (6, 5, 3)
     np.testing.assert_allclose(shown, (x[0].permute(1, 2, 0).numpy() + 1) / 2, atol=1e-6)
-    assert [ax.get_title() for ax in fig.axes[0::3]] == ["cat 90.0%", "dog 80.0%"]
+    assert [ax.get_title() for ax in fig.axes[0::3]] == ["clean\ncat (90.0%)", "dog (80.0%)"]
 
 
 def test_png_is_written(tmp_path, images, attack_result, clean):
@@ -115,8 +116,9 @@ def test_from_result_shows_successes_first(images, attack_result, clean):
                               clean_conf=clean["conf"], y=clean["y"], n=3)
     assert len(fig.axes) == 9
     # success = [F, T, T, F] -> points 1, 2, 0
-    assert [ax.get_title() for ax in fig.axes[0::3]] == ["Ankle boot 88.0%", "Dress 75.5%", "Sandal 97.1%"]
-    assert [ax.get_title() for ax in fig.axes[2::3]] == ["Sneaker 97.1%", "T-shirt 60.0%", "Sandal 50.0%"]
+    last = lambda ax: ax.get_title().splitlines()[-1]  # noqa: E731
+    assert [last(ax) for ax in fig.axes[0::3]] == ["Ankle boot (88.0%)", "Dress (75.5%)", "Sandal (97.1%)"]
+    assert [last(ax) for ax in fig.axes[2::3]] == ["Sneaker (97.1%)", "T-shirt (60.0%)", "Sandal (50.0%)"]
     assert all(ax.get_title().splitlines()[1] == r"$\|\delta\|_{\infty}$=0.1" for ax in fig.axes[1::3])
     assert fig.get_suptitle() == "PGD (linf, ε=0.1)"
 
@@ -156,9 +158,10 @@ def test_from_result_puts_real_successes_before_points_wrong_from_the_start(imag
     fig = gallery_from_result(images, res, class_names=CLASS_NAMES, clean_pred=clean["pred"],
                               clean_conf=clean["conf"], y=y, n=4)
     # order: fooled (2), not fooled (1, 3), wrong from the start (0)
-    titles = [ax.get_title() for ax in fig.axes[0::3]]
+    titles = [ax.get_title().splitlines()[-1] for ax in fig.axes[0::3]]
     expected = [gallery(images[i:i + 1], attack_result.x_adv[i:i + 1], n=1, class_names=CLASS_NAMES,
                         clean_pred=clean["pred"][i:i + 1], clean_conf=clean["conf"][i:i + 1],
                         adv_pred=attack_result.pred[i:i + 1],
-                        adv_conf=attack_result.confidence[i:i + 1]).axes[0].get_title() for i in (2, 1, 3, 0)]
+                        adv_conf=attack_result.confidence[i:i + 1]).axes[0].get_title().splitlines()[-1]
+                for i in (2, 1, 3, 0)]
     assert titles == expected

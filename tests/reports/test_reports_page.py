@@ -114,7 +114,7 @@ def test_outside_figure_is_copied_and_referenced_relatively(report, tmp_path):
     index, text = report
     copied = index.parent / "curve.png"
     assert copied.read_bytes() == (tmp_path / "elsewhere" / "curve.png").read_bytes()
-    assert '<img src="curve.png" alt="curve">' in text
+    assert '<img src="curve.png" alt="Curve">' in text   # a file without a known caption: its name in words
     assert str(tmp_path) not in text  # no absolute paths: the folder can be moved
 
 
@@ -142,3 +142,15 @@ def test_same_name_figures_from_different_places_do_not_collide(tmp_path, evalua
 def test_missing_figure_is_refused(tmp_path, evaluation):
     with pytest.raises(FileNotFoundError, match="nope.png"):
         write_report(tmp_path, evaluation=evaluation, figures=[Path("nope.png")])
+
+
+def test_captions_are_words_and_configs_break_only_between_arguments(tmp_path, evaluation):
+    """#11: HTML captions were file names ("accuracy_vs_eps") and the config column wrapped mid-word
+    ("step_size=Non / e")."""
+    folder = tmp_path / "rep"
+    accuracy_curve(evaluation, path=folder / "accuracy_vs_eps.png")
+    text = write_report(folder, evaluation=evaluation, figures=["accuracy_vs_eps.png"]).read_text()
+    assert "<figcaption>Robust accuracy against ε" in text and ">accuracy_vs_eps<" not in text
+    assert "overflow-wrap: anywhere; }" not in text.split("td.config")[1].split("\n")[0]
+    configs = [c for c in text.split('<td class="config">')[1:]]
+    assert configs and all(",<wbr> " in c.split("</td>")[0] or "," not in c.split("</td>")[0] for c in configs)

@@ -200,7 +200,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
                              clean_acc, config="any of: " + ", ".join(named)))
     norm = rows[0].norm
     prov = provenance(seed=seed, batch_size=batch_size, norm=norm,
-                      attacks={k: config_repr(v) for k, v in named.items()})
+                      attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
     per_point["correct"] = correct
     return Evaluation(rows=rows, provenance=prov, per_point=per_point)
 
@@ -232,6 +232,14 @@ def _named_attacks(attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps
     if not named:
         raise ValueError("evaluate needs at least one attack")
     return named
+
+
+def _at_every_eps(attack: AttackLike, eps: Sequence[float]) -> str:
+    """The configuration as it ran: its radius field reads "each ε of the list", not the ε it was
+    built with (provenance said ``eps=0.0`` for attacks built at 0 and re-run at every ε)."""
+    text = config_repr(at_radius(attack, eps[0]))
+    field = getattr(type(attack), "radius", "eps")
+    return text.replace(f"{field}={float(eps[0])!r}", f"{field}=each of {list(eps)}", 1)
 
 
 def _row(name: str, attack: AttackLike, e: float, n: int, n_correct: int, broken: Tensor, norms: Tensor,

@@ -16,7 +16,10 @@ from advlab.evaluation.robustness import WORST_CASE
 from advlab.reports._figure import eps_symbol, new_figure, save_png
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
-SYMLOG_SPAN = 100.0  # positive ε spanning more than this ratio get a symlog axis
+SYMLOG_SPAN = 10.0  # positive ε spanning more than this ratio get a symlog axis
+# line styles cycle with the markers, and markers are hollow, so attacks whose curves coincide
+# (I-FGSM, PGD and MI-FGSM often do) stay visible under one another
+LINESTYLES = ("-", (0, (5, 1.5)), (0, (1.5, 1)), (0, (6, 1.5, 1.5, 1.5)))
 
 
 def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = None,
@@ -25,8 +28,10 @@ def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = Non
 
     One line with markers per attack in ``evaluation.attacks`` order (``worst-case`` dashed
     black), the clean accuracy as a dotted horizontal line, y from 0 to 100. The ε axis is
-    linear unless the positive ε span more than two orders of magnitude, then symlog (linear
-    below the smallest positive ε, so ε = 0 stays on the axis). The subtitle states the
+    linear unless the positive ε span more than one order of magnitude (the usual 0.01 ... 0.7
+    grid crowds five of seven values into the left third of a linear axis), then symlog (linear
+    below the smallest positive ε, so ε = 0 stays on the axis). Line styles vary with the
+    markers, which are hollow, so coinciding curves remain visible. The subtitle states the
     denominators: ``n`` points, of which ``n_correct`` are attacked.
 
     Args:
@@ -48,6 +53,7 @@ def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = Non
     fig = new_figure((6.4, 4.2))
     ax = fig.add_subplot()
     markers = iter(MARKERS * (len(evaluation.attacks) // len(MARKERS) + 1))
+    styles = iter(LINESTYLES * (len(evaluation.attacks) // len(LINESTYLES) + 1))
     for name in evaluation.attacks:
         points = sorted((r.eps, 100.0 * r.robust_accuracy) for r in rows if r.attack == name)
         eps = [p[0] for p in points]
@@ -56,7 +62,8 @@ def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = Non
             ax.plot(eps, acc, color="black", linestyle="--", marker="x", linewidth=1.8, markersize=7,
                     label=name, zorder=3, clip_on=False)
         else:
-            ax.plot(eps, acc, marker=next(markers), linewidth=1.6, markersize=5, label=name, clip_on=False)
+            ax.plot(eps, acc, marker=next(markers), linestyle=next(styles), linewidth=1.6, markersize=6,
+                    markerfacecolor="none", markeredgewidth=1.4, label=name, clip_on=False)
     ax.axhline(100.0 * first.clean_accuracy, color="gray", linestyle=":", linewidth=1.5,
                label=f"clean {100 * first.clean_accuracy:.1f}% ({first.n_correct}/{first.n})")
 
@@ -67,6 +74,9 @@ def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = Non
         # symlog autoscaling pads into negative ε; keep the axis on the measured range.
         lowest = min(evaluation.eps)
         ax.set_xlim(-0.4 * linthresh if lowest <= 0 else lowest / 1.5, 1.5 * max(positive))
+        ticks = sorted(set(evaluation.eps))  # the measured ε, as the user wrote them, not decades
+        ax.set_xticks(ticks, [f"{e:g}" for e in ticks], fontsize=8)
+        ax.minorticks_off()
     ax.set_ylim(0, 100)
     ax.set_xlabel(eps_symbol(norm))
     ax.set_ylabel("robust accuracy (%)")

@@ -91,7 +91,8 @@ def gallery(x: Any, x_adv: Any, *, class_names: Sequence[str] | None,
         ax_x, ax_d, ax_a = axes[i]
         c_pred, a_pred = int(vals["clean_pred"][i]), int(vals["adv_pred"][i])
         _show(ax_x, xs[i], lo, hi)
-        ax_x.set_title(f"{_name(class_names, c_pred)} {_percent(vals['clean_conf'][i])}", fontsize=10)
+        head = ("clean\n", "adversarial\n") if i == 0 else ("", "")  # column headers on the top row
+        ax_x.set_title(f"{head[0]}{_name(class_names, c_pred)} ({_percent(vals['clean_conf'][i])})", fontsize=10)
         if "true_labels" in vals:
             ax_x.set_ylabel(f"true: {_name(class_names, int(vals['true_labels'][i]))}", fontsize=9)
 
@@ -103,7 +104,7 @@ def gallery(x: Any, x_adv: Any, *, class_names: Sequence[str] | None,
 
         _show(ax_a, xa[i], lo, hi)
         changed = a_pred != c_pred
-        ax_a.set_title(f"{_name(class_names, a_pred)} {_percent(vals['adv_conf'][i])}", fontsize=10,
+        ax_a.set_title(f"{head[1]}{_name(class_names, a_pred)} ({_percent(vals['adv_conf'][i])})", fontsize=10,
                        color=CHANGED_COLOR if changed else "black",
                        fontweight="bold" if changed else "normal")
     if title:

@@ -38,7 +38,7 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 4px 9px; }
 th { background: #f0f0f0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.config { font-family: monospace; font-size: 0.85em; max-width: 360px; overflow-wrap: anywhere; }
+td.config { font-family: monospace; font-size: 0.85em; max-width: 360px; overflow-wrap: break-word; }
 span.count { color: #777; font-size: 0.85em; }
 tr.worst td { font-weight: bold; }
 figure { margin: 16px 0; }
@@ -51,6 +51,31 @@ dl.provenance ul { margin: 0; padding-left: 1.2em; }
 div.wide { overflow-x: auto; }
 .notes p { margin: 0.4em 0; }
 """
+
+
+#: captions of the figures advlab's commands write, by file stem (a page shows words, not file names)
+CAPTIONS = {
+    "accuracy_vs_eps": "Robust accuracy against ε: one line per attack, the worst case per point dashed, "
+                       "clean accuracy dotted.",
+    "gallery": "Adversarial examples: the clean input with its predicted class (confidence), the "
+               "perturbation (amplified to be visible) and the adversarial input; red: the class changed.",
+    "gallery_fgsm": "The same for FGSM, a single step.",
+    "minimal_norms": "Smallest perturbation found per point, and the robust accuracy it implies at every ε.",
+    "decision_maps": "Decision-boundary cross-sections around test points (FGSM direction × a random "
+                     "orthogonal direction).",
+    "gaas": "Dimension of the gradient-aligned adversarial subspace at each L2 radius (Tramèr et al. "
+            "2017).",
+    "cosine": "Cosine similarity of successive I-FGSM and MI-FGSM updates.",
+    "bounds_cdf": "Fawzi et al. (2018) robustness bounds against the perturbations attacks find.",
+}
+
+
+def figure_caption(stem: str) -> str:
+    """The caption of a figure file without one: advlab's own wording, else its name in words."""
+    if stem in CAPTIONS:
+        return CAPTIONS[stem]
+    words = stem.replace("_", " ").replace("-", " ").strip()
+    return words[:1].upper() + words[1:]
 
 
 def write_report(folder: PathLike, *, evaluation: Any,
@@ -92,7 +117,7 @@ def write_report(folder: PathLike, *, evaluation: Any,
     if embedded:
         parts.append("<h2>Figures</h2>")
         for caption, rel in embedded:
-            text = caption if caption is not None else rel.stem
+            text = caption if caption is not None else figure_caption(rel.stem)
             parts.append(f'<figure><img src="{esc(quote(rel.as_posix()))}" alt="{esc(text)}">'
                          f"<figcaption>{esc(text)}</figcaption></figure>")
     parts += ["<h2>All rows</h2>", '<div class="wide">', *_rows_table(evaluation), "</div>"]
@@ -189,7 +214,8 @@ def _rows_table(evaluation: Any) -> list[str]:
         cells = [f"<td>{esc(r.attack)}</td>"]
         for v in nums:
             cells.append(f"<td>{esc(r.norm)}</td>" if v is None else f'<td class="num">{esc(v)}</td>')
-        cells.append(f'<td class="config">{esc(r.config)}</td>')
+        # line breaks only between arguments (at the <wbr> after each comma), never inside a word
+        cells.append(f'<td class="config">{esc(r.config).replace(", ", ",<wbr> ")}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out += ["</tbody>", "</table>"]
     return out
