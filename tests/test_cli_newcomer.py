@@ -105,3 +105,15 @@ def test_a_checkpoint_used_with_another_dataset_says_so(tmp_path, capsys):
                  f"npz:{other}", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "takes inputs (1, 8, 8)" in err and "(1, 12, 12)" in err and "mat1" not in err
+
+
+def test_evaluate_writes_a_gallery_into_its_page(tmp_path):
+    """#11: ``advlab evaluate`` made no gallery."""
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(ck), "--no-progress"]) == 0
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(ck), "--attacks", "fgsm,pgd", "--eps", "0.05,0.1,0.2",
+                 "--n", "30", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "gallery.png").stat().st_size > 1000
+    page = (out / "index.html").read_text()
+    assert 'src="gallery.png"' in page and "Adversarial examples" in page

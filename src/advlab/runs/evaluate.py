@@ -91,11 +91,47 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
     write_table(ev, files["table"], files["csv"])
     ev.to_json(str(files["json"]))
     accuracy_curve(ev, path=files["plot"], title=title or f"{card.architecture} on {ds.name}")
-    files["html"] = write_report(out, evaluation=ev, figures=[files["plot"].name],
+    figures = [files["plot"].name]
+    gallery_attack = _gallery_attack(configs, eps)
+    if gallery_attack is not None and ds.x.dim() == 4 and ds.x.shape[1] in (1, 3):
+        files["gallery"] = out / "gallery.png"
+        _gallery(model, ds, gallery_attack, files["gallery"], seed=seed)
+        figures.append(files["gallery"].name)
+    files["html"] = write_report(out, evaluation=ev, figures=figures,
                                  title=title or f"Robustness of {card.architecture} on {ds.name}")
     if not quiet:
         print(ev.table())
     return EvaluateOutput(evaluation=ev, files=files)
+
+
+def _gallery_attack(configs: dict[str, Any], eps: Sequence[float]) -> tuple[str, Any] | None:
+    """The attack and ε the page's gallery shows: the last white-box attack listed (the strongest,
+    by the usual order fgsm, ifgsm, pgd, ...), at the median ε."""
+    from advlab.attacks.contract import at_radius
+
+    white = [(name, a) for name, a in configs.items() if getattr(a, "access", "gradients") == "gradients"]
+    if not white:
+        return None
+    name, attack = white[-1]
+    e = sorted(eps)[len(eps) // 2]
+    return f"{name} at ε = {e:g}", at_radius(attack, e)
+
+
+def _gallery(model: nn.Module, ds: Any, named: tuple[str, Any], path: Path, *, seed: int,
+             points: int = 200) -> None:
+    """Six adversarial examples of the evaluation's own attack, real successes first."""
+    from advlab.evaluation import clean_predictions
+    from advlab.reports import gallery_from_result
+
+    label, attack = named
+    x, y = ds.x[:points], ds.y[:points]
+    res = attack(model, x, y, generator=torch.Generator(device=x.device).manual_seed(seed))
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)  # (loaded in eval mode)
+    clean_pred = clean_predictions(model, x)
+    gallery_from_result(x, res, class_names=list(ds.class_names), clean_pred=clean_pred,
+                        clean_conf=probs.gather(1, clean_pred[:, None]).squeeze(1), y=y, n=6,
+                        title=label, path=path)
 
 
 def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
