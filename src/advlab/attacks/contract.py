@@ -320,10 +320,11 @@ def _score_missing(run: Run) -> None:
 def _close(run: Run) -> AttackResult:
     """Steps 6-7: re-check every point and build the result."""
     rec, x, threat = run.record, run.x, run.threat
-    if not bool(torch.isfinite(rec.x_adv).all()):
+    norms, inside = threat.measure(rec.x_adv, x)
+    # x is finite (checked on entry), so a NaN/Inf in x_adv shows in its norm: one (B,) test
+    if not bool(torch.isfinite(norms).all()):
         raise FloatingPointError("the attack produced NaN/Inf inputs: the model's gradient is NaN or "
                                  "Inf on some points; check the model for non-finite operations")
-    norms, inside = threat.measure(rec.x_adv, x)
     if not bool(inside.all()):
         raise AssertionError(f"internal error: {type(run.attack).__name__} returned "
                              f"{int((~inside).sum())} points outside its threat model; please report this")
