@@ -117,3 +117,17 @@ def test_evaluate_writes_a_gallery_into_its_page(tmp_path):
     assert (out / "gallery.png").stat().st_size > 1000
     page = (out / "index.html").read_text()
     assert 'src="gallery.png"' in page and "Adversarial examples" in page
+
+
+def test_a_query_attack_shows_its_queries_as_they_are_answered(tmp_path, capsys):
+    """#11: ``advlab attack`` with Square or HSJ was silent for minutes."""
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(ck), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["attack", "--checkpoint", str(ck), "--attack", "square", "--eps", "0.1", "--budget", "50",
+                 "--n", "10", "--out", str(tmp_path / "sq")]) == 0
+    err = capsys.readouterr().err
+    assert "square queries" in err and "AdvlabWarning" not in err
+    assert main(["attack", "--checkpoint", str(ck), "--attack", "square", "--eps", "0.1", "--budget", "50",
+                 "--n", "10", "--out", str(tmp_path / "sq2"), "--no-progress"]) == 0
+    assert "square queries" not in capsys.readouterr().err

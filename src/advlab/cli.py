@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transfer: craft the (white-box) attack on this checkpoint, evaluate on --checkpoint "
                         "through a label-only oracle")
     _points_options(p, n=100, batch_size=250, what="test images to attack")
-    _job_options(p, progress=False)
+    _job_options(p)
 
     p = _command(sub, "evaluate", help="accuracy against ε for several attacks: table and plot",
                        description="Clean and robust accuracy of a checkpoint for each attack at each ε "
@@ -322,7 +322,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "attack":
         runs.attack_job(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, out=args.out,
                         norm=args.norm, steps=args.steps, step_size=args.step_size, targeted=args.targeted,
-                        budget=args.budget, source=args.source,
+                        budget=args.budget, source=args.source, progress=not args.no_progress,
                         n=args.n, batch_size=args.batch_size, seed=args.seed, data=args.data,
                         data_dir=args.data_dir, download=args.download)
     elif args.command == "evaluate":

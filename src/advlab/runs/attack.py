@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors.torch import save_file
 
 from advlab._io import atomic_write_text
@@ -36,7 +37,8 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
                targeted: bool = False, n: int = 100, batch_size: int = 250, seed: int = 0,
                budget: int | None = None, source: str | Path | None = None,
                data: str | None = None, data_dir: str | None = None, download: bool = False,
-               gallery_size: int = 6, quiet: bool = False, queries: int | None = None) -> AttackOutput:
+               gallery_size: int = 6, quiet: bool = False, progress: bool = True,
+               queries: int | None = None) -> AttackOutput:
     """Attack a saved model on ``n`` test images; save the adversarial examples, metrics, gallery.
 
     White-box attacks get the model. Black-box attacks (``square``, ``simba``, ``nes``, ...) get
@@ -74,8 +76,15 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
         options["budget"] = budget
     config = make_attack(key, strict=True, **options)
     victim: Any = model
+    bar = None
     if spec.black_box:
-        victim = Oracle(model, output=spec.oracle_output, budget=budget)  # type: ignore[arg-type]
+        # a query attack on 50 points can run for minutes: show the queries as they are answered
+        from tqdm.auto import tqdm
+
+        per_point = budget if budget is not None else getattr(config, "budget", None)
+        bar = tqdm(total=per_point * len(ds) if per_point else None, desc=f"{key} queries", unit="q",
+                   disable=not progress, leave=False, mininterval=0.5)
+        victim = Oracle(_Counted(model, bar).eval(), output=spec.oracle_output, budget=budget)  # type: ignore[arg-type]
     elif source is not None:
         from advlab.attacks import TransferAttack
         config = TransferAttack(attack=config, source=load(source))
@@ -93,6 +102,8 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
             res = res.target
         parts.append(res)
     seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
     result = AttackResult.concat(parts)
     with torch.no_grad():
         clean_logits = torch.cat([model(ds.x[i:i + 1000]) for i in range(0, len(ds), 1000)])
@@ -147,3 +158,17 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
     say(f"{DISPLAY_NAMES.get(key, attack)} {radius}: success {100 * (rate or 0):.1f}% of the "
          f"{n_correct} correctly classified of {len(ds)} images; files in {out}", quiet)
     return AttackOutput(result=result, metrics=metrics, files=files)
+
+
+class _Counted(nn.Module):
+    """The model behind a job's oracle, advancing a progress bar by the rows it answers."""
+
+    def __init__(self, model: nn.Module, bar: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.bar = bar
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.bar.update(int(x.shape[0]))
+        return out
