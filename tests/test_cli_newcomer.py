@@ -131,3 +131,25 @@ def test_a_query_attack_shows_its_queries_as_they_are_answered(tmp_path, capsys)
     assert main(["attack", "--checkpoint", str(ck), "--attack", "square", "--eps", "0.1", "--budget", "50",
                  "--n", "10", "--out", str(tmp_path / "sq2"), "--no-progress"]) == 0
     assert "square queries" not in capsys.readouterr().err
+
+
+def test_demo_has_quick_and_data_options(tmp_path):
+    """#11: no ``advlab demo --quick`` / ``--data``."""
+    out = tmp_path / "rep"
+    assert main(["demo", "--quick", "--data", "digits", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"][0]["n"] == 200 and (out / "index.html").exists()
+
+
+def test_every_command_runs_pgd_with_the_same_steps(tmp_path):
+    """#11: PGD took 10 steps in attack/evaluate and 20 in the demo and audit."""
+    from advlab.runs.evaluate import evaluation_attacks
+
+    assert evaluation_attacks(["pgd"])["PGD"].steps == 20
+    assert evaluation_attacks(["pgd"], steps=7)["PGD"].steps == 7
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(ck), "--no-progress"]) == 0
+    assert main(["attack", "--checkpoint", str(ck), "--attack", "pgd", "--eps", "0.1", "--n", "5",
+                 "--out", str(tmp_path / "a")]) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert "steps=20" in json.dumps(metrics)

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=1000, help="test images to attack (default 1000)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the Fashion-MNIST files")
+    p.add_argument("--data", metavar="NAME", help="dataset (default: fashion-mnist if installed, else digits)")
+    p.add_argument("--quick", action="store_true",
+                   help="a one-minute run: 2,000 training images, 200 test images, 1 epoch (5 on digits)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = _command(sub, "train", help="train a zoo architecture and save a checkpoint",
@@ -169,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, help="perturbation budget ε (inputs are in [0, 1]); not for "
                                              f"minimal-perturbation attacks ({known_names(kind='minimal')})")
     _norm_option(p, default=None, help="threat model norm (default linf)")
-    p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
+    p.add_argument("--steps", type=_positive_int,
+                   help="iterations of iterative attacks (default: 20 for PGD, as in every command; the "
+                        "attack's own default for the others)")
     p.add_argument("--step-size", type=float, help="step size α (default depends on the attack)")
     p.add_argument("--targeted", action="store_true", help="aim at a random wrong class per image")
     p.add_argument("--budget", "--queries", dest="budget", type=_positive_int,
@@ -200,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "report the worst case per point; its per-point record in OUT/strong/ lets the "
                         "same command resume an interrupted run")
     _norm_option(p, default="linf")
-    p.add_argument("--steps", type=_positive_int, help="iterations of iterative attacks")
+    p.add_argument("--steps", type=_positive_int,
+                   help="iterations of iterative attacks (default: 20 for PGD, as in every command; the "
+                        "attack's own default for the others)")
     p.add_argument("--step-size", type=float)
     _points_options(p, n=1000, batch_size=250)
     _job_options(p)
@@ -306,8 +313,10 @@ def _run(args: argparse.Namespace) -> int:
     from advlab import runs
 
     if args.command == "demo":
-        runs.demo_job(out=args.out, epochs=args.epochs, n=args.n, seed=args.seed, data_dir=args.data_dir,
-                      progress=not args.no_progress)
+        quick = {"train_limit": 2000, "n": min(args.n, 200)} if args.quick else {"n": args.n}
+        epochs = args.epochs or (((5 if args.data == "digits" else 1) if args.quick else None))
+        runs.demo_job(out=args.out, epochs=epochs, seed=args.seed, data=args.data, data_dir=args.data_dir,
+                      progress=not args.no_progress, quick=args.quick, **quick)
     elif args.command == "train":
         runs.train_job(data=args.data, model=args.model, out=args.out, epochs=args.epochs, seed=args.seed,
                        batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir,

@@ -20,6 +20,16 @@ def say(message: str, quiet: bool) -> None:
         print(message, flush=True)
 
 
+#: PGD's steps in every command unless --steps says otherwise (attack, evaluate, demo, audit,
+#: defend's comparison); the library's PGD class keeps the peers' default of 10
+PGD_STEPS = 20
+
+
+def command_steps(key: str, steps: int | None) -> int | None:
+    """The steps a command runs registry attack ``key`` with."""
+    return PGD_STEPS if steps is None and key == "pgd" else steps
+
+
 def load_data(name: str, *, split: str, data_dir: str | None = None, download: bool = False,
               limit: int | None = None) -> Dataset:
     ds = load_dataset(name, split=split, root=data_dir, download=download)

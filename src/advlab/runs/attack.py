@@ -20,7 +20,7 @@ from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import provenance
 from advlab.models import load, load_card
 
-from advlab.runs._common import budget_alias_arg, checkpoint_data, say
+from advlab.runs._common import budget_alias_arg, checkpoint_data, command_steps, say
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
     model = load(checkpoint)
     card = load_card(checkpoint)
     ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
-    options: dict[str, Any] = {"eps": eps, "norm": norm, "steps": steps, "step_size": step_size}
+    options: dict[str, Any] = {"eps": eps, "norm": norm, "steps": command_steps(key, steps),
+                               "step_size": step_size}
     if spec.black_box and budget is not None:
         options["budget"] = budget
     config = make_attack(key, strict=True, **options)

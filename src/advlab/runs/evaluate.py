@@ -15,7 +15,7 @@ from advlab.attacks import make_attack
 from advlab.evaluation import Evaluation, evaluate
 from advlab.models import load, load_card
 
-from advlab.runs._common import DEMO_EPS, checkpoint_data, say
+from advlab.runs._common import DEMO_EPS, checkpoint_data, command_steps, say
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int |
 
     ``eps`` is a placeholder that :func:`advlab.evaluation.evaluate` replaces at every ε (black-box
     attacks refuse 0, so give the largest ε there)."""
-    from advlab.attacks.registry import entry
+    from advlab.attacks.registry import attack_key, entry
 
     out: dict[str, Any] = {}
     for name in names:
@@ -40,7 +40,8 @@ def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int |
         if spec.kind == "universal":
             raise ValueError(f"{name} fits one perturbation for all inputs: run `advlab attack --attack {name}`")
         placeholder = (eps if eps > 0 else 1.0) if spec.black_box else 0.0
-        out[spec.display] = make_attack(name, eps=placeholder, norm=norm, steps=steps, step_size=step_size,
+        out[spec.display] = make_attack(name, eps=placeholder, norm=norm,
+                                        steps=command_steps(attack_key(name), steps), step_size=step_size,
                                         early_stop=early_stop or None, strict=False)
     return out
 
