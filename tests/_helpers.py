@@ -30,3 +30,21 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
     for k, v in before["state"].items():
         assert torch.equal(after["state"][k], v), k
 
+
+
+def require_peer(name: str):
+    """Import a peer library the parity tests compare against. Missing, it skips the test, except
+    where ``ADVLAB_REQUIRE_PEERS`` is set (CI and ``make test`` set it): then a missing peer fails
+    loudly instead of silently skipping the bit-for-bit comparisons."""
+    import importlib
+    import os
+
+    import pytest
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        if os.environ.get("ADVLAB_REQUIRE_PEERS"):
+            pytest.fail(f"{name} is required here (ADVLAB_REQUIRE_PEERS is set) but cannot be imported: "
+                        f"{err}; install it with `pip install --no-deps {name}`", pytrace=False)
+        pytest.skip(f"{name} is not installed", allow_module_level=True)

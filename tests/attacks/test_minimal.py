@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from _helpers import assert_unchanged, snapshot
+from _helpers import assert_unchanged, require_peer, snapshot
 from advlab._checks import AdvlabWarning
 from advlab.attacks import random_targets
 from advlab.attacks.minimal import MARGIN_RTOL, CarliniWagnerL2, DeepFool, FMN
@@ -182,7 +182,7 @@ def test_deepfool_agrees_with_torchattacks_inside_the_box(linear_model, digits):
     """One DeepFool step on an affine model, where the [0, 1] box does not bind: torchattacks
     steps |f|/||w||² · w (all classes, per image); advlab adds 1e-4 to the distance (as the
     reference code) and otherwise takes the same step."""
-    torchattacks = pytest.importorskip("torchattacks")
+    torchattacks = require_peer("torchattacks")
     x = 0.35 + 0.3 * digits["x_test"][:100]  # the middle of the box
     with torch.no_grad():
         y = linear_model(x).argmax(1)

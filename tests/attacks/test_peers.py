@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _helpers import require_peer
+
 from advlab.attacks import FGSM, MIFGSM, PGD, random_targets
 
-torchattacks = pytest.importorskip("torchattacks")
+torchattacks = require_peer("torchattacks")
 
 
 @pytest.fixture(scope="module")
