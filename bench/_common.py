@@ -63,3 +63,15 @@ def static_models() -> tuple:
 
     return (load(HERE / "results" / "mlp-fashion-mnist-seed0-e2"),
             load(HERE / "results" / "lenet5-fashion-mnist-seed0-e2"))
+
+
+#: the timing workers' model and batch, as source run in a fresh subprocess: a small CNN with fixed
+#: random weights on 28x28 inputs, batch 256 (timing does not depend on accuracy)
+SMALL_CNN_BATCH = """
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(32 * 49, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+x = torch.rand(256, 1, 28, 28)
+y = torch.randint(0, 10, (256,))
+"""

@@ -30,6 +30,8 @@ import statistics
 import subprocess
 import sys
 
+from _common import SMALL_CNN_BATCH
+
 WORKER = r"""
 import json, sys, time, torch
 from torch import nn
@@ -40,12 +42,7 @@ try:
     from advlab.attacks.contract import perturb
 except ImportError:
     from advlab.attacks import perturb
-torch.manual_seed(0)
-model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                      nn.Linear(32 * 49, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
-x = torch.rand(256, 1, 28, 28)
-y = torch.randint(0, 10, (256,))
+""" + SMALL_CNN_BATCH + r"""
 work = {
     "FGSM": lambda g: FGSM(eps=0.1)(model, x, y, generator=g),
     "PGD-10": lambda g: PGD(eps=0.1, steps=10)(model, x, y, generator=g),
