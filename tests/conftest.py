@@ -6,10 +6,23 @@ package. Each model is trained once per session, seeded, in well under a second.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from sklearn.datasets import load_digits
 from torch import nn
+
+# Property-test budgets: "ci" (the default, `make test`) runs about 10,000 cases over the registry
+# (tests/attacks/test_registry_properties.py: 22 attacks x 450), "long" (`make test-long`) ten
+# times that, "dev" a quick look. Chosen with HYPOTHESIS_PROFILE.
+_COMMON = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.filter_too_much])
+settings.register_profile("ci", max_examples=450, **_COMMON)
+settings.register_profile("long", max_examples=4500, **_COMMON)
+settings.register_profile("dev", max_examples=30, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

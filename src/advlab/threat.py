@@ -190,6 +190,8 @@ class ThreatModel:
         The arithmetic follows the common reference loop (``delta = clamp(x_adv - x)``, then
         ``clamp(x + delta)``) so results agree bit for bit with peers that use it.
         """
+        if x_adv.dtype in LOW_PRECISION and math.isfinite(self.eps):
+            return self._project_low_precision(x_adv, x)
         delta = x_adv - x
         eps = self.eps
         if self.norm == "linf":
@@ -201,35 +203,30 @@ class ThreatModel:
             delta = delta * _view(factor, delta)
         else:
             delta = project_l1_ball(delta, eps)
-        out = torch.clamp(x + delta, min=self.bounds[0], max=self.bounds[1])
-        if out.dtype in LOW_PRECISION and math.isfinite(eps):
-            out = self._settle(out, x)
-        return out
+        return torch.clamp(x + delta, min=self.bounds[0], max=self.bounds[1])
 
-    def _settle(self, out: Tensor, x: Tensor) -> Tensor:
-        """Half and bfloat16: forming ``x + delta`` rounds, and can round a coordinate past the
-        ball (bf16 L∞ at ε = 0.1 gave ‖δ‖∞ = 0.1016). Measured exactly in float32, coordinates
-        outside (L∞) move one unit in the last place towards ``x``; points outside (L2, L1) shrink
-        their perturbation by a few units in the last place. ``x`` inside the box keeps it there."""
-        xf = x.float()
-        bits = {torch.float16: 11, torch.bfloat16: 8}[out.dtype]
-        for _ in range(8):
-            d = out.float() - xf
-            if self.norm == "linf":
-                over = d.abs() > self.eps
-                if not bool(over.any()):
-                    return out
-                _, e = torch.frexp(out.float())
-                ulp = torch.ldexp(torch.ones_like(d), e - bits)
-                out = torch.where(over, (out.float() - torch.sign(d) * ulp).to(out.dtype), out)
-            else:
-                n = lp_norm(d, self.norm)
-                over = n > self.eps
-                if not bool(over.any()):
-                    return out
-                scale = torch.where(over, self.eps / n * (1 - 4 * 2.0 ** -bits), torch.ones_like(n))
-                out = torch.where(_view(over, out), (xf + d * _view(scale, d)).to(out.dtype), out)
-        return out
+    def _project_low_precision(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Half and bfloat16. Forming ``x + delta`` in the low precision rounds, and can round a
+        coordinate past the ball (bf16 L∞ at ε = 0.1 gave ‖δ‖∞ = 0.1016; for L2 the roundings of
+        every coordinate add up). So the projection is computed in float32, on a radius a hair
+        smaller than ε, and each coordinate is then rounded to the dtype *towards x*: no
+        coordinate of the returned perturbation is larger than the float32 one, so the point lies
+        in the ball (and, x being inside it, in the box) exactly, in the dtype it is returned in."""
+        dtype, xf = x_adv.dtype, x.float()
+        inner = ThreatModel(norm=self.norm, eps=self.eps * (1 - 1e-6), bounds=self.bounds)
+        t = inner.project(x_adv.float(), xf)
+        c = t.to(dtype)
+        cf = c.float()
+        away = (cf - xf).abs() > (t - xf).abs()  # rounded outwards
+        if bool(away.any()):
+            bits = {torch.float16: 11, torch.bfloat16: 8}[dtype]
+            _, e = torch.frexp(cf)
+            step = torch.ldexp(torch.ones_like(cf), e - bits) * torch.sign(cf - xf)
+            inward = cf - step
+            # one unit in the last place towards x, never past it
+            inward = torch.where((inward - xf) * (cf - xf) < 0, xf, inward)
+            c = torch.where(away, inward.to(dtype), c)
+        return c
 
     def contains(self, x_adv: Tensor, x: Tensor, *, rtol: float = RTOL, atol: float = ATOL) -> Tensor:
         """``(B,)`` bool: inside the box and within ``eps * (1 + rtol) + atol + rounding`` of ``x``.
