@@ -11,7 +11,7 @@ STAMP := $(VENV)/.advlab-installed
 TORCH ?= torch==2.13.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data bench clean
+.PHONY: demo test test-long data bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: $(STAMP) data
 # ADVLAB_REQUIRE_PEERS: the parity tests against torchattacks fail, not skip, if it is missing
 test: $(STAMP)
 	ADVLAB_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q
+
+# ten times the property-test cases of `make test` (about 100,000 over the registry; an hour or so)
+test-long: $(STAMP)
+	ADVLAB_REQUIRE_PEERS=1 HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/attacks
 
 # --- benchmarks ---------------------------------------------------------------------------------
 # `make bench`: builds .venv-bench once (torch==2.13.0 CPU first, then advlab editable, ART,
