@@ -60,3 +60,19 @@ def test_a_model_answering_nan_is_refused_not_scored_zero(name, points):
 def test_any_integer_label_dtype_gives_the_int64_answer(name, dtype, cnn_model, points):
     x, y = points
     assert ENTRY_POINTS[name](cnn_model, x, y.to(dtype)) == ENTRY_POINTS[name](cnn_model, x, y)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x, y: evaluate(m, x, y, attacks=[PGD(eps=0.1)], eps=[0.1], batch_size=0, progress=False),
+     "batch_size must be an integer >= 1"),
+    (lambda m, x, y: evaluate(m, x, y, attacks=[PGD(eps=0.1)], eps=["0.1"], progress=False),
+     "eps must be a list of numbers"),
+    (lambda m, x, y: audit(m, x, y, eps=0.1, max_points=0), "max_points must be an integer >= 1"),
+    (lambda m, x, y: audit(m, x, y, eps=0.1, batch_size=0), "batch_size must be an integer >= 1"),
+])
+def test_bad_sizes_are_named(call, match, cnn_model, points):
+    """#11: ``batch_size=0`` said "range() arg 3 must not be zero", ``audit(max_points=0)`` raised
+    from torch.cat, ``eps=["0.1"]`` was read as a number."""
+    x, y = points
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(cnn_model, x, y)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.contract import AttackLike, needs_autograd
-from advlab._checks import as_labels, check_inputs, check_model, eval_mode
+from advlab._checks import as_labels, check_inputs, check_int, check_model, eval_mode
 from advlab.attacks import FGSM, PGD
 from advlab.evaluation._attack import access_of, check_bounded
 from advlab.evaluation.robustness import provenance
@@ -207,6 +207,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
     else:
         single = FGSM(eps=eps, norm=norm, bounds=threat.bounds)
         iterative = PGD(eps=eps, norm=norm, steps=steps, bounds=threat.bounds)
+    check_int("max_points", max_points)
+    check_int("batch_size", batch_size)
     x, y = x[:max_points].detach(), y[:max_points]
     n = x.shape[0]
     checks: list[Check] = []

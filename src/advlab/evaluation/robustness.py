@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 import advlab
 from advlab.attacks.contract import AttackLike, at_radius, radius_of
 from advlab.attacks._base import config_repr
-from advlab._checks import check_inputs, check_model
+from advlab._checks import check_inputs, check_int, check_model
 from advlab.evaluation._attack import broken as hit
 from advlab.evaluation._attack import check_bounded, clean_predictions, victim
 from advlab.evaluation._json import dump_json
@@ -148,6 +148,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     """
     check_model(model)
     named = _named_attacks(attacks, eps)
+    check_int("batch_size", batch_size)
+    if isinstance(eps, (str, bytes)) or any(isinstance(e, (bool, str, bytes)) for e in eps):
+        raise TypeError(f"eps must be a list of numbers, got {eps!r}")  # ("0.1" was read as 0.1)
     eps = [float(e) for e in eps]
     if not eps:
         raise ValueError("evaluate needs at least one eps")
