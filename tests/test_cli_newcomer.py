@@ -139,6 +139,7 @@ def test_demo_has_quick_and_data_options(tmp_path):
     assert main(["demo", "--quick", "--data", "digits", "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["rows"][0]["n"] == 200 and (out / "index.html").exists()
+    assert results["provenance"]["train_epochs"] == 5   # digits: 5 epochs in a quick run
 
 
 def test_every_command_runs_pgd_with_the_same_steps(tmp_path):

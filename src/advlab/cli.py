@@ -314,8 +314,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "demo":
         quick = {"train_limit": 2000, "n": min(args.n, 200)} if args.quick else {"n": args.n}
-        epochs = args.epochs or (((5 if args.data == "digits" else 1) if args.quick else None))
-        runs.demo_job(out=args.out, epochs=epochs, seed=args.seed, data=args.data, data_dir=args.data_dir,
+        runs.demo_job(out=args.out, epochs=args.epochs, seed=args.seed, data=args.data, data_dir=args.data_dir,
                       progress=not args.no_progress, quick=args.quick, **quick)
     elif args.command == "train":
         runs.train_job(data=args.data, model=args.model, out=args.out, epochs=args.epochs, seed=args.seed,

@@ -38,8 +38,8 @@ def demo_job(*, out: str | Path = "report", epochs: int | None = None, n: int = 
     with FGSM, I-FGSM, PGD and MI-FGSM over :data:`DEMO_EPS`, and write a report folder.
 
     ``data`` forces a dataset (``None``: Fashion-MNIST when installed, else digits). ``quick``
-    (a smaller run: the caller passes ``train_limit``, ``n`` and ``epochs``) uses 5 epochs on
-    digits when Fashion-MNIST is missing and no ``epochs`` is given.
+    (a smaller run: the caller passes ``train_limit`` and ``n``) trains 1 epoch on Fashion-MNIST
+    or MNIST, 5 on digits, unless ``epochs`` is given.
     """
     from advlab.reports import gallery_from_result
 
@@ -51,7 +51,7 @@ def demo_job(*, out: str | Path = "report", epochs: int | None = None, n: int = 
         if data is None:
             load_dataset("fashion-mnist", split="test", root=data_dir)
             data = "fashion-mnist"
-        default_epochs = 2 if data in ("fashion-mnist", "mnist") else 20
+        default_epochs = (1 if quick else 2) if data in ("fashion-mnist", "mnist") else (5 if quick else 20)
     except DatasetNotFoundError as err:
         first = str(err).splitlines()[0]
         msg = (f"Fashion-MNIST is not installed ({first}); falling back to scikit-learn's 8x8 digits. "
