@@ -32,7 +32,8 @@ def file_mode() -> int:
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` to fill a temporary file, then move it onto ``path`` atomically."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    _remove_dead_temps(path.parent, path.name)  # what a writer killed mid-write left beside it
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
@@ -58,16 +59,39 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def clean_orphans(directory: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files a crashed :func:`atomic_write` left in ``directory``."""
-    directory = Path(directory)
-    removed = []
-    if directory.is_dir():
-        for p in directory.iterdir():
-            if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
-                p.unlink(missing_ok=True)
-                removed.append(p)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_dead_temps(directory: Path, name: str | None = None) -> list[Path]:
+    """Temporary files of :func:`atomic_write` (``.<name>.<pid>.<random>.tmp``) whose writer is no
+    longer running: a kill mid-write leaves them. A live writer's file is never touched."""
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    prefix = f".{name}." if name is not None else "."
+    for p in directory.iterdir():
+        if not (p.name.startswith(prefix) and p.name.endswith(TMP_SUFFIX) and p.is_file()):
+            continue
+        parts = p.name.split(".")  # ["", <name parts...>, <pid>, <random>, "tmp"]
+        pid_text = parts[-3] if len(parts) >= 4 else ""
+        if pid_text.isdigit() and _alive(int(pid_text)):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
+
+
+def clean_orphans(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files crashed :func:`atomic_write` calls left in ``directory`` (those
+    of writers still running are kept)."""
+    return _remove_dead_temps(Path(directory))
 
 
 # -- several files as one unit ---------------------------------------------------------------------
