@@ -30,9 +30,9 @@ _ALIASES = {
 # Norms are computed in float32; a projected point can exceed eps by a few units in the last
 # place. ``contains`` accepts this much slack (relative to eps, plus an absolute floor).
 RTOL = 1e-5
+ATOL = 1e-6
 #: dtypes whose rounding of ``x + delta`` can leave the ball (see ThreatModel.project)
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-ATOL = 1e-6
 
 
 def canonical_norm(norm: str | float) -> str:
