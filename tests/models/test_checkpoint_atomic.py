@@ -84,3 +84,41 @@ def test_checkpoint_files_are_readable_by_others(tmp_path):
         os.umask(old)
     for name in ("model.safetensors", "card.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def _interrupted_first_save(directory, monkeypatch, *, committed: bool) -> None:
+    """A first save killed after its pending files were written: with its marker written
+    (committed) or before it."""
+    real = os.replace
+
+    def dying(src, dst):
+        if (str(dst).endswith(".commit") and not committed) or str(dst).endswith(("card.json", "model.safetensors")):
+            raise KeyboardInterrupt("killed (simulated)")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", dying)
+    with pytest.raises(KeyboardInterrupt):
+        save(_model(0), directory, card={"dataset": "digits", "seed": 0})
+    monkeypatch.setattr(os, "replace", real)
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_train_after_a_killed_save_finishes_it_or_starts_afresh_and_leaves_no_pending_files(
+        tmp_path, monkeypatch, capsys, committed):
+    """Found by the kill -9 soak of ``advlab train``: a save killed after its commit marker left
+    only pending files; the next ``train`` saw no checkpoint, trained again, and a refusing rerun
+    would have left the pending files for ever. Now a committed save counts as the checkpoint it
+    is (refused before training, moved into place); an uncommitted one is discarded."""
+    from advlab.cli import main
+
+    out = tmp_path / "ck"
+    _interrupted_first_save(out, monkeypatch, committed=committed)
+    assert any(p.name.endswith(".pending") for p in out.iterdir())
+    code = main(["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.safetensors"]
+    if committed:
+        assert code == 2 and "already holds a checkpoint" in err
+        assert load_card(out).seed == 0 and _same(_weights(load(out)), _weights(_model(0)))
+    else:
+        assert code == 0 and load_card(out).dataset == "digits"

@@ -38,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from advlab._io import atomic_write_group, committed_path, read_json
+from advlab._io import atomic_write_group, committed_path, read_json, recover_group
 from advlab import __version__
 from advlab.models.wrappers import Normalize
 from advlab.models.zoo import ARCHITECTURES, build, list_architectures
@@ -288,6 +288,17 @@ def _complete_card(model: nn.Module, card: Mapping[str, Any] | ModelCard) -> Mod
     return result
 
 
+def holds_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether directory ``path`` holds a checkpoint (or part of one), after finishing a save
+    that a crash interrupted there: a committed weights + card pair is moved into place, an
+    uncommitted one discarded, so that a writer never finds (or leaves) pending files."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return False
+    recover_group(directory)
+    return (directory / WEIGHTS_FILE).exists() or (directory / CARD_FILE).exists()
+
+
 def save(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -311,8 +322,7 @@ def save(
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"save: {directory} exists and is not a directory")
-    weights_path, card_path = directory / WEIGHTS_FILE, directory / CARD_FILE
-    if not overwrite and (weights_path.exists() or card_path.exists()):
+    if not overwrite and holds_checkpoint(directory):
         raise FileExistsError(f"save: {directory} already holds a checkpoint; pass overwrite=True")
     directory.mkdir(parents=True, exist_ok=True)
 

@@ -28,10 +28,10 @@ def train_job(*, data: str, model: str, out: str | Path, epochs: int = 2, seed: 
               download: bool = False, limit: int | None = None, progress: bool = True,
               overwrite: bool = False, quiet: bool = False) -> TrainOutput:
     """Train a zoo architecture on a dataset and save it as a checkpoint with its card."""
-    from advlab.models.checkpoint import CARD_FILE, WEIGHTS_FILE
+    from advlab.models.checkpoint import holds_checkpoint
 
-    if not overwrite and any((Path(out) / f).exists() for f in (CARD_FILE, WEIGHTS_FILE)):
-        # checked before the work, not after it
+    if not overwrite and holds_checkpoint(out):
+        # checked before the work, not after it; a save a kill interrupted counts once finished
         raise FileExistsError(f"{out} already holds a checkpoint; pass --overwrite (Python: overwrite=True) "
                               "to replace it, or choose another --out")
     train = load_data(data, split="train", data_dir=data_dir, download=download, limit=limit)
