@@ -154,3 +154,12 @@ def test_captions_are_words_and_configs_break_only_between_arguments(tmp_path, e
     assert "overflow-wrap: anywhere; }" not in text.split("td.config")[1].split("\n")[0]
     configs = [c for c in text.split('<td class="config">')[1:]]
     assert configs and all(",<wbr> " in c.split("</td>")[0] or "," not in c.split("</td>")[0] for c in configs)
+
+
+def test_a_per_attack_gallery_is_captioned_with_its_attack_and_eps():
+    """Seen in the demo page's screenshot: the galleries were captioned "Gallery pgd eps0.1"."""
+    from advlab.reports.page import figure_caption
+
+    assert figure_caption("gallery_pgd_eps0.1").startswith("Adversarial examples of PGD at ε = 0.1: ")
+    assert figure_caption("gallery_mifgsm_eps0.03").startswith("Adversarial examples of MI-FGSM at ε = 0.03")
+    assert figure_caption("gallery_nosuch_eps1").startswith("Adversarial examples of nosuch at ε = 1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -74,6 +75,17 @@ def figure_caption(stem: str) -> str:
     """The caption of a figure file without one: advlab's own wording, else its name in words."""
     if stem in CAPTIONS:
         return CAPTIONS[stem]
+    gallery = re.fullmatch(r"gallery_(?P<attack>[a-z0-9-]+)_eps(?P<eps>[0-9.e+-]+)", stem)
+    if gallery:  # the demo's and attack's per-attack galleries, gallery_<attack>_eps<ε>
+        from advlab.attacks.registry import display_name
+
+        try:
+            name = display_name(gallery["attack"])
+        except ValueError:
+            name = gallery["attack"]
+        return (f"Adversarial examples of {name} at ε = {gallery['eps']}: the clean input with its "
+                "predicted class (confidence), the perturbation (amplified to be visible) and the "
+                "adversarial input; red: the class changed.")
     words = stem.replace("_", " ").replace("-", " ").strip()
     return words[:1].upper() + words[1:]
 
