@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 from _png import assert_png
@@ -84,3 +86,36 @@ def test_png_is_written(tmp_path, evaluation):
 def test_empty_evaluation_is_refused():
     with pytest.raises(ValueError, match="no rows"):
         accuracy_curve(Evaluation(rows=[]))
+
+
+def test_a_comparison_of_models_states_each_models_clean_accuracy_and_keeps_the_legend_off_the_lines():
+    """Seen on ``advlab defend``'s page in headless Chromium: the denominators sentence and the
+    dotted clean line gave the undefended model's clean accuracy (335/450) for both models
+    (the defended one had 345/450), and a 10-entry legend covered the curves."""
+    from advlab.evaluation.robustness import denominators
+    from advlab.reports.page import _summary_table
+
+    rows = []
+    for model, n_correct in (("undefended", 335), ("defended", 345)):
+        robust = {f"{model} · {a}": (n_correct, n_correct - 40 - i, n_correct - 90 - i)
+                  for i, a in enumerate(("PGD-CE", "PGD-CW", "worst-case", "transfer MI-FGSM", "Square"))}
+        rows += make_rows(n=450, n_correct=n_correct, robust=robust)
+    ev = Evaluation(rows=rows)
+    sentence = denominators(rows)
+    assert "undefended 74.4% (335/450), defended 76.7% (345/450)" in sentence
+    assert "each row's correctly classified points" in sentence
+    assert sentence in ev.table() and any(html.escape(sentence) in line for line in _summary_table(ev))
+    fig = accuracy_curve(ev)
+    ax = fig.axes[0]
+    clean = sorted(line.get_label() for line in ax.get_lines() if line.get_label().startswith("clean"))
+    assert clean == ["clean defended 76.7% (345/450)", "clean undefended 74.4% (335/450)"]
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes_box.x1   # beside the axes, not over the curves
+
+
+def test_one_model_keeps_the_one_sentence(evaluation):
+    from advlab.evaluation.robustness import denominators
+
+    assert denominators(evaluation.rows) == ("over n = 200 points; clean accuracy 90.0% (180/200); attacks run "
+                                             "on the 180 correctly classified points; norm linf.")

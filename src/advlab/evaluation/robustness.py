@@ -87,10 +87,7 @@ class Evaluation:
         eps_list = self.eps
         if not self.rows:
             return "(no rows)"
-        first = self.rows[0]
-        head = (f"Robust accuracy (%) over n = {first.n} points; clean accuracy "
-                f"{100 * first.clean_accuracy:.1f}% ({first.n_correct}/{first.n}); attacks run on the "
-                f"{first.n_correct} correctly classified points; norm {first.norm}.\n\n")
+        head = f"Robust accuracy (%) {denominators(self.rows)}\n\n"
         cols = "| attack | " + " | ".join(f"ε={e:g}" for e in eps_list) + " |"
         sep = "|---|" + "---:|" * len(eps_list)
         lines = [cols, sep]
@@ -103,6 +100,43 @@ class Evaluation:
                     cells.append("–")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         return head + "\n".join(lines) + "\n"
+
+
+def clean_groups(rows: Sequence[EvalRow]) -> list[tuple[str, EvalRow]]:
+    """The distinct clean denominators among ``rows``, each with a label and one of its rows.
+
+    Rows of one model share ``(n, n_correct)``; a table that compares models (``defend``'s, whose
+    attack names read ``"<model> · <attack>"``) has one group per model, labelled with the model
+    (the common prefix before `` · ``), else with the group's attack names."""
+    groups: dict[tuple[int, int], list[EvalRow]] = {}
+    for r in rows:
+        groups.setdefault((r.n, r.n_correct), []).append(r)
+    out = []
+    for members in groups.values():
+        prefixes = {r.attack.split(" · ")[0] for r in members if " · " in r.attack}
+        if len(prefixes) == 1 and all(" · " in r.attack for r in members):
+            label = prefixes.pop()
+        else:
+            label = ", ".join(dict.fromkeys(r.attack for r in members))
+        out.append((label, members[0]))
+    return out
+
+
+def denominators(rows: Sequence[EvalRow]) -> str:
+    """The sentence that states a table's denominators: "over n = N points; clean accuracy ...;
+    attacks run on ...; norm ...". When the rows' clean accuracies differ (several models), each
+    is named with its own, rather than the first row's standing for all."""
+    first = rows[0]
+    norms = ", ".join(dict.fromkeys(r.norm for r in rows))
+    groups = clean_groups(rows)
+    ns = sorted({r.n for r in rows})
+    over = f"over n = {first.n} points" if len(ns) == 1 else "over n = " + " or ".join(map(str, ns)) + " points"
+    if len(groups) == 1:
+        return (f"{over}; clean accuracy {100 * first.clean_accuracy:.1f}% ({first.n_correct}/{first.n}); "
+                f"attacks run on the {first.n_correct} correctly classified points; norm {norms}.")
+    each = ", ".join(f"{label} {100 * r.clean_accuracy:.1f}% ({r.n_correct}/{r.n})" for label, r in groups)
+    return (f"{over}; clean accuracy differs between rows: {each}; attacks run on each row's correctly "
+            f"classified points; norm {norms}.")
 
 
 def provenance(**extra: Any) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from advlab.evaluation.robustness import WORST_CASE
+from advlab.evaluation.robustness import WORST_CASE, clean_groups
 from advlab.reports._figure import eps_symbol, new_figure, save_png
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 SYMLOG_SPAN = 10.0  # positive ε spanning more than this ratio get a symlog axis
+LEGEND_INSIDE = 8  # legends with more entries go to the right of the axes
 # line styles cycle with the markers, and markers are hollow, so attacks whose curves coincide
 # (I-FGSM, PGD and MI-FGSM often do) stay visible under one another
 LINESTYLES = ("-", (0, (5, 1.5)), (0, (1.5, 1)), (0, (6, 1.5, 1.5, 1.5)))
@@ -64,8 +65,11 @@ def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = Non
         else:
             ax.plot(eps, acc, marker=next(markers), linestyle=next(styles), linewidth=1.6, markersize=6,
                     markerfacecolor="none", markeredgewidth=1.4, label=name, clip_on=False)
-    ax.axhline(100.0 * first.clean_accuracy, color="gray", linestyle=":", linewidth=1.5,
-               label=f"clean {100 * first.clean_accuracy:.1f}% ({first.n_correct}/{first.n})")
+    groups = clean_groups(rows)
+    for (label, r), shade in zip(groups, ("gray", "#b07aa1", "#9c755f", "#bab0ac") * len(groups)):
+        ax.axhline(100.0 * r.clean_accuracy, color=shade, linestyle=":", linewidth=1.5,
+                   label=(f"clean {label} " if len(groups) > 1 else "clean ")
+                   + f"{100 * r.clean_accuracy:.1f}% ({r.n_correct}/{r.n})")
 
     positive = [e for e in evaluation.eps if e > 0]
     if len(positive) >= 2 and max(positive) / min(positive) > SYMLOG_SPAN:
@@ -81,7 +85,13 @@ def accuracy_curve(evaluation: Any, *, path: str | os.PathLike[str] | None = Non
     ax.set_xlabel(eps_symbol(norm))
     ax.set_ylabel("robust accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=9, loc="best", framealpha=0.9)
+    if len(evaluation.attacks) + len(groups) > LEGEND_INSIDE:
+        # many lines: a legend inside the axes would cover them; put it to the right instead
+        fig.set_size_inches(9.6, 4.2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  framealpha=0.9)
+    else:
+        ax.legend(fontsize=9, loc="best", framealpha=0.9)
     ns = sorted({(r.n, r.n_correct) for r in rows})
     if len(ns) == 1:
         subtitle = (f"n = {first.n} points; attacks run on the {first.n_correct} "

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from advlab._io import atomic_write_text
-from advlab.evaluation.robustness import WORST_CASE
+from advlab.evaluation.robustness import WORST_CASE, denominators
 
 PathLike = str | os.PathLike[str]
 
@@ -189,11 +189,7 @@ def _summary_table(evaluation: Any) -> list[str]:
     if not rows:
         return ["<p>(no rows)</p>"]
     esc = html.escape
-    first = rows[0]
-    norms = ", ".join(dict.fromkeys(r.norm for r in rows))
-    out = [f'<p class="denominators">Robust accuracy (%) over n = {first.n} points; clean accuracy '
-           f"{_pct(first.clean_accuracy)}% ({first.n_correct}/{first.n}); attacks run on the "
-           f"{first.n_correct} correctly classified points; norm {esc(norms)}. "
+    out = [f'<p class="denominators">Robust accuracy (%) {esc(denominators(rows))} '
            "Each cell: robust accuracy, then robust points / n.</p>",
            "<table>", "<thead><tr><th>attack</th>"
            + "".join(f"<th>ε = {e:g}</th>" for e in evaluation.eps) + "</tr></thead>", "<tbody>"]

@@ -323,7 +323,7 @@ def _write(out: Path, ev: Evaluation, summary: dict[str, Any], *, recipe: str, d
     accuracy_curve(ev, path=files["plot"], title=f"{recipe} vs undefended: robust accuracy")
     files["html"] = write_report(out, evaluation=ev, figures=[files["plot"].name],
                                  title=f"advlab defend: {recipe} on {data}",
-                                 notes=["\n".join(lines[:3])])
+                                 notes=[f"{recipe} against the undefended {arch} on {data}. {lines[2]}"])
     if not quiet:
         print("\n".join(lines[:4 + len(summary["models"]) + 2]))
     return files
