@@ -94,8 +94,59 @@ def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    """The model a command runs on (every command that loads one takes the same options)."""
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a directory written by advlab train")
+    """The model a command runs on (every command that loads one takes the same options): a zoo
+    checkpoint, or the user's own model from a factory they name; and the device."""
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", metavar="DIR", help="a directory written by advlab train")
+    which.add_argument("--model", metavar="MODULE:FACTORY",
+                       help="your own model: a function or class returning an nn.Module of logits, as "
+                            "package.module:name or path/file.py:name (imported because you name it; "
+                            "needs --data)")
+    g = p.add_argument_group("your own model (--model)")
+    g.add_argument("--weights", metavar="FILE.safetensors",
+                   help="a state dict for --model's module (safetensors only: loading it runs no code)")
+    g.add_argument("--input-shape", type=_int_tuple, metavar="C,H,W", help="one input's shape (default: the data's)")
+    g.add_argument("--bounds", type=_bounds, default=(0.0, 1.0), metavar="LO,HI",
+                   help="the input box the model takes (default 0,1; write --bounds=-1,1 when LO is negative)")
+    g.add_argument("--mean", type=_float_list, metavar="M1,M2,..",
+                   help="per-channel mean; normalisation goes inside the model (with --std)")
+    g.add_argument("--std", type=_float_list, metavar="S1,S2,..", help="per-channel standard deviation")
+    g.add_argument("--classes", type=_positive_int, metavar="K", help="the number of logits (checked)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where the model and data run: cpu, cuda, cuda:N, mps or auto (default cpu)")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 3,32,32, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers like 3,32,32, got {text!r}")
+    return values
+
+
+def _bounds(text: str) -> tuple[float, float]:
+    values = _float_list(text)
+    if len(values) != 2 or not values[0] < values[1]:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with LO < HI, like 0,1, got {text!r}")
+    return values[0], values[1]
+
+
+def _source(args: argparse.Namespace) -> Any:
+    """The model a command runs on: ``--checkpoint DIR`` or a :class:`UserModel` from ``--model``."""
+    if getattr(args, "model", None) is None:
+        own = [f"--{k.replace('_', '-')}" for k in ("weights", "input_shape", "mean", "std", "classes")
+               if getattr(args, k, None) is not None]
+        if own or tuple(getattr(args, "bounds", (0.0, 1.0))) != (0.0, 1.0):
+            raise ValueError(f"{', '.join(own) or '--bounds'} describe(s) your own --model; a --checkpoint "
+                             "carries its own card")
+        return args.checkpoint
+    from advlab.models.user import UserModel
+
+    return UserModel(factory=args.model, weights=args.weights, input_shape=args.input_shape,
+                     num_classes=args.classes, mean=args.mean, std=args.std, bounds=args.bounds,
+                     dataset=args.data)
 
 
 def _points_options(p: argparse.ArgumentParser, *, n: int, batch_size: int | None,
@@ -323,24 +374,28 @@ def _run(args: argparse.Namespace) -> int:
                        overwrite=args.overwrite)
     elif args.command == "attack" and args.attack.strip().lower() in ("uap", "patch"):
         from advlab.runs.universal import universal_job
+
+        if args.model is not None or args.device != "cpu":
+            raise ValueError("uap and patch run on a --checkpoint on the CPU for now (--model and --device "
+                             "are for the other attacks)")
         universal_job(checkpoint=args.checkpoint, kind=args.attack.strip().lower(), out=args.out, eps=args.eps,
                       norm=args.norm, method=args.method, epochs=args.passes, target_class=args.target_class,
                       patch_size=args.patch_size, fit_n=args.fit_n, n=args.n, seed=args.seed, data=args.data,
                       data_dir=args.data_dir, download=args.download)
     elif args.command == "attack":
-        runs.attack_job(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, out=args.out,
+        runs.attack_job(checkpoint=_source(args), device=args.device, attack=args.attack, eps=args.eps, out=args.out,
                         norm=args.norm, steps=args.steps, step_size=args.step_size, targeted=args.targeted,
                         budget=args.budget, source=args.source, progress=not args.no_progress,
                         n=args.n, batch_size=args.batch_size, seed=args.seed, data=args.data,
                         data_dir=args.data_dir, download=args.download)
     elif args.command == "evaluate":
-        runs.evaluate_job(checkpoint=args.checkpoint, out=args.out, attacks=args.attacks, eps=args.eps,
+        runs.evaluate_job(checkpoint=_source(args), device=args.device, out=args.out, attacks=args.attacks, eps=args.eps,
                           norm=args.norm, steps=args.steps, step_size=args.step_size, n=args.n,
                           batch_size=args.batch_size, seed=args.seed, data=args.data,
                           data_dir=args.data_dir, download=args.download, progress=not args.no_progress,
                           strong=args.strong)
     elif args.command == "measure":
-        runs.measure_job(checkpoint=args.checkpoint, out=args.out, attacks=args.attacks, norm=args.norm,
+        runs.measure_job(checkpoint=_source(args), device=args.device, out=args.out, attacks=args.attacks, norm=args.norm,
                          eps=args.eps, steps=args.steps, n=args.n, batch_size=args.batch_size, data=args.data,
                          data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
     elif args.command == "defend":
@@ -353,12 +408,12 @@ def _run(args: argparse.Namespace) -> int:
                    surrogate=args.surrogate, eval_eps=args.eval_eps, budget=args.budget,
                    data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
     elif args.command == "audit":
-        report = runs.audit_job(checkpoint=args.checkpoint, eps=args.eps, out=args.out, norm=args.norm,
+        report = runs.audit_job(checkpoint=_source(args), device=args.device, eps=args.eps, out=args.out, norm=args.norm,
                                 n=args.n, steps=args.steps, seed=args.seed, data=args.data,
                                 data_dir=args.data_dir, download=args.download)
         return 0 if report.passed else 1
     elif args.command == "geometry":
-        runs.geometry_job(checkpoint=args.checkpoint, out=args.out, n_maps=args.n_maps, extent=args.extent,
+        runs.geometry_job(checkpoint=_source(args), device=args.device, out=args.out, n_maps=args.n_maps, extent=args.extent,
                           resolution=args.resolution, gaas_eps=args.gaas_eps, max_directions=args.max_directions,
                           n_gaas=args.n_gaas, eps=args.eps, steps=args.steps, n=args.n, clip=args.clip,
                           seed=args.seed, data=args.data, data_dir=args.data_dir, download=args.download,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
+from typing import Union
 
+import torch
+from torch import nn
 
 from advlab.data import Dataset, load_dataset
 from advlab.models import ModelCard
+from advlab.models.user import UserModel, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,54 @@ def checkpoint_data(card: ModelCard, *, data: str | None, data_dir: str | None, 
         raise ValueError(f"{ds.name} has {ds.num_classes} classes but the checkpoint's model has "
                          f"{card.num_classes}; pass the --data it was trained on")
     return ds
+
+
+#: what a command runs on: a checkpoint directory written by ``advlab train``, or the user's model
+ModelSource = Union[str, Path, UserModel]
+
+
+def open_model(source: ModelSource, *, data: str | None, data_dir: str | None, download: bool,
+               n: int | None, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard, Dataset]:
+    """The model a command runs on, its card, and its test data: model and data moved to
+    ``device`` once, up front (the library itself never moves a tensor).
+
+    ``source`` is a checkpoint directory or a :class:`~advlab.models.user.UserModel`; a user's
+    model needs ``data`` (or its own ``dataset``) and takes its input shape from it when it
+    declares none."""
+    dev = resolve_device(device)
+    if isinstance(source, UserModel):
+        name = data or source.dataset
+        if name is None:
+            raise ValueError(f"model {source.factory!r} has no card naming its data: pass --data NAME")
+        ds = load_data(name, split="test", data_dir=data_dir, download=download, limit=n)
+        model, card = source.load(device=dev, input_shape=tuple(ds.input_shape))
+        card = dataclasses.replace(card, dataset=ds.name,
+                                   class_names=card.class_names or (tuple(ds.class_names)
+                                                                    if ds.num_classes == card.num_classes else None))
+        if ds.num_classes > card.num_classes:
+            raise ValueError(f"{ds.name} has {ds.num_classes} classes but model {source.factory!r} returns "
+                             f"{card.num_classes} logits")
+    else:
+        from advlab.models import load, load_card
+
+        model, card = load(source, device=dev), load_card(source)
+        ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    if ds.x.device != dev:
+        ds = dataclasses.replace(ds, x=ds.x.to(dev), y=ds.y.to(dev))
+    return model, card, ds
+
+
+def model_bounds(card: ModelCard) -> tuple[float, float]:
+    """The input box of a command's model: a user's ``--bounds``, else [0, 1] (every zoo model)."""
+    lo, hi = card.training.get("bounds", (0.0, 1.0)) if card.architecture.startswith("user:") else (0.0, 1.0)
+    return float(lo), float(hi)
+
+
+def describe(source: ModelSource) -> str:
+    """How provenance names a command's model."""
+    if isinstance(source, UserModel):
+        return f"{source.factory}" + (f" with weights {source.weights}" if source.weights else "")
+    return str(source)
 
 
 def budget_alias_arg(budget: int | None, queries: int | None, job: str) -> int | None:

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from safetensors.torch import save_file
 
-from advlab._io import atomic_write_text
+from advlab._io import atomic_write, atomic_write_text
 from advlab.attacks import AttackResult, make_attack, random_targets
 from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import provenance
-from advlab.models import load, load_card
+from advlab.models import load
 
-from advlab.runs._common import budget_alias_arg, checkpoint_data, command_steps, say
+from advlab.runs._common import (ModelSource, budget_alias_arg, command_steps, describe, model_bounds,
+                                 open_model, say)
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,13 @@ class AttackOutput:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: str | Path,
+def attack_job(*, checkpoint: ModelSource, attack: str, eps: float | None, out: str | Path,
                norm: str | None = None, steps: int | None = None, step_size: float | None = None,
                targeted: bool = False, n: int = 100, batch_size: int = 250, seed: int = 0,
                budget: int | None = None, source: str | Path | None = None,
                data: str | None = None, data_dir: str | None = None, download: bool = False,
                gallery_size: int = 6, quiet: bool = False, progress: bool = True,
-               queries: int | None = None) -> AttackOutput:
+               queries: int | None = None, device: str = "cpu") -> AttackOutput:
     """Attack a saved model on ``n`` test images; save the adversarial examples, metrics, gallery.
 
     White-box attacks get the model. Black-box attacks (``square``, ``simba``, ``nes``, ...) get
@@ -68,11 +69,10 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
         raise ValueError(f"--budget is for black-box attacks ({', '.join(BLACKBOX)}); {attack} is white-box")
     if source is not None and spec.black_box:
         raise ValueError("--source crafts a white-box attack on a substitute; use a white-box attack with it")
-    model = load(checkpoint)
-    card = load_card(checkpoint)
-    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
+                                 device=device)
     options: dict[str, Any] = {"eps": eps, "norm": norm, "steps": command_steps(key, steps),
-                               "step_size": step_size}
+                               "step_size": step_size, "bounds": model_bounds(card)}
     if spec.black_box and budget is not None:
         options["budget"] = budget
     config = make_attack(key, strict=True, **options)
@@ -88,9 +88,9 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
         victim = Oracle(_Counted(model, bar).eval(), output=spec.oracle_output, budget=budget)  # type: ignore[arg-type]
     elif source is not None:
         from advlab.attacks import TransferAttack
-        config = TransferAttack(attack=config, source=load(source))
+        config = TransferAttack(attack=config, source=load(source, device=ds.x.device))
         victim = Oracle(model, output="label")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=ds.x.device).manual_seed(seed)
     target = random_targets(ds.y, ds.num_classes, generator=gen) if targeted else None
     t0 = time.perf_counter()
     parts, source_parts = [], []
@@ -113,7 +113,8 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
     n_correct = int(correct.sum())
     broken = result.success & correct
     metrics = {
-        "attack": result.attack, "checkpoint": str(checkpoint), "dataset": ds.name, "n": len(ds),
+        "attack": result.attack, "checkpoint": describe(checkpoint), "device": str(ds.x.device),
+        "dataset": ds.name, "n": len(ds),
         "targeted": targeted, "norm": result.threat.norm,
         "eps": result.threat.eps if math.isfinite(result.threat.eps) else None,
         "clean_accuracy": n_correct / len(ds),
@@ -149,8 +150,9 @@ def attack_job(*, checkpoint: str | Path, attack: str, eps: float | None, out: s
                "success": result.success.to(torch.uint8), "clean_pred": clean_pred}
     if target is not None:
         tensors["target"] = target
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(files["adversarial"]),
-              metadata={"attack": result.attack, "class_names": json.dumps(list(ds.class_names))})
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(files["adversarial"], lambda tmp: save_file(
+        cpu, tmp, metadata={"attack": result.attack, "class_names": json.dumps(list(ds.class_names))}))
     atomic_write_text(files["metrics"], json.dumps(metrics, indent=2) + "\n")
     gallery_from_result(ds.x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
                         clean_conf=clean_conf, y=ds.y, n=gallery_size, path=files["gallery"])

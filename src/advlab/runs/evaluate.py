@@ -13,9 +13,7 @@ from torch import nn
 from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.evaluation import Evaluation, evaluate
-from advlab.models import load, load_card
-
-from advlab.runs._common import DEMO_EPS, checkpoint_data, command_steps, say
+from advlab.runs._common import DEMO_EPS, ModelSource, command_steps, describe, model_bounds, open_model, say
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +22,7 @@ DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm")
 
 def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int | None = None,
                        step_size: float | None = None, early_stop: bool = True,
-                       eps: float = 0.0) -> dict[str, Any]:
+                       eps: float = 0.0, bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
     """``{display name: attack config}`` for an evaluation; iterative attacks in evaluation mode.
 
     ``eps`` is a placeholder that :func:`advlab.evaluation.evaluate` replaces at every ε (black-box
@@ -42,7 +40,7 @@ def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int |
         placeholder = (eps if eps > 0 else 1.0) if spec.black_box else 0.0
         out[spec.display] = make_attack(name, eps=placeholder, norm=norm,
                                         steps=command_steps(attack_key(name), steps), step_size=step_size,
-                                        early_stop=early_stop or None, strict=False)
+                                        early_stop=early_stop or None, bounds=tuple(bounds), strict=False)
     return out
 
 
@@ -52,12 +50,12 @@ class EvaluateOutput:
     files: dict[str, Path]
 
 
-def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[str] = DEFAULT_ATTACKS,
+def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[str] = DEFAULT_ATTACKS,
                  eps: Sequence[float] = DEMO_EPS, norm: str = "linf", steps: int | None = None,
                  step_size: float | None = None, n: int = 1000, batch_size: int = 250, seed: int = 0,
                  data: str | None = None, data_dir: str | None = None, download: bool = False,
                  progress: bool = True, quiet: bool = False, title: str | None = None,
-                 strong: bool = False) -> EvaluateOutput:
+                 strong: bool = False, device: str = "cpu") -> EvaluateOutput:
     """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page.
 
     ``strong=True`` also runs, at each ε, the strong cascade of :func:`advlab.evaluation.strong_attacks`
@@ -66,24 +64,28 @@ def evaluate_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[s
     Its rows are ``APGD-CE`` and ``APGD-CE → APGD-T`` (cumulative), and the worst-case row counts a
     point as broken when any attack or the cascade broke it. ``OUT/strong.md`` holds the cascade's
     stage table per ε.
+
+    ``checkpoint`` is a checkpoint directory or a :class:`~advlab.models.user.UserModel`;
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) is where model and data go, once.
     """
     from advlab.reports import accuracy_curve, write_report, write_table
 
-    model = load(checkpoint)
-    card = load_card(checkpoint)
-    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
-    configs = evaluation_attacks(attacks, norm=norm, steps=steps, step_size=step_size, eps=max(eps))
+    model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
+                                 device=device)
+    configs = evaluation_attacks(attacks, norm=norm, steps=steps, step_size=step_size, eps=max(eps),
+                                 bounds=model_bounds(card))
     say(f"evaluating {card.architecture} on {len(ds)} {ds.name} test images: "
          f"{', '.join(configs)} at ε = {', '.join(f'{e:g}' for e in eps)}", quiet)
     ev = evaluate(model, ds.x, ds.y, attacks=configs, eps=eps, batch_size=batch_size, seed=seed,
                   progress=progress)
-    ev.provenance.update({"checkpoint": str(checkpoint), "dataset": ds.name, "model": card.architecture})
+    ev.provenance.update({"checkpoint": describe(checkpoint), "device": str(ds.x.device), "dataset": ds.name, "model": card.architecture})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"table": out / "robust_accuracy.md", "csv": out / "robust_accuracy.csv",
              "json": out / "results.json", "plot": out / "accuracy_vs_eps.png"}
     if strong:
         ev, summaries = _add_strong_cascade(ev, model, ds.x, ds.y, eps=eps, norm=norm, out=out / "strong",
+                                            bounds=model_bounds(card),
                                             steps=steps or 100,
                                             batch_size=batch_size, seed=seed, progress=progress, quiet=quiet)
         files["strong"] = out / "strong.md"
@@ -137,6 +139,7 @@ def _gallery(model: nn.Module, ds: Any, named: tuple[str, Any], path: Path, *, s
 
 def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                         eps: Sequence[float], norm: str, out: Path, steps: int, batch_size: int,
+                        bounds: tuple[float, float],
                         seed: int, progress: bool, quiet: bool) -> tuple[Evaluation, list[str]]:
     """``ev`` plus the strong cascade's rows at each ε, and a worst case over everything."""
     import dataclasses as dc
@@ -152,6 +155,7 @@ def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: to
         resumed = (record / "record.json").exists()
         say(f"strong cascade at ε = {e:g} ({'resuming from' if resumed else 'record in'} {record})", quiet)
         cr = strong_evaluate(model, x, y, eps=e, norm=norm, steps=steps, batch_size=batch_size, seed=seed,
+                             bounds=bounds,
                              checkpoint_path=record, progress=progress)
         cascade_rows = cr.rows()
         names = ["APGD-CE", "APGD-CE → APGD-T"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,7 @@ from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import Evaluation
-from advlab.models import load, load_card
-
-from advlab.runs._common import checkpoint_data, say
+from advlab.runs._common import ModelSource, describe, model_bounds, open_model, say
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,11 @@ class MeasureOutput:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def measure_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[str] = ("deepfool", "fmn"),
+def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[str] = ("deepfool", "fmn"),
                 norm: str = "l2", eps: Sequence[float] | None = None, steps: int | None = None,
                 n: int = 1000, batch_size: int = 250, data: str | None = None, data_dir: str | None = None,
-                download: bool = False, progress: bool = True, quiet: bool = False) -> MeasureOutput:
+                download: bool = False, progress: bool = True, quiet: bool = False,
+                device: str = "cpu") -> MeasureOutput:
     """Minimal perturbations of a saved model: per-point distances, their distribution, and the
     whole robust-accuracy-vs-ε curve read off them in one pass.
 
@@ -69,14 +69,15 @@ def measure_job(*, checkpoint: str | Path, out: str | Path, attacks: Sequence[st
     eps = tuple(float(e) for e in (eps if eps is not None else MEASURE_EPS[norm]))
     if any(b <= a for a, b in zip(eps, eps[1:])) or any(e < 0 for e in eps):
         raise ValueError(f"eps must be non-negative and strictly increasing, got {list(eps)}")
-    model = load(checkpoint)
-    card = load_card(checkpoint)
-    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
+                                 device=device)
+    configs = {k: dataclasses.replace(v, bounds=model_bounds(card)) if hasattr(v, "bounds") else v
+               for k, v in configs.items()}
     say(f"minimal {norm} perturbations of {card.architecture} on {len(ds)} {ds.name} test images: "
          f"{', '.join(configs)}", quiet)
     mn = measure_minimal_norms(model, ds.x, ds.y, attacks=configs, norm=norm, batch_size=batch_size,
                                progress=progress)
-    mn.provenance.update({"checkpoint": str(checkpoint), "dataset": ds.name, "model": card.architecture})
+    mn.provenance.update({"checkpoint": describe(checkpoint), "device": str(ds.x.device), "dataset": ds.name, "model": card.architecture})
     rows = []
     series = [(name, name) for name in mn.attacks] + ([("best of all", None)] if len(mn.attacks) > 1 else [])
     for label, key in series:

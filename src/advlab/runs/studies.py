@@ -12,40 +12,40 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from advlab.evaluation import provenance
-from advlab.models import load, load_card
 
 from advlab._io import atomic_write_text
-from advlab.runs._common import checkpoint_data, say
+from advlab.runs._common import ModelSource, describe, open_model, say
 
 log = logging.getLogger(__name__)
 
 
-def audit_job(*, checkpoint: str | Path, eps: float, out: str | Path, norm: str = "linf",
+def audit_job(*, checkpoint: ModelSource, eps: float, out: str | Path, norm: str = "linf",
               n: int = 500, steps: int = 20, seed: int = 0, data: str | None = None,
-              data_dir: str | None = None, download: bool = False, quiet: bool = False) -> Any:
+              data_dir: str | None = None, download: bool = False, quiet: bool = False,
+              device: str = "cpu") -> Any:
     """Run the gradient-masking audit on a checkpoint; write ``audit.json`` and ``audit.txt``."""
     from advlab.evaluation import audit
 
-    model = load(checkpoint)
-    card = load_card(checkpoint)
-    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=n)
+    model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
+                                 device=device)
     report = audit(model, ds.x, ds.y, norm=norm, eps=eps, steps=steps, seed=seed, max_points=n)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_out = report.to_dict()
-    data_out["provenance"].update({"checkpoint": str(checkpoint), "dataset": ds.name})
+    data_out["provenance"].update({"checkpoint": describe(checkpoint), "device": str(ds.x.device),
+                                   "dataset": ds.name})
     atomic_write_text((out / "audit.json"), json.dumps(data_out, indent=2, default=float) + "\n")
     atomic_write_text(out / "audit.txt", report.table() + "\n")
     say(report.table(), quiet)
     return report
 
 
-def geometry_job(*, checkpoint: str | Path, out: str | Path, n_maps: int = 6, extent: float = 0.3,
+def geometry_job(*, checkpoint: ModelSource, out: str | Path, n_maps: int = 6, extent: float = 0.3,
                  resolution: int = 41, gaas_eps: Sequence[float] = (1.0, 2.0, 4.0),
                  max_directions: int = 64, n_gaas: int = 200, eps: float = 0.1, steps: int = 10,
                  n: int = 500, clip: bool = False, seed: int = 0, data: str | None = None,
                  data_dir: str | None = None, download: bool = False, progress: bool = True,
-                 quiet: bool = False) -> dict[str, Any]:
+                 quiet: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Decision-boundary maps, adversarial-subspace dimensions (GAAS) and the successive-update
     cosine of I-FGSM vs MI-FGSM; writes ``decision_maps.png``, ``gaas.png``, ``cosine.png`` and
     ``geometry.json``."""
@@ -53,14 +53,13 @@ def geometry_job(*, checkpoint: str | Path, out: str | Path, n_maps: int = 6, ex
                                             default_cosine_attacks, perturbation_cosine_similarity)
     from advlab.reports.geometry import cosine_figure, decision_maps_figure, subspace_dim_figure
 
-    model = load(checkpoint)
-    card = load_card(checkpoint)
-    ds = checkpoint_data(card, data=data, data_dir=data_dir, download=download, n=max(n, n_gaas, n_maps))
+    model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download,
+                                 n=max(n, n_gaas, n_maps), device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bounds = (0.0, 1.0) if clip else None
     maps = [decision_map(model, ds.x[i:i + 1], ds.y[i:i + 1], extent=extent, resolution=resolution,
-                         bounds=bounds, generator=torch.Generator().manual_seed(seed + i))
+                         bounds=bounds, generator=torch.Generator(device=ds.x.device).manual_seed(seed + i))
             for i in range(min(n_maps, len(ds)))]
     decision_maps_figure(maps, class_names=list(ds.class_names), ncols=3, path=out / "decision_maps.png",
                          title=f"{card.architecture} on {ds.name}: FGSM × random orthogonal direction")
