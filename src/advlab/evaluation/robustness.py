@@ -156,14 +156,19 @@ def _name(attack: AttackLike) -> str:
     return type(attack).__name__
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
+def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
              attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps: Sequence[float],
              batch_size: int = 256, seed: int = 0, progress: bool = True) -> Evaluation:
     """Clean accuracy, robust accuracy, success rate and norms for each attack at each ε.
 
     Args:
         model: an ``nn.Module`` returning logits.
-        x, y: the whole evaluation set, ``(N, *)`` and ``(N,)``.
+        x, y: the whole evaluation set, ``(N, *)`` and ``(N,)``; or, as ``x`` alone, a
+            ``torch.utils.data.DataLoader`` or ``Dataset`` yielding ``(x, y)`` (an advlab
+            :class:`~advlab.data.Dataset` too). A loader is streamed batch by batch (each batch
+            moved to the model's device): memory holds one batch and the per-point records, not
+            the data, so 60,000 points cost what 1,000 do. Rows equal the in-memory call's for
+            attacks whose result per point does not depend on its batch-mates (no random start).
         attacks: attack configurations (any ε; each is re-run at every ε of ``eps`` with
             ``dataclasses.replace(attack, eps=e)``), as a list or a ``{name: attack}`` mapping.
             Use ``early_stop=True`` on iterative attacks to pay only for still-robust points.
@@ -183,16 +188,18 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     check_model(model)
     named = _named_attacks(attacks, eps)
     check_int("batch_size", batch_size)
-    if isinstance(eps, (str, bytes)) or any(isinstance(e, (bool, str, bytes)) for e in eps):
-        raise TypeError(f"eps must be a list of numbers, got {eps!r}")  # ("0.1" was read as 0.1)
-    eps = [float(e) for e in eps]
-    if not eps:
-        raise ValueError("evaluate needs at least one eps")
-    if any(b <= a for a, b in zip(eps, eps[1:])):
-        raise ValueError(f"eps must be strictly increasing, got {eps}")
-    if any(e < 0 or not math.isfinite(e) for e in eps):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    eps = _check_eps_list(eps)
     bounds = next(iter(named.values())).bounds
+    from advlab.data import Dataset as AdvlabDataset
+
+    if isinstance(x, AdvlabDataset) and y is None:
+        x, y = x.x, x.y
+    streamed = _as_stream(x, y)
+    if streamed is not None:
+        return _evaluate_stream(model, streamed, named, eps, batch_size=batch_size, seed=seed,
+                                progress=progress)
+    if y is None:
+        raise TypeError("evaluate(model, x, y): y is missing (or pass a DataLoader / Dataset as x)")
     check_inputs(model, x, y, bounds=bounds)
     n = x.shape[0]
     pred = clean_predictions(model, x, y=y, batch_size=max(batch_size, 512))
@@ -237,6 +244,120 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
                              clean_acc, config="any of: " + ", ".join(named)))
     norm = rows[0].norm
     prov = provenance(seed=seed, batch_size=batch_size, norm=norm,
+                      attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
+    per_point["correct"] = correct
+    return Evaluation(rows=rows, provenance=prov, per_point=per_point)
+
+
+def _check_eps_list(eps: Sequence[float]) -> list[float]:
+    if isinstance(eps, (str, bytes)) or any(isinstance(e, (bool, str, bytes)) for e in eps):
+        raise TypeError(f"eps must be a list of numbers, got {eps!r}")  # ("0.1" was read as 0.1)
+    out = [float(e) for e in eps]
+    if not out:
+        raise ValueError("evaluate needs at least one eps")
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"eps must be strictly increasing, got {out}")
+    if any(e < 0 or not math.isfinite(e) for e in out):
+        raise ValueError(f"eps must be finite and >= 0, got {out}")
+    return out
+
+
+def _as_stream(x: Any, y: Any) -> Any:
+    """The DataLoader to stream, or None for in-memory tensors (an advlab Dataset is in memory:
+    its tensors are taken as they are)."""
+    from torch.utils.data import DataLoader, Dataset as TorchDataset
+
+    from advlab.data import Dataset as AdvlabDataset
+
+    if isinstance(x, AdvlabDataset):
+        return None
+    if isinstance(x, (DataLoader, TorchDataset)):
+        if y is not None:
+            raise TypeError("evaluate(model, loader): a DataLoader or Dataset carries its labels; drop y")
+        return x
+    return None
+
+
+def _stream_batches(data: Any, batch_size: int, device: torch.device) -> Any:
+    """``(x, y)`` batches of a DataLoader or map-style Dataset, on ``device``."""
+    from torch.utils.data import DataLoader
+
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+    for k, batch in enumerate(loader):
+        if isinstance(batch, Mapping):
+            batch = (batch.get("x", batch.get("input")), batch.get("y", batch.get("label")))
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not all(
+                isinstance(t, Tensor) for t in batch):
+            raise TypeError(f"evaluate: the loader's batch {k} is not an (x, y) pair of tensors "
+                            f"(got {type(batch).__name__})")
+        yield batch[0].to(device), batch[1].to(device)
+
+
+def _evaluate_stream(model: nn.Module, data: Any, named: dict[str, Any], eps: list[float], *,
+                     batch_size: int, seed: int, progress: bool) -> Evaluation:
+    """:func:`evaluate` over a loader, batch by batch: per batch the clean predictions, then every
+    (attack, ε) on the batch's correctly classified points, each with its own generator carried
+    across batches. Only per-point records (flags, norms) are kept."""
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    jobs = [(name, e) for e in eps for name in named]
+    attacks = {(name, e): at_radius(named[name], e) for name, e in jobs}
+    balls = {k: ThreatModel(norm=a.norm, eps=k[1], bounds=getattr(a, "bounds", (0.0, 1.0)))
+             for k, a in attacks.items()}
+    gens = {k: torch.Generator(device=device).manual_seed(seed) for k in jobs}
+    broken: dict[tuple[str, float], list[Tensor]] = {k: [] for k in jobs}
+    norms: dict[tuple[str, float], list[Tensor]] = {k: [] for k in jobs}
+    grads = {k: 0 for k in jobs}
+    secs = {k: 0.0 for k in jobs}
+    correct_parts: list[Tensor] = []
+    bounds = next(iter(named.values())).bounds
+    bar = tqdm(desc="evaluate (streaming)", unit="pt", disable=not progress, leave=False)
+    for xb, yb in _stream_batches(data, batch_size, device):
+        check_inputs(model, xb, yb, bounds=bounds)
+        correct = clean_predictions(model, xb, y=yb, batch_size=max(batch_size, 512)) == yb
+        correct_parts.append(correct.cpu())
+        idx = correct.nonzero().squeeze(1)
+        for k in jobs:
+            attack = attacks[k]
+            b_broken = torch.zeros(xb.shape[0], dtype=torch.bool, device=device)
+            b_norms = torch.full((xb.shape[0],), float("nan"), device=device)
+            t0 = time.perf_counter()
+            for i in range(0, int(idx.numel()), batch_size):
+                b = idx[i:i + batch_size]
+                res = attack(victim(attack, model), xb[b], yb[b], generator=gens[k])
+                b_broken[b] = hit(attack, res, model, xb[b], yb[b], balls[k])
+                b_norms[b] = res.norms.to(b_norms.dtype)
+                grads[k] += int(res.num_grads.sum())
+            secs[k] += time.perf_counter() - t0
+            broken[k].append(b_broken.cpu())
+            norms[k].append(b_norms.cpu())
+        bar.update(int(xb.shape[0]))
+    bar.close()
+    if not correct_parts:
+        raise ValueError("evaluate: the loader yielded no batches")
+    correct = torch.cat(correct_parts)
+    n, n_correct = int(correct.numel()), int(correct.sum())
+    clean_acc = n_correct / n
+    rows: list[EvalRow] = []
+    per_point: dict[str, Tensor] = {}
+    broken_any = {e: torch.zeros(n, dtype=torch.bool) for e in eps}
+    for name, e in jobs:
+        k = (name, e)
+        flags = torch.cat(broken[k])
+        rows.append(_row(name, attacks[k], e, n, n_correct, flags, torch.cat(norms[k]), grads[k], secs[k],
+                         clean_acc))
+        per_point[f"{name}@{e:g}"] = flags
+        broken_any[e] |= flags
+    if len(named) > 1:
+        any_attack = next(iter(named.values()))
+        for e in eps:
+            at_e = [(name, e) for name in named]
+            rows.append(_row(WORST_CASE, at_radius(any_attack, e), e, n, n_correct, broken_any[e],
+                             torch.full((n,), float("nan")), sum(grads[k] for k in at_e),
+                             sum(secs[k] for k in at_e), clean_acc, config="any of: " + ", ".join(named)))
+    prov = provenance(seed=seed, batch_size=batch_size, norm=rows[0].norm, streamed=True,
                       attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
     per_point["correct"] = correct
     return Evaluation(rows=rows, provenance=prov, per_point=per_point)
