@@ -356,6 +356,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lipschitz-samples", type=_positive_int, default=256)
     _job_options(p)
 
+    p = _command(sub, "run", help="run an experiment spec (TOML) into a results store",
+                 description="Expand a TOML spec (models x data x attacks x eps x defenses x seeds) into cells, "
+                             "run those not already done in the store, and store each cell's metrics and "
+                             "per-point outcomes (SQLite). Re-running resumes; failed cells are retried.")
+    p.add_argument("spec", metavar="SPEC.toml")
+    p.add_argument("--store", default="runs.db", metavar="FILE", help="the results store (default runs.db)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs per cell task (default 1)")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs per cell task (default 0)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
+    p.add_argument("--no-progress", action="store_true")
+
+    for name, text in (("results", "tables from the store: robust accuracy per attack and the worst case per point"),
+                       ("leaderboard", "models ranked per dataset and threat by their worst-case robust accuracy")):
+        p = _command(sub, name, help=text, description=text[:1].upper() + text[1:] + ", over every run stored.")
+        p.add_argument("--store", default="runs.db", metavar="FILE")
+        p.add_argument("--model", metavar="NAME", help="only this model (its name in the spec)")
+        p.add_argument("--dataset", metavar="NAME")
+        p.add_argument("--norm", choices=["linf", "l2", "l1"])
+        if name == "results":
+            p.add_argument("--attack", metavar="NAME", help="only this attack's rows (the worst case keeps all)")
+            p.add_argument("--run", type=_positive_int, metavar="ID", help="only cells last run by this run")
+        p.add_argument("--format", choices=["md", "csv", "json"], default="md")
+
     _command(sub, "list", help="list architectures, datasets and attacks")
     return parser
 
@@ -429,6 +456,24 @@ def _run(args: argparse.Namespace) -> int:
                         latent_dim=args.latent_dim, vae_epochs=args.vae_epochs, n=args.n, seed=args.seed,
                         lipschitz_samples=args.lipschitz_samples, data_dir=args.data_dir,
                         download=args.download, progress=not args.no_progress)
+    elif args.command == "run":
+        return _run_spec(args)
+    elif args.command in ("results", "leaderboard"):
+        from advlab.runs.results import BOARD_COLUMNS, leaderboard, render, results_text
+        from advlab.runs.store import Store
+
+        if not os.path.exists(args.store):
+            raise FileNotFoundError(f"no store at {args.store}; run a spec first: advlab run SPEC.toml --store "
+                                    f"{args.store}")
+        filters = {"model": args.model, "dataset": args.dataset, "norm": args.norm}
+        with Store(args.store) as store:
+            if args.command == "results":
+                print(results_text(store, fmt=args.format, attack=args.attack, run=args.run, **filters), end="")
+            else:
+                print(render(leaderboard(store, **filters), BOARD_COLUMNS, args.format,
+                             title="Leaderboard: worst case over every stored attack",
+                             note="Robust accuracy over n points under the worst case per point of every attack "
+                                  "stored for the model at that threat (the attacks column)."), end="")
     elif args.command == "list":
         from advlab.attacks.registry import BLACKBOX, known_names, spelling
         from advlab.data import available_datasets
@@ -442,6 +487,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  universal:   {UNIVERSAL} (fitted on training images, measured held-out)")
         print("recipes:       standard, fgsm-mix, pgd, fast, trades, ensemble, distill, vat (advlab defend)")
     return 0
+
+
+def _run_spec(args: argparse.Namespace) -> int:
+    from advlab.runs.grid import run_spec
+    from advlab.runs.spec import describe_cells, load_spec
+    from advlab.runs.store import Store
+
+    spec = load_spec(args.spec)            # every key checked before anything runs or is stored
+    if args.dry_run:
+        done = Store(args.store).done() if os.path.exists(args.store) else set()
+        print(describe_cells(spec.cells, done))
+        todo = sum(c.hash not in done for c in spec.cells)
+        print(f"{len(spec.cells)} cells, {len(spec.cells) - todo} done, {todo} to run")
+        return 0
+    with Store(args.store) as store:
+        summary = run_spec(spec, store, executor=args.executor, address=args.address, data_dir=args.data_dir,
+                           device=args.device, progress=not args.no_progress, cpus_per_cell=args.cpus_per_cell,
+                           gpus_per_cell=args.gpus_per_cell)
+    print(summary.text())
+    for h, err in summary.failed.items():
+        print(f"  failed {h}: {err}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

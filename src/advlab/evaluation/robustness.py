@@ -61,6 +61,10 @@ class Evaluation:
     rows: list[EvalRow]
     provenance: dict[str, Any] = field(default_factory=dict)
     per_point: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    #: per point and ``"<attack>@<ε>"``: the returned perturbation's norm (NaN where the attack did
+    #: not run) and the model queries a black-box attack spent (-1 for white-box attacks)
+    point_norms: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    point_queries: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def robust_accuracy(self, attack: str, eps: float) -> float:
         for r in self.rows:
@@ -209,6 +213,8 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
     clean_acc = n_correct / n
     rows: list[EvalRow] = []
     per_point: dict[str, Tensor] = {}
+    point_norms: dict[str, Tensor] = {}
+    point_queries: dict[str, Tensor] = {}
     jobs = [(name, e) for e in eps for name in named]
     bar = tqdm(jobs, desc="evaluate", disable=not progress, leave=False)
     broken_any: dict[float, Tensor] = {e: torch.zeros(n, dtype=torch.bool, device=x.device) for e in eps}
@@ -222,6 +228,7 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
         gen = torch.Generator(device=x.device).manual_seed(seed)
         broken = torch.zeros(n, dtype=torch.bool, device=x.device)
         norms = torch.full((n,), float("nan"), device=x.device)
+        queries = torch.full((n,), -1, dtype=torch.int64, device=x.device)
         grads = 0
         t0 = time.perf_counter()
         for i in range(0, n_correct, batch_size):
@@ -229,10 +236,14 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
             res = attack(target, x[b], y[b], generator=gen)
             broken[b] = hit(attack, res, model, x[b], y[b], ball)
             norms[b] = res.norms.to(norms.dtype)
+            if res.queries is not None:
+                queries[b] = res.queries.to(torch.int64)
             grads += int(res.num_grads.sum())
         secs = time.perf_counter() - t0
         rows.append(_row(name, attack, e, n, n_correct, broken, norms, grads, secs, clean_acc))
         per_point[f"{name}@{e:g}"] = broken.clone()
+        point_norms[f"{name}@{e:g}"] = norms
+        point_queries[f"{name}@{e:g}"] = queries
         broken_any[e] |= broken
         grads_any[e] += grads
         secs_any[e] += secs
@@ -246,7 +257,8 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
     prov = provenance(seed=seed, batch_size=batch_size, norm=norm,
                       attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
     per_point["correct"] = correct
-    return Evaluation(rows=rows, provenance=prov, per_point=per_point)
+    return Evaluation(rows=rows, provenance=prov, per_point=per_point, point_norms=point_norms,
+                      point_queries=point_queries)
 
 
 def _check_eps_list(eps: Sequence[float]) -> list[float]:
@@ -309,6 +321,7 @@ def _evaluate_stream(model: nn.Module, data: Any, named: dict[str, Any], eps: li
     gens = {k: torch.Generator(device=device).manual_seed(seed) for k in jobs}
     broken: dict[tuple[str, float], list[Tensor]] = {k: [] for k in jobs}
     norms: dict[tuple[str, float], list[Tensor]] = {k: [] for k in jobs}
+    queries: dict[tuple[str, float], list[Tensor]] = {k: [] for k in jobs}
     grads = {k: 0 for k in jobs}
     secs = {k: 0.0 for k in jobs}
     correct_parts: list[Tensor] = []
@@ -323,16 +336,20 @@ def _evaluate_stream(model: nn.Module, data: Any, named: dict[str, Any], eps: li
             attack = attacks[k]
             b_broken = torch.zeros(xb.shape[0], dtype=torch.bool, device=device)
             b_norms = torch.full((xb.shape[0],), float("nan"), device=device)
+            b_queries = torch.full((xb.shape[0],), -1, dtype=torch.int64, device=device)
             t0 = time.perf_counter()
             for i in range(0, int(idx.numel()), batch_size):
                 b = idx[i:i + batch_size]
                 res = attack(victim(attack, model), xb[b], yb[b], generator=gens[k])
                 b_broken[b] = hit(attack, res, model, xb[b], yb[b], balls[k])
                 b_norms[b] = res.norms.to(b_norms.dtype)
+                if res.queries is not None:
+                    b_queries[b] = res.queries.to(torch.int64)
                 grads[k] += int(res.num_grads.sum())
             secs[k] += time.perf_counter() - t0
             broken[k].append(b_broken.cpu())
             norms[k].append(b_norms.cpu())
+            queries[k].append(b_queries.cpu())
         bar.update(int(xb.shape[0]))
     bar.close()
     if not correct_parts:
@@ -342,6 +359,8 @@ def _evaluate_stream(model: nn.Module, data: Any, named: dict[str, Any], eps: li
     clean_acc = n_correct / n
     rows: list[EvalRow] = []
     per_point: dict[str, Tensor] = {}
+    point_norms = {f"{name}@{e:g}": torch.cat(norms[(name, e)]) for name, e in jobs}
+    point_queries = {f"{name}@{e:g}": torch.cat(queries[(name, e)]) for name, e in jobs}
     broken_any = {e: torch.zeros(n, dtype=torch.bool) for e in eps}
     for name, e in jobs:
         k = (name, e)
@@ -360,7 +379,8 @@ def _evaluate_stream(model: nn.Module, data: Any, named: dict[str, Any], eps: li
     prov = provenance(seed=seed, batch_size=batch_size, norm=rows[0].norm, streamed=True,
                       attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
     per_point["correct"] = correct
-    return Evaluation(rows=rows, provenance=prov, per_point=per_point)
+    return Evaluation(rows=rows, provenance=prov, per_point=per_point, point_norms=point_norms,
+                      point_queries=point_queries)
 
 
 def _named_attacks(attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps: Sequence[float]) -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""Running one cell of a spec: a pure function of its configuration and the store's file folder.
+
+:func:`run_cell` is what every executor calls (in the driver for ``local``, in a Ray task for
+``ray``): it reads the models and data its configuration names, writes its own files under
+``files/<cell hash>/`` (a trained model as a checkpoint; safetensors only), and returns a
+:class:`~advlab.runs.store.CellResult` of metric rows and per-point outcomes for the driver to
+store. It never touches the store itself, so the driver is the only writer.
+
+Outcome conventions: ``point`` is the index of the point in its dataset's test split;
+``success`` means "classified correctly clean, and the attack's output is misclassified inside
+the threat model"; ``eps = -1`` marks a minimal-perturbation attack's outcome, whose ``norm`` is
+the distance it found (``success`` false and ``norm`` NULL where it found none).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from advlab.runs.store import CellResult
+
+log = logging.getLogger(__name__)
+
+MINIMAL_EPS = -1.0   # the outcomes' ε of a minimal-perturbation attack
+
+
+def run_cell(kind: str, config: Mapping[str, Any], cell_hash: str, *, files: str | Path,
+             data_dir: str | None = None, device: str = "cpu", progress: bool = False) -> CellResult:
+    """Run one cell and return what the driver stores; ``files`` is the store's file folder."""
+    files = Path(files)
+    t0 = time.perf_counter()
+    torch.manual_seed(int(config.get("seed", 0)))
+    runner = {"train": _train, "robust": _robust, "strong": _strong, "minimal": _minimal,
+              "transfer": _transfer}[kind]
+    metrics, outcomes, summary = runner(config, cell_hash=cell_hash, files=files, data_dir=data_dir,
+                                        device=device, progress=progress)
+    return CellResult(metrics=metrics, outcomes=outcomes, seconds=time.perf_counter() - t0, summary=summary)
+
+
+# --- models and data ----------------------------------------------------------------------------
+
+def trained_dir(files: Path, cell: str) -> Path:
+    """Where a train cell's checkpoint lives."""
+    return files / cell / "model"
+
+
+def open_ref(ref: Mapping[str, Any], *, files: Path, device: str, input_shape: tuple[int, ...]) -> nn.Module:
+    """The model a cell configuration refers to, in eval mode on ``device``."""
+    from advlab.models import load
+    from advlab.models.user import UserModel, resolve_device
+
+    dev = resolve_device(device)
+    if ref["source"] == "trained":
+        return load(trained_dir(files, ref["cell"]), device=dev)
+    if ref["source"] == "checkpoint":
+        return load(ref["path"], device=dev)
+    spec = UserModel(factory=ref["factory"], weights=ref.get("weights"),
+                     input_shape=tuple(ref["input_shape"]) if "input_shape" in ref else None,
+                     num_classes=ref.get("classes"), mean=ref.get("mean"), std=ref.get("std"),
+                     bounds=tuple(ref.get("bounds", (0.0, 1.0))))
+    return spec.load(device=dev, input_shape=input_shape)[0]
+
+
+def ref_bounds(ref: Mapping[str, Any]) -> tuple[float, float]:
+    lo, hi = ref.get("bounds", (0.0, 1.0)) if ref.get("source") == "factory" else (0.0, 1.0)
+    return float(lo), float(hi)
+
+
+def _test_data(config: Mapping[str, Any], data_dir: str | None, device: str) -> Any:
+    from advlab.models.user import resolve_device
+    from advlab.runs._common import load_data
+
+    d = config["data"]
+    ds = load_data(d["name"], split="test", data_dir=data_dir, limit=d.get("n"))
+    dev = resolve_device(device)
+    return ds, ds.x.to(dev), ds.y.to(dev)
+
+
+# --- the kinds ------------------------------------------------------------------------------------
+
+def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+           progress: bool) -> tuple[list, list, dict]:
+    from advlab.defenses import train
+    from advlab.models import accuracy, build_seeded, save
+    from advlab.models.checkpoint import holds_checkpoint
+    from advlab.models.user import resolve_device
+    from advlab.runs._common import load_data
+    from advlab.runs.defend import build_recipe
+
+    out = trained_dir(files, cell_hash)
+    data = config["data"]["name"]
+    train_set = load_data(data, split="train", data_dir=data_dir, limit=config.get("limit"))
+    test = load_data(data, split="test", data_dir=data_dir)
+    dev = resolve_device(device)
+    r = dict(config["recipe"])
+    name = r.pop("name")
+    recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
+                          beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0))
+    model = build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
+                         num_classes=train_set.num_classes, seed=config["seed"]).to(dev)
+    history = train(model, recipe, train_set.x.to(dev), train_set.y.to(dev), epochs=config["epochs"],
+                    batch_size=config["batch_size"], lr=config["lr"], lr_schedule=config["lr_schedule"],
+                    seed=config["seed"], progress=progress, checkpoint_dir=files / cell_hash / "state")
+    model.eval()
+    acc = accuracy(model, test.x.to(dev), test.y.to(dev))
+    card = {"dataset": train_set.name, "class_names": tuple(train_set.class_names), "clean_accuracy": acc,
+            "seed": config["seed"], "training": {"recipe": config["recipe"], "epochs": config["epochs"],
+                                                 "cell": cell_hash}}
+    save(model.cpu(), out, card=card, overwrite=holds_checkpoint(out))
+    metrics = [{"attack": "", "eps": None, "name": "clean_accuracy", "value": acc},
+               {"attack": "", "eps": None, "name": "final_loss",
+                "value": float(history.history[-1]["loss"]) if getattr(history, "history", None) else None}]
+    return metrics, [], {"clean_accuracy": acc, "checkpoint": str(out)}
+
+
+def _make(attack: Mapping[str, Any], *, eps: float | None, norm: str, bounds: tuple[float, float]) -> Any:
+    """The attack configuration of a cell (iterative attacks in evaluation mode, PGD 20 steps
+    unless the spec says otherwise, as in every command)."""
+    from advlab.attacks.registry import entry, make_attack
+    from advlab.runs._common import command_steps
+
+    opts = {k: v for k, v in attack.items() if k != "name"}
+    key = attack["name"]
+    opts["steps"] = command_steps(key, opts.get("steps"))
+    fields = {f for f in getattr(entry(key).cls, "__dataclass_fields__", {})}
+    if "early_stop" in fields and "early_stop" not in opts:
+        opts["early_stop"] = True
+    if "norm" in fields:
+        opts["norm"] = norm
+    if "bounds" in fields:
+        opts["bounds"] = bounds
+    if eps is not None:
+        opts["eps"] = eps
+    return make_attack(key, strict=True, **{k: v for k, v in opts.items() if v is not None})
+
+
+def _rows_of(ev: Any, attack_label: str) -> list[dict[str, Any]]:
+    out = []
+    for r in ev.rows:
+        for name in ("n", "n_correct", "n_robust", "clean_accuracy", "robust_accuracy", "success_rate",
+                     "median_norm", "grads", "seconds"):
+            out.append({"attack": attack_label if r.attack != "worst-case" else r.attack, "eps": r.eps,
+                        "name": name, "value": getattr(r, name)})
+    return out
+
+
+def _outcomes_of(ev: Any, name: str, label: str, eps: list[float]) -> list[dict[str, Any]]:
+    correct = ev.per_point["correct"].cpu()
+    out = []
+    for e in eps:
+        key = f"{name}@{e:g}"
+        broken = ev.per_point[key].cpu()
+        norms = ev.point_norms[key].cpu()
+        queries = ev.point_queries[key].cpu()
+        for i in range(correct.numel()):
+            q = int(queries[i])
+            nv = float(norms[i])
+            out.append({"attack": label, "eps": e, "point": i, "clean_correct": bool(correct[i]),
+                        "success": bool(broken[i]), "norm": nv if math.isfinite(nv) else None,
+                        "queries": q if q >= 0 else None})
+    return out
+
+
+def _robust(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+            progress: bool) -> tuple[list, list, dict]:
+    from advlab.attacks.registry import display_name
+    from advlab.evaluation import evaluate
+
+    ds, x, y = _test_data(config, data_dir, device)
+    model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
+    eps = list(config["eps"])
+    label = display_name(config["attack"]["name"])
+    attack = _make(config["attack"], eps=max(eps), norm=config["norm"], bounds=ref_bounds(config["model"]))
+    ev = evaluate(model, x, y, attacks={label: attack}, eps=eps, batch_size=config["batch_size"],
+                  seed=config["seed"], progress=progress)
+    return _rows_of(ev, label), _outcomes_of(ev, label, label, eps), {
+        "robust_accuracy": {f"{r.eps:g}": r.robust_accuracy for r in ev.rows}}
+
+
+def _strong(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+            progress: bool) -> tuple[list, list, dict]:
+    from advlab.evaluation import strong_evaluate
+
+    ds, x, y = _test_data(config, data_dir, device)
+    model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
+    label = "APGD-CE → APGD-T"
+    metrics, outcomes, summary = [], [], {}
+    for e in config["eps"]:
+        cr = strong_evaluate(model, x, y, eps=e, norm=config["norm"], steps=config["steps"],
+                             bounds=ref_bounds(config["model"]), batch_size=config["batch_size"],
+                             seed=config["seed"], checkpoint_path=files / cell_hash / f"eps_{e:g}",
+                             progress=progress)
+        row = cr.rows()[-1]
+        for name in ("n", "n_correct", "n_robust", "clean_accuracy", "robust_accuracy", "success_rate", "grads",
+                     "seconds"):
+            metrics.append({"attack": label, "eps": e, "name": name, "value": getattr(row, name)})
+        broken, correct = cr.broken.cpu(), cr.correct.cpu()
+        outcomes += [{"attack": label, "eps": e, "point": i, "clean_correct": bool(correct[i]),
+                      "success": bool(broken[i]), "norm": None, "queries": None} for i in range(correct.numel())]
+        summary[f"{e:g}"] = row.robust_accuracy
+    return metrics, outcomes, {"robust_accuracy": summary}
+
+
+def _minimal(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+             progress: bool) -> tuple[list, list, dict]:
+    from advlab.attacks.registry import display_name
+    from advlab.evaluation import measure_minimal_norms
+
+    ds, x, y = _test_data(config, data_dir, device)
+    model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
+    label = display_name(config["attack"]["name"])
+    attack = _make(config["attack"], eps=None, norm=config["norm"], bounds=ref_bounds(config["model"]))
+    mn = measure_minimal_norms(model, x, y, attacks={label: attack}, norm=config["norm"],
+                               batch_size=config["batch_size"], progress=progress)
+    d, correct = mn.distances.cpu(), mn.correct.cpu()
+    outcomes = [{"attack": label, "eps": MINIMAL_EPS, "point": i, "clean_correct": bool(correct[i]),
+                 "success": bool(correct[i]) and math.isfinite(float(d[i])),
+                 "norm": float(d[i]) if bool(correct[i]) and math.isfinite(float(d[i])) else None,
+                 "queries": None} for i in range(d.numel())]
+    med = mn.median(correct_only=True)
+    metrics = [{"attack": label, "eps": None, "name": "median_norm", "value": med},
+               {"attack": label, "eps": None, "name": "n", "value": mn.n},
+               {"attack": label, "eps": None, "name": "n_correct", "value": mn.n_correct},
+               {"attack": label, "eps": None, "name": "unbroken", "value": mn.n_unbroken},
+               {"attack": label, "eps": None, "name": "clean_accuracy", "value": mn.clean_accuracy}]
+    return metrics, outcomes, {"median_norm": med}
+
+
+def _transfer(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+              progress: bool) -> tuple[list, list, dict]:
+    """Crafted white-box on the source, shown to the target once per point (labels only);
+    success is counted on the points the target classifies correctly (the denominator)."""
+    from advlab.attacks import TransferAttack
+    from advlab.attacks.registry import display_name
+    from advlab.evaluation import clean_predictions
+    from advlab.oracle import Oracle
+
+    ds, x, y = _test_data(config, data_dir, device)
+    shape = tuple(ds.input_shape)
+    source = open_ref(config["source"], files=files, device=device, input_shape=shape)
+    target = open_ref(config["model"], files=files, device=device, input_shape=shape)
+    label = f"transfer {display_name(config['attack']['name'])}"
+    correct = clean_predictions(target, x, y=y) == y
+    idx = correct.nonzero().squeeze(1)
+    n, n_correct = int(y.numel()), int(idx.numel())
+    metrics, outcomes, summary = [], [], {}
+    bs = config["batch_size"]
+    for e in config["eps"]:
+        white = _make(config["attack"], eps=e, norm=config["norm"], bounds=ref_bounds(config["source"]))
+        attack = TransferAttack(attack=white, source=source)
+        gen = torch.Generator(device=x.device).manual_seed(config["seed"])
+        broken = torch.zeros(n, dtype=torch.bool)
+        for i in range(0, n_correct, bs):
+            b = idx[i:i + bs]
+            res = attack(Oracle(target, output="label"), x[b], y[b], generator=gen)
+            broken[b.cpu()] = res.target.success.cpu()
+        n_broken = int(broken.sum())
+        for name, value in (("n", n), ("n_correct", n_correct), ("n_robust", n_correct - n_broken),
+                            ("clean_accuracy", n_correct / n), ("robust_accuracy", (n_correct - n_broken) / n),
+                            ("success_rate", n_broken / n_correct if n_correct else None)):
+            metrics.append({"attack": label, "eps": e, "name": name, "value": value})
+        outcomes += [{"attack": label, "eps": e, "point": i, "clean_correct": bool(correct[i]),
+                      "success": bool(broken[i]), "norm": None, "queries": 1 if bool(correct[i]) else None}
+                     for i in range(n)]
+        summary[f"{e:g}"] = n_broken / n_correct if n_correct else None
+    return metrics, outcomes, {"success_rate": summary}

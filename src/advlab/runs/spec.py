@@ -1,0 +1,494 @@
+"""Experiment specs: a TOML file that describes a whole study, expanded into cells.
+
+A spec names data sets, models and measurements; ``expand`` turns it into **cells**, each a fully
+resolved configuration with a content hash. A model that a measurement needs (a zoo architecture
+trained, or defended, by the spec) is a cell of its own, done once and reused by hash::
+
+    [data.digits]
+    name = "digits"          # a registry name, npz:PATH or folder:PATH
+    n = 200                  # test points (the first n of the test split)
+
+    [models.cnn]
+    zoo = "small-cnn"        # trained by the spec on its data (or: checkpoint = "runs/cnn",
+    data = "digits"          #  or factory = "pkg.mod:fn" with weights = "w.safetensors")
+    epochs = 3
+
+    [models.cnn-pgd]
+    zoo = "small-cnn"
+    data = "digits"
+    recipe = "pgd"           # a defense recipe of `advlab defend`
+    recipe_eps = 0.1
+
+    [[measure]]
+    kind = "robust"          # robust | strong | minimal | transfer
+    models = ["cnn", "cnn-pgd"]
+    data = "digits"
+    attacks = ["fgsm", { name = "pgd", steps = 10 }]
+    eps = [0.05, 0.1, 0.2]
+    seeds = [0, 1]
+
+Everything is checked before anything runs: unknown keys, wrong types and impossible combinations
+(a minimal-norm attack given an ε, a black-box attack in a white-box measurement, a model that is
+not defined) are a :class:`SpecError` naming the key, the file and line, and the valid choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+#: bump when a cell's meaning changes for the same configuration (old results are then not reused)
+CELL_FORMAT = 1
+
+MEASURE_KINDS = ("robust", "strong", "minimal", "transfer")
+MODEL_SOURCES = ("zoo", "checkpoint", "factory")
+
+_DATA_KEYS = {"name", "n", "data_dir"}
+_ZOO_KEYS = {"zoo", "data", "epochs", "seed", "lr", "batch_size", "limit", "recipe", "recipe_eps",
+             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule"}
+_CHECKPOINT_KEYS = {"checkpoint"}
+_FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
+_MEASURE_KEYS = {
+    "robust": {"kind", "models", "data", "attacks", "eps", "norm", "seeds", "threat", "batch_size", "budget"},
+    "strong": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size"},
+    "minimal": {"kind", "models", "data", "attacks", "norm", "seeds", "batch_size"},
+    "transfer": {"kind", "sources", "targets", "data", "attacks", "eps", "norm", "seeds", "batch_size"},
+}
+_TOP_KEYS = {"study", "data", "models", "measure"}
+_STUDY_KEYS = {"name", "description"}
+_ATTACK_OPTIONS = {"name", "steps", "step_size", "random_start", "restarts", "loss", "budget",
+                   "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop"}
+RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run: the message names the key, the file and line, and the fix."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: ``kind`` (``train`` or a measurement kind), its fully resolved
+    ``config`` (JSON-ready), the hashes of the cells it needs, and a label for people."""
+
+    kind: str
+    config: Mapping[str, Any] = field(hash=False)
+    needs: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def hash(self) -> str:
+        return cell_hash(self.kind, self.config)
+
+
+def cell_hash(kind: str, config: Mapping[str, Any]) -> str:
+    """The content hash of a cell: SHA-256 of its canonical JSON (sorted keys, no spaces), 16 hex
+    digits. Stable across runs and machines; any setting that changes the result changes it."""
+    text = json.dumps({"format": CELL_FORMAT, "kind": kind, "config": config}, sort_keys=True,
+                      separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Spec:
+    """A parsed, validated spec and its cells in dependency order (train cells first)."""
+
+    path: Path | None
+    text: str
+    name: str
+    cells: list[Cell]
+
+    @property
+    def measurement_cells(self) -> list[Cell]:
+        return [c for c in self.cells if c.kind != "train"]
+
+
+# --- locating a key in the file, for messages ----------------------------------------------------
+
+class _Where:
+    """Finds the line of a key (inside a table) in the spec's text, for error messages."""
+
+    def __init__(self, text: str, path: Path | None) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def line(self, table: str | None, key: str | None = None, index: int | None = None) -> int | None:
+        start = 0
+        if table:
+            header = re.compile(r"^\s*\[\[?\s*" + re.escape(table).replace(r"\.", r"\s*\.\s*") + r"\s*\]\]?\s*(#.*)?$")
+            hits = [i for i, ln in enumerate(self.lines) if header.match(ln)]
+            if index is not None and len(hits) > index:
+                start = hits[index]
+            elif hits:
+                start = hits[0]
+            else:
+                return None
+            if key is None:
+                return start + 1
+        if key is None:
+            return None
+        pat = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for i in range(start + (1 if table else 0), len(self.lines)):
+            if table and i > start and re.match(r"^\s*\[", self.lines[i]):
+                break
+            if pat.match(self.lines[i]):
+                return i + 1
+        return None
+
+    def at(self, table: str | None, key: str | None = None, index: int | None = None) -> str:
+        where = str(self.path) if self.path else "the spec"
+        line = self.line(table, key, index)
+        return f"{where}:{line}" if line else where
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+def load_spec(path: str | Path) -> Spec:
+    """Read, validate and expand the spec file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no spec file {p}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p} is not UTF-8 text: {exc}") from None
+    return parse_spec(text, path=p)
+
+
+def parse_spec(text: str, *, path: Path | None = None) -> Spec:
+    """Validate and expand spec ``text`` (``path`` is for messages and relative paths)."""
+    where = _Where(text, path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{where.at(None)}: not valid TOML: {exc}") from None
+    _known(raw, _TOP_KEYS, where, None, "the spec's top level")
+    base = path.parent if path is not None else Path.cwd()
+    study = _table(raw.get("study", {}), where, "study")
+    _known(study, _STUDY_KEYS, where, "study", "[study]")
+    name = _str(study.get("name", path.stem if path else "study"), where, "study", "name")
+    datasets = _datasets(_table(raw.get("data", {}), where, "data"), where)
+    models = _table(raw.get("models", {}), where, "models")
+    if not models:
+        raise SpecError(f"{where.at(None)}: the spec defines no [models.NAME] table")
+    model_cells: dict[str, Cell | dict[str, Any]] = {}
+    for mname, mraw in models.items():
+        model_cells[mname] = _model(mname, _table(mraw, where, f"models.{mname}"), datasets, where, base)
+    measures = raw.get("measure", [])
+    if not isinstance(measures, list) or not all(isinstance(m, dict) for m in measures):
+        raise SpecError(f"{where.at(None)}: measurements are [[measure]] tables")
+    if not measures:
+        raise SpecError(f"{where.at(None)}: the spec has no [[measure]] table; add one, e.g. kind = \"robust\"")
+    cells: list[Cell] = [c for c in model_cells.values() if isinstance(c, Cell)]
+    for i, m in enumerate(measures):
+        cells.extend(_measure(i, m, datasets, model_cells, where))
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        seen.setdefault(c.hash, c)  # the same cell asked twice is one cell
+    ordered = [c for c in seen.values() if c.kind == "train"] + [c for c in seen.values() if c.kind != "train"]
+    return Spec(path=path, text=text, name=name, cells=ordered)
+
+
+def _known(table: Mapping[str, Any], valid: set[str], where: _Where, tname: str | None, what: str,
+           index: int | None = None) -> None:
+    unknown = sorted(set(table) - valid)
+    if unknown:
+        key = unknown[0]
+        hint = _closest(key, valid)
+        raise SpecError(f"{where.at(tname, key, index)}: unknown key {key!r} in {what}"
+                        + (f" (did you mean {hint!r}?)" if hint else "")
+                        + f"; valid keys: {', '.join(sorted(valid))}")
+
+
+def _closest(key: str, valid: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _table(value: Any, where: _Where, tname: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError(f"{where.at(tname)}: [{tname}] must be a table, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, where: _Where, tname: str | None, key: str, index: int | None = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where.at(tname, key, index)}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(value: Any, where: _Where, tname: str | None, key: str, *, minimum: int = 1,
+         index: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where.at(tname, key, index)}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(value: Any, where: _Where, tname: str | None, key: str, index: int | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(f"{where.at(tname, key, index)}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _datasets(raw: dict[str, Any], where: _Where) -> dict[str, dict[str, Any]]:
+    from advlab.data import available_datasets
+
+    out = {}
+    for dname, d in raw.items():
+        tname = f"data.{dname}"
+        d = _table(d, where, tname)
+        _known(d, _DATA_KEYS, where, tname, f"[{tname}]")
+        name = _str(d.get("name", dname), where, tname, "name")
+        if not (name in available_datasets() or name.startswith(("npz:", "folder:"))):
+            raise SpecError(f"{where.at(tname, 'name')}: unknown dataset {name!r}; use one of "
+                            f"{', '.join(available_datasets())}, npz:PATH or folder:PATH")
+        n = _int(d["n"], where, tname, "n") if "n" in d else None
+        entry: dict[str, Any] = {"name": name, "n": n}
+        if "data_dir" in d:
+            entry["data_dir"] = _str(d["data_dir"], where, tname, "data_dir")
+        out[dname] = entry
+    return out
+
+
+def _data_ref(value: Any, datasets: dict[str, dict[str, Any]], where: _Where, tname: str,
+              index: int | None = None) -> dict[str, Any]:
+    """A measurement's or model's ``data``: a [data.NAME] of the spec, or a dataset name."""
+    from advlab.data import available_datasets
+
+    name = _str(value, where, tname, "data", index)
+    if name in datasets:
+        return {k: v for k, v in datasets[name].items() if k != "data_dir"}
+    if name in available_datasets() or name.startswith(("npz:", "folder:")):
+        return {"name": name, "n": None}
+    raise SpecError(f"{where.at(tname, 'data', index)}: data {name!r} is neither a [data.NAME] of this spec "
+                    f"({', '.join(datasets) or 'none defined'}) nor a dataset ({', '.join(available_datasets())})")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], where: _Where,
+           base: Path) -> Cell | dict[str, Any]:
+    """A zoo model is a train cell; a checkpoint or factory is a resolved reference (a dict)."""
+    tname = f"models.{mname}"
+    sources = [s for s in MODEL_SOURCES if s in m]
+    if len(sources) != 1:
+        raise SpecError(f"{where.at(tname)}: [{tname}] needs exactly one of zoo = ARCHITECTURE, "
+                        f"checkpoint = DIR or factory = \"module:callable\"; got {sources or 'none'}")
+    kind = sources[0]
+    if kind == "zoo":
+        from advlab.models import list_architectures
+
+        _known(m, _ZOO_KEYS, where, tname, f"[{tname}] (a zoo model)")
+        arch = _str(m["zoo"], where, tname, "zoo")
+        if arch not in list_architectures():
+            raise SpecError(f"{where.at(tname, 'zoo')}: unknown architecture {arch!r}; use one of "
+                            f"{', '.join(list_architectures())}")
+        if "data" not in m:
+            raise SpecError(f"{where.at(tname)}: [{tname}] trains {arch}: it needs data = ... to train on")
+        recipe = m.get("recipe", "standard")
+        if recipe not in RECIPES:
+            raise SpecError(f"{where.at(tname, 'recipe')}: unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
+        config = {
+            "source": "zoo", "architecture": arch,
+            "data": {"name": _data_ref(m["data"], datasets, where, tname)["name"]},
+            "epochs": _int(m.get("epochs", 2), where, tname, "epochs"),
+            "seed": _int(m.get("seed", 0), where, tname, "seed", minimum=0),
+            "lr": _float(m.get("lr", 1e-3), where, tname, "lr"),
+            "batch_size": _int(m.get("batch_size", 128), where, tname, "batch_size"),
+            "limit": _int(m["limit"], where, tname, "limit") if "limit" in m else None,
+            "lr_schedule": _str(m.get("lr_schedule", "constant"), where, tname, "lr_schedule"),
+            "recipe": {"name": recipe,
+                       **({"eps": _float(m.get("recipe_eps", 0.1), where, tname, "recipe_eps")}
+                          if recipe not in ("standard", "vat") else {}),
+                       **({"steps": _int(m["recipe_steps"], where, tname, "recipe_steps")}
+                          if "recipe_steps" in m else {}),
+                       **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps") if k in m})},
+        }
+        return Cell(kind="train", config=config, label=mname)
+    if kind == "checkpoint":
+        _known(m, _CHECKPOINT_KEYS, where, tname, f"[{tname}] (a checkpoint)")
+        ck = base / _str(m["checkpoint"], where, tname, "checkpoint")
+        from advlab.models.checkpoint import WEIGHTS_FILE
+
+        weights = ck / WEIGHTS_FILE
+        if not weights.is_file():
+            raise SpecError(f"{where.at(tname, 'checkpoint')}: no checkpoint at {ck} ({WEIGHTS_FILE} missing)")
+        return {"source": "checkpoint", "path": str(ck.resolve()), "sha256": _file_sha256(weights), "name": mname}
+    _known(m, _FACTORY_KEYS, where, tname, f"[{tname}] (a user factory)")
+    ref: dict[str, Any] = {"source": "factory", "factory": _str(m["factory"], where, tname, "factory"),
+                           "name": mname}
+    if "weights" in m:
+        w = base / _str(m["weights"], where, tname, "weights")
+        if w.suffix != ".safetensors" or not w.is_file():
+            raise SpecError(f"{where.at(tname, 'weights')}: weights must be an existing .safetensors file, got {w}")
+        ref.update(weights=str(w.resolve()), weights_sha256=_file_sha256(w))
+    for key in ("input_shape", "bounds", "mean", "std"):
+        if key in m:
+            vals = m[key]
+            if not isinstance(vals, list) or not vals:
+                raise SpecError(f"{where.at(tname, key)}: {key} must be a list of numbers, got {vals!r}")
+            ref[key] = ([_int(v, where, tname, key) for v in vals] if key == "input_shape"
+                        else [_float(v, where, tname, key) for v in vals])
+    if "classes" in m:
+        ref["classes"] = _int(m["classes"], where, tname, "classes", minimum=2)
+    if ref["factory"].split(":")[0].endswith(".py"):
+        path, _, attr = ref["factory"].rpartition(":")
+        file = base / path
+        ref["factory"] = f"{file.resolve()}:{attr}"
+        if file.is_file():
+            ref["factory_sha256"] = _file_sha256(file)
+    return ref
+
+
+def _model_ref(name: Any, models: dict[str, Cell | dict[str, Any]], where: _Where, tname: str, key: str,
+               index: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """What a measurement stores about one of its models: for a trained model its cell hash (a
+    dependency), for a checkpoint or factory its resolved reference."""
+    if not isinstance(name, str) or name not in models:
+        raise SpecError(f"{where.at(tname, key, index)}: model {name!r} is not defined; models of this spec: "
+                        f"{', '.join(models)}")
+    m = models[name]
+    if isinstance(m, Cell):
+        return {"source": "trained", "cell": m.hash, "name": name, "architecture": m.config["architecture"],
+                "recipe": m.config["recipe"]["name"]}, (m.hash,)
+    return dict(m), ()
+
+
+def _attacks(value: Any, where: _Where, tname: str, index: int, *, kind: str) -> list[dict[str, Any]]:
+    from advlab.attacks.registry import attack_key, entry
+
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where.at(tname, 'attacks', index)}: attacks must be a non-empty list of names or "
+                        "{ name = ..., option = ... } tables")
+    out = []
+    for a in value:
+        opts = {"name": a} if isinstance(a, str) else a
+        if not isinstance(opts, dict) or "name" not in opts:
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: each attack is a name or a table with a name, "
+                            f"got {a!r}")
+        unknown = sorted(set(opts) - _ATTACK_OPTIONS)
+        if unknown:
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: attack option {unknown[0]!r} is not known; "
+                            f"options: {', '.join(sorted(_ATTACK_OPTIONS))}")
+        try:
+            spec = entry(opts["name"])
+        except ValueError as exc:
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: {exc}") from None
+        if spec.kind == "universal":
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: {opts['name']} is universal; not a spec kind yet")
+        if kind in ("robust", "transfer") and spec.kind == "minimal":
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: {opts['name']} is a minimal-perturbation "
+                            "attack: it takes no eps; put it in a kind = \"minimal\" measurement")
+        if kind == "minimal" and spec.kind != "minimal":
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: {opts['name']} is an eps-bounded attack; a "
+                            "minimal measurement takes deepfool, fmn, cw, hsj or boundary")
+        if kind == "transfer" and spec.black_box:
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: transfer crafts a white-box attack on the "
+                            f"source; {opts['name']} is black-box")
+        out.append({"name": attack_key(opts["name"]), **{k: v for k, v in sorted(opts.items()) if k != "name"}})
+    return out
+
+
+def _eps_list(value: Any, where: _Where, tname: str, index: int) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where.at(tname, 'eps', index)}: eps must be a non-empty list of increasing numbers")
+    eps = [_float(e, where, tname, "eps", index) for e in value]
+    if any(b <= a for a, b in zip(eps, eps[1:])) or eps[0] < 0:
+        raise SpecError(f"{where.at(tname, 'eps', index)}: eps must be >= 0 and strictly increasing, got {eps}")
+    return eps
+
+
+def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
+             models: dict[str, Cell | dict[str, Any]], where: _Where) -> list[Cell]:
+    tname = "measure"
+    kind = m.get("kind")
+    if kind not in MEASURE_KINDS:
+        raise SpecError(f"{where.at(tname, 'kind', i)}: [[measure]] #{i + 1} needs kind = one of "
+                        f"{', '.join(MEASURE_KINDS)}; got {kind!r}")
+    _known(m, _MEASURE_KEYS[kind], where, tname, f"a kind = {kind!r} measurement", index=i)
+    if "data" not in m:
+        raise SpecError(f"{where.at(tname, None, i)}: [[measure]] #{i + 1} needs data = ...")
+    data = _data_ref(m["data"], datasets, where, tname, i)
+    seeds = m.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        raise SpecError(f"{where.at(tname, 'seeds', i)}: seeds must be a non-empty list of integers")
+    seeds = [_int(s, where, tname, "seeds", minimum=0, index=i) for s in seeds]
+    norm = m.get("norm", "l2" if kind == "minimal" else "linf")
+    if norm not in ("linf", "l2", "l1"):
+        raise SpecError(f"{where.at(tname, 'norm', i)}: norm must be linf, l2 or l1, got {norm!r}")
+    batch = _int(m.get("batch_size", 250), where, tname, "batch_size", index=i)
+    cells = []
+    if kind == "transfer":
+        for key in ("sources", "targets"):
+            if not isinstance(m.get(key), list) or not m[key]:
+                raise SpecError(f"{where.at(tname, key, i)}: a transfer measurement needs {key} = [model names]")
+        attacks = _attacks(m.get("attacks"), where, tname, i, kind=kind)
+        eps = _eps_list(m.get("eps"), where, tname, i)
+        for s in m["sources"]:
+            src, src_needs = _model_ref(s, models, where, tname, "sources", i)
+            for t in m["targets"]:
+                tgt, tgt_needs = _model_ref(t, models, where, tname, "targets", i)
+                for a in attacks:
+                    for seed in seeds:
+                        cells.append(Cell(kind=kind, needs=src_needs + tgt_needs, label=f"{a['name']} {s}→{t}",
+                                          config={"source": src, "model": tgt, "data": data, "attack": a,
+                                                  "eps": eps, "norm": norm, "seed": seed, "batch_size": batch}))
+        return cells
+    names = m.get("models")
+    if not isinstance(names, list) or not names:
+        raise SpecError(f"{where.at(tname, 'models', i)}: [[measure]] #{i + 1} needs models = [model names]")
+    if kind == "minimal" and "eps" in m:
+        raise SpecError(f"{where.at(tname, 'eps', i)}: a minimal measurement finds each point's smallest "
+                        "perturbation: it takes no eps (robust accuracy at any ε is read off the distances)")
+    for name in names:
+        ref, needs = _model_ref(name, models, where, tname, "models", i)
+        base = {"model": ref, "data": data, "norm": norm, "batch_size": batch}
+        for seed in seeds:
+            if kind == "strong":
+                steps = _int(m.get("steps", 100), where, tname, "steps", index=i)
+                cells.append(Cell(kind=kind, needs=needs, label=f"strong {name}",
+                                  config={**base, "eps": _eps_list(m.get("eps"), where, tname, i), "steps": steps,
+                                          "seed": seed}))
+                continue
+            for a in _attacks(m.get("attacks"), where, tname, i, kind=kind):
+                config = {**base, "attack": a, "seed": seed}
+                if kind == "robust":
+                    from advlab.attacks.registry import entry
+
+                    threat = m.get("threat", "black-box" if entry(a["name"]).black_box else "white-box")
+                    if threat not in ("white-box", "black-box"):
+                        raise SpecError(f"{where.at(tname, 'threat', i)}: threat must be white-box or black-box")
+                    if threat == "white-box" and entry(a["name"]).black_box:
+                        raise SpecError(f"{where.at(tname, 'attacks', i)}: {a['name']} is a black-box (query) "
+                                        "attack but this measurement says threat = \"white-box\"")
+                    if threat == "black-box" and not entry(a["name"]).black_box:
+                        raise SpecError(f"{where.at(tname, 'attacks', i)}: {a['name']} needs gradients but this "
+                                        "measurement says threat = \"black-box\"")
+                    config["eps"] = _eps_list(m.get("eps"), where, tname, i)
+                    config["threat"] = threat
+                    if "budget" in m:
+                        config["attack"] = {**a, "budget": _int(m["budget"], where, tname, "budget", index=i)}
+                cells.append(Cell(kind=kind, needs=needs, label=f"{a['name']} {name}", config=config))
+    return cells
+
+
+def describe_cells(cells: Sequence[Cell], done: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """The ``--dry-run`` listing: one line per cell, with its hash and whether it is done."""
+    lines = []
+    for c in cells:
+        state = "done" if c.hash in done else "todo"
+        lines.append(f"{c.hash}  {state:4s}  {c.kind:8s}  {c.label}")
+    return "\n".join(lines)
