@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs per cell task (default 1)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs per cell task (default 0)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch threads per cell (default: torch's own locally, --cpus-per-cell on Ray); the same "
+                        "value gives bit-identical rows on either executor")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
     p.add_argument("--no-progress", action="store_true")
@@ -504,7 +507,7 @@ def _run_spec(args: argparse.Namespace) -> int:
     with Store(args.store) as store:
         summary = run_spec(spec, store, executor=args.executor, address=args.address, data_dir=args.data_dir,
                            device=args.device, progress=not args.no_progress, cpus_per_cell=args.cpus_per_cell,
-                           gpus_per_cell=args.gpus_per_cell)
+                           gpus_per_cell=args.gpus_per_cell, threads=args.threads)
     print(summary.text())
     for h, err in summary.failed.items():
         print(f"  failed {h}: {err}", file=sys.stderr)

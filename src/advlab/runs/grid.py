@@ -56,9 +56,13 @@ def _error_text(exc: BaseException) -> str:
 
 def run_spec(spec: Spec, store: Store, *, executor: str = "local", address: str | None = None,
              data_dir: str | None = None, device: str = "cpu", progress: bool = True,
-             cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0,
+             cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0, threads: int | None = None,
              on_cell: Callable[[Cell, str], None] | None = None) -> RunSummary:
-    """Run every cell of ``spec`` not already done in ``store``; return what happened."""
+    """Run every cell of ``spec`` not already done in ``store``; return what happened.
+
+    ``threads``: torch threads per cell (default: torch's own locally, ``cpus_per_cell`` in a Ray
+    task). Floating-point sums depend on it, so the executors store bit-identical rows when it
+    is the same (``threads=1`` locally equals Ray with one CPU per cell)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: use {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -79,10 +83,19 @@ def run_spec(spec: Spec, store: Store, *, executor: str = "local", address: str 
     status = "failed"
     try:
         if executor == "local":
-            _local(todo, store, summary, data_dir=data_dir, device=device, progress=progress, on_cell=on_cell)
+            import torch
+
+            before = torch.get_num_threads()
+            if threads is not None:
+                torch.set_num_threads(threads)
+            try:
+                _local(todo, store, summary, data_dir=data_dir, device=device, progress=progress, on_cell=on_cell)
+            finally:
+                torch.set_num_threads(before)
         else:
             _ray(todo, store, summary, address=address, data_dir=data_dir, device=device, progress=progress,
-                 cpus=cpus_per_cell, gpus=gpus_per_cell, on_cell=on_cell)
+                 cpus=cpus_per_cell, gpus=gpus_per_cell, threads=threads or max(1, int(cpus_per_cell)),
+                 on_cell=on_cell)
         status = summary.status
     finally:
         summary.seconds = time.perf_counter() - t0
@@ -144,14 +157,14 @@ def _ray_task(kind: str, config: dict, cell_hash: str, files: str, data_dir: str
 
 
 def _ray(todo: Sequence[Cell], store: Store, summary: RunSummary, *, address: str | None, data_dir: str | None,
-         device: str, progress: bool, cpus: float, gpus: float,
+         device: str, progress: bool, cpus: float, gpus: float, threads: int,
          on_cell: Callable[[Cell, str], None] | None) -> None:
     import ray
     from tqdm.auto import tqdm
 
     started_here = not ray.is_initialized()
     if started_here:
-        env = {"OMP_NUM_THREADS": str(max(1, int(cpus))), "OMP_WAIT_POLICY": "PASSIVE",
+        env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
                "PYTHONPATH": os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(
                    os.path.dirname(os.path.abspath(__file__)))), os.environ.get("PYTHONPATH", "")) if p)}
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
@@ -169,7 +182,7 @@ def _ray(todo: Sequence[Cell], store: Store, summary: RunSummary, *, address: st
                     bar.update(1)
                     continue
                 ref = task.remote(cell.kind, dict(cell.config), cell.hash, str(store.files), data_dir, device,
-                                  max(1, int(cpus)))
+                                  threads)
                 pending[ref] = cell
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)

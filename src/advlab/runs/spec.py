@@ -392,13 +392,21 @@ def _attacks(value: Any, where: _Where, tname: str, index: int, *, kind: str) ->
         if kind in ("robust", "transfer") and spec.kind == "minimal":
             raise SpecError(f"{where.at(tname, 'attacks', index)}: {opts['name']} is a minimal-perturbation "
                             "attack: it takes no eps; put it in a kind = \"minimal\" measurement")
-        if kind == "minimal" and spec.kind != "minimal":
-            raise SpecError(f"{where.at(tname, 'attacks', index)}: {opts['name']} is an eps-bounded attack; a "
-                            "minimal measurement takes deepfool, fmn, cw, hsj or boundary")
+        if kind == "minimal" and (spec.kind != "minimal" or spec.black_box):
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: {opts['name']} is not a white-box "
+                            "minimal-perturbation attack; a minimal measurement takes deepfool, fmn or cw")
         if kind == "transfer" and spec.black_box:
             raise SpecError(f"{where.at(tname, 'attacks', index)}: transfer crafts a white-box attack on the "
                             f"source; {opts['name']} is black-box")
-        out.append({"name": attack_key(opts["name"]), **{k: v for k, v in sorted(opts.items()) if k != "name"}})
+        from advlab.attacks.registry import make_attack
+
+        options = {k: v for k, v in sorted(opts.items()) if k != "name"}
+        try:  # the options the attack takes, checked now rather than in the middle of the grid
+            make_attack(opts["name"], strict=True, **options,
+                        **({"eps": 0.1} if spec.kind == "bounded" and "eps" not in options else {}))
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{where.at(tname, 'attacks', index)}: {exc}") from None
+        out.append({"name": attack_key(opts["name"]), **options})
     return out
 
 
@@ -418,6 +426,9 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
     if kind not in MEASURE_KINDS:
         raise SpecError(f"{where.at(tname, 'kind', i)}: [[measure]] #{i + 1} needs kind = one of "
                         f"{', '.join(MEASURE_KINDS)}; got {kind!r}")
+    if kind == "minimal" and "eps" in m:
+        raise SpecError(f"{where.at(tname, 'eps', i)}: a minimal measurement finds each point's smallest "
+                        "perturbation: it takes no eps (robust accuracy at any ε is read off the distances)")
     _known(m, _MEASURE_KEYS[kind], where, tname, f"a kind = {kind!r} measurement", index=i)
     if "data" not in m:
         raise SpecError(f"{where.at(tname, None, i)}: [[measure]] #{i + 1} needs data = ...")
@@ -450,9 +461,6 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
     names = m.get("models")
     if not isinstance(names, list) or not names:
         raise SpecError(f"{where.at(tname, 'models', i)}: [[measure]] #{i + 1} needs models = [model names]")
-    if kind == "minimal" and "eps" in m:
-        raise SpecError(f"{where.at(tname, 'eps', i)}: a minimal measurement finds each point's smallest "
-                        "perturbation: it takes no eps (robust accuracy at any ε is read off the distances)")
     for name in names:
         ref, needs = _model_ref(name, models, where, tname, "models", i)
         base = {"model": ref, "data": data, "norm": norm, "batch_size": batch}

@@ -1,0 +1,232 @@
+"""#12: the results store and the grid: finished cells skipped, failed cells stored and retried,
+the worst case across attacks and runs equals the per-point OR of the stored outcomes, bad stores
+refused, and the store survives kill -9 and two writers at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+
+from advlab.cli import main
+from advlab.runs.grid import run_spec
+from advlab.runs.results import worst_case
+from advlab.runs.spec import load_spec, parse_spec
+from advlab.runs.store import SCHEMA_VERSION, Store, StoreError
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def _rows(db) -> dict[str, list]:
+    """The store's result rows, without timings: what two equivalent runs must share."""
+    con = sqlite3.connect(str(db))
+    try:
+        return {
+            "cells": sorted(con.execute("SELECT hash, kind, status, config FROM cells").fetchall()),
+            "metrics": sorted(con.execute("SELECT cell, attack, eps, name, value FROM metrics "
+                                          "WHERE name NOT IN ('seconds')").fetchall(), key=repr),
+            "outcomes": sorted(con.execute("SELECT * FROM outcomes").fetchall(), key=repr),
+        }
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny spec run once, uninterrupted, through the CLI."""
+    from conftest import TINY
+
+    root = tmp_path_factory.mktemp("grid")
+    spec = root / "tiny.toml"
+    spec.write_text(TINY)
+    db = root / "runs.db"
+    done = subprocess.run([sys.executable, "-m", "advlab", "run", str(spec), "--store", str(db), "--no-progress"],
+                          capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    return spec, db
+
+
+def test_a_rerun_skips_every_finished_cell_and_stores_nothing_twice(finished, capsys):
+    spec, db = finished
+    before = _rows(db)
+    assert {s for *_, s, _ in [(h, k, st, c) for h, k, st, c in before["cells"]]} == {"done"}
+    assert main(["run", str(spec), "--store", str(db), "--no-progress"]) == 0
+    assert "0 cell(s) done, 7 already done" in capsys.readouterr().out
+    assert _rows(db) == before
+    assert main(["run", str(spec), "--store", str(db), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "7 cells, 7 done, 0 to run" in out and "todo" not in out
+
+
+def test_the_worst_case_is_the_per_point_or_of_every_stored_attack(finished):
+    _, db = finished
+    with Store(db) as store:
+        worst = worst_case(store, model="mlp")
+        outcomes = store.query("SELECT o.attack, o.eps, o.point, o.clean_correct, o.success, o.norm FROM outcomes o "
+                               "JOIN cells c ON c.hash = o.cell WHERE c.model_name = 'mlp'")
+    assert {w["eps"] for w in worst} == {0.05, 0.2}
+    for w in worst:
+        broken = defaultdict(bool)
+        clean = {}
+        for o in outcomes:
+            clean[o["point"]] = o["clean_correct"]
+            if o["eps"] == w["eps"] and o["success"]:
+                broken[o["point"]] = True
+            if o["eps"] == -1 and o["success"] and o["norm"] <= w["eps"]:
+                broken[o["point"]] = True       # DeepFool's distance within the ball
+        n_correct = sum(clean.values())
+        n_broken = sum(1 for p, ok in clean.items() if ok and broken[p])
+        assert (w["n"], w["n_correct"], w["n_robust"]) == (60, n_correct, n_correct - n_broken)
+        assert "DeepFool (minimal, ‖δ‖ ≤ ε)" in w["attacks"] and {"FGSM", "PGD"} <= set(w["attacks"])
+        per_attack = [r for r in outcomes if r["eps"] == w["eps"] and r["attack"] == "PGD" and r["success"]]
+        assert w["n_robust"] <= n_correct - len(per_attack)   # never weaker than one attack
+
+
+def test_results_and_leaderboard_in_every_format(finished, capsys):
+    _, db = finished
+    assert main(["results", "--store", str(db), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["model"] for r in data["rows"]} == {"mlp", "cnn"} and data["worst_case"]
+    assert main(["results", "--store", str(db), "--model", "cnn", "--attack", "pgd", "--format", "csv"]) == 0
+    csv_text = capsys.readouterr().out
+    assert csv_text.startswith("model,dataset,norm,attack,eps") and ",FGSM," not in csv_text
+    assert main(["leaderboard", "--store", str(db)]) == 0
+    board = capsys.readouterr().out
+    assert "| rank | model |" in board and "| 1 |" in board
+    assert main(["results", "--store", str(db.parent / "none.db")]) == 2
+    assert "no store at" in capsys.readouterr().err
+
+
+FAILING = """
+[models.bad]
+factory = "{file}:net"
+
+[[measure]]
+kind = "robust"
+models = ["bad", "ok"]
+data = "digits"
+attacks = ["fgsm"]
+eps = [0.1]
+
+[models.ok]
+zoo = "mlp"
+data = "digits"
+epochs = 1
+limit = 200
+
+[data.digits]
+name = "digits"
+n = 30
+"""
+
+
+def test_a_failing_cell_is_stored_with_its_error_the_rest_goes_on_and_the_next_run_retries_it(tmp_path, capsys):
+    factory = tmp_path / "nets.py"
+    factory.write_text("from pathlib import Path\nfrom torch import nn\n\ndef net():\n"
+                       "    if not Path(__file__).with_name('ready').exists():\n"
+                       "        raise RuntimeError('not trained yet')\n"
+                       "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
+    spec = tmp_path / "s.toml"
+    spec.write_text(FAILING.format(file=factory))
+    db = tmp_path / "runs.db"
+    assert main(["run", str(spec), "--store", str(db), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "not trained yet" in err
+    with Store(db) as store:
+        status = {r["label"]: (r["status"], r["error"]) for r in store.query("SELECT label, status, error FROM cells")}
+    assert status["fgsm ok"][0] == "done" and status["ok"][0] == "done"
+    assert status["fgsm bad"][0] == "failed" and "not trained yet" in status["fgsm bad"][1]
+    (tmp_path / "ready").touch()   # the cause goes away; the cell (same hash) is retried
+    assert main(["run", str(spec), "--store", str(db), "--no-progress"]) == 0
+    assert "1 cell(s) done, 2 already done" in capsys.readouterr().out
+    with Store(db) as store:
+        assert {r["status"] for r in store.query("SELECT status FROM cells")} == {"done"}
+        runs = store.query("SELECT id, status FROM runs ORDER BY id")
+    assert [r["status"] for r in runs] == ["failed", "done"]
+
+
+def test_a_file_that_is_not_a_store_and_a_newer_schema_are_refused(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("hello, I am a text file")
+    with pytest.raises(StoreError, match="not an advlab store"):
+        Store(junk)
+    assert junk.read_text() == "hello, I am a text file"          # nothing overwritten
+    db = tmp_path / "new.db"
+    Store(db).close()
+    con = sqlite3.connect(str(db))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="written by a newer advlab"):
+        Store(db)
+    with pytest.raises(StoreError, match="is a directory"):
+        Store(tmp_path)
+
+
+def test_cli_errors_for_bad_store_and_spec(tmp_path, tiny_spec, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("x" * 100)
+    assert main(["run", str(tiny_spec), "--store", str(junk)]) == 2
+    assert "not an advlab store" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text(tiny_spec.read_text().replace("epochs = 2", "epochz = 2"))
+    assert main(["run", str(bad), "--store", str(tmp_path / "r.db")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:" in err and "unknown key 'epochz'" in err and not (tmp_path / "r.db").exists()
+    assert main(["run", str(tiny_spec), "--store", str(tmp_path / "r.db"), "--device", "cuda:7"]) == 2 or \
+        "cuda" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_run_killed_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, finished, round_):
+    spec, clean_db = finished
+    db = tmp_path / "runs.db"
+    cmd = [sys.executable, "-m", "advlab", "run", str(spec), "--store", str(db), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(round_).uniform(2.5, 7.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if db.exists():
+        con = sqlite3.connect(str(db))
+        partial = con.execute("SELECT hash FROM cells WHERE status = 'done'").fetchall()
+        for (h,) in partial:   # a done cell has all its rows: never a half-written cell
+            assert con.execute("SELECT count(*) FROM metrics WHERE cell = ?", (h,)).fetchone()[0] > 0
+        con.close()
+    assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
+    assert _rows(db) == _rows(clean_db)
+
+
+def test_two_runs_on_one_store_at_once_do_not_corrupt_it(tmp_path, finished):
+    spec, clean_db = finished
+    db = tmp_path / "runs.db"
+    cmd = [sys.executable, "-m", "advlab", "run", str(spec), "--store", str(db), "--no-progress"]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert _rows(db) == _rows(clean_db)
+    con = sqlite3.connect(str(db))
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+def test_the_python_api_runs_a_spec(tmp_path, tiny_spec):
+    spec = load_spec(tiny_spec)
+    seen = []
+    with Store(tmp_path / "api.db") as store:
+        summary = run_spec(spec, store, progress=False, on_cell=lambda c, s: seen.append((c.kind, s)))
+    assert summary.status == "done" and len(summary.done) == len(spec.cells) == 7
+    assert seen[0] == ("train", "done") and all(s == "done" for _, s in seen)
+    assert (tmp_path / "api.db.files").is_dir()
+    trained = [c for c in spec.cells if c.kind == "train"]
+    for c in trained:   # the trained models are checkpoints beside the store, named by cell hash
+        assert (tmp_path / "api.db.files" / c.hash / "model" / "model.safetensors").is_file()
+    assert parse_spec(tiny_spec.read_text()).cells[0].hash == trained[0].hash
