@@ -386,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--run", type=_positive_int, metavar="ID", help="only cells last run by this run")
         p.add_argument("--format", choices=["md", "csv", "json"], default="md")
 
+    p = _command(sub, "report", help="one static HTML report from the results store",
+                 description="Render one static HTML page (no server, no network; figures beside it) from the "
+                             "store's rows only: leaderboard, robust accuracy per model and attack with curves, "
+                             "the worst case per point, minimal-norm distributions, transfer heatmaps, failed "
+                             "cells and provenance.")
+    p.add_argument("--store", default="runs.db", metavar="FILE")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--title", help="page title (default names the store)")
+
     _command(sub, "list", help="list architectures, datasets and attacks")
     return parser
 
@@ -477,6 +486,16 @@ def _run(args: argparse.Namespace) -> int:
                              title="Leaderboard: worst case over every stored attack",
                              note="Robust accuracy over n points under the worst case per point of every attack "
                                   "stored for the model at that threat (the attacks column)."), end="")
+    elif args.command == "report":
+        from advlab.reports.store import store_report
+        from advlab.runs.store import Store
+
+        if not os.path.exists(args.store):
+            raise FileNotFoundError(f"no store at {args.store}; run a spec first: advlab run SPEC.toml --store "
+                                    f"{args.store}")
+        with Store(args.store) as store:
+            page = store_report(store, args.out, title=args.title)
+        print(f"report written to {page}")
     elif args.command == "list":
         from advlab.attacks.registry import BLACKBOX, known_names, spelling
         from advlab.data import available_datasets

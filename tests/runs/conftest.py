@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 TINY = """
@@ -44,3 +48,16 @@ def tiny_spec(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     return path
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """The tiny spec run once, uninterrupted, through the CLI: (spec path, store path)."""
+    root = tmp_path_factory.mktemp("grid")
+    spec = root / "tiny.toml"
+    spec.write_text(TINY)
+    db = root / "runs.db"
+    done = subprocess.run([sys.executable, "-m", "advlab", "run", str(spec), "--store", str(db), "--no-progress"],
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr
+    return spec, db

@@ -39,21 +39,6 @@ def _rows(db) -> dict[str, list]:
         con.close()
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The tiny spec run once, uninterrupted, through the CLI."""
-    from conftest import TINY
-
-    root = tmp_path_factory.mktemp("grid")
-    spec = root / "tiny.toml"
-    spec.write_text(TINY)
-    db = root / "runs.db"
-    done = subprocess.run([sys.executable, "-m", "advlab", "run", str(spec), "--store", str(db), "--no-progress"],
-                          capture_output=True, text=True, env=ENV)
-    assert done.returncode == 0, done.stderr
-    return spec, db
-
-
 def test_a_rerun_skips_every_finished_cell_and_stores_nothing_twice(finished, capsys):
     spec, db = finished
     before = _rows(db)

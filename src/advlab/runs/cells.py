@@ -88,7 +88,6 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
            progress: bool) -> tuple[list, list, dict]:
     from advlab.defenses import train
     from advlab.models import accuracy, build_seeded, save
-    from advlab.models.checkpoint import holds_checkpoint
     from advlab.models.user import resolve_device
     from advlab.runs._common import load_data
     from advlab.runs.defend import build_recipe
@@ -112,7 +111,9 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
     card = {"dataset": train_set.name, "class_names": tuple(train_set.class_names), "clean_accuracy": acc,
             "seed": config["seed"], "training": {"recipe": config["recipe"], "epochs": config["epochs"],
                                                  "cell": cell_hash}}
-    save(model.cpu(), out, card=card, overwrite=holds_checkpoint(out))
+    # overwrite: a cell is a pure function of its config, so another process that finished the
+    # same cell first (two runs on one store) wrote the same model; the pair is replaced atomically
+    save(model.cpu(), out, card=card, overwrite=True)
     metrics = [{"attack": "", "eps": None, "name": "clean_accuracy", "value": acc},
                {"attack": "", "eps": None, "name": "final_loss",
                 "value": float(history.history[-1]["loss"]) if getattr(history, "history", None) else None}]
@@ -245,7 +246,7 @@ def _transfer(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_di
     shape = tuple(ds.input_shape)
     source = open_ref(config["source"], files=files, device=device, input_shape=shape)
     target = open_ref(config["model"], files=files, device=device, input_shape=shape)
-    label = f"transfer {display_name(config['attack']['name'])}"
+    label = f"transfer {display_name(config['attack']['name'])} from {config['source'].get('name', 'source')}"
     correct = clean_predictions(target, x, y=y) == y
     idx = correct.nonzero().squeeze(1)
     n, n_correct = int(y.numel()), int(idx.numel())
