@@ -161,11 +161,12 @@ def committed_path(directory: str | os.PathLike[str], name: str) -> Path:
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
-    """Parse an untrusted JSON file; any defect (bad syntax, bad encoding, nesting deep enough to
-    exhaust the parser's recursion) is a ``ValueError`` naming ``what`` and the file."""
+    """Parse an untrusted JSON file; any defect (bad syntax, bad encoding, an integer too long for
+    Python to convert, nesting deep enough to exhaust the parser's recursion) is a ``ValueError``
+    naming ``what`` and the file."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int() of > 4300 digits
         raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError(f"{what} {path} is nested too deeply to be a valid file") from None

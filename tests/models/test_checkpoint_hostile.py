@@ -49,3 +49,17 @@ def test_loading_leaves_the_global_rng_alone_and_the_weights_exact(checkpoint):
     reference = build_seeded("small-cnn", in_shape=(1, 8, 8), num_classes=10, seed=0)
     for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_a_card_with_an_integer_of_5000_digits_is_an_error_naming_the_card(checkpoint, tmp_path):
+    # found by tests/test_fuzz_parsers.py: json.loads raised Python's own ValueError ("Exceeds the
+    # limit (4300 digits) for integer string conversion"), which named neither the file nor the field
+    from advlab.models import load_card
+
+    evil = tmp_path / "evil"
+    shutil.copytree(checkpoint, evil)
+    text = (evil / "card.json").read_text()
+    (evil / "card.json").write_text(text.replace('"num_classes": 10', '"num_classes": ' + "9" * 5000))
+    for read in (load_card, load):
+        with pytest.raises(ValueError, match=r"checkpoint card .*card\.json is not valid JSON"):
+            read(evil)
