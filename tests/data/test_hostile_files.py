@@ -101,3 +101,17 @@ def test_a_corrupt_or_mismatched_vae_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="do not have the shapes"):
         load_vae(tmp_path / "vae2")
     assert torch.get_default_device().type == "cpu"
+
+
+def test_an_npz_with_a_corrupt_deflate_stream_is_a_value_error(good_npz, tmp_path):
+    # found by tests/test_fuzz_parsers.py: zlib.error leaked out of load_npz (only BadZipFile,
+    # OSError and EOFError were caught)
+    buffer = tmp_path / "z.npz"
+    with np.load(good_npz) as a:
+        np.savez_compressed(buffer, x=a["x"], y=a["y"])
+    raw = bytearray(buffer.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[26:30])
+    raw[30 + name_len + extra_len] = 0x07  # the first deflate block: final, reserved type 3
+    buffer.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"z\.npz.*invalid block type"):
+        load_dataset(f"npz:{buffer}")

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 from pathlib import Path
@@ -85,7 +86,7 @@ def _check_npy_size(path: Path, archive: Any, key: str) -> None:
                 shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (KeyError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+    except (KeyError, OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}[{key!r}]: not a readable .npy member ({exc})") from exc
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > info.file_size:
@@ -148,7 +149,7 @@ def load_npz(
             images = archive[key_x]
             labels = archive[key_y]
             stored_names = archive["class_names"] if "class_names" in keys else None
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path}: a member of the archive is truncated or corrupt ({exc})") from exc
         except ValueError as exc:  # object arrays need pickle, which we refuse
             raise ValueError(
