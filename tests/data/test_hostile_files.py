@@ -6,6 +6,7 @@ corrupt VAE file raised from inside torch."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zipfile
@@ -115,3 +116,59 @@ def test_an_npz_with_a_corrupt_deflate_stream_is_a_value_error(good_npz, tmp_pat
     buffer.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"z\.npz.*invalid block type"):
         load_dataset(f"npz:{buffer}")
+
+
+def _set_member_size(raw: bytes, size: int) -> bytes:
+    """``raw`` (a zip) with its first member's uncompressed size forged in both of its headers."""
+    data = bytearray(raw)
+    for signature, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = data.find(signature)
+        data[start + at:start + at + 4] = struct.pack("<I", size)
+    return bytes(data)
+
+
+def _deflated_npz(x_member: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", x_member)
+        z.writestr("y.npy", _npy_member((10,), b"\x00" * 40))
+    return out.getvalue()
+
+
+def test_an_npz_whose_zip_directory_agrees_with_a_huge_header_is_refused(tmp_path):
+    # found by tests/test_fuzz_parsers.py: the header's claim was only compared with the member's
+    # size in the zip directory, which is just as easy to forge; 343 bytes made NumPy allocate
+    # 3.7 GiB (MemoryError under a memory limit)
+    path = tmp_path / "forged.npz"
+    path.write_bytes(_set_member_size(_deflated_npz(_npy_member((1000, 1000, 1000))), 2**32 - 1))
+    with pytest.raises(ValueError, match=r"claims shape \(1000, 1000, 1000\) .*corrupt or hostile"):
+        load_dataset(f"npz:{path}")
+
+
+def test_a_short_npz_member_is_called_corrupt_not_pickled(tmp_path):
+    # found by tests/test_fuzz_parsers.py: every ValueError while reading was reported as "an array
+    # is stored as Python objects, which needs pickle", here NumPy's "EOF: reading array data"
+    path = tmp_path / "short.npz"
+    path.write_bytes(_set_member_size(_deflated_npz(_npy_member((10, 1, 8, 8))), 128 + 2560))
+    with pytest.raises(ValueError, match=r"short\.npz: a member of the archive is truncated or corrupt") as err:
+        load_dataset(f"npz:{path}")
+    assert "pickle" not in str(err.value)
+
+
+def test_an_object_array_in_an_npz_is_refused_before_reading_it(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, x=np.zeros((2, 1, 8, 8), dtype="float32"), y=np.array([0, 1], dtype=object))
+    with pytest.raises(ValueError, match=r"objects\.npz\['y'\]: the array is stored as Python objects"):
+        load_dataset(f"npz:{path}")
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2])
+def test_npz_members_other_than_stored_or_deflated_are_refused(tmp_path, method):
+    # found by tests/test_fuzz_parsers.py: a corrupt LZMA member raised _lzma.LZMAError, and no
+    # ratio bounds what a bzip2 or LZMA member's forged size may claim
+    path = tmp_path / "other.npz"
+    with zipfile.ZipFile(path, "w", compression=method) as z:
+        z.writestr("x.npy", _npy_member((1, 1, 4, 4)))
+        z.writestr("y.npy", _npy_member((1,), b"\x00" * 8))
+    with pytest.raises(ValueError, match=r"other\.npz\['x'\]: .*neither stored nor deflated"):
+        load_dataset(f"npz:{path}")

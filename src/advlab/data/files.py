@@ -74,12 +74,20 @@ def _default_class_names(labels: np.ndarray) -> tuple[str, ...]:
     return tuple(str(k) for k in range(n))
 
 
+#: how many bytes one byte of a member can expand to: deflate at most 1032-fold (258 from 2 bits)
+_MAX_EXPANSION = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}
+
+
 def _check_npy_size(path: Path, archive: Any, key: str) -> None:
     """Refuse a member whose header claims more data than the archive holds for it, before
-    NumPy allocates what the header claims (a few bytes can claim terabytes)."""
+    NumPy allocates what the header claims (a few bytes can claim terabytes). The member's size in
+    the zip directory is a claim too: no more is believed than its compressed bytes can expand to."""
     name = f"{key}.npy"
     try:
         info = archive.zip.getinfo(name)
+        if info.compress_type not in _MAX_EXPANSION:
+            raise ValueError(f"compression method {info.compress_type} is neither stored nor deflated, "
+                             "what np.savez and np.savez_compressed write")
         with archive.zip.open(name) as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -88,10 +96,16 @@ def _check_npy_size(path: Path, archive: Any, key: str) -> None:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
     except (KeyError, OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}[{key!r}]: not a readable .npy member ({exc})") from exc
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path}[{key!r}]: the array is stored as Python objects, which needs pickle; save images "
+            "and labels as numeric arrays and class_names as np.array([...], dtype=str)")
     claimed = math.prod(shape) * dtype.itemsize
-    if claimed > info.file_size:
+    compressed = min(info.compress_size, path.stat().st_size)
+    holds = min(info.file_size, compressed * _MAX_EXPANSION[info.compress_type])
+    if claimed > holds:
         raise ValueError(f"{path}[{key!r}]: its header claims shape {shape} ({claimed:,} bytes) but the "
-                         f"archive holds {info.file_size:,} bytes for it; the file is corrupt or hostile")
+                         f"archive holds {holds:,} bytes for it; the file is corrupt or hostile")
 
 
 def load_npz(
@@ -105,7 +119,8 @@ def load_npz(
 
     Keys, first match wins: ``x_<split>``/``y_<split>`` (the Keras layout, e.g.
     ``mnist.npz``) when ``split`` is given; ``x``/``y``; ``images``/``labels``. An optional
-    ``class_names`` key holds a 1-D string array. Pickled objects are never loaded.
+    ``class_names`` key holds a 1-D string array. Pickled objects are never loaded; members must be
+    stored or deflated (as ``np.savez`` and ``np.savez_compressed`` write them).
 
     Images may be ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with ``C`` in {1, 3};
     ``uint8`` is divided by 255, floats must already lie in ``[0, 1]``. Labels must be
@@ -149,13 +164,9 @@ def load_npz(
             images = archive[key_x]
             labels = archive[key_y]
             stored_names = archive["class_names"] if "class_names" in keys else None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+            # (object arrays, which would need pickle, were refused above)
             raise ValueError(f"{path}: a member of the archive is truncated or corrupt ({exc})") from exc
-        except ValueError as exc:  # object arrays need pickle, which we refuse
-            raise ValueError(
-                f"{path}: an array is stored as Python objects, which needs pickle; save images "
-                "and labels as numeric arrays and class_names as np.array([...], dtype=str)"
-            ) from exc
 
     where = f"{path}[{key_x!r}]"
     images = _images_to_float(_images_to_nchw(images, where), where)
