@@ -172,3 +172,20 @@ def test_npz_members_other_than_stored_or_deflated_are_refused(tmp_path, method)
         z.writestr("y.npy", _npy_member((1,), b"\x00" * 8))
     with pytest.raises(ValueError, match=r"other\.npz\['x'\]: .*neither stored nor deflated"):
         load_dataset(f"npz:{path}")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_png_with_a_short_ihdr_is_an_error_naming_the_file(tmp_path):
+    # found by tests/test_fuzz_parsers.py: PIL raises a bare ValueError ("Truncated IHDR chunk",
+    # also for tRNS, acTL, fcTL, fdAT chunks), which load_image_folder passed on without the file
+    for cls in "ab":
+        (tmp_path / cls).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / cls / "1.png")
+    rest = (tmp_path / "a" / "1.png").read_bytes()[33:]  # the chunks after the 13-byte IHDR
+    (tmp_path / "b" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBB", 8, 8, 8, 0, 0, 0))
+                                           + rest)
+    with pytest.raises(ValueError, match=r"b/2\.png: cannot read image \(Truncated IHDR chunk\)"):
+        load_dataset(f"folder:{tmp_path}")

@@ -263,7 +263,7 @@ def load_image_folder(
             try:
                 with Image.open(file) as img:
                     entries.append((file, label, img.mode, img.size))
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise ValueError(f"{file}: cannot read image ({exc})") from exc
             w, h = entries[-1][3]
             if w * h > MAX_PIXELS:  # judged from the header, before any pixel is decoded
@@ -290,7 +290,7 @@ def load_image_folder(
         try:
             with Image.open(file) as img:
                 converted = img.convert(mode)
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ValueError(f"{file}: cannot decode image ({exc})") from exc
         if size is not None and img_size != (size[1], size[0]):
             converted = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
