@@ -189,3 +189,18 @@ def test_a_png_with_a_short_ihdr_is_an_error_naming_the_file(tmp_path):
                                            + rest)
     with pytest.raises(ValueError, match=r"b/2\.png: cannot read image \(Truncated IHDR chunk\)"):
         load_dataset(f"folder:{tmp_path}")
+
+
+@pytest.mark.parametrize("chunk", [_chunk(b"fdAT", b"\x00\x00\x00\x00"), _chunk(b"iCCP", b"")],
+                         ids=["fdAT-out-of-sequence", "empty-iCCP"])
+def test_a_broken_chunk_after_the_image_data_is_an_error_naming_the_file(tmp_path, chunk):
+    # found by tests/test_fuzz_parsers.py: chunks after IDAT are only read while decoding, where
+    # PIL lets SyntaxError ("APNG contains frame sequence errors") and IndexError (an empty iCCP)
+    # out; its Image.open turns the same exceptions into "cannot identify image file"
+    for cls in "ab":
+        (tmp_path / cls).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / cls / "1.png")
+    raw = (tmp_path / "a" / "1.png").read_bytes()
+    (tmp_path / "b" / "2.png").write_bytes(raw[:-12] + chunk + raw[-12:])  # just before IEND
+    with pytest.raises(ValueError, match=r"b/2\.png: cannot decode image"):
+        load_dataset(f"folder:{tmp_path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -203,6 +204,11 @@ def load_npz(
 MAX_PIXELS = 8192 * 8192
 
 
+#: what PIL raises for a broken chunk met while decoding: the exceptions its own ``Image.open``
+#: turns into "cannot identify image file" (it calls them "end of data"), and SyntaxError
+_PIL_END_OF_DATA = (SyntaxError, IndexError, TypeError, KeyError, EOFError, struct.error)
+
+
 def _list_images(class_dir: Path) -> list[Path]:
     return sorted(
         p for p in class_dir.iterdir()
@@ -290,7 +296,7 @@ def load_image_folder(
         try:
             with Image.open(file) as img:
                 converted = img.convert(mode)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError, *_PIL_END_OF_DATA) as exc:
             raise ValueError(f"{file}: cannot decode image ({exc})") from exc
         if size is not None and img_size != (size[1], size[0]):
             converted = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
