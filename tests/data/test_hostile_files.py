@@ -204,3 +204,25 @@ def test_a_broken_chunk_after_the_image_data_is_an_error_naming_the_file(tmp_pat
     (tmp_path / "b" / "2.png").write_bytes(raw[:-12] + chunk + raw[-12:])  # just before IEND
     with pytest.raises(ValueError, match=r"b/2\.png: cannot decode image"):
         load_dataset(f"folder:{tmp_path}")
+
+
+def test_a_png_chunk_claiming_2_gb_allocates_nothing_like_it(tmp_path):
+    # found by tests/test_fuzz_parsers.py: PIL reads the rest of an image-data chunk with one
+    # read() of the length the chunk claims; from a file that allocates the claim first (2 GiB
+    # here for an 80-byte PNG, a MemoryError under a memory limit)
+    import tracemalloc
+
+    for cls in "ab":
+        (tmp_path / cls).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / cls / "1.png")
+    raw = bytearray((tmp_path / "a" / "1.png").read_bytes())
+    at = raw.find(b"IDAT") - 4
+    raw[at:at + 4] = struct.pack(">I", 2**31 - 1)
+    (tmp_path / "b" / "2.png").write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        load_dataset(f"folder:{tmp_path}")  # the deflate stream inside is complete: PIL decodes it
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -294,7 +295,9 @@ def load_image_folder(
     for file, _, _, img_size in tqdm(entries, desc=f"reading {root.name}", unit="img", leave=False,
                                      disable=len(entries) < _PROGRESS_MIN_IMAGES):
         try:
-            with Image.open(file) as img:
+            # decoded from memory: PIL reads a chunk with one read() of the length the chunk claims,
+            # which on a file allocates that much first (a 150-byte PNG can claim a 4 GB chunk)
+            with Image.open(io.BytesIO(file.read_bytes())) as img:
                 converted = img.convert(mode)
         except (OSError, ValueError, Image.DecompressionBombError, *_PIL_END_OF_DATA) as exc:
             raise ValueError(f"{file}: cannot decode image ({exc})") from exc
