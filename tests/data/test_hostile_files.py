@@ -58,11 +58,11 @@ def test_an_empty_npz_names_what_it_expected(tmp_path):
         load_dataset(f"npz:{path}")
 
 
-def _png(width: int, height: int) -> bytes:
+def _png(width: int, height: int, colour: int = 0) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     body = zlib.compress(b"\x00" * (width + 1) * 4)   # a few rows: the header alone claims the size
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
             + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
@@ -226,3 +226,21 @@ def test_a_png_chunk_claiming_2_gb_allocates_nothing_like_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20
+
+
+def test_pngs_claiming_more_pixels_than_their_bytes_can_encode_are_refused_from_the_header(tmp_path):
+    # found by tests/test_fuzz_parsers.py: 111-byte PNGs claiming 8192x8192 RGBA (within
+    # MAX_PIXELS, one size throughout the folder) made PIL allocate the whole image, 330 MB of
+    # address space, before finding the data truncated (a MemoryError under a memory limit)
+    for cls in "ab":
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "1.png").write_bytes(_png(8192, 8192, colour=6))
+    with pytest.raises(ValueError, match=r"a/1\.png: its header claims 8192x8192 pixels, more than its 111 bytes"):
+        load_dataset(f"folder:{tmp_path}")
+
+
+def test_a_large_blank_png_still_loads(tmp_path):
+    # the bound above is deflate's: a blank 1-bit image compresses to ~8,200 pixels a byte
+    (tmp_path / "a").mkdir()
+    Image.new("1", (2000, 2000)).save(tmp_path / "a" / "blank.png", optimize=True)
+    assert load_dataset(f"folder:{tmp_path}").x.shape == (1, 1, 2000, 2000)

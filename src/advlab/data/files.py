@@ -203,6 +203,9 @@ def load_npz(
 
 #: the most pixels one image may claim (8192 x 8192 is 67M): a 100-byte PNG can claim 20000 x 20000
 MAX_PIXELS = 8192 * 8192
+#: the most pixels a file may claim per byte it has: a 1-bit PNG (8 pixels a byte) deflated 1032-fold,
+#: the most deflate can expand; JPEG and BMP images hold far fewer
+_MAX_PIXELS_PER_BYTE = 8 * 1032
 
 
 #: what PIL raises for a broken chunk met while decoding: the exceptions its own ``Image.open``
@@ -276,6 +279,10 @@ def load_image_folder(
             if w * h > MAX_PIXELS:  # judged from the header, before any pixel is decoded
                 raise ValueError(f"{file}: its header claims {h}x{w} pixels, more than the "
                                  f"{MAX_PIXELS:,} an image of a classification data set may have")
+            nbytes = file.stat().st_size
+            if w * h > _MAX_PIXELS_PER_BYTE * nbytes:  # PIL would allocate them all before decoding
+                raise ValueError(f"{file}: its header claims {h}x{w} pixels, more than its {nbytes:,} "
+                                 "bytes can encode; the file is truncated or hostile")
 
     if grayscale is None:
         grayscale = all(mode in ("L", "1") for _, _, mode, _ in entries)
