@@ -244,3 +244,26 @@ def test_a_large_blank_png_still_loads(tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("1", (2000, 2000)).save(tmp_path / "a" / "blank.png", optimize=True)
     assert load_dataset(f"folder:{tmp_path}").x.shape == (1, 1, 2000, 2000)
+
+
+def test_a_gzip_bomb_behind_a_small_idx_header_is_refused_without_inflating_it(tmp_path):
+    # found by tests/test_fuzz_parsers.py (a gzip bomb after the file's own member, under its memory
+    # bound): read_idx decompressed the whole stream before comparing it with the header; 64 KB
+    # claiming 10 labels took 148 MB
+    import tracemalloc
+
+    from advlab.data import IdxFormatError, read_idx
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+    parts = [packer.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + bytes(10))]
+    parts += [packer.compress(bytes(2**20)) for _ in range(64)]
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(b"".join(parts) + packer.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxFormatError, match=r"has trailing bytes: header says \(10,\) of uint8"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20

@@ -13,11 +13,13 @@ whatever its name.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -42,21 +44,29 @@ class IdxFormatError(ValueError):
     """The file is not a well-formed IDX file (wrong magic, truncated, trailing bytes...)."""
 
 
-def _read_bytes(path: Path) -> bytes:
-    with path.open("rb") as f:
-        raw = f.read()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except EOFError as exc:
-        raise IdxFormatError(f"{path}: gzip stream is truncated ({exc}); re-download the file") from exc
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise IdxFormatError(f"{path}: corrupt gzip data ({exc}); re-download the file") from exc
+#: deflate expands one byte into at most 1032 (258 bytes from 2 bits)
+_MAX_DEFLATE_RATIO = 1032
+_CHUNK = 1 << 24
+
+
+def _read_at_most(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream``, in pieces: one ``read(n)`` of a gzip stream allocates ``n``
+    bytes first, whatever the stream holds."""
+    parts = []
+    while n > 0:
+        part = stream.read(min(n, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (raw or gzip-compressed) into a NumPy array.
+
+    The header is read first; no more data is read (or decompressed) than it declares, plus one
+    byte to tell trailing bytes, so a gzip bomb behind a small header costs nothing.
 
     Args:
         path: the file; gzip is detected from its content, not its name.
@@ -71,13 +81,28 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             does not match the dimensions in the header.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise IdxFormatError(f"{path}: {len(data)} bytes is too short for an IDX header (4 bytes)")
-    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
+    with path.open("rb") as f:
+        raw = f.read()
+    if not raw.startswith(_GZIP_MAGIC):
+        return _parse(path, io.BytesIO(raw), capacity=len(raw))
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            return _parse(path, stream, capacity=_MAX_DEFLATE_RATIO * len(raw))
+    except EOFError as exc:
+        raise IdxFormatError(f"{path}: gzip stream is truncated ({exc}); re-download the file") from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise IdxFormatError(f"{path}: corrupt gzip data ({exc}); re-download the file") from exc
+
+
+def _parse(path: Path, stream: BinaryIO, *, capacity: int) -> np.ndarray:
+    """The array in ``stream``, which holds at most ``capacity`` bytes of data."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise IdxFormatError(f"{path}: {len(head)} bytes is too short for an IDX header (4 bytes)")
+    zero0, zero1, code, ndim = head[0], head[1], head[2], head[3]
     if zero0 != 0 or zero1 != 0:
         raise IdxFormatError(
-            f"{path}: not an IDX file (magic number starts with {data[:2].hex()}, expected 0000)"
+            f"{path}: not an IDX file (magic number starts with {head[:2].hex()}, expected 0000)"
         )
     if code not in _CODE_TO_DTYPE:
         known = ", ".join(f"0x{c:02x}" for c in _CODE_TO_DTYPE)
@@ -85,21 +110,22 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if ndim == 0:
         raise IdxFormatError(f"{path}: IDX header declares 0 dimensions")
     header_size = 4 + 4 * ndim
-    if len(data) < header_size:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise IdxFormatError(
-            f"{path}: truncated header: {ndim} dimensions need {header_size} bytes, file has {len(data)}"
+            f"{path}: truncated header: {ndim} dimensions need {header_size} bytes, file has {4 + len(sizes)}"
         )
-    dims = struct.unpack(f">{ndim}I", data[4:header_size])
+    dims = struct.unpack(f">{ndim}I", sizes)
     dtype = _CODE_TO_DTYPE[code]
     expected = math.prod(dims) * dtype.itemsize
-    actual = len(data) - header_size
-    if actual != expected:
-        problem = "truncated" if actual < expected else "has trailing bytes"
+    data = _read_at_most(stream, min(expected, capacity) + 1)  # one byte more tells trailing bytes
+    if len(data) != expected:
+        trailing = len(data) > expected
         raise IdxFormatError(
-            f"{path}: {problem}: header says {dims} of {dtype.name} = {expected} data bytes, "
-            f"found {actual}"
+            f"{path}: {'has trailing bytes' if trailing else 'truncated'}: header says {dims} of "
+            f"{dtype.name} = {expected} data bytes, found {'more' if trailing else len(data)}"
         )
-    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header_size)
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims))
     return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
 
 
