@@ -51,3 +51,35 @@ def test_defend_does_not_reuse_a_baseline_of_another_architecture(tmp_path, caps
     capsys.readouterr()
     assert main(common + ["--model", "lenet5"]) == 2
     assert "holds a small-cnn model, not lenet5" in capsys.readouterr().err
+
+
+# Found by tests/test_fuzz_parsers.py: the fields of state.json were used unchecked (a missing or
+# null history raised KeyError/TypeError from train(), a recipe that is not an object
+# AttributeError, an epoch [1] TypeError; an empty history resumed silently and lost the finished
+# epochs, an epoch 1.5 became 1).
+
+
+def _state_edit(tmp_path, **changes):
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    for key, value in changes.items():
+        if value is _DELETE:
+            del state[key]
+        else:
+            state[key] = value
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("changes", [{"history": []}, {"history": _DELETE}, {"history": None},
+                                     {"recipe": "standard"}, {"epoch": [1]}, {"epoch": 1.5},
+                                     {"history": [{"epoch": 2}]}, {"optimizer_scalars": {"x": {}}}],
+                         ids=["empty-history", "no-history", "null-history", "recipe-string", "epoch-list",
+                              "epoch-float", "wrong-epoch", "scalars-index"])
+def test_a_state_file_with_malformed_fields_is_refused(data, tmp_path, changes):
+    x, y = data
+    train(_small("mlp"), Standard(), x, y, epochs=1, checkpoint_dir=tmp_path, progress=False)
+    _state_edit(tmp_path, **changes)
+    with pytest.raises(ValueError, match=r"training checkpoint .*state\.json is corrupt"):
+        train(_small("mlp"), Standard(), x, y, epochs=2, checkpoint_dir=tmp_path, progress=False)

@@ -79,7 +79,35 @@ def read_training_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any
     if data.get("version") != STATE_VERSION:
         raise ValueError(f"{path}: training checkpoint version {data.get('version')!r} is not supported "
                          f"(this advlab reads version {STATE_VERSION})")
+    problem = _state_problem(data)
+    if problem:
+        raise ValueError(f"training checkpoint {path} is corrupt: {problem}")
     return data
+
+
+def _is_index(text: Any) -> bool:
+    return isinstance(text, str) and text.isascii() and text.isdigit()
+
+
+def _state_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the fields of a state file, or ``None`` (the format and version were
+    checked; the tensors file name is checked where it is opened)."""
+    epoch = data.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch must be a whole number >= 0, got {epoch!r}"
+    if not isinstance(data.get("sha256"), str):
+        return f"sha256 must be a string, got {data.get('sha256')!r}"
+    for key in ("recipe", "settings", "optimizer_scalars"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"{key} must be a JSON object, got {type(data[key]).__name__}"
+    history = data.get("history")
+    if (not isinstance(history, list) or len(history) != epoch
+            or any(not isinstance(h, dict) or h.get("epoch") != i + 1 for i, h in enumerate(history))):
+        return f"its history must list epochs 1 to {epoch}, one object each"
+    for pid, entries in data.get("optimizer_scalars", {}).items():
+        if not _is_index(pid) or not isinstance(entries, dict):
+            return f"optimizer_scalars must map parameter indices to objects, got {pid!r}: {entries!r}"
+    return None
 
 
 def write_checkpoint(directory: Path, *, model: nn.Module, opt: torch.optim.Optimizer,
@@ -128,7 +156,7 @@ def load_checkpoint(directory: Path, *, recipe_card: dict[str, Any], settings: d
             f"cannot resume from {where}: it was written with different settings "
             f"({'; '.join(settings_diff)}); use another checkpoint_dir or resume=False to start over"
         )
-    done = int(state["epoch"])
+    done = state["epoch"]
     if done > epochs:
         raise ValueError(f"cannot resume from {where}: it has already trained {done} epochs, more "
                          f"than the {epochs} asked for")
