@@ -6,6 +6,7 @@ tensors' SHA-256 must match what the JSON recorded."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -110,6 +112,56 @@ def _state_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
+def _optimizer_template(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """The state ``opt``'s kind keeps per parameter (``step``, ``exp_avg``...), from one step of
+    a throwaway twin on a 2-element parameter: a 0-d tensor stays 0-d, a 2-element one is shaped
+    like its parameter."""
+    probe = torch.zeros(2, requires_grad=True)
+    accepted = inspect.signature(type(opt).__init__).parameters
+    twin = type(opt)([probe], **{k: v for k, v in opt.defaults.items() if k in accepted})
+    probe.grad = torch.zeros(2)
+    twin.step()
+    return dict(twin.state[probe])
+
+
+def check_restorable(where: Path, tensors: Mapping[str, Tensor], scalars: Mapping[str, Mapping[str, Any]],
+                     opt: torch.optim.Optimizer, generator: torch.Generator) -> None:
+    """Refuse optimiser and generator state that does not fit ``opt`` and ``generator`` (torch
+    would raise from inside, or only at the next optimiser step): parameter indices out of range,
+    missing or unexpected entries, tensors of another shape or dtype."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    template = _optimizer_template(opt)
+    found: dict[str, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            pid, _, key = name[len("optim."):].partition(".")
+            found.setdefault(pid, {})[key] = value
+    for pid, entries in scalars.items():
+        found.setdefault(pid, {}).update(entries)
+    for pid in found:
+        if not _is_index(pid) or int(pid) >= len(params):
+            raise ValueError(f"training checkpoint {where} holds optimiser state for parameter {pid!r}; "
+                             f"the model has {len(params)} parameters")
+    for pid, entries in found.items():
+        if set(entries) != set(template):
+            raise ValueError(f"training checkpoint {where}: the optimiser state of parameter {pid} has "
+                             f"{sorted(entries)}, expected {sorted(template)}")
+        param = params[int(pid)]
+        for key, ref in template.items():
+            value = entries[key]
+            if isinstance(ref, Tensor):  # 0-d like the twin's (step), or shaped like the parameter
+                shape, dtype = ((), ref.dtype) if ref.ndim == 0 else (tuple(param.shape), param.dtype)
+                fits = isinstance(value, Tensor) and value.dtype == dtype and tuple(value.shape) == shape
+            else:
+                fits = type(value) is type(ref)
+            if not fits:
+                raise ValueError(f"training checkpoint {where}: optimiser state {key!r} of parameter {pid} "
+                                 f"does not fit the optimiser")
+    state, ref = tensors.get("generator"), generator.get_state()
+    if not isinstance(state, Tensor) or state.dtype != ref.dtype or state.shape != ref.shape:
+        raise ValueError(f"training checkpoint {where} lacks a random generator state of {ref.numel()} bytes")
+
+
 def write_checkpoint(directory: Path, *, model: nn.Module, opt: torch.optim.Optimizer,
                       generator: torch.Generator, epoch: int, result: Any) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -171,4 +223,7 @@ def load_checkpoint(directory: Path, *, recipe_card: dict[str, Any], settings: d
     digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
     if digest != state["sha256"]:
         raise ValueError(f"training checkpoint {tensor_path} is corrupt (SHA-256 differs from {where})")
-    return state, load_file(str(tensor_path), device="cpu")
+    try:  # the digest only says the file is the one the state file names, not what it holds
+        return state, load_file(str(tensor_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"training checkpoint {tensor_path} is not a readable safetensors file: {exc}") from None

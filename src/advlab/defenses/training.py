@@ -57,7 +57,8 @@ from tqdm.auto import tqdm
 
 from advlab.defenses._distributed import (all_reduce_grads, average_buffers, broadcast_model, local_device,
                                           setup_distributed)
-from advlab.defenses._state import (STATE_FILE, load_checkpoint, optimizer_restore, read_training_state, write_checkpoint)
+from advlab.defenses._state import (STATE_FILE, check_restorable, load_checkpoint, optimizer_restore,
+                                    read_training_state, write_checkpoint)
 from advlab.defenses.recipe import Recipe
 from advlab.models.training import (_check_data, _check_labels_fit, _check_training_args, _make_optimizer,
                                     accuracy)
@@ -351,15 +352,20 @@ def _resume(loop: _Loop, directory: Path, result: TrainResult, recipe_card: dict
         return 0
     state, tensors = loaded
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = {k: tuple(v.shape) for k, v in loop.model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in model_state.items()}
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in loop.model.state_dict().items()}
+    found = {k: (tuple(v.shape), v.dtype) for k, v in model_state.items()}
     if found != expected:
         diff = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
         raise ValueError(f"cannot resume from {directory}: it holds a model of another architecture "
                          f"(first difference: {diff[0]}); use another checkpoint_dir or resume=False")
+    where = directory / state["tensors"]
+    check_restorable(where, tensors, state.get("optimizer_scalars", {}), loop.opt, loop.generator)
     loop.model.load_state_dict(model_state, strict=True)
     optimizer_restore(loop.opt, tensors, state.get("optimizer_scalars", {}))
-    loop.generator.set_state(tensors["generator"])
+    try:
+        loop.generator.set_state(tensors["generator"])
+    except RuntimeError as exc:  # torch checks the state's own fields
+        raise ValueError(f"training checkpoint {where} holds an invalid random generator state ({exc})") from None
     result.history = list(state["history"])
     result.resumed_from = int(state["epoch"])
     logger.info("resuming from %s after epoch %d", directory, result.resumed_from)
