@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -259,6 +260,9 @@ class CascadeRecord:
         if loaded is None:
             return None
         tensors, meta = loaded
+        problem = _meta_problem(meta) or _tensors_problem(tensors)
+        if problem:
+            raise _corrupt(directory, problem)
         return cls(identity=meta.get("identity", {}), correct=tensors["correct"],
                    broken_by=tensors["broken_by"], x_adv=tensors["x_adv"].to(dtype),
                    num_grads=tensors["num_grads"], stage=meta["stage"], batch=meta["batch"],
@@ -279,15 +283,85 @@ def _load_record(directory: Path, device: torch.device) -> tuple[dict[str, Tenso
     except Exception as err:  # a corrupt record must not be silently ignored
         raise ValueError(f"the cascade record {tensors_path} is unreadable ({err}); delete "
                          f"{directory} to start the evaluation afresh") from err
+    if not isinstance(meta, dict):
+        raise _corrupt(directory, f"its metadata is a {type(meta).__name__}, not an object")
     json_path = directory / RECORD_JSON
-    try:
+    try:  # only for people: whatever it holds, the metadata in the tensors file is used
         json_meta = json.loads(json_path.read_text(encoding="utf-8"))
-        if json_meta.get("saves") != meta.get("saves"):
-            log.warning("%s is one save behind %s (interrupted between the two writes); using the "
-                        "latter", json_path, tensors_path)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # (ValueError: bad JSON, bad UTF-8)
         log.warning("%s is missing or unreadable; using the metadata in %s", json_path, tensors_path)
+    else:
+        if not isinstance(json_meta, dict) or json_meta.get("saves") != meta.get("saves"):
+            log.warning("%s is behind %s (interrupted between the two writes?); using the "
+                        "latter", json_path, tensors_path)
     return tensors, meta
+
+
+def _corrupt(directory: Path, problem: str) -> ValueError:
+    return ValueError(f"the cascade record in {directory} is corrupt: {problem}; delete {directory} "
+                      "to start the evaluation afresh")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _seconds(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= 0)
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a record's metadata, or ``None``."""
+    if not isinstance(meta.get("identity", {}), dict):
+        return "its identity is not an object"
+    for key in ("stage", "batch", "saves"):
+        if not _count(meta.get(key)):
+            return f"{key} must be a whole number >= 0, got {meta.get(key)!r}"
+    if not isinstance(meta.get("stage_seconds"), list) or not all(map(_seconds, meta["stage_seconds"])):
+        return f"stage_seconds must be a list of seconds, got {meta.get('stage_seconds')!r}"
+    if not _seconds(meta.get("clean_seconds")):
+        return f"clean_seconds must be seconds, got {meta.get('clean_seconds')!r}"
+    return None
+
+
+_RECORD_DTYPES = {"correct": torch.bool, "broken_by": torch.int64, "num_grads": torch.int64}
+
+
+def _tensors_problem(tensors: dict[str, Tensor]) -> str | None:
+    """What is wrong with a record's tensors taken alone, or ``None``."""
+    if set(tensors) != {*_RECORD_DTYPES, "x_adv"}:
+        return f"it holds tensors {sorted(tensors)}, expected {sorted({*_RECORD_DTYPES, 'x_adv'})}"
+    for name, dtype in _RECORD_DTYPES.items():
+        if tensors[name].dtype != dtype or tensors[name].dim() != 1:
+            return f"{name} must be a vector of {dtype}, got {tensors[name].dtype} {tuple(tensors[name].shape)}"
+    if not tensors["x_adv"].is_floating_point():
+        return f"x_adv must be floating point, got {tensors['x_adv'].dtype}"
+    return None
+
+
+def _check_record(record: CascadeRecord, x: Tensor, threat: ThreatModel | None, stages: int,
+                  directory: Path) -> None:
+    """Refuse a record (of this evaluation, by its identity) whose per-point state cannot be one a
+    cascade over ``x`` wrote: shapes, the stage, which attack broke a point and with what input."""
+    n = x.shape[0]
+    shapes = {name: tuple(t.shape) for name, t in (("correct", record.correct), ("broken_by", record.broken_by),
+                                                   ("num_grads", record.num_grads))}
+    if any(shape != (n,) for shape in shapes.values()) or record.x_adv.shape != x.shape:
+        raise _corrupt(directory, f"its tensors have shapes {shapes} and x_adv {tuple(record.x_adv.shape)} "
+                                  f"for {n} points of shape {tuple(x.shape[1:])}")
+    if record.stage > stages or len(record.stage_seconds) != stages:
+        raise _corrupt(directory, f"it is at attack {record.stage} with {len(record.stage_seconds)} timings "
+                                  f"for a cascade of {stages}")
+    broken = record.broken_by >= 0
+    if bool(((record.broken_by < NOT_BROKEN) | (record.broken_by > min(record.stage, stages - 1))).any()):
+        raise _corrupt(directory, f"broken_by names attacks that have not run (attack {record.stage} is next)")
+    if bool((broken & ~record.correct).any()) or bool((record.num_grads < 0).any()):
+        raise _corrupt(directory, "it counts misclassified points as broken, or negative gradient counts")
+    if not torch.equal(record.x_adv[~broken], x[~broken]):
+        raise _corrupt(directory, "the inputs it keeps for unbroken points are not their clean inputs")
+    if threat is not None and not bool(threat.contains(record.x_adv[broken], x[broken]).all()):
+        raise _corrupt(directory, f"an input it keeps for a broken point lies outside the threat model ({threat})")
 
 
 def _batch_seed(base: int, stage: int, batch: int) -> int:
@@ -392,6 +466,7 @@ class Cascade:
         resumed = record is not None
         if record is not None:
             _check_identity(record, identity, directory)
+            _check_record(record, x, threat, len(self.names), directory)
             log.info("resuming the cascade from %s at attack %d/%d, batch %d", directory,
                      min(record.stage + 1, len(self.names)), len(self.names), record.batch)
         else:
@@ -426,6 +501,8 @@ class Cascade:
         earlier = (record.broken_by >= 0) & (record.broken_by < s)
         todo = (record.correct & ~earlier).nonzero().squeeze(1)  # robust at this attack's start
         batches = [todo[i:i + batch_size] for i in range(0, todo.numel(), batch_size)]
+        if record.batch > 0 and record.batch >= len(batches) and directory is not None:  # (it would never end)
+            raise _corrupt(directory, f"it is at batch {record.batch} of attack {s + 1}, which has {len(batches)}")
         target = victim(attack, model)
         claimed_wrong = 0
         with tqdm(total=len(batches), initial=record.batch, desc=f"{name} ({s + 1}/{len(self.names)})",
