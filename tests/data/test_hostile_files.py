@@ -267,3 +267,22 @@ def test_a_gzip_bomb_behind_a_small_idx_header_is_refused_without_inflating_it(t
     finally:
         tracemalloc.stop()
     assert peak < 8 * 2**20
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"extra": 5}, "extra must be a JSON object"), ({"extra": None}, "extra must be a JSON object"),
+    ({"extra": [["k", "v"]]}, "extra must be a JSON object"), ({"latent_dim": float("inf")}, "latent_dim must be"),
+    ({"latent_dim": 2.7}, "latent_dim must be"), ({"hidden": "16"}, "hidden must be"),
+], ids=["extra-int", "extra-null", "extra-pairs", "latent-inf", "latent-float", "hidden-string"])
+def test_a_vae_config_is_read_as_written(tmp_path, change, message):
+    # found by tests/test_fuzz_parsers.py: load_vae coerced the config with int() and dict(): an
+    # infinite latent_dim raised OverflowError, an int extra TypeError, null extra TypeError;
+    # latent_dim 2.7 loaded as 2, hidden "16" as 16 and extra [["k", "v"]] as {"k": "v"}
+    from advlab.models.generative import VAE, load_vae, save_vae
+
+    save_vae(VAE(in_shape=(1, 8, 8), latent_dim=2, hidden=16), tmp_path / "vae")
+    config = tmp_path / "vae" / "vae.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(ValueError, match=message) as err:
+        load_vae(tmp_path / "vae")
+    assert str(tmp_path / "vae") in str(err.value)

@@ -272,10 +272,12 @@ def load_vae(path: str | os.PathLike[str]) -> tuple[VAE, dict[str, Any]]:
     config = read_json(config_path, "VAE config")
     if not isinstance(config, dict):
         raise ValueError(f"VAE config {config_path} must hold a JSON object")
+    if not isinstance(config.get("extra", {}), dict):
+        raise ValueError(f"VAE config {config_path}: extra must be a JSON object, got {config['extra']!r}")
     try:
         with torch.device("meta"):  # no memory from the config's claims until the weights fit them
-            vae = VAE(in_shape=tuple(config["in_shape"]), latent_dim=int(config["latent_dim"]),
-                      hidden=int(config["hidden"]))
+            # as written, not int(): 2.7 must not become 2, inf must not raise OverflowError
+            vae = VAE(in_shape=config["in_shape"], latent_dim=config["latent_dim"], hidden=config["hidden"])
         with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
             found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
         expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
