@@ -63,3 +63,32 @@ def test_a_card_with_an_integer_of_5000_digits_is_an_error_naming_the_card(check
     for read in (load_card, load):
         with pytest.raises(ValueError, match=r"checkpoint card .*card\.json is not valid JSON"):
             read(evil)
+
+
+def _rewrite_weights(path, edit):
+    from safetensors.torch import load_file, save_file
+
+    weights = path / "model.safetensors"
+    tensors = load_file(str(weights))
+    edit(tensors)
+    save_file(tensors, str(weights))
+
+
+def test_weights_of_another_kind_of_dtype_are_refused_not_cast(checkpoint, tmp_path):
+    # found by tests/test_fuzz_parsers.py: only shapes were compared, so a weight stored as int32
+    # (the same bytes: the float bits read as integers) was cast by load_state_dict to floats
+    # around 1e9 and the model loaded without a word
+    evil = tmp_path / "evil"
+    shutil.copytree(checkpoint, evil)
+    _rewrite_weights(evil, lambda t: t.update({k: v.view(torch.int32) for k, v in t.items() if k.endswith("weight")}))
+    with pytest.raises(ValueError, match=r"does not fit architecture 'small-cnn': dtype mismatches \[.*torch\.int32 vs model torch\.float32"):
+        load(evil)
+
+
+def test_float_weights_of_another_precision_still_load(checkpoint, tmp_path):
+    other = tmp_path / "f64"
+    shutil.copytree(checkpoint, other)
+    _rewrite_weights(other, lambda t: t.update({k: v.double() for k, v in t.items() if v.is_floating_point()}))
+    reference = load(checkpoint)
+    for (k, a), (_, b) in zip(load(other).state_dict().items(), reference.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), k

@@ -433,6 +433,15 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"checkpoint {weights_path} is not a readable safetensors file: {exc}") from None
+    dtypes = {k: v.dtype for k, v in inner.state_dict().items()}
+    retyped = [f"{k}: checkpoint {state[k].dtype} vs model {dtypes[k]}" for k in sorted(state)
+               if state[k].dtype != dtypes[k] and not (state[k].is_floating_point() and dtypes[k].is_floating_point)]
+    if retyped:  # load_state_dict would cast them (int32 bits read as numbers, say) without a word; a
+        # float of another precision (a float64 model's checkpoint) is cast as before
+        raise ValueError(
+            f"checkpoint {weights_path} does not fit architecture {card.architecture!r}: dtype mismatches "
+            f"[{'; '.join(retyped)}]"
+        )
     inner = inner.to_empty(device="cpu")
     inner.load_state_dict(state, strict=True)
     model: nn.Module = inner
