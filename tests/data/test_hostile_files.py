@@ -286,3 +286,19 @@ def test_a_vae_config_is_read_as_written(tmp_path, change, message):
     with pytest.raises(ValueError, match=message) as err:
         load_vae(tmp_path / "vae")
     assert str(tmp_path / "vae") in str(err.value)
+
+
+def test_vae_weights_that_are_not_floats_are_refused_not_cast(tmp_path):
+    # found by tests/test_fuzz_parsers.py: load_vae compared shapes only and load_state_dict cast
+    # an int32 weight (the float bits read as integers) to floats around 1e9 without a word
+    from safetensors.torch import load_file, save_file
+
+    from advlab.models.generative import VAE, load_vae, save_vae
+
+    save_vae(VAE(in_shape=(1, 8, 8), latent_dim=2, hidden=16), tmp_path / "vae")
+    weights = tmp_path / "vae" / "vae.safetensors"
+    tensors = load_file(str(weights))
+    tensors["decoder.net.0.weight"] = tensors["decoder.net.0.weight"].view(torch.int32)
+    save_file(tensors, str(weights))
+    with pytest.raises(ValueError, match=r"VAE checkpoint .* corrupt .*not all floating point"):
+        load_vae(tmp_path / "vae")

@@ -283,8 +283,11 @@ def load_vae(path: str | os.PathLike[str]) -> tuple[VAE, dict[str, Any]]:
         expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
         if found != expected:
             raise ValueError("its weights do not have the shapes its config describes")
+        state = load_file(str(weights_path))
+        if not all(t.is_floating_point() for t in state.values()):  # load_state_dict would cast them
+            raise ValueError("its weights are not all floating point")
         vae = vae.to_empty(device="cpu")
-        vae.load_state_dict(load_file(str(weights_path)), strict=True)
+        vae.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as err:
         raise ValueError(f"the VAE checkpoint in {directory} is corrupt or does not fit its config "
                          f"({type(err).__name__}: {err})") from None
