@@ -105,11 +105,19 @@ def _pending(directory: Path, name: str) -> Path:
 
 
 def _committed_names(directory: Path) -> list[str]:
+    """The files a commit marker names; each must be a plain name in ``directory`` (the marker is
+    a file on disk like any other: ``../x`` would make recovery move a file out of the folder)."""
     marker = directory / COMMIT_FILE
     try:
-        return [n for n in marker.read_text(encoding="utf-8").splitlines() if n]
+        names = [n for n in marker.read_text(encoding="utf-8").splitlines() if n]
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError:
+        raise ValueError(f"{marker} is not a commit marker advlab wrote (not UTF-8 text); remove it") from None
+    bad = [n for n in names if n in (".", "..") or Path(n).name != n or "\x00" in n]
+    if bad:
+        raise ValueError(f"{marker} names {bad!r}, which are not files of its folder; remove it")
+    return names
 
 
 def recover_group(directory: str | os.PathLike[str]) -> None:

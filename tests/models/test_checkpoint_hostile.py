@@ -92,3 +92,30 @@ def test_float_weights_of_another_precision_still_load(checkpoint, tmp_path):
     reference = load(checkpoint)
     for (k, a), (_, b) in zip(load(other).state_dict().items(), reference.state_dict().items()):
         assert a.dtype == b.dtype and torch.equal(a, b), k
+
+
+def test_a_commit_marker_that_is_not_utf8_is_an_error_naming_it(checkpoint, tmp_path):
+    # found by tests/test_fuzz_parsers.py: load() raised UnicodeDecodeError, naming no file
+    evil = tmp_path / "evil"
+    shutil.copytree(checkpoint, evil)
+    (evil / ".commit").write_bytes(b"\x80\xff")
+    with pytest.raises(ValueError, match=r"evil/\.commit is not a commit marker"):
+        load(evil)
+
+
+def test_a_commit_marker_cannot_move_files_out_of_its_folder(checkpoint, tmp_path):
+    # found while fuzzing commit markers (tests/test_fuzz_parsers.py): recovery moved
+    # ".<name>.pending" onto "<name>" for every name the marker lists, so "../../outside.txt"
+    # (with "...", "outside.txt.pending" planted in the folder) made save(overwrite=True) write
+    # a file two levels above the checkpoint
+    evil = tmp_path / "a" / "evil"
+    shutil.copytree(checkpoint, evil)
+    (evil / ".commit").write_text("../../outside.txt\n")
+    (evil / "...").mkdir()
+    (evil / "outside.txt.pending").write_text("planted")
+    model = build_seeded("small-cnn", in_shape=(1, 8, 8), num_classes=10, seed=0)
+    with pytest.raises(ValueError, match=r"\.commit names \['\.\./\.\./outside\.txt'\], which are not files of its folder"):
+        save(model, evil, card={}, overwrite=True)
+    with pytest.raises(ValueError, match="not files of its folder"):
+        load(evil)
+    assert not (tmp_path / "outside.txt").exists()
