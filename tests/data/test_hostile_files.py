@@ -302,3 +302,15 @@ def test_vae_weights_that_are_not_floats_are_refused_not_cast(tmp_path):
     save_file(tensors, str(weights))
     with pytest.raises(ValueError, match=r"VAE checkpoint .* corrupt .*not all floating point"):
         load_vae(tmp_path / "vae")
+
+
+@pytest.mark.parametrize("header", [b"[\n", b"{'descr': '<f4', 'shape': (1,\n"], ids=["bracket", "dict"])
+def test_an_npy_header_that_is_not_a_literal_is_a_value_error(tmp_path, header):
+    # found by tests/test_fuzz_parsers.py: NumPy reads a version 1 header with ast.literal_eval
+    # and, when that fails, retokenizes it; an unclosed bracket leaked tokenize.TokenError
+    path = tmp_path / "token.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)
+        z.writestr("y.npy", _npy_member((10,), b"\x00" * 40))
+    with pytest.raises(ValueError, match=r"token\.npz\['x'\]: not a readable \.npy member"):
+        load_dataset(f"npz:{path}")

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -96,7 +97,8 @@ def _check_npy_size(path: Path, archive: Any, key: str) -> None:
                 shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (KeyError, OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+    except (KeyError, OSError, EOFError, ValueError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
+            zlib.error) as exc:  # (NumPy parses the header as a Python literal, with tokenize for old files)
         raise ValueError(f"{path}[{key!r}]: not a readable .npy member ({exc})") from exc
     if dtype.hasobject:
         raise ValueError(
