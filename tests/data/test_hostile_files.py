@@ -314,3 +314,12 @@ def test_an_npy_header_that_is_not_a_literal_is_a_value_error(tmp_path, header):
         z.writestr("y.npy", _npy_member((10,), b"\x00" * 40))
     with pytest.raises(ValueError, match=r"token\.npz\['x'\]: not a readable \.npy member"):
         load_dataset(f"npz:{path}")
+
+
+def test_an_npz_whose_arrays_disagree_in_length_names_the_file(tmp_path):
+    """Found by tests/test_fuzz_parsers.py: x with 0 images beside 10 labels raised the Dataset's
+    ValueError without naming the file."""
+    path = tmp_path / "short.npz"
+    np.savez(path, x=np.zeros((0, 1, 8, 8), dtype="float32"), y=np.arange(10) % 3)
+    with pytest.raises(ValueError, match=r"short\.npz.*0 images but y has 10 labels"):
+        load_dataset(f"npz:{path}")

@@ -194,13 +194,16 @@ def load_npz(
     if class_names is None:
         class_names = _default_class_names(labels)
 
-    return Dataset(
-        name=name or path.stem,
-        x=torch.from_numpy(np.ascontiguousarray(images)),
-        y=torch.from_numpy(labels.astype(np.int64)),
-        class_names=tuple(class_names),
-        source=f"npz:{path.resolve()} (keys {key_x}, {key_y})",
-    )
+    try:
+        return Dataset(
+            name=name or path.stem,
+            x=torch.from_numpy(np.ascontiguousarray(images)),
+            y=torch.from_numpy(labels.astype(np.int64)),
+            class_names=tuple(class_names),
+            source=f"npz:{path.resolve()} (keys {key_x}, {key_y})",
+        )
+    except ValueError as exc:  # e.g. 0 images beside 10 labels: say which file
+        raise ValueError(f"{path}: {exc}") from None
 
 
 #: the most pixels one image may claim (8192 x 8192 is 67M): a 100-byte PNG can claim 20000 x 20000
