@@ -148,6 +148,11 @@ def main() -> None:
         print(json.dumps(_worker(*args.worker, args)))
         return
     tasks = [t for t in args.tasks.split(",") if t]
+    if not MODEL.exists():  # a fresh checkout: train the small CNN bench_pgd.py caches (2 epochs)
+        sys.path.insert(0, str(HERE))
+        import bench_pgd
+
+        bench_pgd.trained_model(bench_pgd.Config(), MODEL.parent)
     rows: dict[str, dict[str, list[dict[str, dict[str, float]]]]] = {t: {"quiet": [], "loaded": []} for t in tasks}
     load_start = os.getloadavg()
     for r in range(args.rounds):
@@ -183,7 +188,8 @@ def _ratio(task: str, pairs: list[dict[str, dict[str, float]]], key: str) -> flo
 
 def _report(rows: dict[str, Any], args: argparse.Namespace, load_start: tuple[float, ...]) -> str:
     lines = [
-        f"`python bench/bench_shared_ratios.py --rounds {args.rounds}` ({time.strftime('%Y-%m-%d')}, "
+        f"`python bench/bench_shared_ratios.py --rounds {args.rounds}"
+        f"{'' if args.tasks == ','.join(TASKS) else ' --tasks ' + args.tasks}` ({time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} CPUs; load average {load_start[0]:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end). OMP_WAIT_POLICY=PASSIVE; {args.rounds} rounds, "
         "each with both conditions; ratios are medians of the per-pair ratios (wall, then CPU).",

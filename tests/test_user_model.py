@@ -147,6 +147,30 @@ def test_bounds_reach_the_attacks(tmp_path, capsys, factory_file):
     assert float((t["x_adv"] - t["x"]).abs().max()) <= 0.1 + 1e-6
 
 
+def test_uap_and_patch_take_a_user_model_and_its_bounds(tmp_path, capsys, trained_weights):
+    """Universal perturbations and patches run on a user's model too (they refused --model before),
+    inside the box --bounds names."""
+    from safetensors.torch import load_file
+
+    path, weights, _ = trained_weights
+    common = ["--model", f"{path}:tiny", "--weights", str(weights), "--data", "digits", "--n", "60",
+              "--fit-n", "200", "--no-progress"]
+    code, _, err = _run(capsys, "attack", *common, "--attack", "uap", "--eps", "0.2", "--passes", "2",
+                        "--out", str(tmp_path / "u"))
+    assert code == 0, err
+    m = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    assert m["checkpoint"] == f"{path}:tiny with weights {weights}" and 0.0 <= m["fooling_rate_held_out"] <= 1.0
+    v = load_file(tmp_path / "u" / "perturbation.safetensors")["perturbation"]
+    assert float(v.abs().max()) <= 0.2 + 1e-6
+    code, _, err = _run(capsys, "attack", *common, "--attack", "patch", "--target-class", "3",
+                        "--bounds=-1,1", "--out", str(tmp_path / "p"))
+    assert code == 0, err
+    patch = load_file(tmp_path / "p" / "perturbation.safetensors")["patch"]
+    assert float(patch.min()) >= -1.0 and float(patch.max()) <= 1.0
+    assert float(patch.min()) < 0.0     # the patch may use the lower half of the user's box
+    assert (tmp_path / "p" / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize("factory, message", [
     ("nosuchpackage_xyz.nets:tiny", "cannot import 'nosuchpackage_xyz.nets'"),
     ("{file}:nosuch", "has no 'nosuch'; callables there: Net, broken, not_a_module, probabilities, tiny"),

@@ -152,7 +152,7 @@ def _source(args: argparse.Namespace) -> Any:
 def _points_options(p: argparse.ArgumentParser, *, n: int, batch_size: int | None,
                     what: str = "test images") -> None:
     """``--n`` (how many points a command runs on) and, where it batches them, ``--batch-size``."""
-    p.add_argument("--n", type=_positive_int, default=n, help=f"{what} (default {n})")
+    p.add_argument("--n", "--points", dest="n", type=_positive_int, default=n, help=f"{what} (default {n})")
     if batch_size is not None:
         p.add_argument("--batch-size", type=_positive_int, default=batch_size)
 
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ε in 0.01,0.05,0.1,0.15,0.2,0.5,0.7, and write a report folder.")
     p.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report)")
     p.add_argument("--epochs", type=_positive_int, help="training epochs (default 2; 20 on digits)")
-    p.add_argument("--n", type=_positive_int, default=1000, help="test images to attack (default 1000)")
+    p.add_argument("--n", "--points", dest="n", type=_positive_int, default=1000, help="test images to attack (default 1000)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the Fashion-MNIST files")
     p.add_argument("--data", metavar="NAME", help="dataset (default: fashion-mnist if installed, else digits)")
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-gaas", type=_positive_int, default=200)
     p.add_argument("--eps", type=float, default=0.1, help="L∞ ε of the cosine-similarity attacks")
     p.add_argument("--steps", type=_positive_int, default=10)
-    p.add_argument("--n", type=_positive_int, default=500, help="images for the cosine similarity")
+    p.add_argument("--n", "--points", dest="n", type=_positive_int, default=500, help="images for the cosine similarity")
     p.add_argument("--clip", action="store_true", help="clip map and GAAS points to [0, 1]")
     _job_options(p)
 
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae", metavar="DIR", help="VAE directory to load or train into (default OUT/vae)")
     p.add_argument("--latent-dim", type=_positive_int, default=10)
     p.add_argument("--vae-epochs", type=_positive_int, default=8)
-    p.add_argument("--n", type=_positive_int, default=200, help="generated points per classifier")
+    p.add_argument("--n", "--points", dest="n", type=_positive_int, default=200, help="generated points per classifier")
     p.add_argument("--lipschitz-samples", type=_positive_int, default=256)
     _job_options(p)
 
@@ -363,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC.toml")
     p.add_argument("--store", default="runs.db", metavar="FILE", help="the results store (default runs.db)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--executor", choices=["local", "ray", "torchrun"],
+                   help="local (default), ray, or torchrun (the default when started by torchrun "
+                        "--nproc-per-node K -m advlab run ...: robust cells are sharded over the ranks)")
     p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs per cell task (default 1)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs per cell task (default 0)")
@@ -372,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "value gives bit-identical rows on either executor")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="also log each cell to MLflow (file:///path/mlruns or http://host:5000; needs "
+                        "pip install 'advlab[mlflow]')")
+    p.add_argument("--mlflow-experiment", metavar="NAME", help="the MLflow experiment (default: the spec's name)")
     p.add_argument("--no-progress", action="store_true")
 
     for name, text in (("results", "tables from the store: robust accuracy per attack and the worst case per point"),
@@ -381,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", metavar="NAME", help="only this model (its name in the spec)")
         p.add_argument("--dataset", metavar="NAME")
         p.add_argument("--norm", choices=["linf", "l2", "l1"])
+        p.add_argument("--threat", choices=["white-box", "black-box", "transfer"],
+                       help="only cells of this threat model (the worst case then counts only their attacks)")
         if name == "results":
             p.add_argument("--attack", metavar="NAME", help="only this attack's rows (the worst case keeps all)")
             p.add_argument("--run", type=_positive_int, metavar="ID", help="only cells last run by this run")
@@ -414,10 +422,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "attack" and args.attack.strip().lower() in ("uap", "patch"):
         from advlab.runs.universal import universal_job
 
-        if args.model is not None or args.device != "cpu":
-            raise ValueError("uap and patch run on a --checkpoint on the CPU for now (--model and --device "
-                             "are for the other attacks)")
-        universal_job(checkpoint=args.checkpoint, kind=args.attack.strip().lower(), out=args.out, eps=args.eps,
+        universal_job(checkpoint=_source(args), device=args.device, kind=args.attack.strip().lower(), out=args.out, eps=args.eps,
                       norm=args.norm, method=args.method, epochs=args.passes, target_class=args.target_class,
                       patch_size=args.patch_size, fit_n=args.fit_n, n=args.n, seed=args.seed, data=args.data,
                       data_dir=args.data_dir, download=args.download)
@@ -428,11 +433,22 @@ def _run(args: argparse.Namespace) -> int:
                         n=args.n, batch_size=args.batch_size, seed=args.seed, data=args.data,
                         data_dir=args.data_dir, download=args.download)
     elif args.command == "evaluate":
-        runs.evaluate_job(checkpoint=_source(args), device=args.device, out=args.out, attacks=args.attacks, eps=args.eps,
-                          norm=args.norm, steps=args.steps, step_size=args.step_size, n=args.n,
-                          batch_size=args.batch_size, seed=args.seed, data=args.data,
-                          data_dir=args.data_dir, download=args.download, progress=not args.no_progress,
-                          strong=args.strong)
+        from advlab.runs.distributed import join, launched_by_torchrun, leave
+
+        if launched_by_torchrun() and args.strong:
+            raise ValueError("evaluate --strong is not sharded (its cascade resumes from one record per ε): "
+                             "run it without torchrun, or shard a spec's robust cells with advlab run")
+        ranks = join(args.device)  # under torchrun: this rank; otherwise one rank, the writer
+        try:
+            runs.evaluate_job(checkpoint=_source(args), device=ranks.device, out=args.out, attacks=args.attacks,
+                              eps=args.eps, norm=args.norm, steps=args.steps, step_size=args.step_size, n=args.n,
+                              batch_size=args.batch_size, seed=args.seed, data=args.data,
+                              data_dir=args.data_dir, download=args.download,
+                              progress=not args.no_progress and ranks.writer, strong=args.strong,
+                              sharded=ranks.sharded, writer=ranks.writer)
+        finally:
+            if launched_by_torchrun():
+                leave()
     elif args.command == "measure":
         runs.measure_job(checkpoint=_source(args), device=args.device, out=args.out, attacks=args.attacks, norm=args.norm,
                          eps=args.eps, steps=args.steps, n=args.n, batch_size=args.batch_size, data=args.data,
@@ -477,7 +493,7 @@ def _run(args: argparse.Namespace) -> int:
         if not os.path.exists(args.store):
             raise FileNotFoundError(f"no store at {args.store}; run a spec first: advlab run SPEC.toml --store "
                                     f"{args.store}")
-        filters = {"model": args.model, "dataset": args.dataset, "norm": args.norm}
+        filters = {"model": args.model, "dataset": args.dataset, "norm": args.norm, "threat": args.threat}
         with Store(args.store) as store:
             if args.command == "results":
                 print(results_text(store, fmt=args.format, attack=args.attack, run=args.run, **filters), end="")
@@ -516,21 +532,62 @@ def _run_spec(args: argparse.Namespace) -> int:
     from advlab.runs.spec import describe_cells, load_spec
     from advlab.runs.store import Store
 
+    from advlab.runs.distributed import join, launched_by_torchrun, leave
+
     spec = load_spec(args.spec)            # every key checked before anything runs or is stored
+    under_torchrun = launched_by_torchrun()
+    executor = args.executor or ("torchrun" if under_torchrun else "local")
+    if under_torchrun != (executor == "torchrun"):
+        raise ValueError("--executor torchrun and starting the command with torchrun go together: "
+                         + ("torchrun --nproc-per-node K -m advlab run SPEC.toml" if not under_torchrun else
+                            f"this process was started by torchrun; drop --executor {executor}"))
+    writer = join(args.device).writer if under_torchrun else True
     if args.dry_run:
-        done = Store(args.store).done() if os.path.exists(args.store) else set()
-        print(describe_cells(spec.cells, done))
-        todo = sum(c.hash not in done for c in spec.cells)
-        print(f"{len(spec.cells)} cells, {len(spec.cells) - todo} done, {todo} to run")
+        if writer:
+            done = Store(args.store).done() if os.path.exists(args.store) else set()
+            print(describe_cells(spec.cells, done))
+            todo = sum(c.hash not in done for c in spec.cells)
+            print(f"{len(spec.cells)} cells, {len(spec.cells) - todo} done, {todo} to run")
+        if under_torchrun:
+            leave()
         return 0
-    with Store(args.store) as store:
-        summary = run_spec(spec, store, executor=args.executor, address=args.address, data_dir=args.data_dir,
-                           device=args.device, progress=not args.no_progress, cpus_per_cell=args.cpus_per_cell,
-                           gpus_per_cell=args.gpus_per_cell, threads=args.threads)
+    tracker = None
+    if args.mlflow and writer:  # made before anything runs: a missing extra or bad URI fails first
+        from advlab.runs.tracking import MlflowTracker
+
+        tracker = MlflowTracker(args.mlflow, experiment=args.mlflow_experiment or spec.name)
+    elif args.mlflow_experiment and not args.mlflow:
+        raise ValueError("--mlflow-experiment needs --mlflow URI")
+    try:
+        if writer:
+            with Store(args.store) as store:
+                summary = run_spec(spec, store, executor=executor, address=args.address, data_dir=args.data_dir,
+                                   device=args.device, progress=not args.no_progress,
+                                   cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                                   threads=args.threads, tracker=tracker)
+        else:
+            summary = run_spec(spec, None, executor=executor, data_dir=args.data_dir, device=args.device,
+                               progress=False, threads=args.threads)
+    finally:
+        if under_torchrun:
+            leave()
+    if not writer:
+        return 1 if summary.failed else 0
     print(summary.text())
+    if tracker is not None:
+        print(f"mlflow: {len(summary.done) + len(summary.failed) - tracker.failures} cell(s) logged to "
+              f"{args.mlflow} (experiment {args.mlflow_experiment or spec.name})"
+              + (f"; {tracker.failures} could not be logged (see the warnings)" if tracker.failures else ""))
     for h, err in summary.failed.items():
         print(f"  failed {h}: {err}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _rank_tag() -> str:
+    """`` (rank 1/2)`` under torchrun (every rank reports its own error), else empty."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ:
+        return f" (rank {os.environ['RANK']}/{os.environ['WORLD_SIZE']})"
+    return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -554,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
             KeyError, OSError, FloatingPointError, zipfile.BadZipFile) as err:
         message = str(err).strip("'\"") or type(err).__name__
-        print(f"advlab {args.command}: error: {message}", file=sys.stderr)
+        print(f"advlab {args.command}{_rank_tag()}: error: {message}", file=sys.stderr)
         print("(run again with --debug for the full traceback)", file=sys.stderr)
         return 2
     except RecursionError:

@@ -97,6 +97,51 @@ def test_every_figure_is_a_file_beside_the_page(report):
     assert "http://" not in text and "https://" not in text       # no CDN, no network
 
 
+def test_galleries_come_from_the_cells_stored_examples(report):
+    """Each robust (model, attack) has a gallery drawn from its cell's examples file (safetensors),
+    whose adversarial inputs lie inside the cell's threat model and whose stored classes agree
+    with the stored outcomes."""
+    import torch
+    from safetensors.torch import load_file
+
+    db, out = report
+    page = _page((out / "index.html").read_text())
+    galleries = [src for src in page.images if src.startswith("gallery_")]
+    assert len(galleries) == 4, page.images          # 2 models x (FGSM, PGD)
+    with Store(db) as store:
+        cells = store.query("SELECT hash, config FROM cells WHERE kind = 'robust' AND status = 'done'")
+        for c in cells:
+            t = load_file(str(store.files / c["hash"] / "examples.safetensors"))
+            for e in json.loads(c["config"])["eps"]:
+                x, x_adv, pts = t[f"x@{e:g}"], t[f"x_adv@{e:g}"], t[f"points@{e:g}"]
+                n_correct = store.query("SELECT count(*) AS n FROM outcomes WHERE cell = ? AND eps = ? AND "
+                                        "clean_correct = 1", (c["hash"], e))[0]["n"]
+                assert x.shape[0] == x_adv.shape[0] == pts.shape[0] == min(8, n_correct) > 0
+                assert float((x_adv - x).abs().amax()) <= e + 1e-6
+                assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
+                fooled = (t[f"adv_pred@{e:g}"] != t[f"y@{e:g}"]).tolist()
+                stored = {r["point"]: bool(r["success"]) for r in store.query(
+                    "SELECT point, success FROM outcomes WHERE cell = ? AND eps = ?", (c["hash"], e))}
+                assert [stored[int(p)] for p in pts] == fooled
+                assert torch.equal(t[f"clean_pred@{e:g}"], t[f"y@{e:g}"])   # attacked points were correct
+
+
+def test_a_corrupt_examples_file_is_a_note_not_a_crash(finished, tmp_path):
+    import shutil as sh
+
+    _, db = finished
+    copy = tmp_path / "runs.db"
+    sh.copy(db, copy)
+    sh.copytree(str(db) + ".files", str(copy) + ".files")
+    with Store(copy) as store:
+        h = store.query("SELECT hash FROM cells WHERE kind = 'robust' AND status = 'done' ORDER BY model_name, "
+                        "updated")[0]["hash"]
+    (tmp_path / "runs.db.files" / h / "examples.safetensors").write_bytes(b"\x00" * 40)
+    assert main(["report", "--store", str(copy), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert f"cell {h}: its examples file could not be read" in text
+
+
 HARNESS = """<!DOCTYPE html><html><body><pre id="result">pending</pre>
 <iframe id="f" src="index.html" style="width:1200px;height:800px"></iframe>
 <script>

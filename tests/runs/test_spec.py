@@ -162,5 +162,13 @@ def test_a_checkpoint_model_is_identified_by_its_weights(tmp_path):
 def test_every_example_spec_parses():
     files = sorted(EXAMPLES.glob("*.toml"))
     assert files and any(f.name == "quick.toml" for f in files)
+    kinds: set[str] = set()
+    recipes: set[str] = set()
     for f in files:
-        assert load_spec(f).cells, f
+        cells = load_spec(f).cells
+        assert cells, f
+        kinds |= {c.kind for c in cells}
+        recipes |= {c.config["recipe"]["name"] for c in cells if c.kind == "train"}
+    # a spec for each measurement kind, and one whose models are trained by defense recipes
+    assert {"robust", "strong", "minimal", "transfer", "train"} <= kinds
+    assert {"pgd", "trades", "fgsm-mix"} <= recipes

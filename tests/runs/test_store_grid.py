@@ -193,11 +193,16 @@ def test_two_runs_on_one_store_at_once_do_not_corrupt_it(tmp_path, finished):
     spec, clean_db = finished
     db = tmp_path / "runs.db"
     cmd = [sys.executable, "-m", "advlab", "run", str(spec), "--store", str(db), "--no-progress"]
-    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    done = 0
     for p in procs:
-        _, err = p.communicate(timeout=600)
+        out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
+        done += int(out.split(" cell(s) done")[0].rsplit(" ", 1)[-1])
     assert _rows(db) == _rows(clean_db)
+    # the two runs shared the cells out (claims): none was computed twice
+    assert done == 7
     con = sqlite3.connect(str(db))
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
@@ -215,3 +220,147 @@ def test_the_python_api_runs_a_spec(tmp_path, tiny_spec):
     for c in trained:   # the trained models are checkpoints beside the store, named by cell hash
         assert (tmp_path / "api.db.files" / c.hash / "model" / "model.safetensors").is_file()
     assert parse_spec(tiny_spec.read_text()).cells[0].hash == trained[0].hash
+
+
+THREATS = """
+[data.digits]
+name = "digits"
+n = 30
+
+[models.mlp]
+zoo = "mlp"
+data = "digits"
+epochs = 2
+
+[[measure]]
+kind = "robust"
+models = ["mlp"]
+data = "digits"
+attacks = ["fgsm"]
+eps = [0.1, 0.3]
+
+[[measure]]
+kind = "robust"
+threat = "black-box"
+models = ["mlp"]
+data = "digits"
+attacks = ["square"]
+budget = 50
+eps = [0.1, 0.3]
+"""
+
+
+def test_results_filter_by_threat_keeps_only_that_threats_attacks(tmp_path, capsys):
+    from advlab.runs.results import robust_rows
+
+    spec = tmp_path / "threats.toml"
+    spec.write_text(THREATS)
+    db = tmp_path / "runs.db"
+    assert main(["run", str(spec), "--store", str(db), "--no-progress"]) == 0
+    with Store(db) as store:
+        assert {r["attack"] for r in robust_rows(store)} == {"FGSM", "Square"}
+        assert {r["attack"] for r in robust_rows(store, threat="black-box")} == {"Square"}
+        assert {r["attack"] for r in robust_rows(store, threat="white-box")} == {"FGSM"}
+        assert robust_rows(store, threat="transfer") == []
+        black = worst_case(store, threat="black-box")
+        both = worst_case(store)
+        assert [w["attacks"] for w in black] == [["Square"], ["Square"]]
+        assert [w["attacks"] for w in both] == [["FGSM", "Square"], ["FGSM", "Square"]]
+        # the worst case over both threats breaks at least what each breaks alone
+        white = worst_case(store, threat="white-box")
+        for a, b, w in zip(both, black, white):
+            assert a["n_robust"] <= min(b["n_robust"], w["n_robust"])
+        with pytest.raises(ValueError, match="unknown threat"):
+            robust_rows(store, threat="grey-box")
+    capsys.readouterr()
+    assert main(["results", "--store", str(db), "--threat", "black-box", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "Square" in out and "FGSM" not in out
+
+
+def test_a_dead_runs_claim_is_taken_over_and_a_live_one_is_waited_for(tmp_path, tiny_spec):
+    """Claims: a claim whose process is gone (kill -9) is taken over; the cells that need a model
+    a live run holds wait for it, and are failed with a clear reason if that run dies first."""
+    import threading
+
+    spec = load_spec(tiny_spec)
+    train = [c for c in spec.cells if c.kind == "train"]
+    db = tmp_path / "runs.db"
+    with Store(db) as store:
+        ghost = store.start_run(spec_name="ghost", spec_path=None, spec_text="", executor="local")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        store.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
+                         (train[0].hash, ghost, __import__("socket").gethostname(), dead.pid, time.time()))
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        store.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
+                         (train[1].hash, ghost, __import__("socket").gethostname(), sleeper.pid, time.time()))
+        threading.Timer(3.0, sleeper.kill).start()
+        summary = run_spec(spec, store, progress=False)
+        sleeper.wait()
+    # the dead claim was taken over: that model trained here; the live one was left to its run
+    assert train[0].hash in summary.done and summary.taken == {train[1].hash: ghost}
+    needing = {c.hash for c in spec.cells if train[1].hash in c.needs}
+    assert needing and set(summary.failed) == needing
+    assert all("took and did not finish" in e for e in summary.failed.values())
+    # the next run trains it and finishes the grid
+    with Store(db) as store:
+        again = run_spec(spec, store, progress=False)
+        assert not again.failed and set(again.done) == needing | {train[1].hash}
+        assert store.query("SELECT count(*) AS n FROM claims")[0]["n"] == 0
+
+
+AUDITED = """
+[data.digits]
+name = "digits"
+n = 60
+
+[models.mlp]
+zoo = "mlp"
+data = "digits"
+epochs = 2
+
+[[measure]]
+kind = "audit"
+models = ["mlp"]
+data = "digits"
+eps = [0.1, 0.3]
+steps = 5
+max_points = 40
+"""
+
+
+def test_an_audit_cell_stores_each_checks_verdict_and_the_report_shows_it(tmp_path, capsys):
+    from advlab.evaluation import audit
+    from advlab.models import load
+    from advlab.runs.cells import trained_dir
+    from advlab.runs.results import audits
+    from advlab.data import load_dataset
+
+    spec = tmp_path / "audited.toml"
+    spec.write_text(AUDITED)
+    db = tmp_path / "runs.db"
+    assert main(["run", str(spec), "--store", str(db), "--no-progress"]) == 0
+    with Store(db) as store:
+        rows = audits(store)
+        train = store.query("SELECT hash FROM cells WHERE kind = 'train'")[0]["hash"]
+        files = store.files
+    assert [(r["model"], r["eps"]) for r in rows] == [("mlp", 0.1), ("mlp", 0.3)]
+    # the stored verdicts are the audit's own on the same model and points
+    model = load(trained_dir(files, train))
+    test = load_dataset("digits", split="test").subset(60)
+    for r in rows:
+        rep = audit(model, test.x, test.y, eps=r["eps"], steps=5, max_points=40, batch_size=250, seed=0)
+        assert r["verdict"] == ("passed" if rep.passed else "MASKED?")
+        assert r["failed_checks"] == sorted(c.name for c in rep.failed_checks)
+        assert r["n"] == rep.n == 40
+    capsys.readouterr()
+    assert main(["results", "--store", str(db)]) == 0
+    assert "Gradient-masking audits" in capsys.readouterr().out
+    assert main(["report", "--store", str(db), "--out", str(tmp_path / "r")]) == 0
+    assert 'id="audits"' in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_an_audit_with_a_zero_eps_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="an audit needs every eps > 0"):
+        parse_spec(AUDITED.replace("eps = [0.1, 0.3]", "eps = [0.0, 0.3]"))

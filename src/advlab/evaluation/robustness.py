@@ -14,7 +14,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +65,9 @@ class Evaluation:
     #: not run) and the model queries a black-box attack spent (-1 for white-box attacks)
     point_norms: dict[str, Tensor] = field(default_factory=dict, repr=False)
     point_queries: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    #: with ``evaluate(..., examples=k)``: per ``"<attack>@<ε>"``, the indices of the first ``k``
+    #: attacked points and the attack's outputs there (for galleries), on the CPU
+    examples: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
     def robust_accuracy(self, attack: str, eps: float) -> float:
         for r in self.rows:
@@ -162,7 +165,7 @@ def _name(attack: AttackLike) -> str:
 
 def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
              attacks: Sequence[AttackLike] | Mapping[str, AttackLike], eps: Sequence[float],
-             batch_size: int = 256, seed: int = 0, progress: bool = True) -> Evaluation:
+             batch_size: int = 256, seed: int = 0, progress: bool = True, examples: int = 0) -> Evaluation:
     """Clean accuracy, robust accuracy, success rate and norms for each attack at each ε.
 
     Args:
@@ -178,7 +181,12 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
             Use ``early_stop=True`` on iterative attacks to pay only for still-robust points.
         eps: the radii, increasing.
         batch_size: points per attack call.
-        seed: seeds one ``torch.Generator`` per (attack, ε), so rows do not depend on order.
+        seed: seeds one ``torch.Generator`` per (attack, ε, call of ``batch_size`` points) from
+            (seed, call index) (:func:`block_seed`), so rows depend neither on the order of the
+            attacks nor on how calls are spread over processes (:func:`evaluate_sharded` under
+            torchrun gives the same rows).
+        examples: keep the adversarial inputs of the first ``examples`` attacked points of each
+            (attack, ε) in :attr:`Evaluation.examples` (a gallery's worth; the rest are dropped).
 
     Returns:
         An :class:`Evaluation` whose rows include, with more than one attack, a ``worst-case`` row
@@ -192,6 +200,7 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
     check_model(model)
     named = _named_attacks(attacks, eps)
     check_int("batch_size", batch_size)
+    check_int("examples", examples, minimum=0)
     eps = _check_eps_list(eps)
     bounds = next(iter(named.values())).bounds
     from advlab.data import Dataset as AdvlabDataset
@@ -200,65 +209,127 @@ def evaluate(model: nn.Module, x: Tensor | Any, y: Tensor | None = None, *,
         x, y = x.x, x.y
     streamed = _as_stream(x, y)
     if streamed is not None:
+        if examples:
+            raise ValueError("evaluate: examples= is kept by in-memory evaluations (x, y), not by a streamed "
+                             "loader; evaluate a slice in memory for a gallery")
         return _evaluate_stream(model, streamed, named, eps, batch_size=batch_size, seed=seed,
                                 progress=progress)
     if y is None:
         raise TypeError("evaluate(model, x, y): y is missing (or pass a DataLoader / Dataset as x)")
     check_inputs(model, x, y, bounds=bounds)
-    n = x.shape[0]
     pred = clean_predictions(model, x, y=y, batch_size=max(batch_size, 512))
     correct = pred == y
     idx = correct.nonzero().squeeze(1)
     n_correct = int(idx.numel())
+    jobs = [(name, e) for e in eps for name in named]
+    bar = tqdm(jobs, desc="evaluate", disable=not progress, leave=False)
+    records: dict[tuple[str, float], PointRecord] = {}
+    blocks = range(num_blocks(n_correct, batch_size))
+    for name, e in bar:
+        bar.set_postfix_str(f"{name} eps={e:g}")
+        records[(name, e)] = attack_blocks(model, x, y, idx, named[name], e, batch_size=batch_size,
+                                           seed=seed, blocks=blocks, keep=examples)
+    prov = provenance(seed=seed, batch_size=batch_size, norm=str(next(iter(named.values())).norm),
+                      attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
+    return assemble(named, eps, correct, records, prov)
+
+
+@dataclass
+class PointRecord:
+    """What one (attack, ε) found per point: broken flags, norms (NaN where it did not run),
+    queries (-1 for white-box attacks or where it did not run), passes spent and seconds."""
+
+    broken: Tensor
+    norms: Tensor
+    queries: Tensor
+    grads: int
+    seconds: float
+    #: the first ``keep`` attacked points (indices) and their adversarial inputs, from call 0
+    examples: tuple[Tensor, Tensor] | None = None
+
+
+def num_blocks(n_correct: int, batch_size: int) -> int:
+    """How many attack calls of ``batch_size`` points cover ``n_correct`` points."""
+    return -(-n_correct // batch_size)
+
+
+def block_seed(seed: int, block: int) -> int:
+    """The generator seed of attack call ``block``: ``seed`` itself for the first, then a fixed
+    odd stride apart (mod 2⁶⁴), so each call's randomness depends only on (seed, block) and not on
+    which process or in which order the calls ran (what sharding across ranks needs)."""
+    return seed if block == 0 else (seed + block * 0x9E3779B97F4A7C15) % (1 << 64)
+
+
+def attack_blocks(model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, attack: AttackLike, e: float, *,
+                  batch_size: int, seed: int, blocks: Iterable[int], keep: int = 0) -> PointRecord:
+    """Run ``attack`` at radius ``e`` on the calls ``blocks`` of the correctly classified points
+    ``idx`` (call ``j`` takes ``idx[j*batch_size:(j+1)*batch_size]`` with a generator seeded by
+    :func:`block_seed`); points of other calls keep their "did not run" values. With ``keep``,
+    call 0 (if among ``blocks``) also keeps its first ``keep`` adversarial inputs."""
+    n = x.shape[0]
+    attack = at_radius(attack, e)
+    target = victim(attack, model)
+    ball = ThreatModel(norm=attack.norm, eps=e, bounds=getattr(attack, "bounds", (0.0, 1.0)))
+    broken = torch.zeros(n, dtype=torch.bool, device=x.device)
+    norms = torch.full((n,), float("nan"), device=x.device)
+    queries = torch.full((n,), -1, dtype=torch.int64, device=x.device)
+    grads = 0
+    kept = None
+    t0 = time.perf_counter()
+    for j in blocks:
+        b = idx[j * batch_size:(j + 1) * batch_size]
+        if b.numel() == 0:
+            continue
+        gen = torch.Generator(device=x.device).manual_seed(block_seed(seed, j))
+        res = attack(target, x[b], y[b], generator=gen)
+        if keep and j == 0:
+            kept = (b[:keep].cpu(), res.x_adv[:keep].detach().cpu())
+        broken[b] = hit(attack, res, model, x[b], y[b], ball)
+        norms[b] = res.norms.to(norms.dtype)
+        if res.queries is not None:
+            queries[b] = res.queries.to(torch.int64)
+        grads += int(res.num_grads.sum())
+    return PointRecord(broken=broken, norms=norms, queries=queries, grads=grads,
+                       seconds=time.perf_counter() - t0, examples=kept)
+
+
+def assemble(named: Mapping[str, AttackLike], eps: Sequence[float], correct: Tensor,
+             records: Mapping[tuple[str, float], PointRecord], prov: dict[str, Any]) -> Evaluation:
+    """The :class:`Evaluation` of per-point records: a row per (attack, ε) in the order of ``eps``
+    then ``named``, and with more than one attack a ``worst-case`` row per ε."""
+    n, n_correct = int(correct.numel()), int(correct.sum())
     clean_acc = n_correct / n
     rows: list[EvalRow] = []
     per_point: dict[str, Tensor] = {}
     point_norms: dict[str, Tensor] = {}
     point_queries: dict[str, Tensor] = {}
-    jobs = [(name, e) for e in eps for name in named]
-    bar = tqdm(jobs, desc="evaluate", disable=not progress, leave=False)
-    broken_any: dict[float, Tensor] = {e: torch.zeros(n, dtype=torch.bool, device=x.device) for e in eps}
-    grads_any: dict[float, int] = {e: 0 for e in eps}
-    secs_any: dict[float, float] = {e: 0.0 for e in eps}
-    for name, e in bar:
-        bar.set_postfix_str(f"{name} eps={e:g}")
-        attack = at_radius(named[name], e)
-        target = victim(attack, model)
-        ball = ThreatModel(norm=attack.norm, eps=e, bounds=getattr(attack, "bounds", (0.0, 1.0)))
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        broken = torch.zeros(n, dtype=torch.bool, device=x.device)
-        norms = torch.full((n,), float("nan"), device=x.device)
-        queries = torch.full((n,), -1, dtype=torch.int64, device=x.device)
-        grads = 0
-        t0 = time.perf_counter()
-        for i in range(0, n_correct, batch_size):
-            b = idx[i:i + batch_size]
-            res = attack(target, x[b], y[b], generator=gen)
-            broken[b] = hit(attack, res, model, x[b], y[b], ball)
-            norms[b] = res.norms.to(norms.dtype)
-            if res.queries is not None:
-                queries[b] = res.queries.to(torch.int64)
-            grads += int(res.num_grads.sum())
-        secs = time.perf_counter() - t0
-        rows.append(_row(name, attack, e, n, n_correct, broken, norms, grads, secs, clean_acc))
-        per_point[f"{name}@{e:g}"] = broken.clone()
-        point_norms[f"{name}@{e:g}"] = norms
-        point_queries[f"{name}@{e:g}"] = queries
-        broken_any[e] |= broken
-        grads_any[e] += grads
-        secs_any[e] += secs
+    examples: dict[str, tuple[Tensor, Tensor]] = {}
+    broken_any = {e: torch.zeros(n, dtype=torch.bool, device=correct.device) for e in eps}
+    grads_any = {e: 0 for e in eps}
+    secs_any = {e: 0.0 for e in eps}
+    for e in eps:
+        for name in named:
+            r = records[(name, e)]
+            rows.append(_row(name, at_radius(named[name], e), e, n, n_correct, r.broken, r.norms, r.grads,
+                             r.seconds, clean_acc))
+            key = f"{name}@{e:g}"
+            per_point[key] = r.broken.clone()
+            point_norms[key] = r.norms
+            point_queries[key] = r.queries
+            if r.examples is not None:
+                examples[key] = r.examples
+            broken_any[e] |= r.broken.to(correct.device)
+            grads_any[e] += r.grads
+            secs_any[e] += r.seconds
     if len(named) > 1:
         any_attack = next(iter(named.values()))
         for e in eps:
             rows.append(_row(WORST_CASE, at_radius(any_attack, e), e, n, n_correct,
                              broken_any[e], torch.full((n,), float("nan")), grads_any[e], secs_any[e],
                              clean_acc, config="any of: " + ", ".join(named)))
-    norm = rows[0].norm
-    prov = provenance(seed=seed, batch_size=batch_size, norm=norm,
-                      attacks={k: _at_every_eps(v, eps) for k, v in named.items()})
     per_point["correct"] = correct
     return Evaluation(rows=rows, provenance=prov, per_point=per_point, point_norms=point_norms,
-                      point_queries=point_queries)
+                      point_queries=point_queries, examples=examples)
 
 
 def _check_eps_list(eps: Sequence[float]) -> list[float]:

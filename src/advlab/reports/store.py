@@ -158,6 +158,56 @@ def _transfer_figures(store: Any, out: Path) -> list[tuple[str, Path]]:
     return figures
 
 
+def _galleries(store: Any, out: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """One gallery per (model, dataset, norm, attack) from its first robust cell's stored
+    examples (``<store>.files/<hash>/examples.safetensors``) at the median stored ε; the images,
+    classes and confidences are the file's, no model runs. Returns the figures and a note per
+    unreadable file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from advlab.reports.gallery import gallery
+    from advlab.runs.cells import ref_bounds
+
+    cells = store.query("SELECT hash, model_name, dataset, norm, config FROM cells WHERE status = 'done' "
+                        "AND kind = 'robust' ORDER BY model_name, dataset, norm, updated")
+    seen: set[tuple[str, str, str, str]] = set()
+    figures, notes = [], []
+    for c in cells:
+        cfg = json.loads(c["config"])
+        path = store.files / c["hash"] / "examples.safetensors"
+        key = (c["model_name"], c["dataset"], c["norm"], cfg["attack"]["name"])
+        if key in seen or not path.is_file():
+            continue
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            tensors = load_file(str(path))
+            eps_list = json.loads(meta["eps"])
+            e = eps_list[len(eps_list) // 2]
+            t = {name: tensors[f"{name}@{e}"] for name in ("x", "x_adv", "y", "clean_pred", "clean_conf",
+                                                            "adv_pred", "adv_conf")}
+            class_names = json.loads(meta.get("class_names", "null"))
+            attack = meta.get("attack", cfg["attack"]["name"])
+        except (OSError, KeyError, ValueError, TypeError, IndexError, SafetensorError) as err:
+            notes.append(f"cell {c['hash']}: its examples file could not be read ({type(err).__name__}: {err}); "
+                         "no gallery for it")
+            continue
+        seen.add(key)
+        n = min(6, int(t["x"].shape[0]))
+        fig_path = out / f"gallery_{_slug(c['model_name'])}_{_slug(c['dataset'])}_{_slug(attack)}_{c['norm']}.png"
+        fooled = int((t["adv_pred"][:n] != t["y"][:n]).sum())
+        gallery(t["x"], t["x_adv"], class_names=class_names, clean_pred=t["clean_pred"], clean_conf=t["clean_conf"],
+                adv_pred=t["adv_pred"], adv_conf=t["adv_conf"], true_labels=t["y"], norm=c["norm"],
+                bounds=ref_bounds(cfg["model"]), n=n, title=f"{c['model_name']}: {attack}, ε = {e}", path=fig_path)
+        figures.append((f"{attack} on {c['model_name']} ({c['dataset']}, {c['norm']}) at ε = {e}: the first {n} "
+                        f"attacked test points (each classified correctly clean); {fooled} of {n} fooled. "
+                        f"Classes and confidences as stored by cell {c['hash']}.", fig_path))
+    return figures, notes
+
+
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in str(text)).strip("-") or "x"
 
@@ -165,7 +215,7 @@ def _slug(text: str) -> str:
 def store_report(store: Any, out: PathLike, *, title: str | None = None) -> Path:
     """Write ``out/index.html`` (and its figures) from ``store``; return the page's path."""
     from advlab.reports.curve import accuracy_curve
-    from advlab.runs.results import leaderboard, robust_rows, worst_case
+    from advlab.runs.results import audits, leaderboard, robust_rows, worst_case
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +282,20 @@ def store_report(store: Any, out: PathLike, *, title: str | None = None) -> Path
                               ("n_correct", "n correct"), ("n_robust", "n robust"), ("robust_accuracy", "robust (%)"),
                               ("attacks", "attacks"), ("cells", "cells")],
                       table_id="worst", pct=("robust_accuracy",))]
-    figures += _minimal_figures(store, out) + _transfer_figures(store, out)
+    audit_rows = audits(store)
+    if audit_rows:
+        parts += ["<h2>Gradient-masking audits</h2>",
+                  "<p>Per model and ε, whether every check of the audit passed (Athalye et al. 2018's warning "
+                  "signs: single-step beating iterative, black-box beating white-box, unbounded attacks not "
+                  "reaching 100%, zero gradients). MASKED? means the robust accuracy above may overstate "
+                  "robustness.</p>",
+                  *_table(audit_rows, [("model", "model"), ("dataset", "dataset"), ("norm", "norm"), ("eps", "ε"),
+                                       ("verdict", "verdict"), ("failed_checks", "failed checks"), ("n", "n"),
+                                       ("cell", "cell")], table_id="audits")]
+    galleries, gallery_notes = _galleries(store, out)
+    figures += galleries + _minimal_figures(store, out) + _transfer_figures(store, out)
+    for note in gallery_notes:
+        parts.append(f'<p class="note">{esc(note)}</p>')
     if figures:
         parts.append("<h2>Figures</h2>")
         for caption, path in figures:

@@ -37,7 +37,7 @@ def run_cell(kind: str, config: Mapping[str, Any], cell_hash: str, *, files: str
     t0 = time.perf_counter()
     torch.manual_seed(int(config.get("seed", 0)))
     runner = {"train": _train, "robust": _robust, "strong": _strong, "minimal": _minimal,
-              "transfer": _transfer}[kind]
+              "transfer": _transfer, "audit": _audit}[kind]
     metrics, outcomes, summary = runner(config, cell_hash=cell_hash, files=files, data_dir=data_dir,
                                         device=device, progress=progress)
     return CellResult(metrics=metrics, outcomes=outcomes, seconds=time.perf_counter() - t0, summary=summary)
@@ -112,8 +112,13 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
             "seed": config["seed"], "training": {"recipe": config["recipe"], "epochs": config["epochs"],
                                                  "cell": cell_hash}}
     # overwrite: a cell is a pure function of its config, so another process that finished the
-    # same cell first (two runs on one store) wrote the same model; the pair is replaced atomically
-    save(model.cpu(), out, card=card, overwrite=True)
+    # same cell first (two runs on one store) wrote the same model; the pair is replaced atomically.
+    # Under torchrun the trainer ran data-parallel on every rank (the same weights on each): rank 0
+    # writes, the others wait for the file
+    if not _sharded() or torch.distributed.get_rank() == 0:
+        save(model.cpu(), out, card=card, overwrite=True)
+    if _sharded():
+        torch.distributed.barrier()
     metrics = [{"attack": "", "eps": None, "name": "clean_accuracy", "value": acc},
                {"attack": "", "eps": None, "name": "final_loss",
                 "value": float(history.history[-1]["loss"]) if getattr(history, "history", None) else None}]
@@ -178,10 +183,58 @@ def _robust(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir:
     eps = list(config["eps"])
     label = display_name(config["attack"]["name"])
     attack = _make(config["attack"], eps=max(eps), norm=config["norm"], bounds=ref_bounds(config["model"]))
-    ev = evaluate(model, x, y, attacks={label: attack}, eps=eps, batch_size=config["batch_size"],
-                  seed=config["seed"], progress=progress)
+    from advlab.evaluation.sharded import evaluate_sharded
+
+    # under torchrun: this rank's share of the attack calls, the records merged over the ranks
+    ev = (evaluate_sharded if _sharded() else evaluate)(model, x, y, attacks={label: attack}, eps=eps,
+                                                        batch_size=config["batch_size"], seed=config["seed"],
+                                                        progress=progress, examples=GALLERY_POINTS)
+    if not _sharded() or torch.distributed.get_rank() == 0:
+        save_examples(files / cell_hash / "examples.safetensors", model, x, y, ev, label=label,
+                      norm=config["norm"], class_names=list(ds.class_names))
     return _rows_of(ev, label), _outcomes_of(ev, label, label, eps), {
         "robust_accuracy": {f"{r.eps:g}": r.robust_accuracy for r in ev.rows}}
+
+
+GALLERY_POINTS = 8   # adversarial examples a robust cell keeps per ε (the first attacked points)
+
+
+def save_examples(path: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ev: Any, *, label: str,
+                  norm: str, class_names: list[str]) -> None:
+    """The cell's kept adversarial examples, with the model's classes and confidences at the
+    clean and the adversarial inputs, as one safetensors file (written whole, then renamed): what
+    a report's gallery shows without running a model."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from advlab._io import atomic_write
+
+    tensors: dict[str, torch.Tensor] = {}
+    eps_list = []
+    for key, (points, x_adv) in ev.examples.items():
+        e = key.rsplit("@", 1)[1]
+        pts = points.to(x.device)
+        with torch.no_grad():
+            p_clean = torch.softmax(model(x[pts]), dim=1)
+            p_adv = torch.softmax(model(x_adv.to(x.device)), dim=1)
+        c_conf, c_pred = p_clean.max(dim=1)
+        a_conf, a_pred = p_adv.max(dim=1)
+        for name, t in (("points", points), ("x", x[pts]), ("y", y[pts]), ("x_adv", x_adv), ("clean_pred", c_pred),
+                        ("clean_conf", c_conf), ("adv_pred", a_pred), ("adv_conf", a_conf)):
+            tensors[f"{name}@{e}"] = t.detach().cpu().clone().contiguous()   # (no shared storage)
+        eps_list.append(e)
+    if not tensors:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={
+        "attack": label, "norm": norm, "eps": json.dumps(eps_list), "class_names": json.dumps(class_names)}))
+
+
+def _sharded() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _strong(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
@@ -271,3 +324,30 @@ def _transfer(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_di
                      for i in range(n)]
         summary[f"{e:g}"] = n_broken / n_correct if n_correct else None
     return metrics, outcomes, {"success_rate": summary}
+
+
+AUDIT = "audit"   # the metrics' attack label of an audit cell
+
+
+def _audit(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+           progress: bool) -> tuple[list, list, dict]:
+    """The gradient-masking audit at each ε: per check, passed (1/0) and its numbers; the verdict."""
+    from advlab.evaluation import audit
+
+    ds, x, y = _test_data(config, data_dir, device)
+    model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
+    metrics: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for e in config["eps"]:
+        rep = audit(model, x, y, norm=config["norm"], eps=e, bounds=ref_bounds(config["model"]),
+                    steps=config["steps"], max_points=config["max_points"], batch_size=config["batch_size"],
+                    seed=config["seed"])
+        metrics.append({"attack": AUDIT, "eps": e, "name": "passed", "value": float(rep.passed)})
+        metrics.append({"attack": AUDIT, "eps": e, "name": "n", "value": rep.n})
+        for c in rep.checks:
+            metrics.append({"attack": AUDIT, "eps": e, "name": f"check:{c.name}", "value": float(c.passed)})
+            for k, v in c.values.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    metrics.append({"attack": AUDIT, "eps": e, "name": f"{c.name}.{k}", "value": float(v)})
+        summary[f"{e:g}"] = {"passed": rep.passed, "failed_checks": [c.name for c in rep.failed_checks]}
+    return metrics, [], {"audit": summary}

@@ -55,7 +55,8 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
                  step_size: float | None = None, n: int = 1000, batch_size: int = 250, seed: int = 0,
                  data: str | None = None, data_dir: str | None = None, download: bool = False,
                  progress: bool = True, quiet: bool = False, title: str | None = None,
-                 strong: bool = False, device: str = "cpu") -> EvaluateOutput:
+                 strong: bool = False, device: str = "cpu", sharded: bool = False,
+                 writer: bool = True) -> EvaluateOutput:
     """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page.
 
     ``strong=True`` also runs, at each ε, the strong cascade of :func:`advlab.evaluation.strong_attacks`
@@ -67,6 +68,10 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
 
     ``checkpoint`` is a checkpoint directory or a :class:`~advlab.models.user.UserModel`;
     ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) is where model and data go, once.
+
+    ``sharded=True`` (under torchrun; the process group initialised) spreads the attack calls over
+    the ranks (:func:`advlab.evaluation.sharded.evaluate_sharded`: the same rows as unsharded);
+    only the rank with ``writer=True`` (rank 0) prints and writes files.
     """
     from advlab.reports import accuracy_curve, write_report, write_table
 
@@ -74,11 +79,20 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
                                  device=device)
     configs = evaluation_attacks(attacks, norm=norm, steps=steps, step_size=step_size, eps=max(eps),
                                  bounds=model_bounds(card))
+    quiet = quiet or not writer
     say(f"evaluating {card.architecture} on {len(ds)} {ds.name} test images: "
          f"{', '.join(configs)} at ε = {', '.join(f'{e:g}' for e in eps)}", quiet)
-    ev = evaluate(model, ds.x, ds.y, attacks=configs, eps=eps, batch_size=batch_size, seed=seed,
-                  progress=progress)
+    if sharded:
+        from advlab.evaluation.sharded import evaluate_sharded
+
+        ev = evaluate_sharded(model, ds.x, ds.y, attacks=configs, eps=eps, batch_size=batch_size, seed=seed,
+                              progress=progress)
+    else:
+        ev = evaluate(model, ds.x, ds.y, attacks=configs, eps=eps, batch_size=batch_size, seed=seed,
+                      progress=progress)
     ev.provenance.update({"checkpoint": describe(checkpoint), "device": str(ds.x.device), "dataset": ds.name, "model": card.architecture})
+    if not writer:
+        return EvaluateOutput(evaluation=ev, files={})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"table": out / "robust_accuracy.md", "csv": out / "robust_accuracy.csv",

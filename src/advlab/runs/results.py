@@ -23,10 +23,20 @@ from advlab.runs.store import Store
 FORMATS = ("md", "csv", "json")
 
 
+#: a cell's threat: what the attacker may use (a robust cell says; strong and minimal cells are
+#: white-box; a transfer cell's attacker shows the target only crafted inputs)
+THREATS = ("white-box", "black-box", "transfer")
+_THREAT = ("(CASE c.kind WHEN 'transfer' THEN 'transfer' WHEN 'robust' THEN "
+           "coalesce(json_extract(c.config, '$.threat'), 'white-box') ELSE 'white-box' END)")
+
+
 def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     clauses, params = ["c.status = 'done'"], []
+    if filters.get("threat") is not None and filters["threat"] not in THREATS:
+        raise ValueError(f"unknown threat {filters['threat']!r}: use {', '.join(THREATS)}")
     for column, value in (("c.model_name", filters.get("model")), ("c.dataset", filters.get("dataset")),
-                          ("c.norm", filters.get("norm")), ("c.run_id", filters.get("run"))):
+                          ("c.norm", filters.get("norm")), ("c.run_id", filters.get("run")),
+                          (_THREAT, filters.get("threat"))):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
@@ -89,6 +99,30 @@ def worst_case(store: Store, **filters: Any) -> list[dict[str, Any]]:
                         "robust_accuracy": (n_correct - n_broken) / n if n else math.nan,
                         "attacks": attacks, "cells": len(hashes)})
     return out
+
+
+AUDIT_COLUMNS = ("model", "dataset", "norm", "eps", "verdict", "failed_checks", "n", "cell")
+
+
+def audits(store: Store, **filters: Any) -> list[dict[str, Any]]:
+    """One row per stored audit cell and ε: the verdict (``passed`` / ``MASKED?``) and the checks
+    that failed, read from the cell's metrics."""
+    where, params = _where(filters)
+    rows = store.query("SELECT c.hash, c.model_name, c.dataset, c.norm, m.eps, m.name, m.value FROM metrics m "
+                       f"JOIN cells c ON c.hash = m.cell WHERE {where} AND c.kind = 'audit' "
+                       "ORDER BY c.model_name, c.dataset, c.norm, m.eps, m.name", params)
+    table: dict[tuple[str, float], dict[str, Any]] = {}
+    for r in rows:
+        e = table.setdefault((r["hash"], r["eps"]), {"model": r["model_name"], "dataset": r["dataset"],
+                                                    "norm": r["norm"], "eps": r["eps"], "cell": r["hash"],
+                                                    "failed_checks": []})
+        if r["name"] == "passed":
+            e["verdict"] = "passed" if r["value"] == 1.0 else "MASKED?"
+        elif r["name"] == "n":
+            e["n"] = int(r["value"])
+        elif r["name"].startswith("check:") and r["value"] == 0.0:
+            e["failed_checks"].append(r["name"][len("check:"):])
+    return list(table.values())
 
 
 def leaderboard(store: Store, **filters: Any) -> list[dict[str, Any]]:
@@ -156,14 +190,21 @@ BOARD_COLUMNS = ("rank", "model", "dataset", "norm", "eps", "clean_accuracy", "r
 def results_text(store: Store, *, fmt: str = "md", **filters: Any) -> str:
     """``advlab results``: per-attack rows, then the worst case per point over every stored attack."""
     per_attack = robust_rows(store, **filters)
-    worst = worst_case(store, **{k: v for k, v in filters.items() if k != "attack"})
+    rest = {k: v for k, v in filters.items() if k != "attack"}
+    worst = worst_case(store, **rest)
+    audit_rows = audits(store, **rest)
     if fmt == "json":
         return json.dumps({"rows": json.loads(render(per_attack, ROBUST_COLUMNS, "json")),
-                           "worst_case": json.loads(render(worst, WORST_COLUMNS, "json"))}, indent=2)
+                           "worst_case": json.loads(render(worst, WORST_COLUMNS, "json")),
+                           "audits": json.loads(render(audit_rows, AUDIT_COLUMNS, "json"))}, indent=2)
     if fmt == "csv":
-        return render(per_attack, ROBUST_COLUMNS, "csv") + "\n" + render(worst, WORST_COLUMNS, "csv")
+        return (render(per_attack, ROBUST_COLUMNS, "csv") + "\n" + render(worst, WORST_COLUMNS, "csv")
+                + ("\n" + render(audit_rows, AUDIT_COLUMNS, "csv") if audit_rows else ""))
     note = ("Robust accuracy over n points (attacks run on the n_correct correctly classified ones). The worst "
             "case counts a point as broken when any stored attack broke it at ε (a minimal attack: its "
             "distance ≤ ε), over every run in the store.")
     return (render(per_attack, ROBUST_COLUMNS, "md", title="Robust accuracy per attack", note=note)
-            + "\n" + render(worst, WORST_COLUMNS, "md", title="Worst case per point over every stored attack"))
+            + "\n" + render(worst, WORST_COLUMNS, "md", title="Worst case per point over every stored attack")
+            + ("\n" + render(audit_rows, AUDIT_COLUMNS, "md", title="Gradient-masking audits",
+                              note="MASKED? means a check failed: the attacks' numbers may overstate robustness "
+                                   "(see `advlab audit` for the advice per check).") if audit_rows else ""))

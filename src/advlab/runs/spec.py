@@ -20,7 +20,7 @@ trained, or defended, by the spec) is a cell of its own, done once and reused by
     recipe_eps = 0.1
 
     [[measure]]
-    kind = "robust"          # robust | strong | minimal | transfer
+    kind = "robust"          # robust | strong | minimal | transfer | audit
     models = ["cnn", "cnn-pgd"]
     data = "digits"
     attacks = ["fgsm", { name = "pgd", steps = 10 }]
@@ -46,7 +46,7 @@ from typing import Any, Mapping, Sequence
 #: bump when a cell's meaning changes for the same configuration (old results are then not reused)
 CELL_FORMAT = 1
 
-MEASURE_KINDS = ("robust", "strong", "minimal", "transfer")
+MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit")
 MODEL_SOURCES = ("zoo", "checkpoint", "factory")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
@@ -59,6 +59,7 @@ _MEASURE_KEYS = {
     "strong": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size"},
     "minimal": {"kind", "models", "data", "attacks", "norm", "seeds", "batch_size"},
     "transfer": {"kind", "sources", "targets", "data", "attacks", "eps", "norm", "seeds", "batch_size"},
+    "audit": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size", "max_points"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
@@ -465,6 +466,16 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
         ref, needs = _model_ref(name, models, where, tname, "models", i)
         base = {"model": ref, "data": data, "norm": norm, "batch_size": batch}
         for seed in seeds:
+            if kind == "audit":
+                steps = _int(m.get("steps", 20), where, tname, "steps", index=i)
+                eps = _eps_list(m.get("eps"), where, tname, i)
+                if eps[0] <= 0:
+                    raise SpecError(f"{where.at(tname, 'eps', i)}: an audit needs every eps > 0, got {eps}")
+                cells.append(Cell(kind=kind, needs=needs, label=f"audit {name}",
+                                  config={**base, "eps": eps, "steps": steps, "seed": seed,
+                                          "max_points": _int(m.get("max_points", 500), where, tname, "max_points",
+                                                             index=i)}))
+                continue
             if kind == "strong":
                 steps = _int(m.get("steps", 100), where, tname, "steps", index=i)
                 cells.append(Cell(kind=kind, needs=needs, label=f"strong {name}",

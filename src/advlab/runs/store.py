@@ -51,7 +51,16 @@ CREATE TABLE IF NOT EXISTS outcomes (
     clean_correct INTEGER NOT NULL, success INTEGER NOT NULL, norm REAL, queries INTEGER,
     PRIMARY KEY (cell, attack, eps, point));
 CREATE INDEX IF NOT EXISTS cells_by_model ON cells (model, dataset, norm, kind);
+CREATE TABLE IF NOT EXISTS claims (
+    cell TEXT PRIMARY KEY, run_id INTEGER NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    claimed REAL NOT NULL);
 """
+# (``claims`` came after schema 1's first release; CREATE ... IF NOT EXISTS adds it to an older
+# store, and an older advlab ignores it, so the schema version stays 1)
+
+#: a claim by a process on another host counts as live this long (a process on this host is
+#: asked directly whether it still runs)
+CLAIM_STALE_S = 12 * 3600.0
 
 
 class StoreError(ValueError):
@@ -141,6 +150,36 @@ class Store:
     def finish_run(self, run_id: int, status: str) -> None:
         with self.transaction():
             self.db.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?", (time.time(), status, run_id))
+            self.db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
+
+    # --- claims: two runs on one store share out the cells instead of both running each ------
+
+    def holder(self, cell_hash: str) -> int | None:
+        """The run that holds a live claim on ``cell_hash``, or ``None``."""
+        held = self.db.execute("SELECT run_id, host, pid, claimed FROM claims WHERE cell = ?",
+                               (cell_hash,)).fetchone()
+        return int(held[0]) if held is not None and _alive(held, socket.gethostname()) else None
+
+    def claim(self, cell_hash: str, run_id: int) -> tuple[str, int | None]:
+        """Take ``cell_hash`` for ``run_id`` before running it.
+
+        Returns ``("run", None)`` when this run should run it (claim taken), ``("done", None)``
+        when another run finished it meanwhile, or ``("taken", other_run_id)`` when a live run
+        holds it. A claim is live while its process runs (checked directly on this host; on
+        another host, for :data:`CLAIM_STALE_S` after it was taken); a dead run's claim (a
+        ``kill -9``) is taken over."""
+        host, pid = socket.gethostname(), os.getpid()
+        with self.transaction():
+            row = self.db.execute("SELECT status FROM cells WHERE hash = ?", (cell_hash,)).fetchone()
+            if row is not None and row[0] == "done":
+                return "done", None
+            held = self.db.execute("SELECT run_id, host, pid, claimed FROM claims WHERE cell = ?",
+                                   (cell_hash,)).fetchone()
+            if held is not None and held[0] != run_id and _alive(held, host):
+                return "taken", int(held[0])
+            self.db.execute("INSERT OR REPLACE INTO claims (cell, run_id, host, pid, claimed) VALUES (?, ?, ?, ?, ?)",
+                            (cell_hash, run_id, host, pid, time.time()))
+        return "run", None
 
     # --- cells -----------------------------------------------------------------------------
 
@@ -175,6 +214,7 @@ class Store:
                 "error, seconds, run_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'done', NULL, ?, ?, ?)",
                 (cell.hash, cell.kind, cell.label, json.dumps(cell.config, sort_keys=True), model, name, dataset,
                  norm, result.seconds, run_id, time.time()))
+            self.db.execute("DELETE FROM claims WHERE cell = ?", (cell.hash,))
 
     def record_failure(self, cell: Any, error: str, *, seconds: float, run_id: int | None) -> None:
         """A failed cell, with its error; the next run retries it."""
@@ -185,6 +225,7 @@ class Store:
                 "error, seconds, run_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?)",
                 (cell.hash, cell.kind, cell.label, json.dumps(cell.config, sort_keys=True), model, name, dataset,
                  norm, error, seconds, run_id, time.time()))
+            self.db.execute("DELETE FROM claims WHERE cell = ?", (cell.hash,))
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -194,6 +235,26 @@ class Store:
             return self.db.execute(sql, params).fetchall()
         finally:
             self.db.row_factory = None
+
+
+def _alive(held: Sequence[Any], host: str) -> bool:
+    """Whether the process that took a claim ``(run_id, host, pid, claimed)`` still runs."""
+    _, their_host, pid, claimed = held
+    if their_host != host:
+        return time.time() - float(claimed) < CLAIM_STALE_S
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's live process
+        return True
+    try:  # a killed process its parent has not reaped yet (a zombie) still answers kill(pid, 0)
+        with open(f"/proc/{int(pid)}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _real(value: Any) -> float | None:
