@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from advlab.attacks._base import AttackResult, random_targets
+from advlab.attacks.adaptive import BPDA, EOT
 from advlab.attacks.contract import Attack, execute, perturb, trace
 from advlab.attacks.criteria import (ConfidenceBelow, Criterion, Misclassified, NotRejected, SourceTarget,
                                      TargetClass, TargetConfidence)
@@ -22,7 +23,7 @@ from advlab.attacks.universal import UniversalPerturbation, UniversalResult, foo
 from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferResult, jacobian_augmentation,
                                      train_substitute)
 
-__all__ = ["Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
+__all__ = ["BPDA", "EOT", "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
            "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",

@@ -106,6 +106,18 @@ def _success(attack: AttackLike, model: nn.Module, x: Tensor, y: Tensor, *, batc
     return torch.cat(parts)
 
 
+def _judged(attack: AttackLike, model: nn.Module, judge: nn.Module, x: Tensor, y: Tensor, *, batch_size: int,
+            seed: int) -> Tensor:
+    """Whether ``attack`` crafted on ``model`` fools ``judge`` (``(B,)`` bool)."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    parts = []
+    for i in range(0, x.shape[0], batch_size):
+        adv = attack(model, x[i:i + batch_size], y[i:i + batch_size], generator=gen).x_adv
+        with torch.no_grad(), eval_mode(judge):
+            parts.append(judge(adv).argmax(1) != y[i:i + batch_size])
+    return torch.cat(parts)
+
+
 def _rate(success: Tensor) -> float:
     """The fraction of ``True`` in a ``(B,)`` bool tensor."""
     return success.float().mean().item()
@@ -164,7 +176,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
           bounds: tuple[float, float] = (0.0, 1.0), attacks: Mapping[str, AttackLike] | None = None,
           surrogate: nn.Module | None = None, steps: int = 20, noise_samples: int = 20,
           max_points: int = 500, batch_size: int = 250, seed: int = 0,
-          tolerance: float = 0.02, zero_grad_fraction: float = 0.1) -> AuditReport:
+          tolerance: float = 0.02, zero_grad_fraction: float = 0.1, adaptive: bool = True,
+          eot_samples: int = 10) -> AuditReport:
     """Run the gradient-masking checks on ``model`` over (at most ``max_points`` of) ``x, y``.
 
     Args:
@@ -179,6 +192,12 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         tolerance: slack for comparisons between success rates.
         zero_grad_fraction: the share of points with zero or non-finite gradients that fails the
             ``gradients`` check.
+        adaptive: when the ``gradients`` or ``deterministic`` check fails, re-attack with the
+            adaptive attacks of Athalye et al. (2018): BPDA through the layer of an
+            ``nn.Sequential`` that blocks the gradient (identity approximation), EOT over
+            ``eot_samples`` forward passes for a randomised model; the ``adaptive_attack`` check
+            fails when they succeed clearly more often than the plain iterative attack (the
+            masking hid real vulnerability), and reports both success rates.
 
     Returns:
         An :class:`AuditReport` (``.passed``, ``.failed_checks`` with advice, ``.table()``).
@@ -322,7 +341,82 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         "of the ε-ball (query-only)",
         "random perturbations beat the gradient attack: gradients are masked; use gradient-free "
         "(score- or decision-based) attacks as well"))
+    # -- adaptive attacks where the gradient checks failed (Athalye et al. 2018) ----------------
+    masked = frac > zero_grad_fraction
+    randomised = max_diff != 0.0
+    if adaptive and (masked or randomised):
+        check_int("eot_samples", eot_samples)
+        adapted, how = _adapt(model, xc, yc, masked=masked, randomised=randomised, samples=eot_samples,
+                              batch_size=batch_size, zero_grad_fraction=zero_grad_fraction)
+        if adapted is None:
+            log.info("audit: gradients are masked but no adaptive attack applies (%s)", how)
+            checks.append(Check(
+                "adaptive_attack", False, f"no adaptive attack could be built: {how}",
+                "wrap the model yourself: advlab.attacks.BPDA(preprocess, rest) around a non-differentiable "
+                "preprocessing, advlab.attacks.EOT(model, samples=k) around a randomised one, and attack that",
+                {"method": None}))
+        else:
+            s_adapted = _rate(_success(iterative, adapted, xc, yc, batch_size=batch_size, seed=seed))
+            # both attacks judged alike: by the adapted model's answer (for a randomised model the
+            # expected prediction; one noisy forward pass would count lucky draws as successes)
+            s_plain = _rate(_judged(iterative, model, adapted, xc, yc, batch_size=batch_size, seed=seed))
+            checks.append(Check(
+                "adaptive_attack", s_adapted <= s_plain + tolerance,
+                f"{how}: the iterative attack succeeds on {100 * s_adapted:.1f}% of {nc} points vs "
+                f"{100 * s_plain:.1f}% without it",
+                "the masking hid real vulnerability: report robust accuracy under the adaptive attack "
+                f"({how}), not under the plain one",
+                {"method": how, "success": s_adapted, "plain_success": s_plain}))
     prov = provenance(seed=seed, attacks={"single_step": repr(single), "iterative": repr(iterative)})
     report = AuditReport(checks=tuple(checks), norm=norm, eps=float(eps), n=n, provenance=prov)
     log.info("%s", report.table())
     return report
+
+
+def _blocking_layer(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int,
+                    zero_grad_fraction: float) -> int | None:
+    """The first child of an ``nn.Sequential`` that keeps its input's shape and passes back a zero
+    (or non-finite) gradient for more than ``zero_grad_fraction`` of the points while the layers
+    after it do not: the layer BPDA should go around."""
+    if not isinstance(model, nn.Sequential) or len(model) < 2:
+        return None
+    xb, yb = x[:batch_size], y[:batch_size]
+    with eval_mode(model), torch.enable_grad():
+        h = xb
+        for i in range(len(model) - 1):
+            h_in = h.detach().requires_grad_(True)
+            out = model[i](h_in)
+            if out.shape == h_in.shape:
+                loss = nn.functional.cross_entropy(model[i + 1:](out), yb, reduction="sum")
+                g_in, = torch.autograd.grad(loss, h_in, allow_unused=True)
+                flat = None if g_in is None else g_in.flatten(1)
+                blocked = (xb.shape[0] if flat is None
+                           else int((~torch.isfinite(flat).all(1) | (flat == 0).all(1)).sum()))
+                if blocked > zero_grad_fraction * xb.shape[0]:
+                    return i
+            h = out.detach()
+    return None
+
+
+def _adapt(model: nn.Module, x: Tensor, y: Tensor, *, masked: bool, randomised: bool, samples: int,
+           batch_size: int, zero_grad_fraction: float) -> tuple[nn.Module | None, str]:
+    """The adaptive model to attack, and how it was built (or why none could be)."""
+    from advlab.attacks.adaptive import BPDA, EOT
+
+    target: nn.Module | None = model
+    parts = []
+    if masked:
+        i = _blocking_layer(model, x, y, batch_size=batch_size, zero_grad_fraction=zero_grad_fraction)
+        if i is None:
+            if not randomised:
+                return None, ("the model is not an nn.Sequential with a shape-preserving layer that blocks the "
+                              "gradient")
+        else:
+            layer = model[i]
+            target = BPDA(model[:i + 1], model[i + 1:], approx=model[:i] if i > 0 else None)
+            parts.append(f"BPDA (identity) through layer {i} ({type(layer).__name__})")
+    if randomised:
+        target = EOT(target, samples=samples)
+        parts.append(f"EOT over {samples} samples")
+    target.train(model.training)   # (slices of a Sequential are new modules, in training mode)
+    return target, " + ".join(parts)
