@@ -30,7 +30,7 @@ CASES: dict[str, dict] = {
     "pgd": {"eps": 0.1, "steps": 3}, "mifgsm": {"eps": 0.1, "steps": 3}, "mifgm": {"eps": 1.0, "steps": 3},
     "apgdce": {"eps": 0.1, "steps": 4}, "apgddlr": {"eps": 0.1, "steps": 4},
     "apgdt": {"eps": 0.1, "steps": 3, "n_target_classes": 2},
-    "deepfool": {"steps": 5}, "cw": {"steps": 10, "binary_search_steps": 2},
+    "deepfool": {"steps": 5}, "cw": {"steps": 10, "binary_search_steps": 2}, "lbfgs": {"steps": 5, "binary_search_steps": 2},
     "cwl2": {"steps": 10, "binary_search_steps": 2}, "fmn": {"steps": 10},
     "square": {"eps": 0.1}, "simba": {"eps": 0.2}, "simbadct": {"eps": 0.2}, "simbapixel": {"eps": 0.2},
     "nes": {"eps": 0.1}, "hsj": {}, "hopskipjump": {}, "boundary": {},

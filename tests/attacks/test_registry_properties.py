@@ -28,7 +28,7 @@ CHEAP = {  # per key: options that keep one call to milliseconds
     "mifgm": {"steps": 3}, "apgdce": {"steps": 3}, "apgddlr": {"steps": 3},
     "apgdt": {"steps": 2, "n_target_classes": 2}, "deepfool": {"steps": 4},
     "cw": {"steps": 5, "binary_search_steps": 2}, "cwl2": {"steps": 5, "binary_search_steps": 2},
-    "fmn": {"steps": 5}, "square": {"budget": 30}, "simba": {"budget": 30}, "simbadct": {"budget": 30},
+    "fmn": {"steps": 5}, "lbfgs": {"steps": 3, "binary_search_steps": 2}, "square": {"budget": 30}, "simba": {"budget": 30}, "simbadct": {"budget": 30},
     "simbapixel": {"budget": 30}, "nes": {"budget": 30, "samples": 4}, "hsj": {"budget": 40},
     "hopskipjump": {"budget": 40}, "boundary": {"budget": 40, "steps": 20},
 }

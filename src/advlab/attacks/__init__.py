@@ -15,6 +15,7 @@ from advlab.attacks.criteria import (ConfidenceBelow, Criterion, Misclassified, 
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.decision import BoundaryAttack, HopSkipJump
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
+from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
 from advlab.attacks.patch import AdversarialPatch, PatchResult, patch_success, success_vs_size
@@ -23,7 +24,7 @@ from advlab.attacks.universal import UniversalPerturbation, UniversalResult, foo
 from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferResult, jacobian_augmentation,
                                      train_substitute)
 
-__all__ = ["BPDA", "EOT", "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
+__all__ = ["BPDA", "EOT", "LBFGS", "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
            "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",

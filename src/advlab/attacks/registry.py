@@ -18,6 +18,7 @@ from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.contract import Attack
 from advlab.attacks.decision import BoundaryAttack, HopSkipJump
 from advlab.attacks.gradient import FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
+from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.score import NES, SimBA, SquareAttack
 
@@ -74,6 +75,7 @@ ATTACKS: dict[str, Entry] = {
     "cw": Entry(CarliniWagnerL2, {}, "C&W L2"),
     "cwl2": Entry(CarliniWagnerL2, {}, "C&W L2"),
     "fmn": Entry(FMN, {}, "FMN"),
+    "lbfgs": Entry(LBFGS, {}, "L-BFGS"),
     "square": Entry(SquareAttack, {}, "Square"),
     "simba": Entry(SimBA, {}, "SimBA", _SIMBA_OPTIONS),
     "simbadct": Entry(SimBA, {"basis": "dct"}, "SimBA-DCT", _SIMBA_OPTIONS),

@@ -60,11 +60,13 @@ def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[s
         if entry(name).kind != "minimal" or entry(name).black_box:
             raise ValueError(f"{name} is not a minimal-perturbation attack; use one of "
                              f"{', '.join(list_attacks(access='gradients', kind='minimal'))} (fixed-ε attacks belong in `advlab evaluate`)")
-        options = {"steps": steps} if key != "cw" and key != "cwl2" else {}
-        if key not in ("cw", "cwl2"):
+        fields = {f.name for f in dataclasses.fields(entry(name).cls)}
+        options = {"steps": steps} if key not in ("cw", "cwl2", "lbfgs") else {}
+        if "norm" in fields:
             options["norm"] = norm
-        elif norm != "l2":
-            raise ValueError(f"C&W here is the L2 attack; it cannot measure {norm} distances")
+        elif norm != str(getattr(entry(name).cls, "norm", "l2")):
+            raise ValueError(f"{entry(name).display} here is an {getattr(entry(name).cls, 'norm', 'l2')} attack; "
+                             f"it cannot measure {norm} distances")
         configs[DISPLAY_NAMES.get(key, key)] = make_attack(key, **options)
     eps = tuple(float(e) for e in (eps if eps is not None else MEASURE_EPS[norm]))
     if any(b <= a for a, b in zip(eps, eps[1:])) or any(e < 0 for e in eps):
