@@ -101,7 +101,15 @@ def test_registry_attack_properties(key):
         finite = torch.isfinite(logits).all(dim=1)
         pred = logits.argmax(1)
         hit = (pred == target) if target is not None else (pred != y)
-        assert torch.equal(r.success, hit & finite)
+        agree = r.success == (hit & finite)
+        if not bool(agree.all()):
+            # a decision-based attack returns points on the boundary, where the model's argmax
+            # may differ between its query's batch and this one by float rounding alone: only
+            # there may the recomputation disagree (top two logits within rounding)
+            assert ATTACKS[key].access == "labels", (r.success, hit)
+            top2 = logits.float().topk(2, dim=1).values
+            tie = (top2[:, 0] - top2[:, 1]).abs() <= 1e-4 * logits.float().abs().amax(dim=1).clamp_min(1.0)
+            assert bool(tie[~agree].all()), (r.success, hit, top2)
         assert torch.equal(x, before_x) and torch.equal(y, before_y)
         assert_unchanged(model, before_model)
         assert torch.equal(torch.get_rng_state(), rng)
