@@ -192,7 +192,7 @@ def test_measure_writes_distances_curve_and_distribution(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["measure", "--attacks", "pgd"], "not a minimal-perturbation attack"),
-    (["measure", "--attacks", "cw", "--norm", "linf"], "C&W here is the L2 attack"),
+    (["measure", "--attacks", "cw", "--norm", "linf"], "C&W L2 here is an l2 attack; it cannot measure linf distances"),
     (["measure", "--eps", "0.5,0.25"], "strictly increasing"),
     (["evaluate", "--attacks", "deepfool"], "minimal-perturbation attack"),
 ])
