@@ -6,7 +6,7 @@ import advlab.defenses as defenses
 
 
 def test_defenses_api_is_pinned():
-    assert set(defenses.__all__) == {"Quantize", "RandomNoise",
+    assert set(defenses.__all__) == {"GaussianNoise", "Quantize", "RandomNoise",
         "Recipe", "Standard", "recipe_card", "train", "TrainResult", "read_training_state",
         "FGSMMix", "BatchMix", "PGDTraining", "FastFGSM", "TRADES", "EnsembleAdversarial",
         "Distillation", "DistillationResult", "distill", "VAT", "virtual_adversarial_perturbation",

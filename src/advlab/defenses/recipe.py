@@ -81,3 +81,28 @@ class Standard:
 
     def card(self) -> dict[str, Any]:
         return recipe_card(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianNoise:
+    """Training under Gaussian noise, the base classifier of randomized smoothing (Cohen et al.
+    2019, Sec. 3.3): ``L = CE(f(x + σ·ε), y)``, ``ε ~ N(0, I)`` drawn from the trainer's generator.
+    Certify the result with :class:`advlab.certify.SmoothedClassifier` at the same ``sigma``."""
+
+    name: ClassVar[str] = "gaussian"
+    sigma: float = 0.25
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or not self.sigma > 0:
+            raise ValueError(f"sigma must be a number > 0, got {self.sigma!r}")
+
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
+                   x_unlabelled: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+        logits = model(x + self.sigma * noise)
+        loss = F.cross_entropy(logits, y)
+        return loss, {"loss": float(loss.detach()),
+                      "acc": float((logits.detach().argmax(1) == y).float().mean())}
+
+    def card(self) -> dict[str, Any]:
+        return recipe_card(self)
