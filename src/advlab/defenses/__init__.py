@@ -1,4 +1,4 @@
-"""Defenses: adversarial training recipes, distillation, detectors, virtual adversarial training."""
+"""Defenses: adversarial training recipes, IBP training, distillation, detectors, virtual adversarial training."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from advlab.defenses.guarded import AdaptivePGD, GuardedClassifier, guarded_succ
 from advlab.defenses.adversarial import TRADES, BatchMix, EnsembleAdversarial, FastFGSM, FGSMMix, PGDTraining
 from advlab.defenses.distillation import Distillation, DistillationResult, distill
 from advlab.defenses.recipe import GaussianNoise, Recipe, Standard, recipe_card
+from advlab.defenses.ibp import IBPTraining
 from advlab.defenses.vat import VAT, virtual_adversarial_perturbation
 from advlab.defenses.training import TrainResult, read_training_state, train
 
@@ -16,4 +17,5 @@ __all__ = ["GaussianNoise", "Quantize", "RandomNoise", "Recipe", "Standard", "re
            "reject_aware_margin", "find_layer",
            "train", "TrainResult", "read_training_state", "FGSMMix", "BatchMix", "PGDTraining",
            "FastFGSM", "TRADES", "EnsembleAdversarial",
-           "Distillation", "DistillationResult", "distill", "VAT", "virtual_adversarial_perturbation"]
+           "Distillation", "DistillationResult", "distill", "VAT", "virtual_adversarial_perturbation",
+           "IBPTraining"]
