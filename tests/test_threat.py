@@ -150,3 +150,15 @@ def test_contains_allows_float_rounding_in_a_large_box():
         assert bool(t.contains(x_adv, x).all()), norm
         # and still rejects a point clearly outside
         assert not bool(t.contains(x_adv + 0.01 * (1 if norm == "linf" else 10), x).all()), norm
+
+
+def test_a_low_precision_linf_random_start_lies_inside_the_ball():
+    """Reproducer (hypothesis, registry property test, APGD at ε = 0.0114 in bfloat16): forming
+    x + U[-ε, ε] in bf16 rounded a coordinate past ε, and APGD returned that start as its best
+    point ("APGD returned 1 points outside its threat model")."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.rand(64, 1, 4, 4, generator=g).to(dtype)
+        tm = ThreatModel(norm="linf", eps=0.011389182894266521)
+        start = tm.random_start(x, generator=g)
+        assert start.dtype == dtype and bool(tm.contains(start, x).all())

@@ -158,8 +158,8 @@ def _points_options(p: argparse.ArgumentParser, *, n: int, batch_size: int | Non
 
 
 def _norm_option(p: argparse.ArgumentParser, *, default: str | None, first: str = "linf",
-                 help: str | None = None) -> None:
-    norms = [first] + [n for n in ("linf", "l2", "l1") if n != first]
+                 help: str | None = None, l0: bool = False) -> None:
+    norms = [first] + [n for n in ("linf", "l2", "l1") if n != first] + (["l0"] if l0 else [])
     p.add_argument("--norm", choices=norms, default=default, help=help)
 
 
@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default pgd)")
     p.add_argument("--eps", type=float, help="perturbation budget ε (inputs are in [0, 1]); not for "
                                              f"minimal-perturbation attacks ({known_names(kind='minimal')})")
-    _norm_option(p, default=None, help="threat model norm (default linf)")
+    _norm_option(p, default=None, help="threat model norm (default linf; l0 for jsma, pgd-l0: --eps "
+                                         "then counts changed features)", l0=True)
     p.add_argument("--steps", type=_positive_int,
                    help="iterations of iterative attacks (default: 20 for PGD, as in every command; the "
                         "attack's own default for the others)")
@@ -255,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the strong cascade APGD-CE → APGD-T (Croce & Hein 2020) at each ε and "
                         "report the worst case per point; its per-point record in OUT/strong/ lets the "
                         "same command resume an interrupted run")
-    _norm_option(p, default="linf")
+    _norm_option(p, default="linf", help="threat model norm (default linf; l0 for jsma, pgd-l0: --eps then "
+                                        "counts changed features)", l0=True)
     p.add_argument("--steps", type=_positive_int,
                    help="iterations of iterative attacks (default: 20 for PGD, as in every command; the "
                         "attack's own default for the others)")
@@ -286,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "surrogate and the black-box Square attack. Running the same command "
                                    "again resumes interrupted training.")
     p.add_argument("--recipe", required=True, choices=["standard", "fgsm-mix", "pgd", "fast", "trades",
-                                                        "ensemble", "distill", "vat"])
+                                                        "ensemble", "distill", "vat", "ibp", "gaussian"],
+                   help="ibp: interval-bound training at --eps (certify with `advlab certify --method ibp`); "
+                        "gaussian: training under noise of --sigma (certify with --method smoothing)")
     _data_options(p, default="fashion-mnist")
     p.add_argument("--model", default="small-cnn", metavar="NAME", help="architecture (default small-cnn)")
     p.add_argument("--epochs", type=_positive_int, default=2)
@@ -297,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=6.0, help="trades: β")
     p.add_argument("--temperature", type=float, default=100.0, help="distill: T (default 100)")
     p.add_argument("--vat-eps", type=float, default=2.0, help="vat: L2 radius of the virtual perturbation")
+    p.add_argument("--sigma", type=float, default=0.25, help="gaussian: noise standard deviation (default 0.25)")
     p.add_argument("--labels", type=_positive_int, help="vat: keep N labels, the rest of the data unlabelled")
     p.add_argument("--static", action="append", default=[], metavar="DIR",
                    help="ensemble: a static pre-trained model (repeatable; default: train an mlp and a lenet5)")
@@ -312,6 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
+
+    p = _command(sub, "certify", help="certified robustness: randomized smoothing (L2) or IBP (L∞)",
+                       description="Certify a checkpoint on test images: randomized smoothing (Cohen et al. "
+                                   "2019: the smoothed classifier's certified L2 radius per point, with "
+                                   "abstention) or interval bound propagation (Gowal et al. 2018: a verified "
+                                   "L∞ radius of the model itself, beside PGD's robust accuracy, which it must "
+                                   "never exceed); writes certify.json, certify.md, certified_accuracy.png and "
+                                   "index.html.")
+    _model_options(p)
+    p.add_argument("--method", choices=["smoothing", "ibp"], default="smoothing")
+    p.add_argument("--radii", type=_float_list, help="increasing radii of the table (default: 0,0.25,0.5,0.75,1 "
+                                                     "for smoothing, 0,0.01,0.02,0.05,0.1 for ibp)")
+    p.add_argument("--sigma", type=float, default=0.25, help="smoothing: noise standard deviation (default 0.25)")
+    p.add_argument("--samples", type=_positive_int, default=1000,
+                   help="smoothing: noise samples that bound each point's probability (default 1000)")
+    p.add_argument("--alpha", type=float, default=0.001, help="smoothing: failure probability (default 0.001)")
+    p.add_argument("--pgd-steps", type=_positive_int, default=20, help="ibp: steps of the PGD beside it (default 20)")
+    _points_options(p, n=200, batch_size=1000, what="test images to certify")
+    _job_options(p, progress=False)
 
     p = _command(sub, "audit", help="check an evaluation for gradient masking (Carlini et al. 2019)",
                        description="Run the gradient-masking checks on a checkpoint: logits not probabilities, "
@@ -459,9 +483,15 @@ def _run(args: argparse.Namespace) -> int:
                    eps=args.eps, seed=args.seed, limit=args.limit, n=args.n, batch_size=args.batch_size,
                    lr=args.lr, lr_schedule=args.lr_schedule, steps=args.steps, alpha=args.alpha, beta=args.beta,
                    temperature=args.temperature,
-                   vat_eps=args.vat_eps, labels=args.labels, static=args.static, baseline=args.baseline,
+                   vat_eps=args.vat_eps, sigma=args.sigma, labels=args.labels, static=args.static, baseline=args.baseline,
                    surrogate=args.surrogate, eval_eps=args.eval_eps, budget=args.budget,
                    data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+    elif args.command == "certify":
+        from advlab.runs.certify import certify_job
+        certify_job(checkpoint=_source(args), device=args.device, out=args.out, method=args.method, radii=args.radii,
+                    sigma=args.sigma, samples=args.samples, alpha=args.alpha, n=args.n, batch_size=args.batch_size,
+                    seed=args.seed, pgd_steps=args.pgd_steps, data=args.data, data_dir=args.data_dir,
+                    download=args.download)
     elif args.command == "audit":
         report = runs.audit_job(checkpoint=_source(args), device=args.device, eps=args.eps, out=args.out, norm=args.norm,
                                 n=args.n, steps=args.steps, seed=args.seed, data=args.data,
@@ -523,7 +553,8 @@ def _run(args: argparse.Namespace) -> int:
         print("  minimal:    ", known_names(access="gradients", kind="minimal"), "(no --eps)")
         print("  black-box:  ", ", ".join(spelling(k) for k in BLACKBOX), "(--budget)")
         print(f"  universal:   {UNIVERSAL} (fitted on training images, measured held-out)")
-        print("recipes:       standard, fgsm-mix, pgd, fast, trades, ensemble, distill, vat (advlab defend)")
+        print("recipes:       standard, fgsm-mix, pgd, fast, trades, ensemble, distill, vat, ibp, gaussian "
+              "(advlab defend)")
     return 0
 
 

@@ -18,14 +18,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Norm = Literal["linf", "l2", "l1"]
+Norm = Literal["linf", "l2", "l1", "l0"]
+#: the Lp norms every norm-generic attack takes; ``"l0"`` (a count of changed features) is a
+#: threat model of its own, taken only by the sparse attacks (JSMA, PGD-L0)
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")
+L0_ATTACKS = "JSMA, PGD-L0"
 
 _ALIASES = {
     "linf": "linf", "inf": "linf", "l_inf": "linf", "li": "linf", "infinity": "linf",
     "l2": "l2", "2": "l2", "l_2": "l2",
     "l1": "l1", "1": "l1", "l_1": "l1",
 }
+_L0_ALIASES = {"l0": "l0", "0": "l0", "l_0": "l0"}
 
 # Norms are computed in float32; a projected point can exceed eps by a few units in the last
 # place. ``contains`` accepts this much slack (relative to eps, plus an absolute floor).
@@ -35,16 +39,26 @@ ATOL = 1e-6
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def canonical_norm(norm: str | float) -> str:
-    """Map a user's spelling of a norm (``"Linf"``, ``"inf"``, ``2``, ``"L1"``) to ``linf|l2|l1``."""
+def canonical_norm(norm: str | float, *, allow_l0: bool = False) -> str:
+    """Map a user's spelling of a norm (``"Linf"``, ``"inf"``, ``2``, ``"L1"``) to ``linf|l2|l1``.
+
+    ``"l0"`` (and ``0``) is accepted only with ``allow_l0=True``: it is not a norm the Lp attacks
+    can step in, and an attack that is not sparse refuses it with a message naming those that are.
+    """
     if isinstance(norm, (int, float)) and not isinstance(norm, bool):
         key = "linf" if math.isinf(norm) else str(int(norm)) if float(norm).is_integer() else "?"
     elif isinstance(norm, str):
         key = norm.strip().lower()
     else:
         key = "?"
+    if key in _L0_ALIASES:
+        if allow_l0:
+            return "l0"
+        raise ValueError(f"norm {norm!r} (a count of changed features) is taken only by the sparse "
+                         f"attacks ({L0_ATTACKS}); this one takes {', '.join(NORMS)}")
     if key not in _ALIASES:
-        raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}")
+        raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}"
+                         + (" (or l0, for the sparse attacks)" if allow_l0 else ""))
     return _ALIASES[key]
 
 
@@ -60,8 +74,57 @@ def per_sample(v: Tensor, like: Tensor) -> Tensor:
 _view = per_sample  # the old private name, for modules not yet moved over
 
 
+def l0_count(delta: Tensor, *, pixels: bool = False) -> Tensor:
+    """Per-sample number of changed features of ``delta`` ``(B, *)`` -> ``(B,)`` (in its float
+    dtype, so it compares with ``eps``). With ``pixels=True`` ``delta`` is ``(B, C, *spatial)`` and
+    a pixel counts once when any of its channels changed."""
+    changed = delta != 0
+    if pixels:
+        if delta.dim() < 3:
+            raise ValueError(f"an L0 count per pixel needs (B, C, H, W) (or (B, C, T)) inputs, got "
+                             f"shape {tuple(delta.shape)}")
+        changed = changed.any(dim=1)
+    dtype = delta.dtype if delta.is_floating_point() else torch.float32
+    return _flat(changed).sum(dim=1).to(dtype)
+
+
+def project_l0_box(delta: Tensor, x: Tensor, k: float, bounds: tuple[float, float], *,
+                   pixels: bool = False) -> Tensor:
+    """Euclidean projection of ``x + delta`` onto ``{x' : ||x' - x||_0 <= k} ∩ [lo, hi]^d``,
+    returned as the perturbation.
+
+    Each coordinate either keeps its box-clipped change ``c_i`` (cost ``(δ_i - c_i)²``) or is
+    reset to ``x_i`` (cost ``δ_i²``); keeping saves ``δ_i² - (δ_i - c_i)² = c_i (2δ_i - c_i) >= 0``,
+    so the projection keeps the ``k`` coordinates (or pixels, their savings summed over channels)
+    that save most and resets the rest (Croce & Hein 2019, the L0 projection of PGD-L0).
+    """
+    lo, hi = bounds
+    c = torch.clamp(x + delta, min=lo, max=hi) - x
+    if not math.isfinite(k):
+        return c
+    saving = c * (2 * delta - c)
+    if pixels:
+        saving = saving.sum(dim=1)
+    flat = _flat(saving)
+    kk = int(k)
+    if kk >= flat.shape[1]:
+        return c
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    if kk > 0:
+        top = flat.topk(kk, dim=1).indices
+        keep.scatter_(1, top, True)
+    keep &= flat > 0
+    keep = keep.view(saving.shape)
+    if pixels:
+        keep = keep.unsqueeze(1)
+    return torch.where(keep, c, torch.zeros_like(c))
+
+
 def lp_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-sample norm of ``delta`` ``(B, *)`` -> ``(B,)``."""
+    """Per-sample norm of ``delta`` ``(B, *)`` -> ``(B,)`` (``"l0"``: the count of changed
+    coordinates)."""
+    if norm == "l0":
+        return l0_count(delta)
     flat = _flat(delta)
     if norm == "linf":
         return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
@@ -124,11 +187,15 @@ class ThreatModel:
     """An Lp ball of radius ``eps`` around each input, inside the input box ``bounds``.
 
     Args:
-        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"inf"``, ``2`` are accepted).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"inf"``, ``2`` are accepted),
+            or ``"l0"``: the number of changed features (the sparse attacks' threat model).
         eps: the radius, ``>= 0``, in input units (for images in [0, 1], 8/255 ≈ 0.031);
             ``math.inf`` for minimal-perturbation attacks, which are bounded only by the box.
+            For ``"l0"`` a whole number of features (or ``math.inf``).
         bounds: ``(lo, hi)``, the box every adversarial input must stay in.
         targeted: whether the attacker aims at a chosen class (recorded for reports).
+        pixels: ``"l0"`` only: count a pixel (all channels at one position of a ``(B, C, H, W)``
+            input) as one feature, as the sparse attacks on colour images do.
 
     Example:
         >>> tm = ThreatModel(norm="linf", eps=0.1)
@@ -141,9 +208,10 @@ class ThreatModel:
     eps: float = 0.0
     bounds: tuple[float, float] = (0.0, 1.0)
     targeted: bool = False
+    pixels: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "norm", canonical_norm(self.norm))
+        object.__setattr__(self, "norm", canonical_norm(self.norm, allow_l0=True))
         if isinstance(self.eps, Tensor) and self.eps.dim() == 0 and self.eps.dtype != torch.bool:
             object.__setattr__(self, "eps", self.eps.item())
         if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real):
@@ -153,6 +221,13 @@ class ThreatModel:
         if math.isnan(eps) or eps < 0:
             raise ValueError(f"eps must be a number >= 0 (math.inf for an unbounded, minimal-norm "
                              f"attack), got {self.eps!r}")
+        if self.norm == "l0" and math.isfinite(eps) and not eps.is_integer():
+            raise ValueError(f"an L0 budget counts changed features: eps must be a whole number "
+                             f"(or math.inf), got {self.eps!r}")
+        if not isinstance(self.pixels, bool):
+            raise TypeError(f"pixels must be True or False, got {self.pixels!r}")
+        if self.pixels and self.norm != "l0":
+            raise ValueError(f"pixels=True counts changed pixels, an L0 notion; norm is {self.norm!r}")
         object.__setattr__(self, "eps", eps)
         pair = self.bounds
         if (not isinstance(pair, (tuple, list)) or len(pair) != 2
@@ -167,7 +242,9 @@ class ThreatModel:
     # -- geometry -------------------------------------------------------------------------
 
     def norm_of(self, delta: Tensor) -> Tensor:
-        """``||delta||_p`` per sample, ``(B, *)`` -> ``(B,)``."""
+        """``||delta||_p`` per sample, ``(B, *)`` -> ``(B,)`` (L0: the count of changed features)."""
+        if self.norm == "l0":
+            return l0_count(delta, pixels=self.pixels)
         return lp_norm(delta, self.norm)
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
@@ -175,7 +252,7 @@ class ThreatModel:
         in float32 (and the norms returned as float32: bf16 cannot even hold 0.1)."""
         if x_adv.dtype in LOW_PRECISION:
             x_adv, x = x_adv.float(), x.float()
-        return lp_norm(x_adv - x, self.norm)
+        return self.norm_of(x_adv - x)
 
     def clip(self, x: Tensor) -> Tensor:
         """Clamp into the input box ``bounds``."""
@@ -190,6 +267,14 @@ class ThreatModel:
         The arithmetic follows the common reference loop (``delta = clamp(x_adv - x)``, then
         ``clamp(x + delta)``) so results agree bit for bit with peers that use it.
         """
+        if self.norm == "l0":
+            # a kept coordinate takes its clipped value, every other one is x itself (exactly, in
+            # any dtype: a count of changes cannot be broken by rounding)
+            low = x_adv.dtype in LOW_PRECISION
+            xa, xx = (x_adv.float(), x.float()) if low else (x_adv, x)
+            kept = project_l0_box(xa - xx, xx, self.eps, self.bounds, pixels=self.pixels) != 0
+            out = torch.where(kept, self.clip(xa), xx)
+            return out.to(x_adv.dtype) if low else out
         if x_adv.dtype in LOW_PRECISION and math.isfinite(self.eps):
             return self._project_low_precision(x_adv, x)
         delta = x_adv - x
@@ -247,7 +332,7 @@ class ThreatModel:
         in_box = ((flat >= lo) & (flat <= hi)).all(dim=1)
         ulp = torch.finfo(x_adv.dtype).eps if x_adv.is_floating_point() else 0.0
         d = flat.shape[1]
-        per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[self.norm]
+        per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d), "l0": 0.0}[self.norm]
         rounding = 2.0 * ulp * max(abs(lo), abs(hi)) * per_norm
         norms = self.norm_of(x_adv - x)
         return norms, in_box & (norms <= self.eps * (1 + rtol) + atol + rounding)
@@ -261,9 +346,15 @@ class ThreatModel:
         * L1: sparse L1 descent (Tramèr & Boneh 2019): the top ``l1_sparsity`` fraction of
           coordinates by ``|g|``, excluding those already at a bound the step would push past
           (needs ``x_adv``), each moved by ``sign(g) / k`` so the direction has L1 norm 1.
+        * L0: ``g / mean|g|`` (Croce & Hein 2019's PGD-L0 step, the gradient scaled so that an
+          average coordinate moves by the step size); the L0 projection then keeps the ``eps``
+          coordinates that moved most.
         """
         if self.norm == "linf":
             return grad.sign()
+        if self.norm == "l0":
+            scale = _flat(grad).abs().mean(dim=1).clamp_min(1e-30)
+            return grad / _view(scale, grad)
         if self.norm == "l2":
             norms = lp_norm(grad, "l2").clamp_min(1e-12)
             return grad / _view(norms, grad)
@@ -286,13 +377,22 @@ class ThreatModel:
 
         L∞ draws ``U[-eps, eps]`` per coordinate (as Madry et al.); L2 and L1 draw a direction
         uniform on the sphere (Gaussian / Laplace, normalised) and a radius ``eps * u^(1/d)``.
+        L0 draws a point uniformly in the box and keeps ``eps`` of its coordinates (those that
+        moved most, by :meth:`project`): a random sparse start.
         """
         eps = self.eps
         if not math.isfinite(eps):
             raise ValueError("a random start needs a finite eps")
+        if self.norm == "l0":
+            lo, hi = self.bounds
+            point = torch.empty_like(x).uniform_(lo, hi, generator=generator)
+            return self.project(point, x)
         if self.norm == "linf":
             noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
-            return self.clip(x + noise)
+            start = self.clip(x + noise)
+            # in half/bf16, x + noise rounds and can land outside the ball (APGD returned such a
+            # start as its best point: a hypothesis case of the registry property test)
+            return self.project(start, x) if x.dtype in LOW_PRECISION else start
         b = x.shape[0]
         d = x[0].numel()
         if self.norm == "l2":

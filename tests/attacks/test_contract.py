@@ -21,7 +21,6 @@ from advlab.attacks import ATTACKS, make_attack, random_targets
 from advlab.attacks.contract import ACCESS, KINDS, Attack
 from advlab.attacks.criteria import ConfidenceBelow, Misclassified, NotRejected, TargetClass
 from advlab.oracle import Oracle
-from advlab.threat import lp_norm
 
 # cheap settings per registry key; black-box attacks spend at most BUDGET queries per point
 CASES: dict[str, dict] = {
@@ -34,6 +33,7 @@ CASES: dict[str, dict] = {
     "cwl2": {"steps": 10, "binary_search_steps": 2}, "fmn": {"steps": 10},
     "square": {"eps": 0.1}, "simba": {"eps": 0.2}, "simbadct": {"eps": 0.2}, "simbapixel": {"eps": 0.2},
     "nes": {"eps": 0.1}, "hsj": {}, "hopskipjump": {}, "boundary": {},
+    "jsma": {"gamma": 0.1}, "pgdl0": {"eps": 4, "steps": 3},
 }
 BUDGET = {"scores": 60, "labels": 150}
 KEYS = sorted(CASES)
@@ -234,9 +234,9 @@ def test_outputs_lie_inside_the_threat_model_in_the_dtype_they_are_returned_in(k
     lo, hi = r.threat.bounds
     assert float(r.x_adv.min()) >= lo and float(r.x_adv.max()) <= hi
     if math.isfinite(r.threat.eps):
-        dist = lp_norm(r.x_adv.double() - xd.double(), r.threat.norm)
+        dist = r.threat.norm_of(r.x_adv.double() - xd.double())
         d = x[0].numel()
-        per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[r.threat.norm]
+        per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d), "l0": 0.0}[r.threat.norm]
         slack = 0.0 if dtype in (torch.bfloat16, torch.float16) else 2 * torch.finfo(dtype).eps * max(
             abs(lo), abs(hi), r.threat.eps) * per_norm
         assert bool((dist <= r.threat.eps + slack).all()), (key, float(dist.max()), r.threat.eps)

@@ -21,7 +21,6 @@ from torch import nn
 from _helpers import assert_unchanged, snapshot
 from advlab.attacks import ATTACKS, make_attack, random_targets
 from advlab.oracle import Oracle
-from advlab.threat import lp_norm
 
 CHEAP = {  # per key: options that keep one call to milliseconds
     "ifgsm": {"steps": 3}, "bim": {"steps": 3}, "pgd": {"steps": 3}, "mifgsm": {"steps": 3},
@@ -31,6 +30,7 @@ CHEAP = {  # per key: options that keep one call to milliseconds
     "fmn": {"steps": 5}, "lbfgs": {"steps": 3, "binary_search_steps": 2}, "square": {"budget": 30}, "simba": {"budget": 30}, "simbadct": {"budget": 30},
     "simbapixel": {"budget": 30}, "nes": {"budget": 30, "samples": 4}, "hsj": {"budget": 40},
     "hopskipjump": {"budget": 40}, "boundary": {"budget": 40, "steps": 20},
+    "jsma": {"gamma": 0.5}, "pgdl0": {"steps": 3},
 }
 SCALE = {"linf": 0.3, "l2": 2.0, "l1": 8.0}
 
@@ -53,7 +53,11 @@ def cases(draw, key: str):
     fields = {f.name for f in dataclasses.fields(e.cls)}
     if "norm" in fields and "norm" not in e.fixed:
         options["norm"] = norm
-    if e.takes_eps:
+    if getattr(e.cls, "norm", None) == "l0":  # a sparse attack: eps counts changed features
+        options["eps"] = draw(st.integers(0, 12))
+        if "pixels" in fields:
+            options["pixels"] = draw(st.booleans())
+    elif e.takes_eps:
         options["eps"] = draw(st.floats(0.01, SCALE[options.get("norm", "linf")]))
     try:
         attack = make_attack(key, **options)
@@ -91,10 +95,10 @@ def test_registry_attack_properties(key):
         lo, hi = r.threat.bounds
         assert float(r.x_adv.min()) >= lo and float(r.x_adv.max()) <= hi
         if math.isfinite(r.threat.eps):
-            dist = lp_norm(r.x_adv.double() - x.double(), r.threat.norm)
+            dist = r.threat.norm_of(r.x_adv.double() - x.double())
             d = x[0].numel()
             slack = 0.0 if x.dtype == torch.bfloat16 else 2 * torch.finfo(x.dtype).eps * max(
-                abs(lo), abs(hi), r.threat.eps) * {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[r.threat.norm]
+                abs(lo), abs(hi), r.threat.eps) * {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d), "l0": 0.0}[r.threat.norm]
             assert bool((dist <= r.threat.eps + slack).all()), (float(dist.max()), r.threat.eps)
         with torch.no_grad():
             logits = model(r.x_adv)

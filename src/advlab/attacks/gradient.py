@@ -26,6 +26,9 @@ from advlab.threat import Norm, ThreatModel
 
 def check_gradient_config(config: Any) -> None:
     """Validate the fields the gradient attacks share (called from ``__post_init__``)."""
+    if ThreatModel(norm=config.norm, eps=0.0).norm == "l0":
+        raise ValueError(f"{type(config).__name__} steps in an Lp norm (linf, l2, l1); for an L0 "
+                         "budget (a count of changed features) use PGDL0 or JSMA")
     ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds)  # raises on bad values
     if not math.isfinite(config.eps):
         raise ValueError(f"{type(config).__name__} needs a finite eps; for minimal perturbations use "

@@ -21,6 +21,7 @@ from advlab.attacks.gradient import FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.score import NES, SimBA, SquareAttack
+from advlab.attacks.sparse import JSMA, PGDL0
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ ATTACKS: dict[str, Entry] = {
     "cwl2": Entry(CarliniWagnerL2, {}, "C&W L2"),
     "fmn": Entry(FMN, {}, "FMN"),
     "lbfgs": Entry(LBFGS, {}, "L-BFGS"),
+    "jsma": Entry(JSMA, {}, "JSMA"),
+    "pgdl0": Entry(PGDL0, {}, "PGD-L0"),
     "square": Entry(SquareAttack, {}, "Square"),
     "simba": Entry(SimBA, {}, "SimBA", _SIMBA_OPTIONS),
     "simbadct": Entry(SimBA, {"basis": "dct"}, "SimBA-DCT", _SIMBA_OPTIONS),

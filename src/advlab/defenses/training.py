@@ -438,7 +438,10 @@ def _step(loop: _Loop, epoch: int, step: int, order: Tensor, u_order: Tensor | N
         if epoch == 0 and step == 0:
             with torch.no_grad():  # eval mode: no dropout draw, no BN update
                 _check_labels_fit(_eval_logits(loop.model, xb[:2]), loop.y, "y")
-        loss, logs = loop.recipe.batch_loss(loop.model, xb, yb, generator=recipe_gen, x_unlabelled=ubatch)
+        extra = ({"progress": (epoch * loop.num_batches + step) / (loop.epochs * loop.num_batches)}
+                 if getattr(loop.recipe, "uses_progress", False) else {})
+        loss, logs = loop.recipe.batch_loss(loop.model, xb, yb, generator=recipe_gen, x_unlabelled=ubatch,
+                                            **extra)
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             raise TypeError(f"{type(loop.recipe).__name__}.batch_loss must return a scalar "
                             f"tensor loss, got {type(loss).__name__}")

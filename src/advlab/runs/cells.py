@@ -37,7 +37,7 @@ def run_cell(kind: str, config: Mapping[str, Any], cell_hash: str, *, files: str
     t0 = time.perf_counter()
     torch.manual_seed(int(config.get("seed", 0)))
     runner = {"train": _train, "robust": _robust, "strong": _strong, "minimal": _minimal,
-              "transfer": _transfer, "audit": _audit}[kind]
+              "transfer": _transfer, "audit": _audit, "certify": _certify}[kind]
     metrics, outcomes, summary = runner(config, cell_hash=cell_hash, files=files, data_dir=data_dir,
                                         device=device, progress=progress)
     return CellResult(metrics=metrics, outcomes=outcomes, seconds=time.perf_counter() - t0, summary=summary)
@@ -100,7 +100,7 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
     r = dict(config["recipe"])
     name = r.pop("name")
     recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
-                          beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0))
+                          beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0), sigma=r.get("sigma", 0.25))
     model = build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
                          num_classes=train_set.num_classes, seed=config["seed"]).to(dev)
     history = train(model, recipe, train_set.x.to(dev), train_set.y.to(dev), epochs=config["epochs"],
@@ -327,6 +327,40 @@ def _transfer(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_di
 
 
 AUDIT = "audit"   # the metrics' attack label of an audit cell
+
+
+def _certify(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+             progress: bool) -> tuple[list, list, dict]:
+    """A certificate at each radius (``eps``): certified accuracy over all n points, the count, and
+    for IBP PGD's robust accuracy beside it and the verified points it broke (must be 0). Per
+    point, the certified radius is the outcome's ``norm`` (eps = -1, as a minimal distance) and
+    ``success`` means *certified* (radius > 0; ``clean_correct``: the certified classifier, smoothed
+    or not, is right there)."""
+    from advlab.runs.certify import certify_points
+
+    ds, x, y = _test_data(config, data_dir, device)
+    model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
+    method = config["method"]
+    rows, radius, extra = certify_points(
+        model, x, y, method=method, radii=config["eps"], sigma=config.get("sigma", 0.25),
+        samples=config.get("samples", 1000), alpha=config.get("alpha", 0.001), bounds=ref_bounds(config["model"]),
+        seed=config["seed"], batch_size=config["batch_size"], pgd_steps=config.get("steps", 20))
+    label = f"certify:{method}"
+    metrics: list[dict[str, Any]] = []
+    for r in rows:
+        for name in ("certified_accuracy", "certified", "pgd_robust_accuracy", "verified_broken_by_pgd"):
+            if name in r:
+                metrics.append({"attack": label, "eps": r["radius"], "name": name, "value": float(r[name])})
+    metrics.append({"attack": label, "eps": MINIMAL_EPS, "name": "seconds_per_point",
+                    "value": float(extra["seconds_per_point"])})
+    if "abstained" in extra:
+        metrics.append({"attack": label, "eps": MINIMAL_EPS, "name": "abstained", "value": float(extra["abstained"])})
+    n = int(y.shape[0])
+    outcomes = [{"attack": label, "eps": MINIMAL_EPS, "point": i, "clean_correct": bool(extra["correct"][i]),
+                 "success": bool(radius[i] > 0), "norm": float(radius[i]) if radius[i] > 0 else None,
+                 "queries": None} for i in range(n)]
+    return metrics, outcomes, {"certified_accuracy": {f"{r['radius']:g}": r["certified_accuracy"] for r in rows},
+                               **({"broken_promises": extra["broken_promises"]} if method == "ibp" else {})}
 
 
 def _audit(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,

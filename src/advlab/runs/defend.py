@@ -29,7 +29,7 @@ from advlab.models import build_seeded, load, load_card
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "ensemble", "distill", "vat")
+RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "ensemble", "distill", "vat", "ibp", "gaussian")
 
 
 @dataclass
@@ -43,8 +43,12 @@ class DefendOutput:
 
 def build_recipe(name: str, *, eps: float, steps: int | None = None, alpha: float = 0.5,
                  beta: float = 6.0, vat_eps: float = 2.0, semi_supervised: bool = False,
-                 static_models: Sequence[nn.Module] = ()) -> Any:
-    """The recipe object for a CLI name (``distill`` is a two-stage procedure, not a recipe)."""
+                 static_models: Sequence[nn.Module] = (), sigma: float = 0.25) -> Any:
+    """The recipe object for a CLI name (``distill`` is a two-stage procedure, not a recipe).
+
+    ``ibp``: interval-bound training at L∞ ``eps`` (Gowal et al. 2018), certified by
+    ``advlab certify --method ibp``; ``gaussian``: training under N(0, ``sigma``²) noise, the base
+    classifier of randomized smoothing, certified by ``advlab certify --method smoothing``."""
     from advlab.defenses import Standard
     from advlab.defenses.adversarial import TRADES, EnsembleAdversarial, FastFGSM, FGSMMix, PGDTraining
     from advlab.defenses.vat import VAT
@@ -65,6 +69,14 @@ def build_recipe(name: str, *, eps: float, steps: int | None = None, alpha: floa
         return EnsembleAdversarial(eps=eps, static_models=tuple(static_models), alpha=alpha)
     if name == "vat":
         return VAT(eps=vat_eps, semi_supervised=semi_supervised)
+    if name == "ibp":
+        from advlab.defenses import IBPTraining
+
+        return IBPTraining(eps=eps, ramp=0.5)  # ε and κ ramped over the first half (Gowal et al.)
+    if name == "gaussian":
+        from advlab.defenses import GaussianNoise
+
+        return GaussianNoise(sigma=sigma)
     raise ValueError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
 
 
@@ -76,7 +88,8 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
                static: Sequence[str | Path] = (), baseline: str | Path | None = None,
                surrogate: str | Path | None = None, eval_eps: Sequence[float] | None = None,
                budget: int = 1000, data_dir: str | None = None, download: bool = False,
-               progress: bool = True, quiet: bool = False, queries: int | None = None) -> DefendOutput:
+               progress: bool = True, quiet: bool = False, queries: int | None = None,
+               sigma: float = 0.25) -> DefendOutput:
     """Train ``model`` on ``data`` with ``recipe`` and compare it with the undefended model.
 
     Writes ``OUT/model`` (the defended zoo checkpoint; its card records the recipe), ``OUT/baseline``
@@ -149,10 +162,13 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
         if recipe == "vat":
             unl = f", {len(d.x_unlabelled)} unlabelled images" if d.x_unlabelled is not None else ""
             say(f"training with recipe vat (L2 ε = {vat_eps:g} for the virtual perturbation{unl})", quiet)
+        elif recipe == "gaussian":
+            say(f"training with recipe gaussian (noise σ = {sigma:g})", quiet)
         else:
             say(f"training with recipe {recipe} (ε = {eps:g})", quiet)
         rec = build_recipe(recipe, eps=eps, steps=steps, alpha=alpha, beta=beta, vat_eps=vat_eps,
-                           semi_supervised=d.x_unlabelled is not None, static_models=static_models)
+                           semi_supervised=d.x_unlabelled is not None, static_models=static_models,
+                           sigma=sigma)
         train(trainer.fresh(seed), rec, d.x, d.y, **trainer.common, x_unlabelled=d.x_unlabelled,
               checkpoint_dir=out / "train-state", save_to=model_dir, card=trainer.card)
         recipe_card = rec.card()

@@ -28,7 +28,16 @@ def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int |
     ``eps`` is a placeholder that :func:`advlab.evaluation.evaluate` replaces at every ε (black-box
     attacks refuse 0, so give the largest ε there)."""
     from advlab.attacks.registry import attack_key, entry
+    from advlab.threat import L0_ATTACKS, canonical_norm
 
+    sparse = [name for name in names if getattr(entry(name).cls, "norm", None) == "l0"]
+    if sparse and len(sparse) < len(names):
+        raise ValueError(f"{', '.join(sparse)} count changed features (an L0 budget) and "
+                         f"{', '.join(n for n in names if n not in sparse)} measure an Lp norm: one ε axis "
+                         "cannot hold both; evaluate them in separate runs")
+    if canonical_norm(norm, allow_l0=True) == "l0" and not sparse:
+        raise ValueError(f"--norm l0 is the budget of the sparse attacks ({L0_ATTACKS}); "
+                         f"{', '.join(names)} step in an Lp norm")
     out: dict[str, Any] = {}
     for name in names:
         spec = entry(name)

@@ -20,7 +20,7 @@ trained, or defended, by the spec) is a cell of its own, done once and reused by
     recipe_eps = 0.1
 
     [[measure]]
-    kind = "robust"          # robust | strong | minimal | transfer | audit
+    kind = "robust"          # robust | strong | minimal | transfer | audit | certify
     models = ["cnn", "cnn-pgd"]
     data = "digits"
     attacks = ["fgsm", { name = "pgd", steps = 10 }]
@@ -46,12 +46,12 @@ from typing import Any, Mapping, Sequence
 #: bump when a cell's meaning changes for the same configuration (old results are then not reused)
 CELL_FORMAT = 1
 
-MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit")
+MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit", "certify")
 MODEL_SOURCES = ("zoo", "checkpoint", "factory")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
 _ZOO_KEYS = {"zoo", "data", "epochs", "seed", "lr", "batch_size", "limit", "recipe", "recipe_eps",
-             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule"}
+             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma"}
 _CHECKPOINT_KEYS = {"checkpoint"}
 _FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
 _MEASURE_KEYS = {
@@ -60,12 +60,14 @@ _MEASURE_KEYS = {
     "minimal": {"kind", "models", "data", "attacks", "norm", "seeds", "batch_size"},
     "transfer": {"kind", "sources", "targets", "data", "attacks", "eps", "norm", "seeds", "batch_size"},
     "audit": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size", "max_points"},
+    "certify": {"kind", "models", "data", "method", "eps", "sigma", "samples", "alpha", "seeds", "steps",
+                "batch_size"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
 _ATTACK_OPTIONS = {"name", "steps", "step_size", "random_start", "restarts", "loss", "budget",
                    "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop"}
-RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat")
+RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian")
 
 
 class SpecError(ValueError):
@@ -313,10 +315,10 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
             "lr_schedule": _str(m.get("lr_schedule", "constant"), where, tname, "lr_schedule"),
             "recipe": {"name": recipe,
                        **({"eps": _float(m.get("recipe_eps", 0.1), where, tname, "recipe_eps")}
-                          if recipe not in ("standard", "vat") else {}),
+                          if recipe not in ("standard", "vat", "gaussian") else {}),
                        **({"steps": _int(m["recipe_steps"], where, tname, "recipe_steps")}
                           if "recipe_steps" in m else {}),
-                       **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps") if k in m})},
+                       **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps", "sigma") if k in m})},
         }
         return Cell(kind="train", config=config, label=mname)
     if kind == "checkpoint":
@@ -466,6 +468,23 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
         ref, needs = _model_ref(name, models, where, tname, "models", i)
         base = {"model": ref, "data": data, "norm": norm, "batch_size": batch}
         for seed in seeds:
+            if kind == "certify":
+                method = m.get("method", "smoothing")
+                if method not in ("smoothing", "ibp"):
+                    raise SpecError(f"{where.at(tname, 'method', i)}: method must be smoothing or ibp, got {method!r}")
+                extra = ({"sigma": _float(m.get("sigma", 0.25), where, tname, "sigma", i),
+                          "samples": _int(m.get("samples", 1000), where, tname, "samples", index=i),
+                          "alpha": _float(m.get("alpha", 0.001), where, tname, "alpha", i)}
+                         if method == "smoothing" else
+                         {"steps": _int(m.get("steps", 20), where, tname, "steps", index=i)})
+                if method == "smoothing" and not 0 < extra["alpha"] < 1:
+                    raise SpecError(f"{where.at(tname, 'alpha', i)}: alpha is a failure probability, strictly "
+                                    f"between 0 and 1; got {extra['alpha']}")
+                cells.append(Cell(kind=kind, needs=needs, label=f"{method} {name}",
+                                  config={**base, "norm": "l2" if method == "smoothing" else "linf",
+                                          "method": method, "eps": _eps_list(m.get("eps"), where, tname, i),
+                                          "seed": seed, **extra}))
+                continue
             if kind == "audit":
                 steps = _int(m.get("steps", 20), where, tname, "steps", index=i)
                 eps = _eps_list(m.get("eps"), where, tname, i)
