@@ -45,7 +45,8 @@ def noise_model(sigma: float, epochs: int, cache: Path):
     tr = load_dataset("fashion-mnist", split="train")
     te = load_dataset("fashion-mnist", split="test")
     model = build_seeded("small-cnn", in_shape=tr.input_shape, num_classes=tr.num_classes, seed=0)
-    train(model, GaussianNoise(sigma=sigma), tr.x, tr.y, epochs=epochs, batch_size=128, lr=1e-3, seed=0)
+    train(model, GaussianNoise(sigma=sigma), tr.x, tr.y, epochs=epochs, batch_size=128, lr=1e-3, seed=0,
+          progress=False)
     model.eval()
     save(model, ckpt, overwrite=True, card={"dataset": "fashion-mnist", "seed": 0,
                                             "clean_accuracy": accuracy(model, te.x, te.y),

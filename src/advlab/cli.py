@@ -641,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
             KeyError, OSError, FloatingPointError, zipfile.BadZipFile) as err:
-        message = str(err).strip("'\"") or type(err).__name__
+        # (a KeyError's str is its repr, quoted; other messages may end in a quoted value)
+        message = (str(err).strip("'\"") if isinstance(err, KeyError) else str(err)) or type(err).__name__
         print(f"advlab {args.command}{_rank_tag()}: error: {message}", file=sys.stderr)
         print("(run again with --debug for the full traceback)", file=sys.stderr)
         return 2

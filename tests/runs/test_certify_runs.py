@@ -136,3 +136,50 @@ def test_advlab_certify_writes_its_table_figure_and_json(tmp_path):
                  "--n", "10", "--out", str(tmp_path / "bad")]) != 0
     assert main(["evaluate", "--checkpoint", str(ckpt), "--attacks", "pgd", "--norm", "l0", "--eps", "1",
                  "--n", "10", "--out", str(tmp_path / "bad2")]) != 0
+
+
+L0_SPEC = """
+[data.digits]
+name = "digits"
+n = 40
+
+[models.cnn]
+zoo = "small-cnn"
+data = "digits"
+epochs = 2
+
+[[measure]]
+kind = "robust"
+models = ["cnn"]
+data = "digits"
+norm = "l0"
+attacks = ["jsma", { name = "pgd-l0", steps = 10 }]
+eps = [1, 4]
+
+[[measure]]
+kind = "minimal"
+models = ["cnn"]
+data = "digits"
+attacks = [{ name = "lbfgs", steps = 10, binary_search_steps = 3 }]
+"""
+
+
+def test_sparse_and_lbfgs_attacks_run_as_spec_cells(tmp_path):
+    """Reproducer: a spec's cells passed norm= to every attack whose class lists a norm in
+    __dataclass_fields__, ClassVars included, so L-BFGS, JSMA and PGD-L0 cells failed with
+    "does not take norm"."""
+    spec = parse_spec(L0_SPEC, path=tmp_path / "spec.toml")
+    with Store(tmp_path / "runs.db") as store:
+        summary = run_spec(spec, store, progress=False, threads=1)
+    assert not summary.failed
+    m = _metrics(tmp_path / "runs.db")
+    for label in ("jsma cnn", "pgdl0 cnn"):
+        assert m[(label, 4.0, "robust_accuracy")] <= m[(label, 1.0, "robust_accuracy")]
+    assert any(k[0] == "lbfgs cnn" and k[2] == "median_norm" for k in m)
+    with pytest.raises(SpecError, match='needs norm = "l0"'):
+        parse_spec(L0_SPEC.replace('norm = "l0"\n', "", 1), path=tmp_path / "s.toml")
+    with pytest.raises(SpecError, match="whole number"):
+        parse_spec(L0_SPEC.replace("eps = [1, 4]", "eps = [0.5, 4]"), path=tmp_path / "s.toml")
+    with pytest.raises(SpecError, match="sparse attacks"):
+        parse_spec(L0_SPEC.replace('attacks = ["jsma", { name = "pgd-l0", steps = 10 }]', 'attacks = ["pgd"]'),
+                   path=tmp_path / "s.toml")

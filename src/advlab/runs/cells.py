@@ -14,6 +14,7 @@ the distance it found (``success`` false and ``norm`` NULL where it found none).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -134,7 +135,8 @@ def _make(attack: Mapping[str, Any], *, eps: float | None, norm: str, bounds: tu
     opts = {k: v for k, v in attack.items() if k != "name"}
     key = attack["name"]
     opts["steps"] = command_steps(key, opts.get("steps"))
-    fields = {f for f in getattr(entry(key).cls, "__dataclass_fields__", {})}
+    # (dataclasses.fields, not __dataclass_fields__: that also lists ClassVars such as L-BFGS's norm)
+    fields = {f.name for f in dataclasses.fields(entry(key).cls)}
     if "early_stop" in fields and "early_stop" not in opts:
         opts["early_stop"] = True
     if "norm" in fields:

@@ -66,7 +66,8 @@ _MEASURE_KEYS = {
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
 _ATTACK_OPTIONS = {"name", "steps", "step_size", "random_start", "restarts", "loss", "budget",
-                   "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop"}
+                   "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop",
+                   "binary_search_steps", "c_init", "gamma", "theta", "saliency", "pixels"}
 RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian")
 
 
@@ -406,7 +407,8 @@ def _attacks(value: Any, where: _Where, tname: str, index: int, *, kind: str) ->
         options = {k: v for k, v in sorted(opts.items()) if k != "name"}
         try:  # the options the attack takes, checked now rather than in the middle of the grid
             make_attack(opts["name"], strict=True, **options,
-                        **({"eps": 0.1} if spec.kind == "bounded" and "eps" not in options else {}))
+                        **({"eps": 1.0 if getattr(spec.cls, "norm", None) == "l0" else 0.1}
+                           if spec.kind == "bounded" and "eps" not in options else {}))
         except (TypeError, ValueError) as exc:
             raise SpecError(f"{where.at(tname, 'attacks', index)}: {exc}") from None
         out.append({"name": attack_key(opts["name"]), **options})
@@ -441,8 +443,9 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
         raise SpecError(f"{where.at(tname, 'seeds', i)}: seeds must be a non-empty list of integers")
     seeds = [_int(s, where, tname, "seeds", minimum=0, index=i) for s in seeds]
     norm = m.get("norm", "l2" if kind == "minimal" else "linf")
-    if norm not in ("linf", "l2", "l1"):
-        raise SpecError(f"{where.at(tname, 'norm', i)}: norm must be linf, l2 or l1, got {norm!r}")
+    if norm not in ("linf", "l2", "l1", "l0") or (norm == "l0" and kind != "robust"):
+        raise SpecError(f"{where.at(tname, 'norm', i)}: norm must be linf, l2 or l1 (or l0, the feature count of "
+                        f"the sparse attacks, in a robust measurement), got {norm!r}")
     batch = _int(m.get("batch_size", 250), where, tname, "batch_size", index=i)
     cells = []
     if kind == "transfer":
@@ -515,7 +518,15 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                     if threat == "black-box" and not entry(a["name"]).black_box:
                         raise SpecError(f"{where.at(tname, 'attacks', i)}: {a['name']} needs gradients but this "
                                         "measurement says threat = \"black-box\"")
+                    sparse = getattr(entry(a["name"]).cls, "norm", None) == "l0"
+                    if sparse != (norm == "l0"):
+                        raise SpecError(f"{where.at(tname, 'norm', i)}: {a['name']} " + (
+                            "counts changed features: it needs norm = \"l0\" (eps then counts features)" if sparse
+                            else f"steps in an Lp norm; norm = \"l0\" is for the sparse attacks (jsma, pgd-l0)"))
                     config["eps"] = _eps_list(m.get("eps"), where, tname, i)
+                    if sparse and any(not float(e).is_integer() for e in config["eps"]):
+                        raise SpecError(f"{where.at(tname, 'eps', i)}: an L0 budget is a whole number of features, "
+                                        f"got {config['eps']}")
                     config["threat"] = threat
                     if "budget" in m:
                         config["attack"] = {**a, "budget": _int(m["budget"], where, tname, "budget", index=i)}
