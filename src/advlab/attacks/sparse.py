@@ -248,8 +248,9 @@ class PGDL0(Attack):
     Args:
         eps: the most changed features (or pixels), a whole number.
         step_size: ``α`` in input units (the average coordinate's move per step); default
-            ``hi − lo`` (on the digits CNN, 1/4 of it broke 69% of the points at 4 features
-            where the whole range broke 98%).
+            ``(hi − lo) / 2``. No one value is best: success at 0.1/0.25/0.5/1 of the range was
+            74/77/59/46% (Fashion-MNIST CNN, targeted, 39 of 784 features) but 57/69/96/98%
+            (digits CNN, untargeted, 4 of 64); half the range was never far from the best.
 
     Example:
         >>> result = PGDL0(eps=10, steps=50, restarts=3)(model, x, y)
@@ -291,7 +292,7 @@ class PGDL0(Attack):
 
     def schedule(self) -> Schedule:
         lo, hi = self.bounds
-        step = self.step_size if self.step_size is not None else hi - lo
+        step = self.step_size if self.step_size is not None else (hi - lo) / 2
         return Schedule(steps=self.steps, step_size=step, early_stop=self.early_stop,
                         random_start=self.random_start, restarts=self.restarts)
 
