@@ -549,7 +549,12 @@ def _run(args: argparse.Namespace) -> int:
 
         print("architectures:", ", ".join(list_architectures()))
         print("datasets:     ", ", ".join(available_datasets()), "(plus npz:PATH, folder:PATH)")
-        print("attacks:      ", known_names(access="gradients", kind="bounded"))
+        from advlab.attacks.registry import ATTACKS, list_attacks
+
+        bounded = list_attacks(access="gradients", kind="bounded")
+        sparse = [k for k in bounded if getattr(ATTACKS[k].cls, "norm", None) == "l0"]
+        print("attacks:      ", ", ".join(spelling(k) for k in bounded if k not in sparse))
+        print("  sparse (L0):", ", ".join(spelling(k) for k in sparse), "(--eps counts changed features)")
         print("  minimal:    ", known_names(access="gradients", kind="minimal"), "(no --eps)")
         print("  black-box:  ", ", ".join(spelling(k) for k in BLACKBOX), "(--budget)")
         print(f"  universal:   {UNIVERSAL} (fitted on training images, measured held-out)")

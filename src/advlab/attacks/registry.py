@@ -101,7 +101,7 @@ def spelling(key: str) -> str:
     """How the CLI and the docs spell a key (``apgdce`` -> ``apgd-ce``; any spelling that
     :func:`attack_key` maps back to the key is accepted)."""
     display = ATTACKS[key].display
-    return display.lower() if display.startswith("APGD") else key
+    return display.lower() if display.startswith(("APGD", "PGD-L0")) else key
 
 
 def known_names(*, access: str | None = None, kind: str | None = None) -> str:
