@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the strong cascade APGD-CE → APGD-T (Croce & Hein 2020) at each ε and "
                         "report the worst case per point; its per-point record in OUT/strong/ lets the "
                         "same command resume an interrupted run")
+    p.add_argument("--strong-version", choices=["fast", "standard"], default="fast",
+                   help="--strong's attack list: fast (APGD-CE → APGD-T, the default) or standard (AutoAttack's "
+                        "APGD-CE → APGD-T → FAB-T → Square)")
     _norm_option(p, default="linf", help="threat model norm (default linf; l0 for jsma, pgd-l0: --eps then "
                                         "counts changed features)", l0=True)
     p.add_argument("--steps", type=_positive_int,
@@ -469,6 +472,7 @@ def _run(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, seed=args.seed, data=args.data,
                               data_dir=args.data_dir, download=args.download,
                               progress=not args.no_progress and ranks.writer, strong=args.strong,
+                              strong_version=args.strong_version,
                               sharded=ranks.sharded, writer=ranks.writer)
         finally:
             if launched_by_torchrun():

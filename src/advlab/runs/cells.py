@@ -239,19 +239,24 @@ def _sharded() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+#: the metrics' attack label of a strong cell, per version of the cascade
+STRONG_LABELS = {"fast": "APGD-CE → APGD-T", "standard": "APGD-CE → APGD-T → FAB-T → Square"}
+
+
 def _strong(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
             progress: bool) -> tuple[list, list, dict]:
     from advlab.evaluation import strong_evaluate
 
     ds, x, y = _test_data(config, data_dir, device)
     model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
-    label = "APGD-CE → APGD-T"
+    version = config.get("version", "fast")  # (cells written before #13 have none: the fast list)
+    label = STRONG_LABELS[version]
     metrics, outcomes, summary = [], [], {}
     for e in config["eps"]:
         cr = strong_evaluate(model, x, y, eps=e, norm=config["norm"], steps=config["steps"],
                              bounds=ref_bounds(config["model"]), batch_size=config["batch_size"],
                              seed=config["seed"], checkpoint_path=files / cell_hash / f"eps_{e:g}",
-                             progress=progress)
+                             progress=progress, version=version)
         row = cr.rows()[-1]
         for name in ("n", "n_correct", "n_robust", "clean_accuracy", "robust_accuracy", "success_rate", "grads",
                      "seconds"):

@@ -65,7 +65,7 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
                  data: str | None = None, data_dir: str | None = None, download: bool = False,
                  progress: bool = True, quiet: bool = False, title: str | None = None,
                  strong: bool = False, device: str = "cpu", sharded: bool = False,
-                 writer: bool = True) -> EvaluateOutput:
+                 writer: bool = True, strong_version: str = "fast") -> EvaluateOutput:
     """Accuracy against ε for several attacks: table (md, csv), JSON, plot and an HTML page.
 
     ``strong=True`` also runs, at each ε, the strong cascade of :func:`advlab.evaluation.strong_attacks`
@@ -110,9 +110,12 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
         ev, summaries = _add_strong_cascade(ev, model, ds.x, ds.y, eps=eps, norm=norm, out=out / "strong",
                                             bounds=model_bounds(card),
                                             steps=steps or 100,
-                                            batch_size=batch_size, seed=seed, progress=progress, quiet=quiet)
+                                            batch_size=batch_size, seed=seed, progress=progress, quiet=quiet,
+                                            version=strong_version)
         files["strong"] = out / "strong.md"
-        atomic_write_text(files["strong"], "# Strong evaluation: APGD-CE → APGD-T cascade per ε\n\n"
+        cascade_name = ("APGD-CE → APGD-T → FAB-T → Square (AutoAttack standard)" if strong_version == "standard"
+                        else "APGD-CE → APGD-T")
+        atomic_write_text(files["strong"], f"# Strong evaluation: {cascade_name} cascade per ε\n\n"
                           + "\n".join(summaries))
     write_table(ev, files["table"], files["csv"])
     ev.to_json(str(files["json"]))
@@ -163,7 +166,8 @@ def _gallery(model: nn.Module, ds: Any, named: tuple[str, Any], path: Path, *, s
 def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                         eps: Sequence[float], norm: str, out: Path, steps: int, batch_size: int,
                         bounds: tuple[float, float],
-                        seed: int, progress: bool, quiet: bool) -> tuple[Evaluation, list[str]]:
+                        seed: int, progress: bool, quiet: bool,
+                        version: str = "fast") -> tuple[Evaluation, list[str]]:
     """``ev`` plus the strong cascade's rows at each ε, and a worst case over everything."""
     import dataclasses as dc
 
@@ -178,10 +182,9 @@ def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: to
         resumed = (record / "record.json").exists()
         say(f"strong cascade at ε = {e:g} ({'resuming from' if resumed else 'record in'} {record})", quiet)
         cr = strong_evaluate(model, x, y, eps=e, norm=norm, steps=steps, batch_size=batch_size, seed=seed,
-                             bounds=bounds,
-                             checkpoint_path=record, progress=progress)
+                             bounds=bounds, checkpoint_path=record, progress=progress, version=version)
         cascade_rows = cr.rows()
-        names = ["APGD-CE", "APGD-CE → APGD-T"]
+        names = [" → ".join(cr.names[: k + 1]) for k in range(len(cr.names))]
         for row, name in zip(cascade_rows, names):
             rows.append(dc.replace(row, attack=name))
         per_point[f"{names[-1]}@{e:g}"] = cr.broken.to(x.device)

@@ -56,7 +56,7 @@ _CHECKPOINT_KEYS = {"checkpoint"}
 _FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
 _MEASURE_KEYS = {
     "robust": {"kind", "models", "data", "attacks", "eps", "norm", "seeds", "threat", "batch_size", "budget"},
-    "strong": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size"},
+    "strong": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size", "version"},
     "minimal": {"kind", "models", "data", "attacks", "norm", "seeds", "batch_size"},
     "transfer": {"kind", "sources", "targets", "data", "attacks", "eps", "norm", "seeds", "batch_size"},
     "audit": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size", "max_points"},
@@ -500,9 +500,15 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                 continue
             if kind == "strong":
                 steps = _int(m.get("steps", 100), where, tname, "steps", index=i)
+                version = m.get("version", "fast")
+                if version not in ("fast", "standard"):
+                    raise SpecError(f"{where.at(tname, 'version', i)}: version must be \"fast\" (APGD-CE, APGD-T) or "
+                                    f"\"standard\" (AutoAttack's APGD-CE, APGD-T, FAB-T, Square); got {version!r}")
                 cells.append(Cell(kind=kind, needs=needs, label=f"strong {name}",
                                   config={**base, "eps": _eps_list(m.get("eps"), where, tname, i), "steps": steps,
-                                          "seed": seed}))
+                                          "seed": seed,
+                                          # (only when set, so the hashes of the cells before it stay)
+                                          **({"version": version} if version != "fast" else {})}))
                 continue
             for a in _attacks(m.get("attacks"), where, tname, i, kind=kind):
                 config = {**base, "attack": a, "seed": seed}
