@@ -364,3 +364,28 @@ def test_an_audit_cell_stores_each_checks_verdict_and_the_report_shows_it(tmp_pa
 def test_an_audit_with_a_zero_eps_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="an audit needs every eps > 0"):
         parse_spec(AUDITED.replace("eps = [0.1, 0.3]", "eps = [0.0, 0.3]"))
+
+
+def test_a_store_created_by_another_run_while_this_one_opens_it_is_not_called_a_directory(tmp_path, monkeypatch):
+    """Reproducer (a full `make test` on a loaded machine): two runs started at once on a new store;
+    one checked `exists()` (False), the other created the file, the first then took the second
+    `exists()` (True) for "a directory". The store now stats its path once."""
+    import pathlib
+
+    db = tmp_path / "runs.db"
+    real_exists = pathlib.Path.exists
+    calls = {"n": 0}
+
+    def racing_exists(self, *a, **k):  # the file appears between the first and second look
+        if self == db:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return False
+            Store(db).close() if not real_exists(db) else None
+        return real_exists(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "exists", racing_exists)
+    Store(db).close()
+    monkeypatch.undo()
+    with Store(db) as store:
+        assert store.path == db

@@ -25,6 +25,7 @@ import os
 import platform
 import socket
 import sqlite3
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,14 +84,20 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.files = self.path.with_name(self.path.name + ".files")
-        if self.path.exists() and self.path.is_file():
+        # one stat, not exists() then is_file(): another run creating the store between the two
+        # calls made this one call a fresh file "a directory" (found when two runs started at once)
+        try:
+            mode: int | None = self.path.stat().st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and stat.S_ISDIR(mode):
+            raise StoreError(f"{self.path} is a directory; --store takes a file path, e.g. runs.db")
+        if mode is not None:
             with self.path.open("rb") as fh:
                 head = fh.read(16)
             if head and head != b"SQLite format 3\x00":
                 raise StoreError(f"{self.path} is not an advlab store (not an SQLite file); choose another "
                                  "--store path")
-        elif self.path.exists():
-            raise StoreError(f"{self.path} is a directory; --store takes a file path, e.g. runs.db")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
