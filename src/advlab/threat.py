@@ -161,6 +161,75 @@ def project_l1_ball(delta: Tensor, eps: float) -> Tensor:
     return out.view_as(delta)
 
 
+def project_l1_ball_box(delta: Tensor, x: Tensor, eps: float, lo: float, hi: float) -> Tensor:
+    """Euclidean projection of each ``delta[i]`` onto ``{δ : ||δ||_1 <= eps, lo <= x[i] + δ <= hi}``.
+
+    Not the L1-ball projection followed by a clip, which is in the set but in general not its
+    nearest point. The set is separable but for the one L1 constraint, so the KKT conditions give
+    (Croce & Hein 2021, Sec. 3; the box caps ``u_i = hi - x_i`` where ``δ_i > 0``, ``x_i - lo``
+    where ``δ_i < 0``)::
+
+        δ_i = sign(v_i) · clamp(|v_i| − λ, 0, u_i),   λ >= 0 the root of Σ_i clamp(|v_i| − λ, 0, u_i) = eps
+
+    (``λ = 0`` when the box clip alone is inside the ball). The left side is piecewise linear and
+    non-increasing in ``λ`` with kinks at ``|v_i| − u_i`` and ``|v_i|``: sorting the ``2d`` kinks
+    and accumulating the slopes finds ``λ`` exactly, in O(d log d), computed in float64.
+
+    ``delta`` and ``x`` are ``(B, *)``; ``x`` is expected inside the box (a cap below zero counts
+    as zero). Returns ``(B, *)`` in ``delta``'s dtype; rows already in the set come back unchanged.
+    """
+    shape, dtype = delta.shape, delta.dtype
+    v = _flat(delta).double()
+    xf = _flat(x).double().expand_as(v)
+    mag = v.abs()
+    cap = torch.where(v > 0, hi - xf, xf - lo).clamp_min(0)
+    clipped = torch.minimum(mag, cap)  # λ = 0: the box alone
+    if eps <= 0:
+        return torch.zeros_like(delta)
+    over = clipped.sum(dim=1) > eps
+    out = clipped
+    if bool(over.any()):
+        m, c = mag[over], cap[over]
+        kinks = torch.cat([m - c, m], dim=1)  # (R, 2d): a coordinate leaves its cap, reaches 0
+        change = torch.cat([-torch.ones_like(m), torch.ones_like(m)], dim=1)  # slope changes
+        kinks, order = kinks.sort(dim=1)
+        slope = change.gather(1, order).cumsum(dim=1)  # slope of Σ on [kinks_j, kinks_{j+1}]
+        # value of Σ at each kink, from Σ c at the first (every coordinate at its cap)
+        gaps = (kinks[:, 1:] - kinks[:, :-1]) * slope[:, :-1]
+        value = torch.cat([c.sum(dim=1, keepdim=True), c.sum(dim=1, keepdim=True) + gaps.cumsum(dim=1)], 1)
+        # first kink where Σ <= eps: j >= 1 since Σ(λ=0) > eps; λ lies in [kinks_{j-1}, kinks_j]
+        j = (value <= eps).to(torch.int64).argmax(dim=1, keepdim=True).clamp_min(1)
+        lam = kinks.gather(1, j - 1) + (value.gather(1, j - 1) - eps) / (-slope.gather(1, j - 1)).clamp_min(1)
+        lam = lam.clamp_min(0)
+        out = clipped.clone()
+        out[over] = torch.minimum((m - lam).clamp_min(0), c)
+    return (torch.sign(v) * out).to(dtype).view(shape)
+
+
+def sparse_l1_direction(grad: Tensor, k: Tensor, *, x_adv: Tensor | None = None,
+                        bounds: tuple[float, float] | None = None) -> Tensor:
+    """The sparse L1 steepest-ascent direction with ``k[i]`` coordinates for sample ``i``.
+
+    The ``k[i]`` coordinates of largest ``|g|``, leaving out those at a box bound that the step
+    would push past (with ``x_adv`` and ``bounds``), each moved by ``sign(g) / (number chosen)``:
+    L1 norm 1 (0 where no coordinate can move). :meth:`ThreatModel.ascent_direction` is the same
+    with one fraction of ``d`` for every sample; APGD-L1 adapts ``k`` per sample. Ties in ``|g|``
+    are broken by position (a stable sort), so exactly ``min(k, #movable)`` coordinates move.
+    """
+    flat = _flat(grad)
+    score = flat.abs()
+    if x_adv is not None and bounds is not None:
+        xf = _flat(x_adv)
+        blocked = ((xf <= bounds[0]) & (flat < 0)) | ((xf >= bounds[1]) & (flat > 0))
+        score = score.masked_fill(blocked, -1.0)
+    order = score.sort(dim=1, descending=True, stable=True).indices
+    rank_ok = torch.arange(flat.shape[1], device=flat.device)[None, :] < k.view(-1, 1)
+    chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, rank_ok)
+    chosen &= score > 0
+    count = chosen.sum(dim=1, keepdim=True).clamp_min(1)
+    return (torch.where(chosen, flat.sign(), torch.zeros_like(flat)) / count).view_as(grad)
+
+
 def project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
     """Project each ``delta[i]`` onto the ``norm`` ball of radius ``radius[i]`` (``inf`` allowed).
 

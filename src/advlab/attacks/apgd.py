@@ -15,6 +15,24 @@ a point halves its step size and restarts from its best point ``x_max`` when
 1. fewer than a fraction ``ρ`` of the steps since the last checkpoint increased ``f``, or
 2. neither ``η`` nor the best objective ``f_max`` changed since the last checkpoint.
 
+Under L1 (``norm="l1"``) the attack is L1-APGD (Croce & Hein, ICML 2021, "Mind the box:
+l1-APGD for sparse adversarial attacks on image classifiers"), following their reference code
+(``autoattack``'s ``APGDAttack`` with ``norm="L1"``):
+
+* the step moves the ``k`` coordinates of largest ``|g|`` by ``η · sign(g)/k``
+  (:func:`advlab.threat.sparse_l1_direction`), leaving out coordinates at a box bound that the step
+  would push past, and ``Π`` is the exact projection onto L1-ball ∩ box
+  (:func:`advlab.threat.project_l1_ball_box`), not the ball projection followed by a clip;
+* no momentum; ``η⁽⁰⁾ = ε``; ``k⁽⁰⁾ = ⌈0.2 d⌉``; the start is Gaussian noise of standard
+  deviation ``hi − lo`` projected onto ball ∩ box;
+* a checkpoint every ``⌊0.04 N⌋`` iterations (:func:`l1_checkpoints`; ``ρ`` is not used): if
+  ``‖x_max − x‖₀`` fell below 95% of its value at the last checkpoint, ``η`` goes back to ``ε``
+  and the run restarts from ``x_max``, otherwise ``η ← η/1.5``, with ``η ∈ [ε/10, ε]``; and
+  ``k ← ⌈‖x_max − x‖₀ / 1.5⌉``.
+
+The reference's optional schedule of larger radii (``use_largereps``: 3ε, 2ε, then ε) is not
+implemented.
+
 Per point the attack returns the first iterate that succeeds, otherwise the highest-objective
 point found (over all restarts). Gradients may be averaged over ``eot_iter`` forward/backward
 passes (expectation over transformation, Athalye et al. 2018) for randomised models.
@@ -36,12 +54,21 @@ from advlab._checks import check_int, check_number, input_grad, warn
 from advlab.attacks.contract import Attack, Record, Run
 from advlab.attacks.gradient import check_gradient_config
 from advlab.losses import LossFn, get_loss, objective
-from advlab.threat import Norm, ThreatModel, canonical_norm, per_sample
+from advlab.threat import (LOW_PRECISION, Norm, ThreatModel, canonical_norm, per_sample,
+                           project_l1_ball_box, sparse_l1_direction)
 
 log = logging.getLogger(__name__)
 
 MOMENTUM = 0.75  # α in the paper, fixed there (Sec. 3.2)
 INITIAL_STEP = 2.0  # η⁽⁰⁾ = 2ε
+# L1-APGD (Croce & Hein 2021), as in their reference code (autoattack's APGDAttack, norm="L1")
+L1_INITIAL_STEP = 1.0  # η⁽⁰⁾ = ε
+L1_INITIAL_SPARSITY = 0.2  # k⁽⁰⁾ = ⌈0.2 d⌉ coordinates move per step
+L1_CHECK_EVERY = 0.04  # a checkpoint every ⌊0.04 N⌋ (at least 1) iterations
+L1_STEP_DECAY = 1.5  # η ← η / 1.5 at a checkpoint where the best point did not get sparser
+L1_MIN_STEP = 0.1  # η ∈ [ε / 10, ε]
+L1_SPARSER = 0.95  # "sparser": ‖x_best − x‖₀ fell below 95% of its value at the last checkpoint
+L1_K_FROM_SPARSITY = 1.5  # k ← ⌈‖x_best − x‖₀ / 1.5⌉
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -59,6 +86,42 @@ def checkpoints(steps: int) -> list[int]:
     # round before ceil: 0.22 * 100 is 22.000000000000004 in floating point
     ws = {math.ceil(round(q * steps, 6)) for q in p[1:]}
     return sorted(w for w in ws if 0 < w < steps)
+
+
+def l1_checkpoints(steps: int) -> list[int]:
+    """L1-APGD's checkpoints: every ``max(⌊0.04 N⌋, 1)`` iterations, ``0 < w < N`` (a checkpoint at
+    the last iteration would change nothing that is returned). For 100 steps: 4, 8, …, 96."""
+    every = max(int(L1_CHECK_EVERY * steps), 1)
+    return list(range(every, steps, every))
+
+
+def l1_box_point(threat: ThreatModel, v: Tensor, x: Tensor) -> Tensor:
+    """The nearest point to ``v`` of the L1 ball around ``x`` intersected with the box
+    (:func:`~advlab.threat.project_l1_ball_box`, in float64), in ``x``'s dtype.
+
+    Half and bfloat16 then go through :meth:`ThreatModel.project`, which rounds each coordinate
+    towards ``x`` so that the point stays in the ball in that dtype (a change of rounding size).
+    """
+    lo, hi = threat.bounds
+    xd = x.double()
+    p = (xd + project_l1_ball_box(v.double() - xd, xd, threat.eps, lo, hi)).clamp(lo, hi)
+    if x.dtype in LOW_PRECISION:
+        return threat.project(p.to(x.dtype), x)
+    return p.to(x.dtype)
+
+
+def l1_random_start(threat: ThreatModel, x: Tensor, *, generator: torch.Generator | None) -> Tensor:
+    """L1-APGD's start: Gaussian noise of standard deviation ``hi − lo`` projected onto ball ∩ box
+    (the reference code's ``x + Π(N(0, I))`` for images in [0, 1]): a sparse point on the sphere."""
+    lo, hi = threat.bounds
+    noise = torch.empty_like(x).normal_(generator=generator) * (hi - lo)
+    return l1_box_point(threat, x + noise, x)
+
+
+def _random_start(threat: ThreatModel, x: Tensor, generator: torch.Generator) -> Tensor:
+    if threat.norm == "l1":
+        return l1_random_start(threat, x, generator=generator)
+    return threat.random_start(x, generator=generator)
 
 
 def eot_evaluate(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: LossFn, *,
@@ -106,10 +169,12 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
     (APGD-T aims at a class but its criterion counts any misclassification).
     """
     out = state
-    ws = checkpoints(steps)
+    l1 = threat.norm == "l1"
+    ws = l1_checkpoints(steps) if l1 else checkpoints(steps)
     wset = set(ws)
     prev_w = {w: (ws[i - 1] if i else 0) for i, w in enumerate(ws)}
     eps = threat.eps
+    d = x[0].numel()
 
     spent = {"grads": 0, "forwards": 0}  # passes so far by every point still in the run
 
@@ -131,11 +196,14 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
                  "masking (saturated softmax, non-differentiable layers); a black-box attack or "
                  "loss='dlr' may still break them")
     t.update(x_k=x_k, x_prev=x_k, f_k=f_k, g_k=g_k, x_best=x_k, f_best=f_k, g_best=g_k, z_best=z_k,
-             eta=torch.full_like(f_k, INITIAL_STEP * eps),
+             eta=torch.full_like(f_k, (L1_INITIAL_STEP if l1 else INITIAL_STEP) * eps),
              n_inc=torch.zeros_like(f_k, dtype=torch.long),
              reduced=torch.zeros_like(f_k, dtype=torch.bool),  # halved at the last checkpoint
              f_best_last=f_k.clone(),
              found=torch.zeros_like(f_k, dtype=torch.bool))
+    if l1:  # coordinates moved per step, and ‖x_best − x‖₀ at the last checkpoint
+        t.update(topk=torch.full_like(f_k, max(1, math.ceil(L1_INITIAL_SPARSITY * d)), dtype=torch.long),
+                 sp_last=torch.full_like(f_k, d, dtype=torch.long))
 
     def check_success(x_eval: Tensor, z: Tensor) -> bool:
         """Record first successes; with early_stop, drop them. False when no point is left."""
@@ -158,12 +226,15 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
     for k in range(steps):  # produces x⁽ᵏ⁺¹⁾
         a = 1.0 if k == 0 else MOMENTUM
         xs, x_k, x_prev = t["x"], t["x_k"], t["x_prev"]
-        direction = threat.ascent_direction(t["g_k"])
-        z = threat.project(x_k + per_sample(t["eta"], x_k) * direction, xs)
-        if a == 1.0:
-            x_next = z
+        if l1:
+            # the k largest |g| that can move, sign(g)/k each, projected onto L1-ball ∩ box;
+            # no momentum (as the reference code)
+            direction = sparse_l1_direction(t["g_k"], t["topk"], x_adv=x_k, bounds=threat.bounds)
+            x_next = l1_box_point(threat, x_k + per_sample(t["eta"], x_k) * direction, xs)
         else:
-            x_next = threat.project(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev), xs)
+            direction = threat.ascent_direction(t["g_k"])
+            z = threat.project(x_k + per_sample(t["eta"], x_k) * direction, xs)
+            x_next = z if a == 1.0 else threat.project(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev), xs)
         f_next, g_next, z_next = evaluate(x_next, t["y"], t["lt"], k + 1 < steps)
         # bookkeeping before the success check so that dropped rows leave consistently
         t["n_inc"] = t["n_inc"] + (f_next > t["f_k"]).long()
@@ -177,7 +248,22 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
         if not check_success(x_next, z_next):
             return
         w = k + 1
-        if w in wset:
+        if w in wset and l1:
+            # L1 (Croce & Hein 2021): a best point that got sparser restarts the step at ε from
+            # it; otherwise η shrinks by 1.5, within [ε/10, ε]; k follows the best point's sparsity
+            sp = (t["x_best"] - t["x"]).flatten(1).ne(0).sum(dim=1)
+            sparser = sp.double() < L1_SPARSER * t["sp_last"].double()
+            t["eta"] = torch.where(sparser, torch.full_like(t["eta"], L1_INITIAL_STEP * eps),
+                                   t["eta"] / L1_STEP_DECAY).clamp(L1_MIN_STEP * L1_INITIAL_STEP * eps,
+                                                                 L1_INITIAL_STEP * eps)
+            t["topk"] = torch.ceil(sp.double() / L1_K_FROM_SPARSITY).long().clamp(1, d)
+            t["sp_last"] = sp
+            if bool(sparser.any()):
+                sv = per_sample(sparser, x_next)
+                t["x_k"] = torch.where(sv, t["x_best"], t["x_k"])
+                t["g_k"] = torch.where(sv, t["g_best"], t["g_k"])
+                t["f_k"] = torch.where(sparser, t["f_best"], t["f_k"])
+        elif w in wset:
             # Condition 1: fewer than ρ·(w_j − w_{j−1}) of the steps since the last checkpoint
             # increased f. Condition 2: η unchanged (not halved at the last checkpoint) and f_max
             # not improved since it.
@@ -207,10 +293,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
 
 def _validate(config: Any) -> None:
     check_gradient_config(config)
-    norm = canonical_norm(config.norm)
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"{type(config).__name__} supports norm='linf' or 'l2', got {config.norm!r}; "
-                         "for L1 use PGD(norm='l1') (APGD-L1, Croce & Hein 2021, is not implemented)")
+    canonical_norm(config.norm)  # linf, l2 and l1 (L1-APGD) are all supported
     check_int("restarts", config.restarts)
     check_int("eot_iter", config.eot_iter)
     check_number("rho (the paper uses 0.75)", config.rho, high=1.0, high_open=True)
@@ -249,11 +332,15 @@ class _AutoPGD(Attack):
 
 @dataclass(frozen=True, kw_only=True)
 class APGD(_AutoPGD):
-    """Auto-PGD (Croce & Hein, ICML 2020, Algorithm 1) under L∞ or L2; APGD-CE and APGD-DLR.
+    """Auto-PGD (Croce & Hein, ICML 2020, Algorithm 1) under L∞ or L2, and L1-APGD (Croce & Hein,
+    ICML 2021) under L1; APGD-CE and APGD-DLR.
 
     ``x⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + α(z⁽ᵏ⁺¹⁾ − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))``, ``z⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + η·dir_p(∇f))``,
     ``α = 0.75``, ``η`` starting at ``2ε`` and halved (with a restart from the best point) at the
-    checkpoints where progress stalls (see the module docstring and :func:`checkpoints`).
+    checkpoints where progress stalls (see the module docstring and :func:`checkpoints`). Under L1
+    the step is sparse (the top ``k`` coordinates by ``|g|``, ``k`` adapted to the sparsity of the
+    best point), ``η⁽⁰⁾ = ε``, no momentum, and ``Π`` is the exact projection onto L1-ball ∩ box
+    (module docstring).
 
     Every run starts from a uniformly random point of the ball; ``restarts`` re-runs on the points
     still robust. Per point the result is the first successful iterate, else the highest-objective
@@ -263,12 +350,12 @@ class APGD(_AutoPGD):
     ``pred == target``.
 
     Args:
-        eps: radius of the ball; norm: ``"linf"`` or ``"l2"``; steps: iterations ``N`` (gradient
+        eps: radius of the ball; norm: ``"linf"``, ``"l2"`` or ``"l1"``; steps: iterations ``N`` (gradient
             evaluations per run; the last iterate costs one extra forward pass).
         loss: ``"ce"`` (APGD-CE), ``"dlr"`` (APGD-DLR, invariant to shifting and scaling the
             logits), ``"cw"`` or a callable (see :mod:`advlab.losses`).
         restarts: runs from fresh random points on the points still robust.
-        rho: condition 1's threshold ρ ∈ (0, 1) (paper: 0.75).
+        rho: condition 1's threshold ρ ∈ (0, 1) (paper: 0.75; not used under L1).
         early_stop: stop attacking a point at its first success (same points returned, fewer
             gradient passes); otherwise every point runs all ``steps``.
         eot_iter: gradients (and objectives, logits) averaged over this many passes, for
@@ -277,6 +364,7 @@ class APGD(_AutoPGD):
     Example:
         >>> result = APGD(eps=8 / 255, loss="dlr", steps=100)(model, x, y)
         >>> robust_acc = 1 - result.success.float().mean()
+        >>> sparse = APGD(eps=12.0, norm="l1", steps=100)(model, x, y)  # L1-APGD
     """
 
     def _core(self, run: Run) -> None:
@@ -288,7 +376,7 @@ class APGD(_AutoPGD):
                 break
             xs, ts = x[todo], target[todo] if target is not None else None
             _apgd_run(run.model, xs, y[todo], loss_target=ts, points=todo, decide=run.adversarial,
-                      x_init=threat.random_start(xs, generator=run.generator), threat=threat,
+                      x_init=_random_start(threat, xs, run.generator), threat=threat,
                       loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
                       early_stop=self.early_stop, state=state, idx=todo,
                       warn_zero_grad=restart == 0)
@@ -301,7 +389,8 @@ class APGDT(_AutoPGD):
     ``n_target_classes`` classes with the highest clean logits (``y`` excluded), in turn, on the
     points still robust. Succeeds on any misclassification.
 
-    Same update as :class:`APGD` (``η⁽⁰⁾ = 2ε``, momentum 0.75, checkpoint halving). Budget:
+    Same update as :class:`APGD` (``η⁽⁰⁾ = 2ε``, momentum 0.75, checkpoint halving; under L1 the
+    L1-APGD step and schedule, as AutoAttack's L1 version runs APGD-T). Budget:
     ``n_target_classes × restarts × steps`` gradient passes per robust point. Points never broken
     get the highest-objective point over all targets. ``n_target_classes`` is capped at ``C − 1``.
     The targeted DLR loss needs at least 4 classes (use ``loss="ce"`` for targeted CE).
@@ -366,7 +455,7 @@ class APGDT(_AutoPGD):
                 xs = x[pts]
                 rows = Record.empty(xs)
                 _apgd_run(run.model, xs, y[pts], loss_target=tgs, points=pts, decide=run.adversarial,
-                          x_init=threat.random_start(xs, generator=run.generator), threat=threat,
+                          x_init=_random_start(threat, xs, run.generator), threat=threat,
                           loss=loss, steps=self.steps, rho=self.rho, eot_iter=self.eot_iter,
                           early_stop=self.early_stop, state=rows,
                           idx=torch.arange(pts.numel(), device=x.device), warn_zero_grad=first)

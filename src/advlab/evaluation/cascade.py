@@ -583,6 +583,8 @@ def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target
     fourth member, ``square_budget`` queries per point, 5,000 in AutoAttack; ``square_queries``
     is its deprecated name) runs last on the
     points still robust, through an oracle, so a model that masks its gradients cannot hide there.
+    With ``norm="l1"`` both APGD members are L1-APGD (Croce & Hein 2021), as in AutoAttack's L1
+    version (Square has no L1 form here: ``square=True`` refuses L1).
 
     A dict, so that more members can be added: ``{**strong_attacks(eps), "NES": NES(eps=eps)}``.
     ``early_stop=True`` (evaluation mode) returns the same points as the fixed budget for less.
