@@ -31,6 +31,7 @@ CASES: dict[str, dict] = {
     "apgdt": {"eps": 0.1, "steps": 3, "n_target_classes": 2},
     "deepfool": {"steps": 5}, "cw": {"steps": 10, "binary_search_steps": 2}, "lbfgs": {"steps": 5, "binary_search_steps": 2},
     "cwl2": {"steps": 10, "binary_search_steps": 2}, "fmn": {"steps": 10},
+    "fab": {"eps": 0.1, "steps": 3}, "fabt": {"eps": 0.1, "steps": 3, "n_target_classes": 2},
     "square": {"eps": 0.1}, "simba": {"eps": 0.2}, "simbadct": {"eps": 0.2}, "simbapixel": {"eps": 0.2},
     "nes": {"eps": 0.1}, "hsj": {}, "hopskipjump": {}, "boundary": {},
     "jsma": {"gamma": 0.1}, "pgdl0": {"eps": 4, "steps": 3},

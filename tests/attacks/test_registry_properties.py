@@ -27,7 +27,7 @@ CHEAP = {  # per key: options that keep one call to milliseconds
     "mifgm": {"steps": 3}, "apgdce": {"steps": 3}, "apgddlr": {"steps": 3},
     "apgdt": {"steps": 2, "n_target_classes": 2}, "deepfool": {"steps": 4},
     "cw": {"steps": 5, "binary_search_steps": 2}, "cwl2": {"steps": 5, "binary_search_steps": 2},
-    "fmn": {"steps": 5}, "lbfgs": {"steps": 3, "binary_search_steps": 2}, "square": {"budget": 30}, "simba": {"budget": 30}, "simbadct": {"budget": 30},
+    "fmn": {"steps": 5}, "fab": {"steps": 3}, "fabt": {"steps": 2, "n_target_classes": 2}, "lbfgs": {"steps": 3, "binary_search_steps": 2}, "square": {"budget": 30}, "simba": {"budget": 30}, "simbadct": {"budget": 30},
     "simbapixel": {"budget": 30}, "nes": {"budget": 30, "samples": 4}, "hsj": {"budget": 40},
     "hopskipjump": {"budget": 40}, "boundary": {"budget": 40, "steps": 20},
     "jsma": {"gamma": 0.5}, "pgdl0": {"steps": 3},
@@ -73,7 +73,7 @@ def cases(draw, key: str):
     if draw(st.booleans()):
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (b,), generator=g)
-    targeted = e.cls.__name__ not in ("APGDT", "DeepFool") and draw(st.booleans())  # untargeted only
+    targeted = e.cls.__name__ not in ("APGDT", "DeepFool", "FABT") and draw(st.booleans())  # untargeted only
     target = random_targets(y, classes, generator=g) if targeted else None
     return attack, _model(c, h, w, classes, seed, dtype), x, y, target, seed
 

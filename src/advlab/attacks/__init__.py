@@ -14,6 +14,7 @@ from advlab.attacks.criteria import (ConfidenceBelow, Criterion, Misclassified, 
                                      TargetClass, TargetConfidence)
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.decision import BoundaryAttack, HopSkipJump
+from advlab.attacks.fab import FAB, FABT
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
@@ -26,7 +27,7 @@ from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferR
                                      train_substitute)
 
 __all__ = ["BPDA", "EOT", "JSMA", "LBFGS", "PGDL0", "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
-           "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FGM", "FGSM", "FMN", "IFGSM",
+           "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FAB", "FABT", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",
            "patch_success", "success_vs_size",

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.contract import Attack
 from advlab.attacks.decision import BoundaryAttack, HopSkipJump
+from advlab.attacks.fab import FAB, FABT
 from advlab.attacks.gradient import FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
@@ -76,6 +77,8 @@ ATTACKS: dict[str, Entry] = {
     "cw": Entry(CarliniWagnerL2, {}, "C&W L2"),
     "cwl2": Entry(CarliniWagnerL2, {}, "C&W L2"),
     "fmn": Entry(FMN, {}, "FMN"),
+    "fab": Entry(FAB, {}, "FAB"),
+    "fabt": Entry(FABT, {}, "FAB-T"),
     "lbfgs": Entry(LBFGS, {}, "L-BFGS"),
     "jsma": Entry(JSMA, {}, "JSMA"),
     "pgdl0": Entry(PGDL0, {}, "PGD-L0"),
