@@ -626,7 +626,7 @@ def strong_evaluate(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm:
                     steps: int = 100, n_target_classes: int = 9, restarts: int = 1,
                     bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 256, seed: int = 0,
                     checkpoint_path: str | os.PathLike[str] | None = None,
-                    progress: bool = True, version: str = "fast") -> CascadeResult:
+                    progress: bool = True, version: str = "fast", square_budget: int = 5000) -> CascadeResult:
     """Robust accuracy under the strong cascade :func:`strong_attacks` (APGD-CE → APGD-T; with
     ``version="standard"``, AutoAttack's APGD-CE → APGD-T → FAB-T → Square).
 
@@ -639,7 +639,8 @@ def strong_evaluate(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm:
     """
     check_number("eps", eps, low=0.0, low_open=False)
     cascade = Cascade(strong_attacks(eps, norm, steps=steps, n_target_classes=n_target_classes,
-                                     restarts=restarts, bounds=bounds, version=version))
+                                     restarts=restarts, bounds=bounds, version=version,
+                                     square_budget=square_budget))
     return cascade.run(model, x, y, batch_size=batch_size,
                        generator=torch.Generator(device=x.device).manual_seed(seed),
                        checkpoint_path=checkpoint_path, progress=progress)
