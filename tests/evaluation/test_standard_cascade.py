@@ -32,6 +32,9 @@ def test_the_standard_list_is_autoattacks_and_no_weaker_than_the_fast_one(cnn_mo
     assert torch.equal(again.broken, std.broken) and torch.equal(again.broken_by, std.broken_by)
     with pytest.raises(ValueError, match="unknown strong-evaluation version"):
         strong_attacks(0.1, version="autoattack")
+    # under L1 (L1-APGD, FAB-T L1) there is no Square: the standard list is the first three
+    l1 = strong_attacks(5.0, "l1", version="standard")
+    assert list(l1) == ["APGD-CE", "APGD-T", "FAB-T"] and all(a.norm == "l1" for a in l1.values())
 
 
 SPEC = """

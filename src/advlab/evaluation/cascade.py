@@ -576,7 +576,8 @@ def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target
 
     ``version="standard"`` is AutoAttack's whole "standard" list (Croce & Hein 2020): APGD-CE,
     APGD-T (9 targets), FAB-T (9 targets, ``steps`` iterations) and Square (``square_budget``
-    queries, through an oracle), in that order, each on the points still robust; ``"fast"`` (the
+    queries, through an oracle; not under L1, where advlab has no Square), in that order, each on
+    the points still robust; ``"fast"`` (the
     default) the first two, which on the bench's models already break every point the four do
     (bench/STRONG.md).
     with ``square=True`` the black-box Square attack (Andriushchenko et al. 2020; AutoAttack's
@@ -611,10 +612,12 @@ def strong_attacks(eps: float, norm: str = "linf", *, steps: int = 100, n_target
                          "'standard' (AutoAttack's APGD-CE, APGD-T, FAB-T, Square)")
     if version == "standard":
         from advlab.attacks.registry import make_attack
+        from advlab.threat import canonical_norm
 
         out["FAB-T"] = make_attack("fabt", eps=eps, norm=norm, steps=steps, n_target_classes=n_target_classes,
                                    bounds=bounds)
-        square = True
+        # (advlab's Square has L∞ and L2 forms only: under L1 the standard list is the first three)
+        square = canonical_norm(norm) != "l1"
     if square:
         from advlab.attacks.score import SquareAttack
 

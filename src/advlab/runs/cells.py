@@ -239,10 +239,6 @@ def _sharded() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-#: the metrics' attack label of a strong cell, per version of the cascade
-STRONG_LABELS = {"fast": "APGD-CE → APGD-T", "standard": "APGD-CE → APGD-T → FAB-T → Square"}
-
-
 def _strong(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
             progress: bool) -> tuple[list, list, dict]:
     from advlab.evaluation import strong_evaluate
@@ -250,7 +246,6 @@ def _strong(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir:
     ds, x, y = _test_data(config, data_dir, device)
     model = open_ref(config["model"], files=files, device=device, input_shape=tuple(ds.input_shape))
     version = config.get("version", "fast")  # (cells written before #13 have none: the fast list)
-    label = STRONG_LABELS[version]
     metrics, outcomes, summary = [], [], {}
     for e in config["eps"]:
         cr = strong_evaluate(model, x, y, eps=e, norm=config["norm"], steps=config["steps"],
@@ -258,6 +253,7 @@ def _strong(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir:
                              seed=config["seed"], checkpoint_path=files / cell_hash / f"eps_{e:g}",
                              progress=progress, version=version)
         row = cr.rows()[-1]
+        label = " → ".join(cr.names)  # "APGD-CE → APGD-T", or the standard list's four (three under L1)
         for name in ("n", "n_correct", "n_robust", "clean_accuracy", "robust_accuracy", "success_rate", "grads",
                      "seconds"):
             metrics.append({"attack": label, "eps": e, "name": name, "value": getattr(row, name)})
