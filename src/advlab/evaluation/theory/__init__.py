@@ -28,6 +28,13 @@ What this module computes, and how each number relates to the quantity it names:
 * :func:`latent_search`, :func:`measure_robustness`: every reported robustness is the size of a
   perturbation that was found and *verified* to change the label, so it is an *upper* bound on the
   true minimum (like any attack), made tight along its direction by bisection.
+* Theorem 2 (:mod:`.projected`): :class:`ProjectedClassifier` ``f̃(x) = f(g(z*))``,
+  ``z* = argmin ||g(z) - x||``, whose unconstrained robustness is at least ``r_in(f) / 2``;
+  :func:`measure_projected` measures both (decision-based and BPDA attacks on ``f̃``) and counts
+  the violations an approximate projection causes.
+* Theorem 3 (:func:`transfer_bound`, :mod:`.transfer`): one perturbation of norm ``η`` fools two
+  classifiers that disagree with probability ``δ`` with probability at least eq. (6) ``- 2δ``;
+  :func:`measure_transfer` measures the joint-fooling rate.
 * :func:`bounds_table`: the seed's table (latent, in-distribution and unconstrained robustness per
   classifier next to the theorem's upper bounds) as a :class:`BoundsTable` with provenance, the
   empirical CDFs of ``r_in`` and the bound curves.
@@ -41,12 +48,14 @@ including the input-space search for ``r_unc``) and :mod:`.table` (the table and
 from __future__ import annotations
 
 from advlab.evaluation.theory.bounds import (MEDIAN_FACTOR, SQRT_HALF_PI, fawzi_bound, fawzi_bound_classwise,
-                                             median_upper_bound, median_upper_bound_classwise)
+                                             median_upper_bound, median_upper_bound_classwise, transfer_bound)
 from advlab.evaluation.theory.generator import MARGIN_RTOL, Generator
 from advlab.evaluation.theory.latent import LatentSearch, LatentSearchResult, latent_search
 from advlab.evaluation.theory.lipschitz import LipschitzEstimate, lipschitz_estimate
 from advlab.evaluation.theory.measure import (GenerativeRobustness, default_unconstrained_attacks,
                                               measure_robustness, pgd_radius_search)
+from advlab.evaluation.theory.projected import ProjectedClassifier, ProjectedRobustness, measure_projected
+from advlab.evaluation.theory.transfer import TransferRobustness, joint_search, measure_transfer
 from advlab.evaluation.theory.table import BOUND_COLUMN, ROWS, BoundsTable, bounds_table
 
 __all__ = [
@@ -54,4 +63,6 @@ __all__ = [
     "LipschitzEstimate", "bounds_table", "default_unconstrained_attacks", "fawzi_bound",
     "fawzi_bound_classwise", "latent_search", "lipschitz_estimate", "measure_robustness",
     "median_upper_bound", "median_upper_bound_classwise", "pgd_radius_search",
+    "ProjectedClassifier", "ProjectedRobustness", "TransferRobustness", "joint_search", "measure_projected",
+    "measure_transfer", "transfer_bound",
 ]

@@ -132,3 +132,41 @@ def median_upper_bound_classwise(L: float, *, class_probs: Sequence[float] | np.
             break
     return L * hi
 
+
+
+def _check_disagreement(delta: Any) -> float:
+    if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating, np.integer)):
+        raise TypeError(f"delta must be a number (the disagreement P(f(g(z)) != h(g(z)))), "
+                        f"got {type(delta).__name__}")
+    delta = float(delta)
+    if not (0.0 <= delta <= 1.0):
+        raise ValueError(f"delta must be a probability in [0, 1] (the disagreement P(f(g(z)) != h(g(z)))), "
+                         f"got {delta!r}")
+    return delta
+
+
+def transfer_bound(eta: float | Sequence[float] | np.ndarray | Tensor, L: float, *,
+                   delta: float) -> float | np.ndarray:
+    """Theorem 3 (transferability of perturbations):
+    ``P(∃ v, ||v||_2 <= η: f(x + v) != f(x) and h(x + v) != h(x)) >= max(0, 1 - √(π/2) e^{-(η/L)²/2} - 2δ)``.
+
+    Fawzi, Fawzi & Fawzi (NeurIPS 2018), Theorem 3, as stated in the seed review
+    (``/work/shared/seeds``: "THEOREM 3. TRANSFERABILITY OF PERTURBATIONS"): for two classifiers
+    ``f`` and ``h`` that disagree on generated data with probability at most ``δ``,
+    ``P(f(g(z)) != h(g(z))) <= δ``, with balanced classes (every ``P(f = i) <= 1/2``) and an
+    ``L``-Lipschitz generator (``ω^{-1}(η) = η / L``), a single perturbation ``v`` of norm at most
+    ``η`` fools both at ``x = g(z)`` with at least this probability. It is eq. (6) of Theorem 1
+    (:func:`fawzi_bound`) less ``2δ``: the price of the points where ``f`` and ``h`` disagree, at
+    ``x`` and at ``x + v``. ``δ = 0`` (the same classifier twice) gives back eq. (6); it is vacuous
+    (0) for ``δ >= 1/2``. ``L = 1`` bounds perturbations in latent space.
+
+    Example:
+        >>> transfer_bound(2.0, 1.0, delta=0.05)   # 1 - 1.2533 * exp(-2) - 0.1
+        0.7303...
+    """
+    L = _check_lipschitz(L)
+    delta = _check_disagreement(delta)
+    arr, scalar = _check_eta(eta)
+    with np.errstate(over="ignore", under="ignore"):
+        bound = 1.0 - SQRT_HALF_PI * np.exp(-0.5 * (arr / L) ** 2) - 2.0 * delta
+    return _out(np.clip(bound, 0.0, 1.0), scalar)

@@ -244,16 +244,8 @@ def _measure_batch(f: nn.Module, g: Generator, zb: Tensor, *, name: str, search:
     codes ``zb``, and the number of logits."""
     xb, logits = _generate(f, g, zb, name=name, bounds=bounds)
     label = logits.argmax(dim=1)
-    # in-distribution: the cheaper (in input space) of the latent-minimal and the input-metric search
-    lat = _search(_Problem(f, g, zb, label, "latent"), search)
-    inp = _search(_Problem(f, g, zb, label, "input"), search)
-    with torch.no_grad():
-        x_lat = g(zb + lat.r)
-        x_inp = g(zb + inp.r)
-    r_in_lat = torch.where(lat.found, _flat_norm(x_lat - xb), torch.full_like(lat.cost, math.inf))
-    use_lat = r_in_lat < inp.cost
-    r_in = torch.where(use_lat, r_in_lat, inp.cost)
-    x_in = torch.where(_view(use_lat, xb), x_lat, x_inp)
+    ind = _in_distribution(f, g, zb, xb, label, search)
+    lat, r_in, x_in, r_in_lat = ind.latent, ind.r_in, ind.x_in, ind.r_in_latent_minimal
     have_in = torch.isfinite(r_in)
     # unconstrained: the attacks, and the segment from x to the in-distribution point
     best_unc = torch.full_like(r_in, math.inf)
@@ -272,6 +264,35 @@ def _measure_batch(f: nn.Module, g: Generator, zb: Tensor, *, name: str, search:
     row = {"label": label, "latent": lat.cost, "r_in": r_in, "r_unc": best_unc, "attack": attack_norm,
            "x_norm": _flat_norm(xb), "r_in_lat": r_in_lat}
     return row, int(logits.shape[1])
+
+
+@dataclass(frozen=True)
+class _InDistribution:
+    """The in-distribution search at one batch: the latent-minimal run, ``r_in`` ``(b,)``, the
+    generated point ``x_in = g(z + r)`` that attains it ``(b, *)``, its latent perturbation ``r``
+    ``(b, d)``, and ``||g(z + r_lat) - x||`` for the latent-minimal ``r_lat`` alone."""
+
+    latent: Any  # LatentSearchResult
+    r_in: Tensor
+    x_in: Tensor
+    r: Tensor
+    r_in_latent_minimal: Tensor
+
+
+def _in_distribution(f: nn.Module, g: Generator, zb: Tensor, xb: Tensor, label: Tensor,
+                     search: LatentSearch) -> _InDistribution:
+    """``r_in``: the cheaper (in input space) of the latent-minimal and the input-metric search."""
+    lat = _search(_Problem(f, g, zb, label, "latent"), search)
+    inp = _search(_Problem(f, g, zb, label, "input"), search)
+    with torch.no_grad():
+        x_lat = g(zb + lat.r)
+        x_inp = g(zb + inp.r)
+    r_in_lat = torch.where(lat.found, _flat_norm(x_lat - xb), torch.full_like(lat.cost, math.inf))
+    use_lat = r_in_lat < inp.cost
+    r_in = torch.where(use_lat, r_in_lat, inp.cost)
+    x_in = torch.where(_view(use_lat, xb), x_lat, x_inp)
+    r = torch.where(use_lat[:, None], lat.r, inp.r)
+    return _InDistribution(latent=lat, r_in=r_in, x_in=x_in, r=r, r_in_latent_minimal=r_in_lat)
 
 
 def _generate(f: nn.Module, g: Generator, zb: Tensor, *, name: str,
