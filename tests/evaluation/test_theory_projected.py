@@ -4,6 +4,7 @@ form by hand, and the measured joint-fooling rate above it where the theorem's a
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -290,3 +291,118 @@ def test_measure_transfer_bad_input():
         measure_transfer(f, h, g, torch.zeros(4, 3), lipschitz=1.0, bounds=WIDE)
     with pytest.raises(ValueError, match="z must"):
         measure_transfer(f, h, g, torch.zeros(4), lipschitz=1.0, bounds=WIDE)
+
+
+# -- the bounds table and its figure --------------------------------------------------------------
+
+
+class _SigmoidReadout(nn.Module):
+    """On ``g(z) = sigmoid(A z + b)``, ``f(g(z)) = W z``: ``f(x) = W A^+ (logit(x) - b)``."""
+
+    def __init__(self, A, b, angles):
+        super().__init__()
+        self.register_buffer("P", torch.linalg.pinv(A))
+        self.register_buffer("b", b)
+        self.register_buffer("W", torch.stack([torch.cos(angles), torch.sin(angles)], dim=1))
+        self.eval()
+
+    def forward(self, x):
+        x = x.clamp(1e-6, 1 - 1e-6)
+        return (torch.log(x / (1 - x)) - self.b) @ self.P.T @ self.W.T
+
+
+@pytest.fixture(scope="module")
+def theorem_table():
+    from advlab.evaluation.theory import bounds_table
+
+    gen = torch.Generator().manual_seed(0)
+    A = 0.8 * torch.randn(12, 2, generator=gen)
+    b = 0.2 * torch.randn(12, generator=gen)
+    g = lambda zz: torch.sigmoid(zz @ A.T + b)  # noqa: E731
+    clfs = {"f": _SigmoidReadout(A, b, _sectors()), "h": _SigmoidReadout(A, b, _sectors(0.2))}
+    return bounds_table(clfs, g, latent_dim=2, n=16, seed=1, lipschitz_samples=32, search=FAST, progress=False,
+                        projected=["f"], projected_n=6, projection={"steps": 100, "restarts": 2},
+                        query_budget=300, transfer=True, transfer_etas=[0.1, 0.2, 0.4], delta_samples=4000)
+
+
+def test_table_sections_for_theorems_2_and_3(theorem_table):
+    from advlab.evaluation.theory import BoundsTable
+
+    t = theorem_table
+    assert list(t.projected) == ["f"] and list(t.transfer) == ["f & h"]
+    p, tr = t.projected["f"], t.transfer["f & h"]
+    assert p.n == 6 and tr.n == 16
+    torch.testing.assert_close(p.z, t.results["f"].z[:6])
+    # the same search at the same points: Theorem 2's r_in is Theorem 1's
+    torch.testing.assert_close(p.r_in, t.results["f"].r_in[:6])
+    assert tr.lipschitz == t.lipschitz
+    md = t.to_markdown()
+    assert "Theorem 2" in md and "Theorem 3" in md
+    row = [line for line in md.splitlines() if line.startswith("| P(r_unc(f̃) ≥ ½·r_in)")][0]
+    assert f"{p.fraction_half():.2f}" in row
+    rows3 = [line for line in md.splitlines() if line.startswith("| 0.2 |")]
+    assert rows3 and f"{tr.rate([0.2])[0]:.2f} / {tr.bound([0.2])[0]:.2f}" in rows3[0]
+    # the Theorem 1 part is what a table without the new sections renders
+    plain = BoundsTable(lipschitz=t.lipschitz, results=t.results, lipschitz_estimate=t.lipschitz_estimate,
+                        error_rates=t.error_rates, provenance=t.provenance)
+    assert md.startswith(plain.to_markdown())
+    assert "theorem2" not in plain.to_dict() and "theorem3" not in plain.to_dict()
+    assert t.to_markdown(relative=True) == plain.to_markdown(relative=True)
+    data = json.loads(t.to_json())
+    assert data["theorem2"]["summary"]["f"]["fraction_half"] == pytest.approx(p.fraction_half())
+    assert data["theorem3"]["summary"]["f & h"]["input"]["rate"] == pytest.approx(tr.rate([0.1, 0.2, 0.4]).tolist())
+    assert data["provenance"]["theorem2"]["classifiers"] == ["f"]
+    back = BoundsTable.from_json(t.to_json())
+    assert back.to_markdown() == md
+
+
+def test_theorem_table_numbers(theorem_table):
+    p = theorem_table.projected["f"]
+    v = p.violations()
+    assert v["measured"] == 6
+    # a curved but well-conditioned toy: the projection is exact enough for the theorem everywhere
+    assert p.fraction_half(tight=True) == 1.0, p.summary()
+    # 100 Adam steps leave residuals up to ~0.04 here, small next to the radii being compared
+    assert bool((p.residual_at_x <= 0.2 * p.r_in).all()), (p.residual_at_x, p.r_in)
+    tr = theorem_table.transfer["f & h"]
+    assert 0.0 < tr.delta < 0.2
+
+
+def test_bounds_figure_theorem_panels(theorem_table, tmp_path):
+    from advlab.reports.bounds import bound_cdf_figure
+
+    fig = bound_cdf_figure(theorem_table, path=tmp_path / "b.png")
+    assert len(fig.axes) == 4
+    t2, t3 = fig.axes[2], fig.axes[3]
+    line = [ln for ln in t2.get_lines() if ln.get_label().startswith("Theorem 2")][0]
+    x, y = line.get_data()
+    np.testing.assert_allclose(y, np.asarray(x) / 2)
+    pts = t2.collections[0].get_offsets()
+    p = theorem_table.projected["f"]
+    np.testing.assert_allclose(np.asarray(pts)[:, 0], p.r_in.numpy(), rtol=1e-6)
+    tr = theorem_table.transfer["f & h"]
+    bound = [ln for ln in t3.get_lines() if ln.get_label().startswith("Theorem 3")][0]
+    x, y = bound.get_data()
+    np.testing.assert_allclose(y, transfer_bound(np.asarray(x), theorem_table.lipschitz, delta=tr.delta))
+    measured = [ln for ln in t3.get_lines() if "measured" in ln.get_label()][0]
+    x, y = measured.get_data()
+    np.testing.assert_allclose(y, tr.rate(np.asarray(x)))
+    assert len(bound_cdf_figure(theorem_table, theorem_panels=False).axes) == 2
+
+
+def test_bounds_table_theorem_options_bad_input():
+    from advlab.evaluation.theory import bounds_table
+
+    f = nn.Linear(8, 2).eval()
+    g = torch.sigmoid  # (B, 8) -> (B, 8) in [0, 1]
+    common = dict(latent_dim=8, n=2, lipschitz=0.25, progress=False, search=FAST, attacks={})
+    with pytest.raises(ValueError, match="not one of the classifiers"):
+        bounds_table({"f": f}, g, projected=["nope"], **common)
+    with pytest.raises(ValueError, match="two classifiers"):
+        bounds_table({"f": f}, g, transfer=True, **common)
+    with pytest.raises(ValueError, match="two different classifier names"):
+        bounds_table({"f": f, "h": f}, g, transfer=[("f", "f")], **common)
+    with pytest.raises(TypeError, match="string"):
+        bounds_table({"f": f}, g, projected="f", **common)
+    with pytest.raises(ValueError, match="projected_n"):
+        bounds_table({"f": f}, g, projected=True, projected_n=0, **common)

@@ -1,4 +1,5 @@
-"""The empirical CDF of the in-distribution robustness against Theorem 1 of Fawzi et al. (2018).
+"""The empirical CDF of the in-distribution robustness against Theorem 1 of Fawzi et al. (2018),
+and, when the table holds them, Theorem 2 (projected classifier) and Theorem 3 (transfer) panels.
 
 Every plotted value comes from a :class:`~advlab.evaluation.theory.BoundsTable` (its per-point
 robustness and its ``L``); the bound curve is the closed form of eq. (6), nothing is re-measured.
@@ -27,7 +28,7 @@ LOG_SPAN = 10.0  # a bound this many times the smallest median gets a log η axi
 
 
 def bound_cdf_figure(result: Any, *, path: str | os.PathLike[str] | None = None,
-                     title: str | None = None, latent_panel: bool = True) -> Figure:
+                     title: str | None = None, latent_panel: bool = True, theorem_panels: bool = True) -> Figure:
     """Plot ``P(r <= η)`` per classifier against Theorem 1's lower bound.
 
     Left: the empirical CDF of ``r_in`` over the table's samples, one step line per classifier
@@ -39,6 +40,14 @@ def bound_cdf_figure(result: Any, *, path: str | os.PathLike[str] | None = None,
     bound is evidence about the estimates, not against the theorem). Right (``latent_panel``): the
     same for latent robustness, whose bound has ``L = 1``. The η axis is logarithmic when the bound
     on the median is more than ten times the smallest measured median.
+
+    When the table holds them (and ``theorem_panels``), one panel more for each of:
+
+    * Theorem 2: per point, the measured ``r_unc(f̃)`` of the projected classifier against
+      ``r_in(f)``, one marker set per classifier, with the theorem's line ``r_unc = r_in / 2``
+      (labelled ``Theorem 2 ...``; every point should lie on or above it) and ``r_unc = r_in``;
+    * Theorem 3: per pair, the measured rate ``P(r_joint <= η)`` (steps) and its bound
+      ``1 - √(π/2) exp(-(η/L)²/2) - 2δ`` (dashed, labelled ``Theorem 3 ...``).
 
     Args:
         result: a :class:`~advlab.evaluation.theory.BoundsTable` with at least one classifier.
@@ -53,8 +62,16 @@ def bound_cdf_figure(result: Any, *, path: str | os.PathLike[str] | None = None,
     if not names:
         raise ValueError("the bounds table has no classifiers to plot")
     panels = _PANELS if latent_panel else _PANELS[:1]
-    fig = new_figure((6.2 * len(panels), 4.4))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    extra = []
+    if theorem_panels and getattr(result, "projected", None):
+        extra.append(_theorem2_panel)
+    if theorem_panels and getattr(result, "transfer", None):
+        extra.append(_theorem3_panel)
+    fig = new_figure((6.2 * (len(panels) + len(extra)), 4.4))
+    all_axes = fig.subplots(1, len(panels) + len(extra), squeeze=False)[0]
+    axes = all_axes[:len(panels)]
+    for ax, draw in zip(all_axes[len(panels):], extra):
+        draw(ax, result)
     n = result.results[names[0]].n
     for ax, (quantity, xlabel, kind) in zip(axes, panels):
         median_bound = result.bound(quantity)
@@ -97,3 +114,48 @@ def bound_cdf_figure(result: Any, *, path: str | os.PathLike[str] | None = None,
                  fontsize=11)
     save_png(fig, path)
     return fig
+
+
+def _theorem2_panel(ax: Any, result: Any) -> None:
+    """Measured ``r_unc(f̃)`` against ``r_in(f)`` per point, with Theorem 2's line ``r_in / 2``."""
+    top = 0.0
+    for name, res in result.projected.items():
+        r_in = res.r_in.double().cpu().numpy()
+        r_unc = res.r_unc_projected.double().cpu().numpy()
+        ok = np.isfinite(r_in) & np.isfinite(r_unc)
+        top = max(top, float(r_in[ok].max()) if ok.any() else 0.0, float(r_unc[ok].max()) if ok.any() else 0.0)
+        v = res.violations()
+        ax.scatter(r_in[ok], r_unc[ok], s=14, alpha=0.8,
+                   label=f"{name}: {100 * res.fraction_half():.0f}% ≥ r_in/2 ({v['total']} of {v['measured']} below)")
+    top = top * 1.05 or 1.0
+    line = np.array([0.0, top])
+    ax.plot(line, line / 2, color="black", linestyle="--", linewidth=1.8,
+            label="Theorem 2: r_unc(f̃) ≥ r_in(f) / 2")
+    ax.plot(line, line, color="gray", linestyle=":", linewidth=1.0, label="r_unc(f̃) = r_in(f)")
+    ax.set_xlim(0.0, top)
+    ax.set_ylim(0.0, top)
+    ax.set_xlabel(r"$r_{in}(f)$ at x = g(z)")
+    ax.set_ylabel(r"measured $r_{unc}(\tilde f)$, $\tilde f = f \circ g \circ \mathrm{argmin}_z$")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper left", framealpha=0.9)
+    ax.set_title("Theorem 2: the projected classifier", fontsize=10)
+
+
+def _theorem3_panel(ax: Any, result: Any) -> None:
+    """Measured joint-fooling rate against Theorem 3's bound, per pair."""
+    from advlab.evaluation.theory import transfer_bound
+
+    etas = result.theorem3_etas()
+    grid = np.linspace(0.0, float(etas.max()) * 1.05, 400)
+    for i, (name, res) in enumerate(result.transfer.items()):
+        (line,) = ax.plot(grid, res.rate(grid), drawstyle="steps-post", linewidth=1.6,
+                          label=f"{name}: measured (δ = {res.delta:.3f})")
+        ax.plot(grid, transfer_bound(grid, result.lipschitz, delta=res.delta), color=line.get_color(),
+                linestyle="--", linewidth=1.4, label=f"Theorem 3 bound, {name}")
+    ax.set_xlim(0.0, grid[-1])
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(r"η: $\|g(z+r)-g(z)\|_2$ fooling both")
+    ax.set_ylabel(r"$P(\exists v, \|v\|_2 \leq \eta$: both fooled$)$")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
+    ax.set_title(f"Theorem 3: one perturbation, two classifiers (L = {result.lipschitz:.3g})", fontsize=10)

@@ -1,5 +1,7 @@
 """The seed's table: latent, in-distribution and unconstrained robustness per classifier next to
-Theorem 1's upper bounds, with the data behind it (:class:`BoundsTable`, :func:`bounds_table`)."""
+Theorem 1's upper bounds, with the data behind it (:class:`BoundsTable`, :func:`bounds_table`);
+optionally Theorem 2 (the projected classifier, :mod:`.projected`) and Theorem 3 (transfer,
+:mod:`.transfer`) as two more sections."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from advlab.evaluation.theory.generator import Generator, _check_generator, _che
 from advlab.evaluation.theory.latent import LatentSearch
 from advlab.evaluation.theory.lipschitz import LipschitzEstimate, lipschitz_estimate
 from advlab.evaluation.theory.measure import GenerativeRobustness, measure_robustness
+from advlab.evaluation.theory.projected import ProjectedClassifier, ProjectedRobustness, measure_projected
+from advlab.evaluation.theory.transfer import TransferRobustness, measure_transfer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,10 @@ class BoundsTable:
         results: classifier name -> :class:`GenerativeRobustness` (the columns, in order).
         error_rates: classifier name -> error on real test data (optional row).
         provenance: versions, revision, seed and settings (see :func:`advlab.evaluation.provenance`).
+        projected: classifier name -> :class:`ProjectedRobustness` (Theorem 2; empty unless asked for).
+        transfer: pair name ``"f & h"`` -> :class:`TransferRobustness` (Theorem 3; empty unless asked).
+        transfer_etas: the radii of Theorem 3's rows (input metric; default
+            :meth:`TransferRobustness.default_etas`).
     """
 
     lipschitz: float
@@ -56,6 +64,16 @@ class BoundsTable:
     lipschitz_estimate: LipschitzEstimate | None = None
     error_rates: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    projected: dict[str, ProjectedRobustness] = field(default_factory=dict)
+    transfer: dict[str, TransferRobustness] = field(default_factory=dict)
+    transfer_etas: list[float] | None = None
+
+    def theorem3_etas(self) -> np.ndarray:
+        """The η of Theorem 3's rows and figure: ``transfer_etas``, or 8 radii up to ``2 L √(ln 2π)``."""
+        if self.transfer_etas is not None:
+            return np.asarray(self.transfer_etas, dtype=float)
+        top = 2.0 * median_upper_bound(self.lipschitz)
+        return np.linspace(top / 8, top, 8)
 
     @property
     def columns(self) -> list[str]:
@@ -113,12 +131,21 @@ class BoundsTable:
             summary[name]["max_class_prob"] = max(res.class_probs)
             if name in self.error_rates:
                 summary[name]["error_rate"] = self.error_rates[name]
-        return {"lipschitz": self.lipschitz,
-                "lipschitz_estimate": self.lipschitz_estimate.to_dict() if self.lipschitz_estimate else None,
-                "bounds": {"latent": self.bound("latent"), "r_in": self.bound("r_in"),
-                           "r_unc": self.bound("r_unc")},
-                "summary": summary, "per_point": {k: v.to_dict() for k, v in self.results.items()},
-                "provenance": self.provenance}
+        out = {"lipschitz": self.lipschitz,
+               "lipschitz_estimate": self.lipschitz_estimate.to_dict() if self.lipschitz_estimate else None,
+               "bounds": {"latent": self.bound("latent"), "r_in": self.bound("r_in"),
+                          "r_unc": self.bound("r_unc")},
+               "summary": summary, "per_point": {k: v.to_dict() for k, v in self.results.items()},
+               "provenance": self.provenance}
+        if self.projected:  # new sections only when measured: a Theorem 1 table's JSON is unchanged
+            out["theorem2"] = {"summary": {k: v.summary() for k, v in self.projected.items()},
+                               "per_point": {k: v.to_dict() for k, v in self.projected.items()}}
+        if self.transfer:
+            etas = self.theorem3_etas()
+            out["theorem3"] = {"etas": etas.tolist(),
+                               "summary": {k: v.summary(etas) for k, v in self.transfer.items()},
+                               "per_point": {k: v.to_dict() for k, v in self.transfer.items()}}
+        return out
 
     def to_json(self, path: str | None = None) -> str:
         return dump_json(self.to_dict(), path, default=_json_default)
@@ -128,11 +155,16 @@ class BoundsTable:
         """Rebuild a table from :meth:`to_dict` output, so reports render stored numbers."""
         est = data.get("lipschitz_estimate")
         summary = data.get("summary", {})
+        t2 = data.get("theorem2", {}).get("per_point", {})
+        t3 = data.get("theorem3", {})
         return cls(lipschitz=float(data["lipschitz"]),
                    results={name: GenerativeRobustness.from_dict(v) for name, v in data["per_point"].items()},
                    lipschitz_estimate=LipschitzEstimate.from_dict(est) if est else None,
                    error_rates={name: float(v["error_rate"]) for name, v in summary.items() if "error_rate" in v},
-                   provenance=dict(data.get("provenance", {})))
+                   provenance=dict(data.get("provenance", {})),
+                   projected={k: ProjectedRobustness.from_dict(v) for k, v in t2.items()},
+                   transfer={k: TransferRobustness.from_dict(v) for k, v in t3.get("per_point", {}).items()},
+                   transfer_etas=[float(e) for e in t3["etas"]] if "etas" in t3 else None)
 
     @classmethod
     def from_json(cls, text_or_path: str | os.PathLike[str]) -> BoundsTable:
@@ -196,6 +228,72 @@ class BoundsTable:
         note = (f"Median (mean) of {kind} robustness over n = {first.n} samples x = g(z), z ~ N(0, I); "
                 f"label = f(g(z)). L = {self.lipschitz:.4g} ({how}); bound = L·√(ln 2π) "
                 f"(Z-space: L = 1).\n\n")
+        text = note + "\n".join(head + lines) + "\n"
+        if not relative and self.projected:
+            text += "\n" + self._theorem2_markdown()
+        if not relative and self.transfer:
+            text += "\n" + self._theorem3_markdown()
+        return text
+
+    def _theorem2_markdown(self) -> str:
+        names = list(self.projected)
+        res = self.projected
+        cols = " | ".join(names)
+
+        def row(label: str, cells: list[str]) -> str:
+            return f"| {label} | " + " | ".join(cells) + " |"
+
+        def med(t: Tensor) -> str:
+            return _fmt(float(np.median(t.double().cpu().numpy())))
+
+        lines = [f"| | {cols} |", "|---|" + "---:|" * len(names)]
+        lines.append(row("median ½·r_in(f) (Theorem 2: a lower bound on r_unc(f̃))",
+                         [med(0.5 * res[n].r_in) for n in names]))
+        lines.append(row("median r_unc(f̃) measured", [med(res[n].r_unc_projected) for n in names]))
+        lines.append(row("median r_unc(f), the same f unprojected (Theorem 1 table)",
+                         [_fmt(self.results[n].stats("r_unc")["median"]) if n in self.results else "–"
+                          for n in names]))
+        lines.append(row("P(r_unc(f̃) ≥ ½·r_in) measured (theorem: 1)",
+                         [f"{res[n].fraction_half():.2f}" for n in names]))
+        lines.append(row("… against r_in tightened by f̃'s projections",
+                         [f"{res[n].fraction_half(tight=True):.2f}" for n in names]))
+        lines.append(row("violations: total (loose r_in / inexact projection) of measured",
+                         [f"{v['total']} ({v['loose_r_in']} / {v['projection']}) of {v['measured']}"
+                          for v in (res[n].violations() for n in names)]))
+        lines.append(row("r_unc(f̃) / r_in: min / median / max", [
+            " / ".join(_fmt(res[n].summary()["ratio"][k]) for k in ("min", "median", "max")) for n in names]))
+        lines.append(row("median projection residual ‖g(z*(x)) − x‖ at x = g(z)",
+                         [med(res[n].residual_at_x) for n in names]))
+        lines.append(row("f̃(x) = f(x)", [f"{100 * float(res[n].label_kept.float().mean()):.0f}%" for n in names]))
+        first = next(iter(res.values()))
+        attacks = ", ".join(first.by_attack) or "none"
+        note = (f"Theorem 2 (projected classifier f̃(x) = f(g(z*)), z* = argmin_z ‖g(z) − x‖₂ by Adam): "
+                f"n = {first.n} points x = g(z); r_unc(f̃) = smallest verified label change of f̃ over: "
+                f"{attacks} (f̃ is not differentiable: decision-based and BPDA attacks; an upper bound "
+                f"on the true r_unc(f̃)). The theorem needs the exact argmin; violations are counted, "
+                f"not hidden.\n\n")
+        return note + "\n".join(lines) + "\n"
+
+    def _theorem3_markdown(self) -> str:
+        etas = self.theorem3_etas()
+        pairs = list(self.transfer)
+        head = ["| η | " + " | ".join(f"{p}: measured / bound" for p in pairs) + " |",
+                "|---:|" + "---:|" * len(pairs)]
+        rates = {p: (self.transfer[p].rate(etas), self.transfer[p].bound(etas)) for p in pairs}
+        lines = [f"| {_fmt(float(e))} | " + " | ".join(f"{rates[p][0][i]:.2f} / {rates[p][1][i]:.2f}" for p in pairs)
+                 + " |" for i, e in enumerate(etas)]
+        lines.append("| δ = P(f(g(z)) ≠ h(g(z))) | " + " | ".join(
+            f"{self.transfer[p].delta:.3f} ({self.transfer[p].delta_samples} samples)" for p in pairs) + " |")
+        lines.append("| f's own minimal r_in perturbation also fools h | " + " | ".join(
+            f"{100 * self.transfer[p].f_transfers:.0f}%" for p in pairs) + " |")
+        lines.append("| median joint radius (found) | " + " | ".join(
+            f"{_fmt(float(np.median(self.transfer[p].joint.double().cpu().numpy())))} "
+            f"({int(torch.isfinite(self.transfer[p].joint).sum())}/{self.transfer[p].n})" for p in pairs) + " |")
+        first = next(iter(self.transfer.values()))
+        note = (f"Theorem 3 (transfer): P(one v, ‖v‖₂ ≤ η, fools both) ≥ 1 − √(π/2)·exp(−(η/L)²/2) − 2δ, "
+                f"L = {self.lipschitz:.4g}. Measured: fraction of n = {first.n} points x = g(z) where a "
+                f"generated perturbation g(z + r) − g(z) of norm ≤ η changes both labels (a lower estimate "
+                f"of the probability).\n\n")
         return note + "\n".join(head + lines) + "\n"
 
 
@@ -224,7 +322,11 @@ def bounds_table(classifiers: Mapping[str, nn.Module], g: Generator, *, latent_d
                  lipschitz_samples: int = 256, test_data: tuple[Tensor, Tensor] | None = None,
                  input_shape: Sequence[int] | None = None, search: LatentSearch | None = None,
                  attacks: Mapping[str, AttackLike] | None = None, batch_size: int = 256, progress: bool = True,
-                 extra_provenance: Mapping[str, Any] | None = None) -> BoundsTable:
+                 extra_provenance: Mapping[str, Any] | None = None,
+                 projected: bool | Sequence[str] = False, projected_n: int | None = None,
+                 projection: Mapping[str, Any] | None = None, query_budget: int = 2000,
+                 transfer: bool | Sequence[tuple[str, str]] = False,
+                 transfer_etas: Sequence[float] | None = None, delta_samples: int = 10_000) -> BoundsTable:
     """Measure the seed's table: for each classifier, latent, in-distribution and unconstrained
     robustness at ``n`` points ``g(z)``, ``z ~ N(0, I)`` (the same ``z`` for every classifier, drawn
     from a generator seeded with ``seed``), next to Theorem 1's upper bounds.
@@ -238,6 +340,13 @@ def bounds_table(classifiers: Mapping[str, nn.Module], g: Generator, *, latent_d
         test_data: ``(x, y)`` real test data for the error-rate row.
         input_shape: the data shape; default: each classifier's ``in_shape`` when it has one.
         search, attacks: see :func:`measure_robustness`.
+        projected: Theorem 2 for these classifiers (``True``: all): :func:`measure_projected` at the
+            first ``projected_n`` of the ``n`` points (default all; each query of ``f̃`` runs a
+            projection), with ``ProjectedClassifier(f, g, latent_dim, **projection)`` and
+            ``query_budget`` HopSkipJump queries per point.
+        transfer: Theorem 3 for these pairs of classifier names (``True``: every pair):
+            :func:`measure_transfer` at the same points, with the table's ``L``; ``transfer_etas``
+            the radii of its rows, ``delta_samples`` codes for the disagreement ``δ``.
 
     Example:
         >>> table = bounds_table({"cnn": cnn}, vae.decoder, latent_dim=8, n=200)
@@ -257,6 +366,7 @@ def bounds_table(classifiers: Mapping[str, nn.Module], g: Generator, *, latent_d
     for name, f in classifiers.items():
         check_model(f)
         _check_shapes(f, sample_shape, input_shape, name)
+    _theorem_targets(classifiers, projected, transfer, projected_n)  # fail before measuring anything
     est, L = _lipschitz(lipschitz, g, latent_dim=latent_dim, samples=lipschitz_samples, seed=seed,
                         device=device)
     z = torch.randn(n, latent_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
@@ -274,18 +384,66 @@ def bounds_table(classifiers: Mapping[str, nn.Module], g: Generator, *, latent_d
         log.info("%s: median latent %.4g, r_in %.4g, r_unc %.4g (%.0fs)", name,
                  results[name].stats("latent")["median"], results[name].stats("r_in")["median"],
                  results[name].stats("r_unc")["median"], results[name].seconds)
+    projected_results, transfer_results = _theorems_2_and_3(
+        classifiers, g, z, latent_dim=latent_dim, L=L, seed=seed, search=search,
+        projected=projected, projected_n=projected_n, projection=projection, query_budget=query_budget,
+        transfer=transfer, delta_samples=delta_samples, progress=progress)
     first = next(iter(results.values()))
+    extra = dict(extra_provenance or {})
+    if projected_results:
+        extra["theorem2"] = {"classifiers": list(projected_results), "n": next(iter(projected_results.values())).n,
+                             "measurement": next(iter(projected_results.values())).config}
+    if transfer_results:
+        extra["theorem3"] = {"pairs": [list(t.pair) for t in transfer_results.values()],
+                             "delta_samples": delta_samples}
     prov = provenance(seed=seed, n=n, latent_dim=latent_dim, lipschitz=L,
                       lipschitz_settings=est.settings if est is not None else "given",
                       classifiers=list(results), measurement=first.config,
-                      **dict(extra_provenance or {}))
+                      **extra)
     for name, res in results.items():
         if max(res.class_probs) > 0.5:
             log.warning("%s predicts one class on %.0f%% of the samples: eq. (6) assumes every class "
                         "has probability <= 1/2; compare with the class-wise bound (eq. 4)",
                         name, 100 * max(res.class_probs))
     return BoundsTable(lipschitz=L, results=results, lipschitz_estimate=est, error_rates=errors,
-                       provenance=prov)
+                       provenance=prov, projected=projected_results, transfer=transfer_results,
+                       transfer_etas=[float(e) for e in transfer_etas] if transfer_etas is not None else None)
+
+
+def _names(option: bool | Sequence[Any], all_names: list[str], what: str) -> list[Any]:
+    if option is True:
+        return all_names
+    if option is False or option is None:
+        return []
+    if isinstance(option, (str, bytes)):
+        raise TypeError(f"{what} must be True, False or a list, got the string {option!r}")
+    return list(option)
+
+
+def _theorems_2_and_3(classifiers: Mapping[str, nn.Module], g: Generator, z: Tensor, *,
+                      latent_dim: int, L: float, seed: int,
+                      search: LatentSearch, projected: bool | Sequence[str], projected_n: int | None,
+                      projection: Mapping[str, Any] | None, query_budget: int,
+                      transfer: bool | Sequence[tuple[str, str]], delta_samples: int, progress: bool,
+                      ) -> tuple[dict[str, ProjectedRobustness], dict[str, TransferRobustness]]:
+    """The optional Theorem 2 and 3 sections of :func:`bounds_table`."""
+    proj_names, pairs = _theorem_targets(classifiers, projected, transfer, projected_n)
+    zp = z[:projected_n] if projected_n is not None else z
+    out2: dict[str, ProjectedRobustness] = {}
+    for name in tqdm(proj_names, desc="theorem 2", disable=not progress or not proj_names):
+        f = classifiers[name]
+        ft = ProjectedClassifier(f, g, latent_dim, **dict(projection or {}))
+        out2[name] = measure_projected(f, g, zp, name=name, projected=ft, search=search,
+                                       query_budget=query_budget, seed=seed)
+        s = out2[name].summary()
+        log.info("%s: Theorem 2 holds at %.0f%% of %d points (median r_unc(f̃)/r_in %.3g), %.0fs", name,
+                 100 * s["fraction_half"], s["n"], s["ratio"]["median"], out2[name].seconds)
+    out3: dict[str, TransferRobustness] = {}
+    for a, b in tqdm(pairs, desc="theorem 3", disable=not progress or not pairs):
+        res = measure_transfer(classifiers[a], classifiers[b], g, z, lipschitz=L, names=(a, b), search=search,
+                               delta_samples=delta_samples, seed=seed + 2)
+        out3[res.name] = res
+    return out2, out3
 
 
 def _lipschitz(lipschitz: float | LipschitzEstimate | None, g: Generator, *, latent_dim: int, samples: int,
@@ -301,3 +459,26 @@ def _lipschitz(lipschitz: float | LipschitzEstimate | None, g: Generator, *, lat
     if isinstance(lipschitz, LipschitzEstimate):
         return lipschitz, _check_lipschitz(lipschitz.value)
     return None, _check_lipschitz(lipschitz)
+
+
+def _theorem_targets(classifiers: Mapping[str, nn.Module], projected: bool | Sequence[str],
+                     transfer: bool | Sequence[tuple[str, str]], projected_n: int | None,
+                     ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The classifiers of Theorem 2 and the pairs of Theorem 3, checked (before anything is measured)."""
+    names = list(classifiers)
+    proj_names = _names(projected, names, "projected")
+    if transfer is True:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        if not pairs:
+            raise ValueError("transfer=True needs at least two classifiers")
+    else:
+        pairs = [tuple(p) for p in _names(transfer, names, "transfer")]
+    for name in proj_names:
+        if name not in classifiers:
+            raise ValueError(f"projected names {name!r}, which is not one of the classifiers {names}")
+    for pair in pairs:
+        if len(pair) != 2 or any(p not in classifiers for p in pair) or pair[0] == pair[1]:
+            raise ValueError(f"transfer pairs must be two different classifier names out of {names}, got {pair!r}")
+    if projected_n is not None:
+        check_int("projected_n", projected_n)
+    return proj_names, pairs
