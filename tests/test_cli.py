@@ -146,6 +146,22 @@ def test_bounds_command_writes_the_table(checkpoint, tmp_path):
     assert "|" in (out / "bounds.md").read_text()
 
 
+def test_bounds_command_theorem_2(checkpoint, tmp_path):
+    out = tmp_path / "bounds2"
+    assert main(["bounds", "--checkpoint", f"cnn={checkpoint}", "--latent-dim", "4", "--vae-epochs", "2",
+                 "--n", "6", "--lipschitz-samples", "16", "--projected", "2", "--query-budget", "50",
+                 "--projection-steps", "20", "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "bounds.json").read_text())
+    assert data["theorem2"]["summary"]["cnn"]["n"] == 2 and "theorem3" not in data
+    assert "Theorem 2" in (out / "bounds.md").read_text()
+
+
+def test_bounds_transfer_needs_two_checkpoints(checkpoint, capsys, tmp_path):
+    assert main(["bounds", "--checkpoint", f"cnn={checkpoint}", "--latent-dim", "4", "--vae-epochs", "1",
+                 "--n", "4", "--transfer", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "two classifiers" in capsys.readouterr().err
+
+
 def test_bounds_checkpoint_must_be_name_equals_dir(checkpoint, capsys, tmp_path):
     assert main(["bounds", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
     assert "NAME=DIR" in capsys.readouterr().err

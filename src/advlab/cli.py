@@ -61,6 +61,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -381,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-epochs", type=_positive_int, default=8)
     p.add_argument("--n", "--points", dest="n", type=_positive_int, default=200, help="generated points per classifier")
     p.add_argument("--lipschitz-samples", type=_positive_int, default=256)
+    p.add_argument("--projected", type=_count, default=0, metavar="N",
+                   help="Theorem 2: the projected classifier f(g(argmin ||g(z) - x||)) at the first N points "
+                        "(decision-based and BPDA attacks; slow: every query runs a projection); default 0: off")
+    p.add_argument("--transfer", action="store_true",
+                   help="Theorem 3: the rate at which one perturbation fools both classifiers of each pair")
+    p.add_argument("--query-budget", type=_positive_int, default=1000,
+                   help="HopSkipJump queries per point on the projected classifier (default 1000)")
+    p.add_argument("--projection-steps", type=_positive_int, default=300,
+                   help="Adam steps of each projection argmin ||g(z) - x|| (default 300)")
     _job_options(p)
 
     p = _command(sub, "run", help="run an experiment spec (TOML) into a results store",
@@ -517,7 +536,9 @@ def _run(args: argparse.Namespace) -> int:
         runs.bounds_job(checkpoints=checkpoints, out=args.out, data=args.data, vae=args.vae,
                         latent_dim=args.latent_dim, vae_epochs=args.vae_epochs, n=args.n, seed=args.seed,
                         lipschitz_samples=args.lipschitz_samples, data_dir=args.data_dir,
-                        download=args.download, progress=not args.no_progress)
+                        download=args.download, progress=not args.no_progress,
+                        projected_n=args.projected, transfer=args.transfer,
+                        query_budget=args.query_budget, projection_steps=args.projection_steps)
     elif args.command == "run":
         return _run_spec(args)
     elif args.command in ("results", "leaderboard"):

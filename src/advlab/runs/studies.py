@@ -91,7 +91,8 @@ def bounds_job(*, checkpoints: Mapping[str, str | Path], out: str | Path, data: 
                vae: str | Path | None = None, latent_dim: int = 10, vae_hidden: int = 400,
                vae_epochs: int = 8, vae_batch_size: int = 128, vae_lr: float = 1e-3, n: int = 200,
                seed: int = 0, lipschitz_samples: int = 256, data_dir: str | None = None,
-               download: bool = False, progress: bool = True, quiet: bool = False) -> BoundsOutput:
+               download: bool = False, progress: bool = True, quiet: bool = False, projected_n: int = 0,
+               transfer: bool = False, query_budget: int = 1000, projection_steps: int = 300) -> BoundsOutput:
     """Train (or load) a VAE on the classifiers' training data and measure the Fawzi et al. table.
 
     Meant for ``advlab bounds``: ``checkpoints`` maps a column name to a saved classifier (an
@@ -99,6 +100,11 @@ def bounds_job(*, checkpoints: Mapping[str, str | Path], out: str | Path, data: 
     directory: loaded when it holds a VAE trained with the same settings, else trained there
     (default ``out/vae``). Writes ``out/bounds.json`` (per-point values, summary, provenance),
     ``out/bounds.md`` (absolute and relative tables) and ``out/bounds_cdf.png``.
+
+    ``projected_n > 0`` adds Theorem 2 for every classifier at the first ``projected_n`` points
+    (``projection_steps`` Adam steps per projection, warm-started at the VAE encoder's mean as well
+    as the usual starts; ``query_budget`` HopSkipJump queries per point); ``transfer`` adds
+    Theorem 3 for every pair of classifiers.
     """
     from advlab.data import load_dataset
     from advlab.evaluation.theory import bounds_table
@@ -140,9 +146,16 @@ def bounds_job(*, checkpoints: Mapping[str, str | Path], out: str | Path, data: 
         test_rec = float((generator_model(test.x[:2000]) - test.x[:2000]).flatten(1).norm(dim=1).median())
     classifiers = {name: load(path) for name, path in checkpoints.items()}
     t0 = time.perf_counter()
+    vae_model = generator_model
+    theorems: dict[str, Any] = {}
+    if projected_n:
+        theorems.update(projected=True, projected_n=min(projected_n, n), query_budget=query_budget,
+                        projection={"steps": projection_steps, "encoder": lambda x: vae_model.encode(x)[0]})
+    if transfer:
+        theorems["transfer"] = True
     table = bounds_table(classifiers, generator_model.decoder, latent_dim=latent_dim, n=n, seed=seed,
                          lipschitz_samples=lipschitz_samples, test_data=(test.x, test.y),
-                         input_shape=tuple(train.input_shape), progress=progress,
+                         input_shape=tuple(train.input_shape), progress=progress, **theorems,
                          extra_provenance={"dataset": train.name, "vae": vae_info,
                                            "vae_test_reconstruction_l2_median": test_rec,
                                            "checkpoints": {k: str(v) for k, v in checkpoints.items()},
