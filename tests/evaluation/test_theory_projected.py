@@ -143,6 +143,7 @@ def test_theorem2_on_a_flat_manifold():
     assert res.fraction_half() == 1.0 and res.violations()["total"] == 0
     ratio = res.ratio.numpy()
     assert np.all(ratio >= 0.95) and np.all(ratio <= 1.01), ratio
+    assert res.above_r_in() == 0  # the exact projection recovers every g(z + r): f̃ = f on the manifold
     assert bool(res.label_kept.all()) and float(res.latent_error.max()) <= 1e-3
     assert bool((res.r_in_tight <= res.r_in).all())
     # every reported radius is a verified label change of f̃

@@ -110,7 +110,8 @@ def bound_cdf_figure(result: Any, *, path: str | os.PathLike[str] | None = None,
         ax.grid(True, alpha=0.3, which="both" if log_axis else "major")
         ax.legend(fontsize=7.5, loc="upper left" if log_axis else "lower right", framealpha=0.9)
         ax.set_title(f"{kind} (L = {L:.3g})", fontsize=10)
-    fig.suptitle(title or f"Empirical CDF vs Theorem 1 (Fawzi et al. 2018), n = {n} samples x = g(z)",
+    which = "Theorems 1-3" if extra else "Theorem 1"
+    fig.suptitle(title or f"Empirical CDF vs {which} (Fawzi et al. 2018), n = {n} samples x = g(z)",
                  fontsize=11)
     save_png(fig, path)
     return fig

@@ -234,6 +234,14 @@ class ProjectedRobustness:
                 "projection": int(bad_tight.sum()), "label_changed_at_x": int((bad_tight & ~self.label_kept).sum()),
                 "measured": int(ok.sum())}
 
+    def above_r_in(self) -> int:
+        """Points where ``r_unc(f̃) > r_in(f)`` (by more than 0.1%). Not a violation of Theorem 2, but
+        with an exact projection ``f̃ = f`` on the generator's range, so the in-distribution point
+        ``g(z + r)`` would change ``f̃``'s label too: each such point is a projection that missed
+        ``g(z + r)`` (or a generator that maps two codes to one image)."""
+        ok = self._measured()
+        return int((ok & (self.r_unc_projected > self.r_in * 1.001)).sum())
+
     def summary(self) -> dict[str, Any]:
         ratio = self.ratio.double().cpu().numpy()
         fin = ratio[np.isfinite(ratio)]
@@ -246,6 +254,7 @@ class ProjectedRobustness:
                 "median_residual_at_x": float(self.residual_at_x.median()),
                 "median_latent_error": float(self.latent_error.median()),
                 "label_kept": float(self.label_kept.float().mean()),
+                "above_r_in": self.above_r_in(),
                 "best_attack": {k: int((v <= self.r_unc_projected).sum()) for k, v in self.by_attack.items()}}
 
     _TENSORS = ("r_in", "r_unc_projected", "r_in_tight", "residual_at_adv", "residual_at_x", "latent_error")

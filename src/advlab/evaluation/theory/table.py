@@ -262,6 +262,8 @@ class BoundsTable:
                           for v in (res[n].violations() for n in names)]))
         lines.append(row("r_unc(f̃) / r_in: min / median / max", [
             " / ".join(_fmt(res[n].summary()["ratio"][k]) for k in ("min", "median", "max")) for n in names]))
+        lines.append(row("r_unc(f̃) > r_in(f): the projection missed g(z + r) (exact: never)",
+                         [f"{res[n].above_r_in()} of {res[n].violations()['measured']}" for n in names]))
         lines.append(row("median projection residual ‖g(z*(x)) − x‖ at x = g(z)",
                          [med(res[n].residual_at_x) for n in names]))
         lines.append(row("f̃(x) = f(x)", [f"{100 * float(res[n].label_kept.float().mean()):.0f}%" for n in names]))
