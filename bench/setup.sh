@@ -42,7 +42,8 @@ pip_install() {
 
 pip_install "torch==$TORCH_VERSION"
 pip_install -e "$ROOT"
-pip_install scipy tqdm requests
+# (multiprocess: ART's AutoAttack imports it, and ART's metadata does not ask for it)
+pip_install scipy tqdm requests multiprocess
 pip_install "adversarial-robustness-toolbox==$ART_VERSION" \
     "foolbox==$FOOLBOX_VERSION" "eagerpy==$EAGERPY_VERSION"
 # last, so that no later resolver run complains about the torchvision it does not get
