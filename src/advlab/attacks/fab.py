@@ -200,11 +200,13 @@ class _FABConfig(Attack):
 
         def keep_best(cand: Tensor, logits: Tensor, sel: Tensor) -> Tensor:
             """Keep ``cand`` (rows ``sel``) where it is adversarial and the closest so far; ``(R,)``
-            bool: adversarial."""
+            bool: adversarial. A point kept must be adversarial by more than float noise
+            (:func:`_stable`); the backward step follows every adversarial point, as in the paper
+            (an iterate left on the boundary would linearise to a zero step and stay there)."""
             p = pts[sel]
-            hit = run.adversarial(logits, p) & _stable(logits) & torch.isfinite(logits).all(dim=1)
+            hit = run.adversarial(logits, p) & torch.isfinite(logits).all(dim=1)
             dist = lp_norm(cand.to(work) - x0w[sel].view_as(cand), threat.norm)
-            better = hit & (dist < best["norm"][p])
+            better = hit & _stable(logits) & (dist < best["norm"][p])
             if bool(better.any()):
                 q = p[better]
                 best["norm"][q] = dist[better]
