@@ -528,7 +528,7 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                     if sparse != (norm == "l0"):
                         raise SpecError(f"{where.at(tname, 'norm', i)}: {a['name']} " + (
                             "counts changed features: it needs norm = \"l0\" (eps then counts features)" if sparse
-                            else f"steps in an Lp norm; norm = \"l0\" is for the sparse attacks (jsma, pgd-l0)"))
+                            else "steps in an Lp norm; norm = \"l0\" is for the sparse attacks (jsma, pgd-l0)"))
                     config["eps"] = _eps_list(m.get("eps"), where, tname, i)
                     if sparse and any(not float(e).is_integer() for e in config["eps"]):
                         raise SpecError(f"{where.at(tname, 'eps', i)}: an L0 budget is a whole number of features, "
