@@ -48,3 +48,15 @@ def require_peer(name: str):
             pytest.fail(f"{name} is required here (ADVLAB_REQUIRE_PEERS is set) but cannot be imported: "
                         f"{err}; install it with `pip install --no-deps {name}`", pytrace=False)
         pytest.skip(f"{name} is not installed", allow_module_level=True)
+
+
+def linear_two_class(d: int = 16, seed: int = 0) -> nn.Module:
+    """Two logits whose boundary w·x + b = 0 (w = w_1 - w_0) passes through the box's centre: the
+    linear model of the closed-form tests (minimal distances, certified radii)."""
+    g = torch.Generator().manual_seed(seed)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
+    with torch.no_grad():
+        m[1].weight.copy_(torch.randn(2, d, generator=g))
+        w = m[1].weight[1] - m[1].weight[0]
+        m[1].bias.copy_(torch.tensor([0.0, float(-(w * 0.5).sum())]))
+    return m.eval()

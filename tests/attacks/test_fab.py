@@ -13,21 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from _helpers import assert_unchanged, snapshot
+from _helpers import assert_unchanged, snapshot, linear_two_class
 from advlab.attacks import APGD, FAB, FABT, make_attack
 from advlab.attacks.fab import project_hyperplane_box
 from advlab.threat import lp_norm
 
 
-def _linear(d: int = 16, seed: int = 0) -> nn.Module:
-    """Two logits whose boundary w·x + b = 0 (w = w_1 - w_0) passes through the box's centre."""
-    g = torch.Generator().manual_seed(seed)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
-    with torch.no_grad():
-        m[1].weight.copy_(torch.randn(2, d, generator=g))
-        w = m[1].weight[1] - m[1].weight[0]
-        m[1].bias.copy_(torch.tensor([0.0, float(-(w * 0.5).sum())]))
-    return m.eval()
 
 
 # -- the projection -------------------------------------------------------------------------------
@@ -144,7 +135,7 @@ def test_on_a_linear_model_the_distance_is_the_exact_minimum(norm):
     """Two classes, f(x) = Wx + b: the smallest change of class in Lp is |w·x + b| / ||w||_q (q the
     dual norm) when the nearest boundary point lies in the box. FAB must come within 1% of it
     (and, its points being adversarial points of the box, never below it)."""
-    model = _linear()
+    model = linear_two_class()
     x, exact = _points_at_distance(model, norm)
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -159,7 +150,7 @@ def test_on_a_linear_model_the_distance_is_the_exact_minimum(norm):
 
 
 def test_on_a_linear_model_a_finite_eps_keeps_exactly_the_points_within_it():
-    model = _linear()
+    model = linear_two_class()
     x, exact = _points_at_distance(model, "l2")
     with torch.no_grad():
         y = model(x).argmax(1)

@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from _helpers import assert_unchanged, snapshot
+from _helpers import assert_unchanged, snapshot, linear_two_class
 from advlab.attacks import LBFGS, CarliniWagnerL2, make_attack
 
 
-def _linear(d: int = 16, seed: int = 0) -> nn.Module:
-    """Two logits whose boundary w·x + b = 0 (w = w_1 - w_0) passes through the box's centre."""
-    g = torch.Generator().manual_seed(seed)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
-    with torch.no_grad():
-        m[1].weight.copy_(torch.randn(2, d, generator=g))
-        w = m[1].weight[1] - m[1].weight[0]
-        m[1].bias.copy_(torch.tensor([0.0, float(-(w * 0.5).sum())]))
-    return m.eval()
 
 
 def test_on_a_linear_model_the_distance_is_the_exact_box_constrained_minimum():
     """Two classes, f(x) = Wx + b: when the nearest point of the boundary lies inside the box,
     the smallest L2 change of class is the distance to the hyperplane, |w·x + b| / ||w||.
     L-BFGS must come within 1% of it (and, being a point of the box, never below it)."""
-    model = _linear()
+    model = linear_two_class()
     w = (model[1].weight[1] - model[1].weight[0]).detach()
     b = (model[1].bias[1] - model[1].bias[0]).detach()
     g = torch.Generator().manual_seed(1)

@@ -7,30 +7,21 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
-from _helpers import assert_unchanged, snapshot
+from _helpers import assert_unchanged, snapshot, linear_two_class
 from advlab.attacks import EOT, PGD
 from advlab.certify import SmoothedClassifier
 from advlab.defenses import GaussianNoise, RandomNoise, train
 from advlab.models import build_seeded
 
 
-def _linear(d: int = 16) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
-    with torch.no_grad():
-        m[1].weight.copy_(torch.randn(2, d, generator=g))
-        w = m[1].weight[1] - m[1].weight[0]
-        m[1].bias.copy_(torch.tensor([0.0, float(-(w * 0.5).sum())]))
-    return m.eval()
 
 
 def test_on_a_linear_model_the_radius_approaches_the_distance_to_the_boundary():
     """For f(x) = argmax(Wx + b) with two classes, g = f and p_A = Φ(|w·x+b| / (σ||w||)): the
     exact certified radius σΦ⁻¹(p_A) is the distance to the hyperplane. The certificate (a lower
     confidence bound) must never exceed it and, with n = 20,000, come within 15% of it."""
-    model = _linear()
+    model = linear_two_class()
     w = (model[1].weight[1] - model[1].weight[0]).detach()
     b = (model[1].bias[1] - model[1].bias[0]).detach()
     x = 0.3 + 0.4 * torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(1))
