@@ -30,7 +30,8 @@ def test_evaluation_and_runs_api_are_pinned():
         "MinimalNorms", "measure_minimal_norms", "quantiles", "robust_accuracy_curve",
         "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
         "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
-        "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate", "TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"}
+        "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate", "TransferCell",
+        "FoolingResult", "NoiseConfidence", "fooling_images", "noise_confidence", "TransferMatrix", "WhiteBox", "transfer_matrix"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job",
                                 "geometry_job", "measure_job", "train_job"}
 

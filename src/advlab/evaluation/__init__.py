@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advlab.evaluation.audit import AuditReport, Check, audit
 from advlab.evaluation.cascade import Cascade, CascadeResult, strong_attacks, strong_evaluate
+from advlab.evaluation.fooling import FoolingResult, NoiseConfidence, fooling_images, noise_confidence
 from advlab.evaluation.geometry import (CosineSimilarity, DecisionMap, SubspaceDims, Trajectory,
                                         adversarial_subspace_dim, decision_map, gaas_directions,
                                         perturbation_cosine_similarity, record_trajectory)
@@ -22,4 +23,5 @@ __all__ = ["AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow",
            "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
            "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
            "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate",
+           "FoolingResult", "NoiseConfidence", "fooling_images", "noise_confidence",
            "TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"]

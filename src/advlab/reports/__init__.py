@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from advlab.reports.bounds import bound_cdf_figure
 from advlab.reports.curve import accuracy_curve
+from advlab.reports.fooling import fooling_gallery
 from advlab.reports.gallery import gallery, gallery_from_result
 from advlab.reports.geometry import cosine_figure, decision_map_figure, decision_maps_figure, subspace_dim_figure
 from advlab.reports.minimal import minimal_norms_figure
 from advlab.reports.page import write_report
 from advlab.reports.table import write_table
 
-__all__ = ["accuracy_curve", "bound_cdf_figure", "cosine_figure", "decision_map_figure", "decision_maps_figure", "gallery",
+__all__ = ["accuracy_curve", "bound_cdf_figure", "cosine_figure", "decision_map_figure", "decision_maps_figure",
+           "fooling_gallery", "gallery",
            "gallery_from_result", "minimal_norms_figure", "subspace_dim_figure", "write_report", "write_table"]

@@ -191,10 +191,8 @@ def _as_evaluation(rows: list[dict[str, Any]], extra: dict[str, Any], method: st
 def _curve(rows: list[dict[str, Any]], radius: torch.Tensor, *, method: str, path: Path, title: str) -> None:
     """Certified accuracy against the radius: the exact step curve from the per-point radii, with
     the table's radii marked (and PGD's robust accuracy for IBP)."""
-    import matplotlib
+    from advlab.reports._figure import new_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     n = max(int(radius.numel()), 1)
     r_sorted = torch.sort(radius[radius > 0]).values.tolist()
@@ -205,7 +203,8 @@ def _curve(rows: list[dict[str, Any]], radius: torch.Tensor, *, method: str, pat
         ys += [(len(r_sorted) - i) / n, (len(r_sorted) - i - 1) / n]
     xs.append(top)
     ys.append(ys[-1])
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig = new_figure((6, 4))
+    ax = fig.subplots()
     ax.plot(xs, [100 * v for v in ys], label="certified (per-point radii)", color="tab:blue")
     ax.scatter([r["radius"] for r in rows], [100 * r["certified_accuracy"] for r in rows], color="tab:blue", zorder=3)
     if method == "ibp":
@@ -218,9 +217,7 @@ def _curve(rows: list[dict[str, Any]], radius: torch.Tensor, *, method: str, pat
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 __all__ = ["CertifyOutput", "METHODS", "certify_job", "certify_points"]
