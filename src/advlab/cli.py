@@ -348,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     _points_options(p, n=200, batch_size=1000, what="test images to certify")
     _job_options(p, progress=False)
 
+    p = _command(sub, "fooling", help="fooling images from noise, and how sure the model is of plain noise",
+                       description="Push uniform and Gaussian noise to every class with a targeted PGD until the "
+                                   "model's probability reaches --level (Nguyen et al. 2015), draw them per class, "
+                                   "and count how often plain, unattacked noise is already classified that "
+                                   "confidently; writes fooling.json, fooling.md and fooling_<noise>.png.")
+    _model_options(p)
+    p.add_argument("--level", type=float, default=0.99, help="the confidence to reach (default 0.99)")
+    p.add_argument("--per-class", type=_positive_int, default=4, help="fooling images per class (default 4)")
+    p.add_argument("--steps", type=_positive_int, default=200, help="PGD steps at most (default 200)")
+    p.add_argument("--noise-n", type=_positive_int, default=1000, help="plain noise samples (default 1000)")
+    _job_options(p, progress=False)
+
     p = _command(sub, "audit", help="check an evaluation for gradient masking (Carlini et al. 2019)",
                        description="Run the gradient-masking checks on a checkpoint: logits not probabilities, "
                                    "determinism, non-zero gradients, iterative beats single-step, success rises "
@@ -507,6 +519,11 @@ def _run(args: argparse.Namespace) -> int:
                    vat_eps=args.vat_eps, sigma=args.sigma, labels=args.labels, static=args.static, baseline=args.baseline,
                    surrogate=args.surrogate, eval_eps=args.eval_eps, budget=args.budget,
                    data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+    elif args.command == "fooling":
+        from advlab.runs.fooling import fooling_job
+        fooling_job(checkpoint=_source(args), device=args.device, out=args.out, level=args.level,
+                    per_class=args.per_class, steps=args.steps, noise_n=args.noise_n, seed=args.seed, data=args.data,
+                    data_dir=args.data_dir, download=args.download)
     elif args.command == "certify":
         from advlab.runs.certify import certify_job
         certify_job(checkpoint=_source(args), device=args.device, out=args.out, method=args.method, radii=args.radii,

@@ -55,3 +55,24 @@ def test_bad_input_is_a_clear_error(cnn_model, kwargs, match):
     args = {"input_shape": (1, 8, 8), **kwargs}
     with pytest.raises(ValueError, match=match):
         fooling_images(cnn_model, **args)
+
+
+def test_advlab_fooling_writes_galleries_and_the_noise_rate(tmp_path):
+    import json
+
+    from advlab.cli import main
+
+    ckpt = tmp_path / "cnn"
+    assert main(["train", "--data", "digits", "--model", "small-cnn", "--epochs", "3", "--out", str(ckpt),
+                 "--no-progress"]) == 0
+    out = tmp_path / "fool"
+    # (a 3-epoch CNN is unsure even of real digits: its top probability stays below 0.5)
+    assert main(["fooling", "--checkpoint", str(ckpt), "--level", "0.3", "--per-class", "2", "--steps", "100",
+                 "--noise-n", "200", "--out", str(out)]) == 0
+    s = json.loads((out / "fooling.json").read_text())
+    assert set(s["starts"]) == {"uniform", "gaussian"}
+    for start in ("uniform", "gaussian"):
+        assert 0.0 <= s["starts"][start]["noise_rate"] <= 1.0 and s["starts"][start]["n"] == 20
+        assert (out / f"fooling_{start}.png").read_bytes()[:4] == b"\x89PNG"
+    assert s["starts"]["uniform"]["reached"] >= 0.5
+    assert main(["fooling", "--checkpoint", str(ckpt), "--level", "1.5", "--out", str(tmp_path / "bad")]) != 0
