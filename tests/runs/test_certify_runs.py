@@ -136,6 +136,10 @@ def test_advlab_certify_writes_its_table_figure_and_json(tmp_path):
                  "--n", "10", "--out", str(tmp_path / "bad")]) != 0
     assert main(["evaluate", "--checkpoint", str(ckpt), "--attacks", "pgd", "--norm", "l0", "--eps", "1",
                  "--n", "10", "--out", str(tmp_path / "bad2")]) != 0
+    # a fractional feature budget is refused before anything runs
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--attacks", "jsma", "--eps", "1.5",
+                 "--n", "10", "--out", str(tmp_path / "bad3")]) != 0
+    assert not (tmp_path / "bad3").exists()
 
 
 L0_SPEC = """

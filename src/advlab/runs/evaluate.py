@@ -88,6 +88,10 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
                                  device=device)
     configs = evaluation_attacks(attacks, norm=norm, steps=steps, step_size=step_size, eps=max(eps),
                                  bounds=model_bounds(card))
+    if any(getattr(type(a), "norm", None) == "l0" for a in configs.values()) and \
+            any(not float(e).is_integer() for e in eps):
+        raise ValueError(f"the sparse attacks count changed features: every --eps must be a whole number, "
+                         f"got {', '.join(f'{e:g}' for e in eps)}")
     quiet = quiet or not writer
     say(f"evaluating {card.architecture} on {len(ds)} {ds.name} test images: "
          f"{', '.join(configs)} at ε = {', '.join(f'{e:g}' for e in eps)}", quiet)
