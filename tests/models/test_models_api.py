@@ -6,7 +6,7 @@ import advlab.models as models
 
 EXPECTED = {
     "SklearnScores", "from_sklearn",
-    "MLP", "BatchNormMLP", "LeNet5", "SmallCNN", "SmallResNet", "ARCHITECTURES", "build", "build_seeded",
+    "MLP", "BatchNormMLP", "LeNet5", "SmallCNN", "SmallResNet", "RBFNet", "ARCHITECTURES", "build", "build_seeded",
     "list_architectures", "Normalize", "ModelCard", "save", "load", "load_card", "code_revision",
     "fit", "accuracy", "TrainHistory", "Ensemble", "VAE", "VAEHistory", "fit_vae", "load_vae", "save_vae",
 }

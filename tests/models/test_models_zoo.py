@@ -9,14 +9,14 @@ import advlab.models as models
 from advlab.models import ARCHITECTURES, build, build_seeded, list_architectures
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
-NAMES = ["mlp", "mlp-bn", "lenet5", "small-cnn", "small-resnet"]
+NAMES = ["mlp", "mlp-bn", "lenet5", "small-cnn", "small-resnet", "rbf"]
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_is_the_five_named_architectures() -> None:
+def test_registry_is_the_six_named_architectures() -> None:
     assert list_architectures() == sorted(NAMES)
     assert ARCHITECTURES == {
         "mlp": models.MLP,
@@ -24,6 +24,7 @@ def test_registry_is_the_five_named_architectures() -> None:
         "lenet5": models.LeNet5,
         "small-cnn": models.SmallCNN,
         "small-resnet": models.SmallResNet,
+        "rbf": models.RBFNet,
     }
 
 

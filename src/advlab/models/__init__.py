@@ -1,6 +1,6 @@
 """Models: architectures and their registry, the normalisation wrapper, checkpoints, training.
 
-- :mod:`advlab.models.zoo`: ``MLP``, ``BatchNormMLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet`` and the
+- :mod:`advlab.models.zoo`: ``MLP``, ``BatchNormMLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet``, ``RBFNet`` and the
   ``ARCHITECTURES`` registry with :func:`build` / :func:`build_seeded`.
 - :mod:`advlab.models.wrappers`: :class:`Normalize`, so attacks work in input space [0, 1].
 - :mod:`advlab.models.checkpoint`: safetensors weights plus a JSON :class:`ModelCard`.
@@ -17,6 +17,7 @@ from advlab.models.zoo import (
     ARCHITECTURES,
     MLP,
     BatchNormMLP,
+    RBFNet,
     LeNet5,
     SmallCNN,
     SmallResNet,
