@@ -22,11 +22,12 @@ from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
 from advlab.attacks.patch import AdversarialPatch, PatchResult, patch_success, success_vs_size
 from advlab.attacks.score import NES, SimBA, SquareAttack
 from advlab.attacks.sparse import JSMA, PGDL0
+from advlab.attacks.tree import TreeAttack
 from advlab.attacks.universal import UniversalPerturbation, UniversalResult, fooling_rate
 from advlab.attacks.transfer import (SubstituteResult, TransferAttack, TransferResult, jacobian_augmentation,
                                      train_substitute)
 
-__all__ = ["BPDA", "EOT", "JSMA", "LBFGS", "PGDL0", "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
+__all__ = ["BPDA", "EOT", "JSMA", "LBFGS", "PGDL0", "TreeAttack", "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected", "SourceTarget",
            "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FAB", "FABT", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",

@@ -247,6 +247,23 @@ def _check_fusion(attack: Attack, model: nn.Module) -> None:
                                  "MI-FGSM, C&W, FMN)")
 
 
+def _check_differentiable(attack: Attack, model: nn.Module) -> None:
+    """A model that answers but has no gradient (a decision tree, a forest, a k-NN wrapped by
+    :func:`advlab.models.as_model`) is refused by gradient attacks, naming what works on it."""
+    if getattr(attack, "structural", False):
+        return
+    for m in model.modules():
+        if getattr(m, "differentiable", True) is False:
+            what = type(getattr(m, "estimator", m)).__name__
+            tree = "TreeAttack (the tree's own white-box attack), " if "Tree" in what else ""
+            knn = "a gradient attack on advlab.models.SoftKNN (its differentiable surrogate), " \
+                if "KNeighbors" in what else ""
+            raise ValueError(f"{type(attack).__name__} needs gradients, and the model ({what}) has none; "
+                             f"use {tree}{knn}a decision-based attack through advlab.oracle.Oracle "
+                             "(HopSkipJump, BoundaryAttack) or a transfer attack from a differentiable "
+                             "surrogate")
+
+
 def _open(attack: Attack, model: Any, x: Tensor, y: Tensor, target: Tensor | None,
           generator: torch.Generator | None, criterion: Criterion | None, score: bool) -> Run:
     """Steps 1-2 of the lifecycle: validate and resolve."""
@@ -255,6 +272,7 @@ def _open(attack: Attack, model: Any, x: Tensor, y: Tensor, target: Tensor | Non
     session, probs = None, False
     if attack.access == "gradients":
         check_model(model)
+        _check_differentiable(attack, model)
         _check_fusion(attack, model)
         checked_model = model
     else:

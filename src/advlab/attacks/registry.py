@@ -23,6 +23,7 @@ from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
 from advlab.attacks.score import NES, SimBA, SquareAttack
 from advlab.attacks.sparse import JSMA, PGDL0
+from advlab.attacks.tree import TreeAttack
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ ATTACKS: dict[str, Entry] = {
     "lbfgs": Entry(LBFGS, {}, "L-BFGS"),
     "jsma": Entry(JSMA, {}, "JSMA"),
     "pgdl0": Entry(PGDL0, {}, "PGD-L0"),
+    "tree": Entry(TreeAttack, {}, "Tree attack"),
     "square": Entry(SquareAttack, {}, "Square"),
     "simba": Entry(SimBA, {}, "SimBA", _SIMBA_OPTIONS),
     "simbadct": Entry(SimBA, {"basis": "dct"}, "SimBA-DCT", _SIMBA_OPTIONS),

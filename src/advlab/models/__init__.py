@@ -29,8 +29,10 @@ from advlab.models.zoo import (
 from advlab.models import zoo
 from advlab.models.ensemble import Ensemble
 from advlab.models.generative import VAE, VAEHistory, fit_vae, load_vae, save_vae
-from advlab.models.sklearn import SklearnScores, from_sklearn
+from advlab.models.sklearn import (EstimatorModule, SklearnScores, SoftKNN, as_model, from_sklearn, load_sklearn,
+                                    save_sklearn)
 
-__all__ = [*zoo.__all__, "SklearnScores", "from_sklearn", "Normalize", "ModelCard", "save", "load", "load_card",
+__all__ = [*zoo.__all__, "EstimatorModule", "SklearnScores", "SoftKNN", "as_model", "from_sklearn", "load_sklearn",
+           "save_sklearn", "Normalize", "ModelCard", "save", "load", "load_card",
            "code_revision", "fit", "accuracy", "TrainHistory", "Ensemble", "VAE", "VAEHistory", "fit_vae",
            "load_vae", "save_vae"]
