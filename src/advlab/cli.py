@@ -110,6 +110,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                        help="your own model: a function or class returning an nn.Module of logits, as "
                             "package.module:name or path/file.py:name (imported because you name it; "
                             "needs --data)")
+    which.add_argument("--sklearn", metavar="FILE.skops",
+                       help="a fitted scikit-learn classifier saved with skops (never pickle), fitted on the "
+                            "data's features flattened, labels 0..K-1 (needs --data)")
+    p.add_argument("--trust", action="append", default=[], metavar="TYPE",
+                   help="--sklearn: a type in the file that skops does not trust by default (repeat; read "
+                        "the file's origin first)")
     g = p.add_argument_group("your own model (--model)")
     g.add_argument("--weights", metavar="FILE.safetensors",
                    help="a state dict for --model's module (safetensors only: loading it runs no code)")
@@ -142,7 +148,14 @@ def _bounds(text: str) -> tuple[float, float]:
 
 
 def _source(args: argparse.Namespace) -> Any:
-    """The model a command runs on: ``--checkpoint DIR`` or a :class:`UserModel` from ``--model``."""
+    """The model a command runs on: ``--checkpoint DIR``, a :class:`UserModel` from ``--model``, or
+    a :class:`~advlab.models.sklearn.SklearnModel` from ``--sklearn``."""
+    if getattr(args, "sklearn", None) is not None:
+        from advlab.models.sklearn import SklearnModel
+
+        return SklearnModel(path=args.sklearn, trusted=tuple(args.trust), dataset=getattr(args, "data", None))
+    if getattr(args, "trust", None):
+        raise ValueError("--trust names types in a --sklearn estimator file; there is none here")
     if getattr(args, "model", None) is None:
         own = [f"--{k.replace('_', '-')}" for k in ("weights", "input_shape", "mean", "std", "classes")
                if getattr(args, k, None) is not None]
@@ -256,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Clean and robust accuracy of a checkpoint for each attack at each ε "
                                    "(iterative attacks in evaluation mode), with a worst case per point.")
     _model_options(p)
-    p.add_argument("--attacks", type=_name_list, default=["fgsm", "ifgsm", "pgd", "mifgsm"],
-                   help="comma-separated attacks (default fgsm,ifgsm,pgd,mifgsm)")
+    p.add_argument("--attacks", type=_name_list,
+                   help="comma-separated attacks (default fgsm,ifgsm,pgd,mifgsm; square,simba for a --sklearn "
+                        "estimator with no gradients)")
     p.add_argument("--eps", type=_float_list, default=[0.01, 0.05, 0.1, 0.15, 0.2, 0.5, 0.7],
                    help="comma-separated increasing ε values (default 0.01,0.05,0.1,0.15,0.2,0.5,0.7)")
     p.add_argument("--strong", action="store_true",
@@ -282,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "whole robust-accuracy-vs-ε curve off the distances in one pass; writes "
                                    "minimal.json, minimal.md, minimal_norms.png and index.html.")
     _model_options(p)
-    p.add_argument("--attacks", type=_name_list, default=["deepfool", "fmn"],
-                   help="comma-separated minimal-norm attacks: deepfool, fmn, cw (default deepfool,fmn)")
+    p.add_argument("--attacks", type=_name_list,
+                   help="comma-separated minimal-norm attacks: deepfool, fmn, cw, tree (default deepfool,fmn; "
+                        "tree for a --sklearn decision tree)")
     _norm_option(p, default="l2", first="l2", help="distance to minimise (default l2)")
     p.add_argument("--eps", type=_float_list, help="increasing radii at which to tabulate robust accuracy "
                                                    "(default depends on the norm)")

@@ -27,7 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EstimatorModule", "GaussianNBLogits", "SVCLogits", "SklearnScores", "SoftKNN", "as_model",
+__all__ = ["EstimatorModule", "GaussianNBLogits", "SVCLogits", "SklearnModel", "SklearnScores", "SoftKNN", "as_model",
            "from_sklearn", "is_differentiable", "load_sklearn", "save_sklearn"]
 
 
@@ -417,11 +419,28 @@ def save_sklearn(estimator: Any, path: str | Path) -> Path:
     return path
 
 
+#: scikit-learn's own internal types that skops leaves untrusted by default but that every fitted
+#: tree, forest, boosted model, k-NN and MLP holds (its Cython tree, its distance metric, its
+#: optimiser state). They are classes of scikit-learn itself, named exactly, so advlab trusts them;
+#: any other type still needs ``trusted=``.
+SKLEARN_INTERNALS = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64", "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+})
+
+
 def load_sklearn(path: str | Path, *, trusted: Sequence[str] = ()) -> Any:
     """Read an estimator saved with ``skops.io.dump``; pickle files are refused.
 
-    skops trusts scikit-learn's own types; any other type in the file (a custom class, a
-    function) is refused, naming them, unless listed in ``trusted`` after you have read it.
+    skops trusts scikit-learn's public types, and advlab adds :data:`SKLEARN_INTERNALS` (the
+    tree, distance-metric and optimiser classes fitted estimators hold); any other type in the
+    file (a custom class, a function) is refused, naming them, unless listed in ``trusted`` after
+    you have read it.
     """
     path = Path(path)
     if not path.is_file():
@@ -438,7 +457,7 @@ def load_sklearn(path: str | Path, *, trusted: Sequence[str] = ()) -> Any:
         untrusted = list(sio.get_untrusted_types(file=path))
     except Exception as exc:
         raise ValueError(f"{path} could not be read as a skops file: {exc}") from None
-    refused = sorted(set(untrusted) - set(trusted))
+    refused = sorted(set(untrusted) - set(trusted) - SKLEARN_INTERNALS)
     if refused:
         raise ValueError(f"{path} holds types that are not trusted: {', '.join(refused)}. Read the file's "
                          "origin; if you trust them, pass trusted=[...] (CLI: --trust TYPE)")
@@ -452,3 +471,70 @@ def _skops() -> Any:
         raise ImportError("reading and writing estimators needs skops: pip install 'advlab[sklearn]' "
                           "(or pip install skops)") from None
     return sio
+
+
+# -- a command's model: an estimator file ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class SklearnModel:
+    """A scikit-learn classifier saved with ``skops`` that a command runs on (``--sklearn FILE``).
+
+    :meth:`load` reads the file (never with pickle; types skops does not trust are refused unless
+    named in ``trusted``), checks the estimator is fitted, that its classes are ``0 .. K-1`` (the
+    labels of advlab's datasets) and that it was fitted on as many features as the data has, and
+    returns :func:`as_model` of it with a card whose architecture is ``sklearn:<ClassName>``.
+
+    Attributes:
+        path: the ``.skops`` file.
+        trusted: types to trust beyond scikit-learn's own (``--trust TYPE``), after reading the file.
+        dataset: the data the estimator is evaluated on (a ``--data`` name), for reports.
+        svm_output: an SVC's logits: ``"decision_function"`` (exact) or ``"confidence"``.
+    """
+
+    path: str
+    trusted: tuple[str, ...] = ()
+    dataset: str | None = None
+    svm_output: str = "decision_function"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", str(self.path))
+        object.__setattr__(self, "trusted", tuple(str(t) for t in self.trusted))
+
+    @property
+    def name(self) -> str:
+        """How reports name the model: the file's stem."""
+        return Path(self.path).stem
+
+    def estimator(self) -> Any:
+        """The fitted estimator in the file (checked by :func:`as_model`: fitted, classes ``0 .. K-1``)."""
+        est = load_sklearn(self.path, trusted=self.trusted)
+        if not hasattr(est, "predict"):
+            raise ValueError(f"{self.path} holds a {type(est).__name__}, not a fitted classifier")
+        _fitted(est)
+        return est
+
+    def load(self, *, device: torch.device | str = "cpu",
+             input_shape: Sequence[int] | None = None) -> tuple[nn.Module, Any]:
+        """The estimator as a model (eval mode, on ``device``) and its card; ``input_shape`` is
+        one input's shape (the data's), which must hold ``n_features_in_`` features."""
+        from advlab.models.checkpoint import ModelCard
+        from advlab.models.user import resolve_device
+
+        if input_shape is None:
+            raise ValueError(f"--sklearn {self.path}: give the data (--data NAME); the input shape is the data's")
+        est = self.estimator()
+        shape = tuple(int(s) for s in input_shape)
+        model = (from_sklearn(est, input_shape=shape, svm_output=self.svm_output) if is_differentiable(est)
+                 else as_model(est, input_shape=shape))
+        dev = resolve_device(device) if isinstance(device, str) else device
+        if not is_differentiable(est) and dev.type != "cpu":
+            raise ValueError(f"--sklearn {self.path}: a {type(est).__name__} answers on the CPU (scikit-learn); "
+                             "run it with --device cpu")
+        model = model.to(dev).eval()
+        sha = hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+        card = ModelCard(architecture=f"sklearn:{type(est).__name__}",
+                         in_shape=shape if len(shape) == 3 else (1, 1, int(np.prod(shape))),
+                         num_classes=len(est.classes_), dataset=self.dataset,
+                         training={"file": self.path, "sha256": sha, "differentiable": is_differentiable(est),
+                                   "bounds": [0.0, 1.0]})
+        return model, card

@@ -12,6 +12,7 @@ from torch import nn
 
 from advlab.data import Dataset, load_dataset
 from advlab.models import ModelCard
+from advlab.models.sklearn import SklearnModel
 from advlab.models.user import UserModel, resolve_device
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def checkpoint_data(card: ModelCard, *, data: str | None, data_dir: str | None, 
 
 
 #: what a command runs on: a checkpoint directory written by ``advlab train``, or the user's model
-ModelSource = Union[str, Path, UserModel]
+ModelSource = Union[str, Path, UserModel, SklearnModel]
 
 
 def open_model(source: ModelSource, *, data: str | None, data_dir: str | None, download: bool,
@@ -77,7 +78,18 @@ def open_model(source: ModelSource, *, data: str | None, data_dir: str | None, d
     model needs ``data`` (or its own ``dataset``) and takes its input shape from it when it
     declares none."""
     dev = resolve_device(device)
-    if isinstance(source, UserModel):
+    if isinstance(source, SklearnModel):
+        name = data or source.dataset
+        if name is None:
+            raise ValueError(f"--sklearn {source.path}: an estimator file has no card naming its data: pass --data NAME")
+        ds = load_data(name, split="test", data_dir=data_dir, download=download, limit=n)
+        model, card = source.load(device=dev, input_shape=tuple(ds.input_shape))
+        if ds.num_classes > card.num_classes:
+            raise ValueError(f"{ds.name} has {ds.num_classes} classes but the estimator in {source.path} knows "
+                             f"{card.num_classes}")
+        card = dataclasses.replace(card, dataset=ds.name, class_names=tuple(ds.class_names)
+                                   if ds.num_classes == card.num_classes else None)
+    elif isinstance(source, UserModel):
         name = data or source.dataset
         if name is None:
             raise ValueError(f"model {source.factory!r} has no card naming its data: pass --data NAME")
@@ -99,6 +111,12 @@ def open_model(source: ModelSource, *, data: str | None, data_dir: str | None, d
     return model, card, ds
 
 
+def has_gradients(model: nn.Module) -> bool:
+    """False for a model that answers but has no gradient (an estimator from ``--sklearn`` with no
+    exact torch conversion: trees, forests, k-NN)."""
+    return all(getattr(m, "differentiable", True) is not False for m in model.modules())
+
+
 def model_bounds(card: ModelCard) -> tuple[float, float]:
     """The input box of a command's model: a user's ``--bounds``, else [0, 1] (every zoo model)."""
     lo, hi = card.training.get("bounds", (0.0, 1.0)) if card.architecture.startswith("user:") else (0.0, 1.0)
@@ -107,6 +125,8 @@ def model_bounds(card: ModelCard) -> tuple[float, float]:
 
 def describe(source: ModelSource) -> str:
     """How provenance names a command's model."""
+    if isinstance(source, SklearnModel):
+        return f"sklearn estimator {source.path}"
     if isinstance(source, UserModel):
         return f"{source.factory}" + (f" with weights {source.weights}" if source.weights else "")
     return str(source)

@@ -61,6 +61,11 @@ def open_ref(ref: Mapping[str, Any], *, files: Path, device: str, input_shape: t
         return load(trained_dir(files, ref["cell"]), device=dev)
     if ref["source"] == "checkpoint":
         return load(ref["path"], device=dev)
+    if ref["source"] == "sklearn":
+        from advlab.models.sklearn import SklearnModel
+
+        return SklearnModel(path=ref["path"], trusted=tuple(ref.get("trust", ()))).load(
+            device=dev, input_shape=input_shape)[0]
     spec = UserModel(factory=ref["factory"], weights=ref.get("weights"),
                      input_shape=tuple(ref["input_shape"]) if "input_shape" in ref else None,
                      num_classes=ref.get("classes"), mean=ref.get("mean"), std=ref.get("std"),

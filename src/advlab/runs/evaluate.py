@@ -13,12 +13,15 @@ from torch import nn
 from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.evaluation import Evaluation, evaluate
-from advlab.runs._common import DEMO_EPS, ModelSource, command_steps, describe, model_bounds, open_model, say
+from advlab.runs._common import DEMO_EPS, ModelSource, command_steps, describe, has_gradients, model_bounds, open_model, say
 
 log = logging.getLogger(__name__)
 
 
 DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm")
+#: the default for a model with no gradients (a tree, a forest, a k-NN from ``--sklearn``): attacks
+#: that only query its scores
+QUERY_ATTACKS = ("square", "simba")
 
 def evaluation_attacks(names: Sequence[str], *, norm: str = "linf", steps: int | None = None,
                        step_size: float | None = None, early_stop: bool = True,
@@ -59,7 +62,7 @@ class EvaluateOutput:
     files: dict[str, Path]
 
 
-def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[str] = DEFAULT_ATTACKS,
+def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[str] | None = None,
                  eps: Sequence[float] = DEMO_EPS, norm: str = "linf", steps: int | None = None,
                  step_size: float | None = None, n: int = 1000, batch_size: int = 250, seed: int = 0,
                  data: str | None = None, data_dir: str | None = None, download: bool = False,
@@ -75,8 +78,9 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
     point as broken when any attack or the cascade broke it. ``OUT/strong.md`` holds the cascade's
     stage table per ε.
 
-    ``checkpoint`` is a checkpoint directory or a :class:`~advlab.models.user.UserModel`;
-    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) is where model and data go, once.
+    ``checkpoint`` is a checkpoint directory, a :class:`~advlab.models.user.UserModel` or a
+    :class:`~advlab.models.sklearn.SklearnModel`; ``attacks`` defaults to :data:`DEFAULT_ATTACKS`,
+    or :data:`QUERY_ATTACKS` for a model with no gradients; ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) is where model and data go, once.
 
     ``sharded=True`` (under torchrun; the process group initialised) spreads the attack calls over
     the ranks (:func:`advlab.evaluation.sharded.evaluate_sharded`: the same rows as unsharded);
@@ -86,6 +90,11 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
 
     model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
                                  device=device)
+    if attacks is None:
+        attacks = DEFAULT_ATTACKS if has_gradients(model) else QUERY_ATTACKS
+        if not has_gradients(model):
+            say(f"{card.architecture} has no gradients: evaluating with the score-based {', '.join(attacks)} "
+                "(name --attacks to choose)", quiet or not writer)
     configs = evaluation_attacks(attacks, norm=norm, steps=steps, step_size=step_size, eps=max(eps),
                                  bounds=model_bounds(card))
     if any(getattr(type(a), "norm", None) == "l0" for a in configs.values()) and \

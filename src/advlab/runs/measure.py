@@ -14,7 +14,7 @@ from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import Evaluation
-from advlab.runs._common import ModelSource, describe, model_bounds, open_model, say
+from advlab.runs._common import ModelSource, describe, has_gradients, model_bounds, open_model, say
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class MeasureOutput:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[str] = ("deepfool", "fmn"),
+def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[str] | None = None,
                 norm: str = "l2", eps: Sequence[float] | None = None, steps: int | None = None,
                 n: int = 1000, batch_size: int = 250, data: str | None = None, data_dir: str | None = None,
                 download: bool = False, progress: bool = True, quiet: bool = False,
@@ -43,7 +43,8 @@ def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[s
     points and keeps, per point, the smallest distance any of them found. Writes ``minimal.json``
     (every point's distances, summary, curve, provenance), ``minimal.md`` (median and quartiles
     per attack, robust accuracy at ``eps``), ``minimal_norms.png`` (curve and histogram) and
-    ``index.html``.
+    ``index.html``. ``attacks=None``: DeepFool and FMN, or for a decision tree with no gradients
+    (``--sklearn``) the tree attack of Papernot et al. (2016).
     """
     from advlab.attacks.registry import entry, list_attacks
     from advlab.evaluation import measure_minimal_norms
@@ -52,6 +53,11 @@ def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[s
     from advlab.threat import canonical_norm
 
     norm = canonical_norm(norm)
+    model = card = ds = None
+    if attacks is None:
+        model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
+                                     device=device)
+        attacks = ("deepfool", "fmn") if has_gradients(model) else _structural_default(model, card.architecture)
     if not attacks:
         raise ValueError("measure needs at least one minimal-norm attack")
     configs: dict[str, Any] = {}
@@ -71,8 +77,9 @@ def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[s
     eps = tuple(float(e) for e in (eps if eps is not None else MEASURE_EPS[norm]))
     if any(b <= a for a, b in zip(eps, eps[1:])) or any(e < 0 for e in eps):
         raise ValueError(f"eps must be non-negative and strictly increasing, got {list(eps)}")
-    model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
-                                 device=device)
+    if model is None:
+        model, card, ds = open_model(checkpoint, data=data, data_dir=data_dir, download=download, n=n,
+                                     device=device)
     configs = {k: dataclasses.replace(v, bounds=model_bounds(card)) if hasattr(v, "bounds") else v
                for k, v in configs.items()}
     say(f"minimal {norm} perturbations of {card.architecture} on {len(ds)} {ds.name} test images: "
@@ -127,3 +134,14 @@ def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[s
     if not quiet:
         print("\n".join(lines))
     return MeasureOutput(minimal=mn, evaluation=ev, files=files)
+
+
+def _structural_default(model: Any, architecture: str) -> tuple[str, ...]:
+    """The minimal-perturbation attack for a model with no gradients: the tree attack for a single
+    decision tree; anything else (a forest, a k-NN) has no exact minimal attack here."""
+    est = next((getattr(m, "estimator") for m in model.modules() if hasattr(m, "estimator")), None)
+    if est is not None and hasattr(est, "tree_"):
+        return ("tree",)
+    raise ValueError(f"{architecture} has no gradients and no exact minimal-perturbation attack here: measure it "
+                     "with `advlab evaluate --attacks square,simba` (score-based, at fixed ε), or attack a "
+                     "differentiable surrogate (advlab.models.SoftKNN for a k-NN)")

@@ -10,7 +10,8 @@ trained, or defended, by the spec) is a cell of its own, done once and reused by
 
     [models.cnn]
     zoo = "small-cnn"        # trained by the spec on its data (or: checkpoint = "runs/cnn",
-    data = "digits"          #  or factory = "pkg.mod:fn" with weights = "w.safetensors")
+    data = "digits"          #  or factory = "pkg.mod:fn" with weights = "w.safetensors",
+                             #  or sklearn = "tree.skops", a fitted estimator saved with skops)
     epochs = 3
 
     [models.cnn-pgd]
@@ -47,12 +48,13 @@ from typing import Any, Mapping, Sequence
 CELL_FORMAT = 1
 
 MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit", "certify")
-MODEL_SOURCES = ("zoo", "checkpoint", "factory")
+MODEL_SOURCES = ("zoo", "checkpoint", "factory", "sklearn")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
 _ZOO_KEYS = {"zoo", "data", "epochs", "seed", "lr", "batch_size", "limit", "recipe", "recipe_eps",
              "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma"}
 _CHECKPOINT_KEYS = {"checkpoint"}
+_SKLEARN_KEYS = {"sklearn", "trust"}
 _FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
 _MEASURE_KEYS = {
     "robust": {"kind", "models", "data", "attacks", "eps", "norm", "seeds", "threat", "batch_size", "budget"},
@@ -290,7 +292,7 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
     sources = [s for s in MODEL_SOURCES if s in m]
     if len(sources) != 1:
         raise SpecError(f"{where.at(tname)}: [{tname}] needs exactly one of zoo = ARCHITECTURE, "
-                        f"checkpoint = DIR or factory = \"module:callable\"; got {sources or 'none'}")
+                        f"checkpoint = DIR, factory = \"module:callable\" or sklearn = FILE.skops; got {sources or 'none'}")
     kind = sources[0]
     if kind == "zoo":
         from advlab.models import list_architectures
@@ -331,6 +333,16 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
         if not weights.is_file():
             raise SpecError(f"{where.at(tname, 'checkpoint')}: no checkpoint at {ck} ({WEIGHTS_FILE} missing)")
         return {"source": "checkpoint", "path": str(ck.resolve()), "sha256": _file_sha256(weights), "name": mname}
+    if kind == "sklearn":
+        _known(m, _SKLEARN_KEYS, where, tname, f"[{tname}] (a scikit-learn estimator)")
+        path = base / _str(m["sklearn"], where, tname, "sklearn")
+        if not path.is_file():
+            raise SpecError(f"{where.at(tname, 'sklearn')}: no estimator file at {path}")
+        trust = m.get("trust", [])
+        if not isinstance(trust, list) or not all(isinstance(t, str) for t in trust):
+            raise SpecError(f"{where.at(tname, 'trust')}: trust must be a list of type names, got {trust!r}")
+        return {"source": "sklearn", "path": str(path.resolve()), "sha256": _file_sha256(path),
+                "trust": sorted(trust), "name": mname}
     _known(m, _FACTORY_KEYS, where, tname, f"[{tname}] (a user factory)")
     ref: dict[str, Any] = {"source": "factory", "factory": _str(m["factory"], where, tname, "factory"),
                            "name": mname}

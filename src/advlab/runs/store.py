@@ -283,6 +283,8 @@ def model_key(ref: Mapping[str, Any]) -> str:
         return f"trained:{ref['cell']}"
     if ref.get("source") == "checkpoint":
         return f"sha256:{ref['sha256'][:16]}"
+    if ref.get("source") == "sklearn":  # (once keyed as one "factory:None" for every estimator)
+        return f"sklearn:{ref['sha256'][:16]}"
     return f"factory:{ref.get('factory')}@{str(ref.get('weights_sha256', 'own-weights'))[:16]}"
 
 
