@@ -31,7 +31,8 @@ def test_evaluation_and_runs_api_are_pinned():
         "BoundsTable", "GenerativeRobustness", "LipschitzEstimate", "bounds_table", "fawzi_bound",
         "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
         "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate", "TransferCell",
-        "FoolingResult", "NoiseConfidence", "fooling_images", "noise_confidence", "TransferMatrix", "WhiteBox", "transfer_matrix"}
+        "FoolingResult", "NoiseConfidence", "fooling_images", "noise_confidence", "TransferMatrix", "WhiteBox", "transfer_matrix",
+        "LEARNERS", "Learner", "VoteEnsemble", "fit_learners", "technique_matrix"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job",
                                 "geometry_job", "measure_job", "train_job"}
 

@@ -14,6 +14,7 @@ from advlab.evaluation.theory import (BoundsTable, GenerativeRobustness, Lipschi
                                       fawzi_bound, fawzi_bound_classwise, lipschitz_estimate,
                                       measure_robustness, median_upper_bound)
 from advlab.evaluation.transfer import TransferCell, TransferMatrix, WhiteBox, transfer_matrix
+from advlab.evaluation.techniques import LEARNERS, Learner, VoteEnsemble, fit_learners, technique_matrix
 from advlab.evaluation.robustness import EvalRow, Evaluation, clean_predictions, evaluate, provenance
 
 __all__ = ["AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow", "Evaluation", "SubspaceDims",
@@ -24,4 +25,5 @@ __all__ = ["AuditReport", "Check", "CosineSimilarity", "DecisionMap", "EvalRow",
            "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
            "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate",
            "FoolingResult", "NoiseConfidence", "fooling_images", "noise_confidence",
-           "TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix"]
+           "TransferCell", "TransferMatrix", "WhiteBox", "transfer_matrix",
+           "LEARNERS", "Learner", "VoteEnsemble", "fit_learners", "technique_matrix"]

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from advlab._io import atomic_write_text
-from advlab.reports._figure import new_figure, save_png
+from advlab.reports.transfer import heatmap_figure
+from advlab.reports._figure import save_png
 from advlab.reports.page import CSS
 
 PathLike = str | os.PathLike[str]
@@ -137,20 +138,7 @@ def _transfer_figures(store: Any, out: Path) -> list[tuple[str, Path]]:
         grid = np.full((len(sources), len(targets)), np.nan)
         for (s, t), v in cells.items():
             grid[sources.index(s), targets.index(t)] = np.nan if v is None else 100 * v
-        fig = new_figure((1.6 + 1.1 * len(targets), 1.4 + 0.7 * len(sources)))
-        ax = fig.add_subplot()
-        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
-        ax.set_xticks(range(len(targets)), targets)
-        ax.set_yticks(range(len(sources)), sources)
-        ax.set_xlabel("target")
-        ax.set_ylabel("source (crafted on)")
-        for i in range(len(sources)):
-            for j in range(len(targets)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
-                            color="white" if grid[i, j] < 60 else "black", fontsize=9)
-        fig.colorbar(im, ax=ax, label="success (% of target-correct points)")
-        ax.set_title(f"{attack}, ε = {eps:g}, {dataset}", fontsize=10)
+        fig = heatmap_figure(grid, sources, targets, title=f"{attack}, ε = {eps:g}, {dataset}")
         path = out / f"transfer_{_slug(dataset)}_{_slug(attack)}_{eps:g}.png"
         save_png(fig, path)
         figures.append((f"Transfer success of {attack} at ε = {eps:g} on {dataset}: crafted on each source, "
