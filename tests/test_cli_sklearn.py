@@ -153,3 +153,41 @@ norm = "linf"
     # the tree's row pools the transferred PGD and the tree attack; the LR's only its own
     assert any("Tree attack" in a for a in by_model["tree"]["attacks"])
     assert not any("Tree attack" in a for a in by_model["lr"]["attacks"])
+
+
+def test_transfer_matrix_command_writes_table_heatmap_and_page(tmp_path, capsys):
+    out = tmp_path / "tm"
+    assert main(["transfer-matrix", "--learners", "lr,tree,knn", "--n", "40", "--eps", "0.2", "--steps", "5",
+                 "--out", str(out)]) == 0
+    assert "| lr |" in capsys.readouterr().out
+    data = json.loads((out / "transfer.json").read_text())
+    cells = {(r["source"], r["target"]): r for r in data["rows"]}
+    assert set(cells) == {(s, t) for s in ("lr", "tree", "knn") for t in ("lr", "tree", "knn")}
+    for s in ("lr", "tree", "knn"):  # the diagonal is the white-box success
+        assert cells[(s, s)]["rate"] == pytest.approx(cells[(s, s)]["white_box_rate"])
+    assert cells[("tree", "lr")]["source_attack"].startswith("TreeAttack")
+    assert "SoftKNN" in cells[("knn", "lr")]["source_attack"]
+    page = (out / "index.html").read_text()
+    assert "87.4%" in page and "transfer_heatmap.png" in page
+    assert (out / "transfer_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["transfer-matrix", "--learners", "lr,xgb", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown learners" in capsys.readouterr().err
+
+
+def test_a_techniques_spec_fits_its_own_learners_and_the_report_draws_them(tmp_path, capsys):
+    from advlab.runs.store import Store
+
+    spec = tmp_path / "t.toml"
+    spec.write_text('[data.digits]\nname = "digits"\nn = 40\n\n[[measure]]\nkind = "techniques"\n'
+                    'data = "digits"\nlearners = ["lr", "tree"]\neps = [0.2]\nsteps = 5\n')
+    db = tmp_path / "t.db"
+    assert main(["run", str(spec), "--store", str(db), "--no-progress"]) == 0
+    with Store(db) as store:
+        rows = store.query("SELECT attack FROM metrics WHERE name = 'success_rate'")
+    assert {r["attack"] for r in rows} == {f"techniques {s} → {t}" for s in ("lr", "tree") for t in ("lr", "tree")}
+    assert main(["report", "--store", str(db), "--out", str(tmp_path / "rep")]) == 0
+    assert any(p.name.startswith("transfer_digits_each-technique") for p in (tmp_path / "rep").iterdir())
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[measure]]\nkind = "techniques"\ndata = "digits"\nlearners = ["gbm"]\neps = [0.1]\n')
+    assert main(["run", str(bad), "--store", str(tmp_path / "b.db")]) == 2
+    assert "learners must be a list of" in capsys.readouterr().err

@@ -427,6 +427,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam steps of each projection argmin ||g(z) - x|| (default 300)")
     _job_options(p)
 
+    p = _command(sub, "transfer-matrix", help="cross-technique transferability (Papernot et al. 2016): DNN, LR, SVMs, "
+                                              "tree, forest, k-NN, ensemble",
+                 description="Fit each learning technique on the data's train split, let each craft adversarial "
+                             "examples with its own attack (PGD on the differentiable ones, the tree attack on the "
+                             "tree, HopSkipJump on the forest, PGD on a soft k-NN surrogate), project them into one "
+                             "ε-ball, and show them to every technique; writes a table, CSV, JSON, heatmap and page.")
+    p.add_argument("--data", default="digits", metavar="NAME", help="dataset (default digits)")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is not found locally")
+    p.add_argument("--learners", type=_name_list, metavar="A,B,..",
+                   help="techniques (default all: dnn,lr,svm,rbf_svm,tree,forest,knn,ensemble)")
+    p.add_argument("--eps", type=float, default=0.2, help="the budget every example is projected into (default 0.2)")
+    _norm_option(p, default="linf", help="linf or l2 (default linf)")
+    p.add_argument("--steps", type=_positive_int, default=20, help="PGD iterations (default 20)")
+    p.add_argument("--budget", type=_positive_int, default=1000, help="HopSkipJump queries per point (default 1000)")
+    p.add_argument("--limit", type=_positive_int, help="training points to fit on (default all)")
+    p.add_argument("--n", type=_positive_int, default=500, help="test points (default 500)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", required=True, metavar="DIR")
+
     p = _command(sub, "run", help="run an experiment spec (TOML) into a results store",
                  description="Expand a TOML spec (models x data x attacks x eps x defenses x seeds) into cells, "
                              "run those not already done in the store, and store each cell's metrics and "
@@ -534,6 +554,11 @@ def _run(args: argparse.Namespace) -> int:
                    vat_eps=args.vat_eps, sigma=args.sigma, labels=args.labels, static=args.static, baseline=args.baseline,
                    surrogate=args.surrogate, eval_eps=args.eval_eps, budget=args.budget,
                    data_dir=args.data_dir, download=args.download, progress=not args.no_progress)
+    elif args.command == "transfer-matrix":
+        from advlab.runs.techniques import transfer_matrix_job
+        transfer_matrix_job(data=args.data, out=args.out, learners=args.learners, eps=args.eps, norm=args.norm,
+                            n=args.n, steps=args.steps, budget=args.budget, limit=args.limit, seed=args.seed,
+                            data_dir=args.data_dir, download=args.download)
     elif args.command == "fooling":
         from advlab.runs.fooling import fooling_job
         fooling_job(checkpoint=_source(args), device=args.device, out=args.out, level=args.level,

@@ -175,6 +175,14 @@ def _describe(attack: Any) -> str:
         f"norm={getattr(attack, 'norm', '?')!r})"
 
 
+def _model_name(model: Any) -> str:
+    """A short name for the model an attack crafted on: the last layer of a Sequential (an SVC's
+    logits say which output), else the class."""
+    last = model[-1] if isinstance(model, nn.Sequential) and len(model) else model
+    output = getattr(last, "output", None)
+    return type(last).__name__ + (f"({output!r})" if isinstance(output, str) else "")
+
+
 def _attack_norm(attack: Any) -> str:
     norm = str(getattr(attack, "norm", "linf"))
     return norm if norm in ("linf", "l2", "l1") else "linf"
@@ -291,7 +299,7 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
         hit = src_correct & src_fooled
         white_box[s] = WhiteBox(source=s, fooled=int(hit.sum()), correct=int(src_correct.sum()),
                                 median_norm=float(distance[hit].median()) if bool(hit.any()) else math.nan,
-                                attack=_describe(atk) + (f" on {type(craft).__name__}" if craft is not source else ""))
+                                attack=_describe(atk) + (f" on {_model_name(craft)}" if craft is not source else ""))
         per_point[f"{s}:source_fooled"] = src_fooled.clone()
         for t, target in targets.items():
             ok, hit = correct[id(target)], fooled[id(target)]
@@ -313,7 +321,7 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
     clean_acc = {k: float(correct[i].float().mean()) for k, i in names.items()}
     return TransferMatrix(sources=list(sources), targets=list(targets), cells=cells,
                           white_box=white_box, clean_accuracy=clean_acc, n=n,
-                          attack=("each source's own attack" + (f" within {threat.norm} ε = {threat.eps:g}"
+                          attack=("Each source's own attack" + (f" within {threat.norm} ε = {threat.eps:g}"
                                                                  if threat is not None else "")
                                   if isinstance(attack, Mapping) else _describe(attack)), provenance=prov,
                           per_point=per_point)

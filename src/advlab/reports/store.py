@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from advlab._io import atomic_write_text
+from advlab.evaluation.techniques import LEARNERS
 from advlab.reports.transfer import heatmap_figure
 from advlab.reports._figure import save_png
 from advlab.reports.page import CSS
@@ -131,10 +132,20 @@ def _transfer_figures(store: Any, out: Path) -> list[tuple[str, Path]]:
         cfg = json.loads(r["config"])
         attack = r["attack"].split(" from ")[0]
         grids[(r["dataset"], attack, r["eps"])][(cfg["source"]["name"], cfg["model"]["name"])] = r["value"]
+    # Papernot et al.'s cross-technique matrices: one cell holds every (source, target)
+    techniques = store.query(
+        "SELECT c.config, m.attack, m.eps, m.value FROM metrics m JOIN cells c ON c.hash = m.cell "
+        "WHERE c.status = 'done' AND c.kind = 'techniques' AND m.name = 'success_rate'")
+    for r in techniques:
+        cfg = json.loads(r["config"])
+        pair = r["attack"].removeprefix("techniques ").split(" → ")
+        key = (cfg["data"]["name"], f"each technique's own attack ({cfg['norm']}, seed {cfg['seed']})", r["eps"])
+        grids[key][(pair[0], pair[1])] = r["value"]
     figures = []
     for (dataset, attack, eps), cells in sorted(grids.items()):
-        sources = sorted({s for s, _ in cells})
-        targets = sorted({t for _, t in cells})
+        order = {k: i for i, k in enumerate(LEARNERS)}  # techniques in the paper's order, others by name
+        sources = sorted({s for s, _ in cells}, key=lambda k: (order.get(k, len(order)), k))
+        targets = sorted({t for _, t in cells}, key=lambda k: (order.get(k, len(order)), k))
         grid = np.full((len(sources), len(targets)), np.nan)
         for (s, t), v in cells.items():
             grid[sources.index(s), targets.index(t)] = np.nan if v is None else 100 * v

@@ -55,3 +55,58 @@ def transfer_heatmap(matrix: Any, *, path: str | os.PathLike[str] | None = None,
                          title=title or f"{matrix.attack}, n = {matrix.n}")
     save_png(fig, path)
     return fig
+
+
+def write_transfer_page(folder: str | os.PathLike[str], matrix: Any, *, figures: Any = (),
+                        title: str = "Transferability", notes: str | Sequence[str] = "") -> Any:
+    """``folder/index.html`` for a transferability matrix: notes, the figures (the heatmap), the
+    matrix with each cell's numerator/denominator, how each source crafted, and the provenance."""
+    import html
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from advlab._io import atomic_write_text
+    from advlab.reports.page import CSS, _paragraphs, _place, _provenance, figure_caption
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    items = list(figures.items()) if hasattr(figures, "items") else [(None, f) for f in figures]
+    taken: dict[str, Any] = {}
+    embedded = [(caption, _place(Path(p), out, taken)) for caption, p in items]
+    esc = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
+             f"<h1>{esc(title)}</h1>"]
+    paragraphs = _paragraphs(notes)
+    if paragraphs:
+        parts += ["<h2>Notes</h2>", '<div class="notes">', *[f"<p>{esc(p)}</p>" for p in paragraphs], "</div>"]
+    for caption, rel in embedded:
+        text = caption if caption is not None else figure_caption(rel.stem)
+        parts.append(f'<figure><img src="{esc(quote(rel.as_posix()))}" alt="{esc(text)}">'
+                     f"<figcaption>{esc(text)}</figcaption></figure>")
+    parts += ["<h2>Transfer success (%)</h2>",
+              f'<p class="denominators">{esc(matrix.attack)} on n = {matrix.n} points. Row: the source the '
+              "examples were crafted on; column: the target shown them. Each cell is over the points the "
+              "TARGET classifies correctly (count in brackets); white-box: the source's own success over its "
+              "correct points.</p>", '<div class="wide">', "<table>",
+              "<thead><tr><th>source \\ target</th>" + "".join(f"<th>{esc(t)}</th>" for t in matrix.targets)
+              + "<th>white-box</th><th>crafted with</th><th>median ‖δ‖</th></tr></thead>", "<tbody>"]
+    for s in matrix.sources:
+        cells = []
+        for t in matrix.targets:
+            c = matrix.cell(s, t)
+            rate = "–" if math.isnan(c.rate) else f"{100 * c.rate:.1f}"
+            cls = ' class="num worst"' if s == t else ' class="num"'
+            cells.append(f'<td{cls}>{rate} <span class="count">({c.transferred}/{c.target_correct})</span></td>')
+        wb = matrix.white_box[s]
+        wrate = "–" if math.isnan(wb.rate) else f"{100 * wb.rate:.1f}"
+        med = "–" if math.isnan(wb.median_norm) else f"{wb.median_norm:.4g}"
+        parts.append(f"<tr><td>{esc(s)}</td>{''.join(cells)}<td class=\"num\">{wrate} <span class=\"count\">"
+                     f"({wb.fooled}/{wb.correct})</span></td><td>{esc(wb.attack)}</td><td class=\"num\">{med}</td></tr>")
+    acc = ", ".join(f"{esc(k)} {100 * v:.1f}%" for k, v in matrix.clean_accuracy.items())
+    parts += ["</tbody>", "</table>", "</div>", f"<p>Clean accuracy: {acc}.</p>",
+              "<h2>Provenance</h2>", *_provenance(matrix.provenance or {}), "</main>", "</body>", "</html>", ""]
+    index = out / "index.html"
+    atomic_write_text(index, "\n".join(parts))
+    return index

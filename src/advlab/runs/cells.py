@@ -38,7 +38,7 @@ def run_cell(kind: str, config: Mapping[str, Any], cell_hash: str, *, files: str
     t0 = time.perf_counter()
     torch.manual_seed(int(config.get("seed", 0)))
     runner = {"train": _train, "robust": _robust, "strong": _strong, "minimal": _minimal,
-              "transfer": _transfer, "audit": _audit, "certify": _certify}[kind]
+              "transfer": _transfer, "audit": _audit, "certify": _certify, "techniques": _techniques}[kind]
     metrics, outcomes, summary = runner(config, cell_hash=cell_hash, files=files, data_dir=data_dir,
                                         device=device, progress=progress)
     return CellResult(metrics=metrics, outcomes=outcomes, seconds=time.perf_counter() - t0, summary=summary)
@@ -332,6 +332,42 @@ def _transfer(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_di
                      for i in range(n)]
         summary[f"{e:g}"] = n_broken / n_correct if n_correct else None
     return metrics, outcomes, {"success_rate": summary}
+
+
+def technique_label(source: str, target: str) -> str:
+    """The metrics' attack label of one cell of a technique matrix."""
+    return f"techniques {source} → {target}"
+
+
+def _techniques(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+                progress: bool) -> tuple[list, list, dict]:
+    """Papernot et al.'s cross-technique matrix: the techniques fitted on the train split (seeded),
+    each crafting with its own attack at each ε; one metric row per (source, target, ε)."""
+    from advlab.evaluation.techniques import fit_learners, technique_matrix
+    from advlab.runs._common import load_data
+
+    d = config["data"]
+    if device not in ("cpu", "auto"):
+        log.info("the technique matrix runs on the CPU (scikit-learn)")
+    train = load_data(d["name"], split="train", data_dir=data_dir, limit=config.get("limit"))
+    test = load_data(d["name"], split="test", data_dir=data_dir, limit=d.get("n"))
+    learners = fit_learners(train.x, train.y, learners=config["learners"], seed=config["seed"])
+    metrics, summary = [], {}
+    for e in config["eps"]:
+        m = technique_matrix(learners, test.x, test.y, eps=e, norm=config["norm"], steps=config["steps"],
+                             budget=config["budget"], batch_size=config["batch_size"], seed=config["seed"])
+        for s in m.sources:
+            wb = m.white_box[s]
+            for t in m.targets:
+                c = m.cell(s, t)
+                for name, value in (("transferred", c.transferred), ("target_correct", c.target_correct),
+                                    ("success_rate", c.rate if c.target_correct else None),
+                                    ("source_fooled", c.source_fooled),
+                                    ("white_box_rate", wb.rate if wb.correct else None)):
+                    metrics.append({"attack": technique_label(s, t), "eps": e, "name": name, "value": value})
+        summary[f"{e:g}"] = {f"{s}→{t}": m.rate(s, t) for s in m.sources for t in m.targets
+                             if (s, t) in (("lr", "tree"), ("dnn", "dnn"))}
+    return metrics, [], {"techniques": summary}
 
 
 AUDIT = "audit"   # the metrics' attack label of an audit cell

@@ -21,7 +21,7 @@ trained, or defended, by the spec) is a cell of its own, done once and reused by
     recipe_eps = 0.1
 
     [[measure]]
-    kind = "robust"          # robust | strong | minimal | transfer | audit | certify
+    kind = "robust"          # robust | strong | minimal | transfer | audit | certify | techniques
     models = ["cnn", "cnn-pgd"]
     data = "digits"
     attacks = ["fgsm", { name = "pgd", steps = 10 }]
@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 #: bump when a cell's meaning changes for the same configuration (old results are then not reused)
 CELL_FORMAT = 1
 
-MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit", "certify")
+MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit", "certify", "techniques")
 MODEL_SOURCES = ("zoo", "checkpoint", "factory", "sklearn")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
@@ -64,6 +64,8 @@ _MEASURE_KEYS = {
     "audit": {"kind", "models", "data", "eps", "norm", "seeds", "steps", "batch_size", "max_points"},
     "certify": {"kind", "models", "data", "method", "eps", "sigma", "samples", "alpha", "seeds", "steps",
                 "batch_size"},
+    # Papernot et al.'s cross-technique matrix: the spec fits the techniques itself (no models =)
+    "techniques": {"kind", "data", "learners", "eps", "norm", "seeds", "steps", "budget", "limit", "batch_size"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
@@ -180,7 +182,8 @@ def parse_spec(text: str, *, path: Path | None = None) -> Spec:
     name = _str(study.get("name", path.stem if path else "study"), where, "study", "name")
     datasets = _datasets(_table(raw.get("data", {}), where, "data"), where)
     models = _table(raw.get("models", {}), where, "models")
-    if not models:
+    fits_its_own = all(isinstance(m, dict) and m.get("kind") == "techniques" for m in raw.get("measure", []) or [{}])
+    if not models and not fits_its_own:
         raise SpecError(f"{where.at(None)}: the spec defines no [models.NAME] table")
     model_cells: dict[str, Cell | dict[str, Any]] = {}
     for mname, mraw in models.items():
@@ -460,6 +463,28 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                         f"the sparse attacks, in a robust measurement), got {norm!r}")
     batch = _int(m.get("batch_size", 250), where, tname, "batch_size", index=i)
     cells = []
+    if kind == "techniques":
+        from advlab.evaluation.techniques import LEARNERS
+
+        if norm not in ("linf", "l2"):
+            raise SpecError(f"{where.at(tname, 'norm', i)}: the technique matrix takes norm linf or l2, got {norm!r}")
+        learners = m.get("learners", list(LEARNERS))
+        if (not isinstance(learners, list) or not learners
+                or any(not isinstance(k, str) or k not in LEARNERS for k in learners)):
+            raise SpecError(f"{where.at(tname, 'learners', i)}: learners must be a list of {', '.join(LEARNERS)}; "
+                            f"got {learners!r}")
+        eps = _eps_list(m.get("eps"), where, tname, i)
+        if eps[0] <= 0:
+            raise SpecError(f"{where.at(tname, 'eps', i)}: the technique matrix needs eps > 0, got {eps}")
+        for seed in seeds:
+            cells.append(Cell(kind=kind, label=f"techniques {', '.join(learners)} on {data['name']}",
+                              config={"data": data, "learners": [k for k in LEARNERS if k in learners],
+                                      "eps": eps, "norm": norm, "seed": seed, "batch_size": batch,
+                                      "steps": _int(m.get("steps", 20), where, tname, "steps", index=i),
+                                      "budget": _int(m.get("budget", 1000), where, tname, "budget", index=i),
+                                      "limit": _int(m["limit"], where, tname, "limit", index=i)
+                                      if "limit" in m else None}))
+        return cells
     if kind == "transfer":
         for key in ("sources", "targets"):
             if not isinstance(m.get(key), list) or not m[key]:
