@@ -70,9 +70,9 @@ def model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple[float, float],
-                 target: object = None, generator: torch.Generator | None = None) -> None:
-    """Validate a batch before an attack touches it."""
+def check_batch(x: object, *, bounds: tuple[float, float]) -> Tensor:
+    """Validate the inputs of a batch on their own: a floating tensor ``(B, ...)`` with ``B >= 1``,
+    finite, inside ``bounds``. No labels and no model (attacks on regressors use this too)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, ...), got {type(x).__name__}; "
                         "convert with torch.as_tensor(x, dtype=torch.float32)")
@@ -93,13 +93,13 @@ def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple
         raise ValueError(f"x has values in [{xmin:.4g}, {xmax:.4g}], outside the bounds ({lo:g}, {hi:g}); "
                          "rescale the inputs (normalisation belongs inside the model, e.g. "
                          "advlab.models.Normalize) or pass bounds=(lo, hi) to the attack")
-    _check_labels("y", y, x)
-    if target is not None:
-        _check_labels("target", target, x)
-        same = int((target == y).sum())  # type: ignore[operator]
-        if same:
-            raise ValueError(f"target equals the true label y for {same} inputs; a targeted attack "
-                             "needs target != y (see advlab.attacks.random_targets)")
+    return x
+
+
+def check_placement(model: nn.Module | None, x: Tensor, *,
+                    generator: torch.Generator | None = None) -> None:
+    """The model, ``x`` and the generator agree on device (and the model's parameters on dtype);
+    advlab never moves anything to make them agree."""
     dev = model_device(model) if model is not None else None
     if dev is not None and dev != x.device:
         raise ValueError(f"model is on {dev} but x is on {x.device}; advlab never moves models or "
@@ -115,6 +115,21 @@ def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple
         if generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device} but x is on {x.device}; "
                              f"create it with torch.Generator(device={str(x.device)!r})")
+
+
+def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple[float, float],
+                 target: object = None, generator: torch.Generator | None = None) -> None:
+    """Validate a batch before an attack touches it: :func:`check_batch`, the labels (and
+    targets), then :func:`check_placement`."""
+    x = check_batch(x, bounds=bounds)
+    _check_labels("y", y, x)
+    if target is not None:
+        _check_labels("target", target, x)
+        same = int((target == y).sum())  # type: ignore[operator]
+        if same:
+            raise ValueError(f"target equals the true label y for {same} inputs; a targeted attack "
+                             "needs target != y (see advlab.attacks.random_targets)")
+    check_placement(model, x, generator=generator)
 
 
 def as_labels(labels: Tensor | None) -> Tensor | None:

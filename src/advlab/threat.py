@@ -230,6 +230,42 @@ def sparse_l1_direction(grad: Tensor, k: Tensor, *, x_adv: Tensor | None = None,
     return (torch.where(chosen, flat.sign(), torch.zeros_like(flat)) / count).view_as(grad)
 
 
+def _sphere_draw(like: Tensor, norm: str, generator: torch.Generator | None) -> Tensor:
+    """L2/L1: the unnormalised draw whose direction is uniform on the sphere (Gaussian; Laplace,
+    ``sign · Exp(1)``); L∞: a point of the sphere itself (see :func:`random_direction`)."""
+    if norm == "l2":
+        return torch.empty_like(like).normal_(generator=generator)
+    if norm == "l1":
+        u = torch.empty_like(like).uniform_(generator=generator).clamp_min(1e-12)
+        sign = torch.empty_like(like).bernoulli_(0.5, generator=generator) * 2 - 1
+        return -torch.log(u) * sign
+    if norm == "linf":
+        flat = torch.empty_like(_flat(like)).uniform_(-1.0, 1.0, generator=generator)
+        face = torch.randint(0, flat.shape[1], (flat.shape[0], 1), generator=generator,
+                             device=like.device)
+        side = torch.empty(flat.shape[0], 1, dtype=like.dtype, device=like.device).bernoulli_(
+            0.5, generator=generator) * 2 - 1
+        return flat.scatter(1, face, side).view_as(like)
+    raise ValueError(f"random directions are drawn for {', '.join(NORMS)}, got norm {norm!r}")
+
+
+def random_direction(like: Tensor, norm: str, *, generator: torch.Generator | None = None) -> Tensor:
+    """Directions ``(B, *)`` shaped like ``like``, each drawn uniformly from the unit ``norm`` sphere.
+
+    * L2: a Gaussian vector, normalised;
+    * L1: Laplace coordinates (``sign · Exp(1)``), normalised (uniform on the L1 sphere);
+    * L∞: one coordinate chosen uniformly is set to ``±1``, the others drawn from ``U[-1, 1]``
+      (the sphere is the cube's surface: its ``2d`` faces have equal area).
+
+    :meth:`ThreatModel.random_start` scales the same draws by a random radius; noise baselines
+    that compare an attack with random perturbations of the same norm scale them by its norms.
+    """
+    draw = _sphere_draw(like, norm, generator)
+    if norm == "linf":
+        return draw
+    return draw / per_sample(lp_norm(draw, norm).clamp_min(1e-12), draw)
+
+
 def project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
     """Project each ``delta[i]`` onto the ``norm`` ball of radius ``radius[i]`` (``inf`` allowed).
 
@@ -464,12 +500,7 @@ class ThreatModel:
             return self.project(start, x) if x.dtype in LOW_PRECISION else start
         b = x.shape[0]
         d = x[0].numel()
-        if self.norm == "l2":
-            direction = torch.empty_like(x).normal_(generator=generator)
-        else:  # Laplace: sign * Exp(1), uniform on the L1 sphere after normalising
-            u = torch.empty_like(x).uniform_(generator=generator).clamp_min(1e-12)
-            sign = torch.empty_like(x).bernoulli_(0.5, generator=generator) * 2 - 1
-            direction = -torch.log(u) * sign
+        direction = _sphere_draw(x, self.norm, generator)  # (the arithmetic of the reference loop)
         norms = lp_norm(direction, self.norm).clamp_min(1e-12)
         radius = eps * torch.empty(b, device=x.device, dtype=x.dtype).uniform_(
             generator=generator) ** (1.0 / d)
