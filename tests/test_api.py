@@ -15,7 +15,7 @@ import advlab.runs as runs
 def test_attacks_api_is_pinned():
     assert set(attacks.__all__) == {"BPDA", "EOT", "TreeAttack", "JSMA", "LBFGS", "PGDL0", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FAB", "FABT", "FGM",
                                     "FGSM", "FMN", "IFGSM", "MIFGM", "MIFGSM", "PGD", "list_attacks",
-                                    "make_attack", "perturb", "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump", "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate", "patch_success", "success_vs_size",
+                                    "make_attack", "perturb", "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump", "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate", "patch_success", "success_vs_size", "RegressionPGD", "RegressionResult", "noise_gain",
                                     "Attack", "ConfidenceBelow", "Criterion", "Misclassified", "NotRejected",
                                     "SourceTarget", "TargetClass", "TargetConfidence", "execute", "trace"}
     for name in attacks.__all__:

@@ -18,6 +18,7 @@ from advlab.attacks.fab import FAB, FABT
 from advlab.attacks.gradient import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, PGD
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.minimal import FMN, CarliniWagnerL2, DeepFool
+from advlab.attacks.regression import RegressionPGD, RegressionResult, noise_gain
 from advlab.attacks.registry import ATTACKS, list_attacks, make_attack
 from advlab.attacks.patch import AdversarialPatch, PatchResult, patch_success, success_vs_size
 from advlab.attacks.score import NES, SimBA, SquareAttack
@@ -31,5 +32,5 @@ __all__ = ["BPDA", "EOT", "JSMA", "LBFGS", "PGDL0", "TreeAttack", "Attack", "Con
            "TargetClass", "TargetConfidence", "execute", "trace", "APGD", "APGDT", "ATTACKS", "AttackResult", "BIM", "CarliniWagnerL2", "DeepFool", "FAB", "FABT", "FGM", "FGSM", "FMN", "IFGSM",
            "MIFGM", "MIFGSM", "PGD", "list_attacks", "make_attack", "perturb", "random_targets", "NES", "SimBA", "SquareAttack", "BoundaryAttack", "HopSkipJump",
            "AdversarialPatch", "PatchResult", "UniversalPerturbation", "UniversalResult", "fooling_rate",
-           "patch_success", "success_vs_size",
+           "patch_success", "success_vs_size", "RegressionPGD", "RegressionResult", "noise_gain",
            "SubstituteResult", "TransferAttack", "TransferResult", "jacobian_augmentation", "train_substitute"]

@@ -3,8 +3,8 @@
 * An attack's metadata (:class:`advlab.attacks.contract.Attack`: ``access``, ``kind``) decides
   how it is called: white-box attacks get the model, black-box ones an
   :class:`advlab.oracle.Oracle` around it answering what they may see (scores or labels).
-  Minimal-norm and universal attacks have no ε to evaluate at and are refused with the place
-  they belong.
+  Minimal-norm and universal attacks have no ε to evaluate at, and attacks on regressors no
+  class to flip; they are refused with the place they belong.
 * A point counts as broken when the attack says so *if the attack went through the lifecycle*
   (every :class:`Attack`: its ``success`` is recomputed from the criterion on the returned point,
   which is checked to lie in the threat model), and the point lies in the evaluation's ε-ball.
@@ -44,6 +44,10 @@ def check_bounded(attack: AttackLike, name: str, where: str) -> None:
     if kind == "universal":
         raise ValueError(f"{where}: {name} fits one perturbation for all inputs; measure it with "
                          "advlab.attacks.fooling_rate on held-out data (or `advlab attack --attack uap`)")
+    if kind == "regression":
+        raise ValueError(f"{where}: {name} attacks a regressor (it moves the output, there is no class to "
+                         "flip and no robust accuracy); call it on the model and read "
+                         "RegressionResult.gain, against advlab.attacks.noise_gain")
 
 
 def victim(attack: AttackLike, model: nn.Module) -> Any:
