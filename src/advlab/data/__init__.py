@@ -13,6 +13,7 @@ from .errors import ChecksumError, DatasetNotFoundError, DownloadError
 from .files import load_image_folder, load_npz
 from .idx import IdxFormatError, read_idx, write_idx
 from .registry import available_datasets, load_dataset
+from .regression import RegressionData, load_diabetes_regression
 
 __all__ = [
     "ChecksumError",
@@ -20,8 +21,10 @@ __all__ = [
     "DatasetNotFoundError",
     "DownloadError",
     "IdxFormatError",
+    "RegressionData",
     "available_datasets",
     "load_dataset",
+    "load_diabetes_regression",
     "load_image_folder",
     "load_npz",
     "read_idx",
