@@ -109,22 +109,8 @@ def write_report(folder: PathLike, *, evaluation: Any,
     Returns:
         The path of ``index.html``.
     """
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    items = list(figures.items()) if isinstance(figures, Mapping) else [(None, f) for f in figures]
-    taken: dict[str, Path] = {}
-    embedded = [(caption, _place(Path(p), out, taken)) for caption, p in items]
-
+    out, embedded, parts = page_start(folder, figures, title=title, notes=notes)
     esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
-             f"<h1>{esc(title)}</h1>"]
-    paragraphs = _paragraphs(notes)
-    if paragraphs:
-        parts += ["<h2>Notes</h2>", '<div class="notes">']
-        parts += [f"<p>{esc(p)}</p>" for p in paragraphs]
-        parts.append("</div>")
     parts += ["<h2>Robust accuracy</h2>", *_summary_table(evaluation)]
     if embedded:
         parts.append("<h2>Figures</h2>")
@@ -138,6 +124,26 @@ def write_report(folder: PathLike, *, evaluation: Any,
     index = out / "index.html"
     atomic_write_text(index, "\n".join(parts))
     return index
+
+
+def page_start(folder: PathLike, figures: Sequence[PathLike] | Mapping[str, PathLike], *, title: str,
+               notes: str | Sequence[str]) -> tuple[Path, list[tuple[str | None, Path]], list[str]]:
+    """What every advlab page opens with: the folder (created), the figures placed beside the page
+    as ``(caption, relative path)``, and the HTML so far (head, title, notes)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    items = list(figures.items()) if isinstance(figures, Mapping) else [(None, f) for f in figures]
+    taken: dict[str, Path] = {}
+    embedded = [(caption, _place(Path(p), out, taken)) for caption, p in items]
+    esc = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
+             f"<h1>{esc(title)}</h1>"]
+    paragraphs = _paragraphs(notes)
+    if paragraphs:
+        parts += ["<h2>Notes</h2>", '<div class="notes">', *[f"<p>{esc(p)}</p>" for p in paragraphs], "</div>"]
+    return out, embedded, parts
 
 
 def _place(path: Path, folder: Path, taken: dict[str, Path]) -> Path:

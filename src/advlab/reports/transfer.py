@@ -62,25 +62,13 @@ def write_transfer_page(folder: str | os.PathLike[str], matrix: Any, *, figures:
     """``folder/index.html`` for a transferability matrix: notes, the figures (the heatmap), the
     matrix with each cell's numerator/denominator, how each source crafted, and the provenance."""
     import html
-    from pathlib import Path
     from urllib.parse import quote
 
     from advlab._io import atomic_write_text
-    from advlab.reports.page import CSS, _paragraphs, _place, _provenance, figure_caption
+    from advlab.reports.page import _provenance, figure_caption, page_start
 
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    items = list(figures.items()) if hasattr(figures, "items") else [(None, f) for f in figures]
-    taken: dict[str, Any] = {}
-    embedded = [(caption, _place(Path(p), out, taken)) for caption, p in items]
+    out, embedded, parts = page_start(folder, figures, title=title, notes=notes)
     esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
-             f"<h1>{esc(title)}</h1>"]
-    paragraphs = _paragraphs(notes)
-    if paragraphs:
-        parts += ["<h2>Notes</h2>", '<div class="notes">', *[f"<p>{esc(p)}</p>" for p in paragraphs], "</div>"]
     for caption, rel in embedded:
         text = caption if caption is not None else figure_caption(rel.stem)
         parts.append(f'<figure><img src="{esc(quote(rel.as_posix()))}" alt="{esc(text)}">'
