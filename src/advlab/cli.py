@@ -540,7 +540,7 @@ def _run(args: argparse.Namespace) -> int:
                               sharded=ranks.sharded, writer=ranks.writer)
         finally:
             if launched_by_torchrun():
-                leave()
+                leave(synchronise=sys.exc_info()[0] is None)
     elif args.command == "measure":
         runs.measure_job(checkpoint=_source(args), device=args.device, out=args.out, attacks=args.attacks, norm=args.norm,
                          eps=args.eps, steps=args.steps, n=args.n, batch_size=args.batch_size, data=args.data,
@@ -686,7 +686,7 @@ def _run_spec(args: argparse.Namespace) -> int:
                                progress=False, threads=args.threads)
     finally:
         if under_torchrun:
-            leave()
+            leave(synchronise=sys.exc_info()[0] is None)
     if not writer:
         return 1 if summary.failed else 0
     print(summary.text())

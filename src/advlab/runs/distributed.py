@@ -98,9 +98,21 @@ def gather(value: Any) -> list[Any]:
     return out
 
 
-def leave() -> None:
-    """Tear the process group down (a no-op outside torchrun or when it is already gone)."""
+def leave(*, synchronise: bool = True) -> None:
+    """Tear the process group down (a no-op outside torchrun or when it is already gone).
+
+    ``synchronise``: wait at a barrier first, so that no rank destroys its Gloo group while a
+    peer is still in a collective, and collect the garbage that may hold pending Gloo work (a DDP
+    reducer, a broadcast's buffers). Without both, a rank that finished early could abort at exit
+    with "terminate called without an active exception" (seen once in CI, on a loaded machine).
+    Pass ``False`` on the path of an exception: the peers may never reach the barrier, and
+    torchrun stops them once this rank exits non-zero."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if synchronise:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
