@@ -74,6 +74,34 @@ def test_ascent_direction_has_unit_norm(args):
         assert torch.allclose(inner, lp_norm(grad, "l2"), rtol=1e-5, atol=1e-5)
 
 
+def test_l2_direction_of_a_tiny_gradient_is_still_a_unit_vector():
+    # A saturated softmax gives input gradients of 1e-20 and less (a confident policy or
+    # classifier): the L2 direction used to be g / max(||g||, 1e-12), a step of 1e-8 of the step
+    # size, or 0 where ||g||^2 underflowed, while L∞'s sign() moved the full step.
+    tm = ThreatModel(norm="l2", eps=1.0)
+    grad = torch.tensor([[3e-13, -4e-13], [3e-25, 4e-25], [3e-40, -4e-40], [0.0, 0.0], [3.0, 4.0]])
+    d = tm.ascent_direction(grad)
+    expected = torch.tensor([[0.6, -0.8], [0.6, 0.8], [0.6, -0.8], [0.0, 0.0], [0.6, 0.8]])
+    assert torch.allclose(d, expected, atol=1e-6)
+    # ordinary rows keep their bits
+    assert torch.equal(d[4], grad[4] / torch.linalg.vector_norm(grad[4]))
+
+
+def test_fgm_on_a_saturated_model_moves_the_full_eps():
+    from torch import nn
+
+    from advlab.attacks import FGSM
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        model.bias.zero_()
+    model.eval()
+    x = torch.tensor([[15.0, 0.0], [22.0, 0.0]])  # logit margins 30 and 44: CE gradients 1e-13, 1e-19
+    r = FGSM(eps=0.5, norm="l2", bounds=(-100.0, 100.0))(model, x, torch.tensor([0, 0]))
+    assert torch.allclose(r.norms, torch.full((2,), 0.5), atol=1e-6)
+    assert torch.allclose(r.x_adv[:, 0], torch.tensor([14.5, 21.5]))
+
+
 def test_l1_direction_skips_coordinates_pinned_at_the_bounds():
     tm = ThreatModel(norm="l1", eps=1.0)
     x_adv = torch.tensor([[1.0, 0.5, 0.0, 0.5]])

@@ -461,8 +461,19 @@ class ThreatModel:
             scale = _flat(grad).abs().mean(dim=1).clamp_min(1e-30)
             return grad / _view(scale, grad)
         if self.norm == "l2":
-            norms = lp_norm(grad, "l2").clamp_min(1e-12)
-            return grad / _view(norms, grad)
+            norms = lp_norm(grad, "l2")
+            tiny = norms < 1e-12
+            if bool(tiny.any()):
+                # a saturated softmax gives gradients of 1e-20 and less: the clamp below would
+                # shorten the step to a vanishing fraction of the step size, and the square in
+                # the norm underflows to 0. Rescaled by its largest entry first, every non-zero
+                # gradient gives a unit direction (as sign() does under L∞); zero stays zero.
+                # (Only those rows: the others keep their bits.)
+                peak = _flat(grad).abs().amax(dim=1)
+                scale = torch.where(tiny & (peak > 0), peak, torch.ones_like(peak))
+                grad = grad / _view(scale, grad)
+                norms = torch.where(tiny, lp_norm(grad, "l2"), norms)
+            return grad / _view(norms.clamp_min(1e-12), grad)
         flat = _flat(grad)
         score = flat.abs()
         if x_adv is not None:
