@@ -32,7 +32,9 @@ def test_evaluation_and_runs_api_are_pinned():
         "fawzi_bound_classwise", "lipschitz_estimate", "measure_robustness", "median_upper_bound",
         "Cascade", "CascadeResult", "strong_attacks", "strong_evaluate", "TransferCell",
         "FoolingResult", "NoiseConfidence", "fooling_images", "noise_confidence", "TransferMatrix", "WhiteBox", "transfer_matrix",
-        "LEARNERS", "Learner", "VoteEnsemble", "fit_learners", "technique_matrix"}
+        "LEARNERS", "Learner", "VoteEnsemble", "fit_learners", "technique_matrix",
+        "OBS_BOUNDS", "ObservationNoise", "PolicyCurve", "PolicyRow", "attack_policy", "cartpole_controller",
+        "policy_return_vs_eps", "train_policy"}
     assert set(runs.__all__) == {"DEMO_EPS", "attack_job", "audit_job", "bounds_job", "demo_job", "evaluate_job",
                                 "geometry_job", "measure_job", "train_job"}
 
