@@ -11,7 +11,8 @@ import advlab
 import advlab.reports as reports
 
 EXPECTED = {"accuracy_curve", "bound_cdf_figure", "cosine_figure", "decision_map_figure", "decision_maps_figure", "fooling_gallery", "gallery",
-            "gallery_from_result", "minimal_norms_figure", "subspace_dim_figure", "transfer_heatmap", "write_report", "write_table"}
+            "gallery_from_result", "minimal_norms_figure", "policy_return_figure", "subspace_dim_figure",
+            "transfer_heatmap", "write_report", "write_table"}
 SRC = Path(advlab.__file__).parent
 # The layers above the library that may use reports: the CLI and the jobs it runs.
 CONSUMERS = {"reports", "cli.py", "runs"}

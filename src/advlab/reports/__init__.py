@@ -23,9 +23,11 @@ from advlab.reports.gallery import gallery, gallery_from_result
 from advlab.reports.geometry import cosine_figure, decision_map_figure, decision_maps_figure, subspace_dim_figure
 from advlab.reports.minimal import minimal_norms_figure
 from advlab.reports.page import write_report
+from advlab.reports.policy import policy_return_figure
 from advlab.reports.table import write_table
 from advlab.reports.transfer import transfer_heatmap
 
 __all__ = ["accuracy_curve", "bound_cdf_figure", "cosine_figure", "decision_map_figure", "decision_maps_figure",
            "fooling_gallery", "gallery",
-           "gallery_from_result", "minimal_norms_figure", "subspace_dim_figure", "transfer_heatmap", "write_report", "write_table"]
+           "gallery_from_result", "minimal_norms_figure", "policy_return_figure", "subspace_dim_figure",
+           "transfer_heatmap", "write_report", "write_table"]
