@@ -154,7 +154,7 @@ def _greedy(policy: nn.Module, obs: np.ndarray) -> np.ndarray:
 
 def train_policy(*, expert: Expert = cartpole_controller, env_id: str = "CartPole-v1", hidden: int = 32,
                  rounds: int = 4, episodes_per_round: int = 4, epochs: int = 30, lr: float = 1e-2,
-                 batch_size: int = 1024, jitter: float = 0.5, copies: int = 2,
+                 batch_size: int = 1024, jitter: float = 0.0, copies: int = 2,
                  weight_decay: float = 0.1, label_smoothing: float = 0.0, seed: int = 0,
                  threads: int | None = 1) -> nn.Module:
     """A small MLP policy ``(B, d) -> (B, A)`` logits trained by DAgger on ``expert``'s actions.
@@ -165,17 +165,17 @@ def train_policy(*, expert: Expert = cartpole_controller, env_id: str = "CartPol
     do in the states its own mistakes lead to. This is imitation, not the RL (DQN, A3C, TRPO) of
     Huang et al. 2017: the attack needs a policy network, not a particular way of training it.
 
-    ``copies`` noisy copies of every visited state (Gaussian, ``jitter`` times each coordinate's
-    spread over the visited states), labelled by the expert too, make the network match the
-    expert around its trajectories and not only on them: trained on the trajectories alone the
-    network is free off them, and its gradient there points anywhere. ``weight_decay`` (AdamW)
-    keeps the logits from growing without bound on these separable labels: without it some seeds
-    reach logit margins beyond which cross-entropy's input gradient is exactly 0 in float32 at
-    half the states, and FGSM cannot move there (:func:`attack_policy` warns). ``label_smoothing`` is
-    there to show a trap, not to be used: at 0.1 the network learns a flat plateau of constant
-    logits away from its boundary, its input gradient there is tiny and points nowhere in
-    particular, and FGSM and PGD barely move the return (false robustness, gradient masking);
-    see bench/POLICY.md.
+    ``weight_decay`` (AdamW) keeps the logits from growing without bound on these separable
+    labels: without it some seeds reach logit margins beyond which cross-entropy's input gradient
+    is exactly 0 in float32 at half the states, FGSM cannot move there (:func:`attack_policy`
+    warns) and the return under attack may be overstated (bench/POLICY.md). ``label_smoothing``
+    is there to show a trap, not to be used: at 0.1 the network's logits level off at a plateau
+    (margin log(0.95/0.05) ≈ 2.9) away from its boundary, and FGSM at L2 ε = 0.5 left the return
+    at 500 and 356 for two of three seeds where noise of the same norm brought it to about 200
+    (false robustness: gradient masking). With ``jitter > 0``, ``copies`` Gaussian copies of every
+    visited state (``jitter`` times each coordinate's spread) are labelled by the expert too: the
+    network then matches the expert around its trajectories, not only on them, and is more robust
+    to random noise (bench/POLICY.md); off by default, plain DAgger.
 
     Deterministic for a given ``seed`` (initial weights, batches, and environment seeds
     ``10000 (seed + 1) + 100 r + i`` for episode ``i`` of round ``r``: apart from the seeds
@@ -466,11 +466,11 @@ def _run(policy: nn.Module, perturbation: Perturbation, *, env_id: str, episodes
                     unmoved=unmoved / steps if steps else 0.0)
     if perturbation is not None and eps > 0 and row.unmoved > UNMOVED_WARN:
         warn(f"{method} ({norm}, eps={eps:g}) left {row.unmoved:.0%} of the observations exactly unchanged: "
-             "its loss has a zero input gradient there. With cross-entropy that is a saturated softmax: "
-             "the gradient is about exp(-margin) times that of the other logits, and in float32 it is "
-             "exactly 0 beyond a logit margin of about 90-100. That is gradient masking by an over-confident "
-             "policy, and the return under attack is only an upper bound: attack with loss='cw' (the "
-             "logit margin, which does not saturate) as well")
+             "its loss has a zero input gradient there, so the return under attack is only an upper bound. "
+             "Either the softmax saturates (cross-entropy's gradient is about exp(-margin), exactly 0 in "
+             "float32 beyond a logit margin of about 90-100: attack with loss='cw', the logit margin, too) "
+             "or the network's own hidden units do (tanh/sigmoid: its Jacobian is 0 there and no gradient "
+             "attack moves; try noise of a larger norm, a black-box attack, or train with weight decay)")
     return row
 
 

@@ -25,8 +25,8 @@ STYLE = {"FGSM": ("tab:red", "-", "o"), "PGD": ("tab:purple", "-", "s"), "noise"
 def policy_return_figure(curve: Any, *, path: str | os.PathLike[str] | None = None,
                          title: str | None = None) -> Figure:
     """One panel per norm of the curve (L∞, then L2): mean episode return against ε for each
-    method (attacks solid, noise dashed), a band of ± one standard deviation over the episodes,
-    every line starting from the clean return at ε = 0 (the dotted line).
+    method (attacks solid, noise dashed), a band of ± one standard deviation over the episodes
+    (cut at 0 and at the best return seen), every line starting from the clean return at ε = 0 (the dotted line).
 
     Args:
         curve: a :class:`~advlab.evaluation.PolicyCurve` from
@@ -43,7 +43,8 @@ def policy_return_figure(curve: Any, *, path: str | os.PathLike[str] | None = No
     clean = curve.clean
     fig = new_figure((5.2 * len(norms) + 0.4, 4.2))
     axes = fig.subplots(1, len(norms), squeeze=False)[0]
-    top = max(max(r.mean + r.std for r in curve.rows), 1.0)
+    # a return cannot exceed the best one seen (CartPole's cap): the ± std band stops there
+    top = max(max(max(r.returns) for r in curve.rows), 1.0)
     for ax, norm in zip(axes, norms):
         for method in curve.methods(norm):
             rows = curve.series(method, norm)
@@ -53,7 +54,8 @@ def policy_return_figure(curve: Any, *, path: str | os.PathLike[str] | None = No
             color, style, marker = STYLE.get(method, ("tab:blue", "-", "o"))
             ax.plot(eps, mean, color=color, linestyle=style, marker=marker, markersize=4, linewidth=1.6,
                     label=method if method != "noise" else "noise (same norm)")
-            ax.fill_between(eps, np.clip(mean - std, 0, None), mean + std, color=color, alpha=0.15, linewidth=0)
+            ax.fill_between(eps, np.clip(mean - std, 0, None), np.clip(mean + std, None, top), color=color,
+                            alpha=0.15, linewidth=0)
         ax.axhline(clean.mean, color="black", linestyle=":", linewidth=1.0, label=f"clean {clean.mean:.0f}")
         ax.set_xlabel(eps_symbol(norm))
         ax.set_ylabel("episode return")
