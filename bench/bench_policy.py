@@ -85,7 +85,7 @@ def main() -> None:
         lines.append(f"| {a['variant']} | {a['seed']} | {a['clean']:.1f} | {a['FGSM_linf']:.1f} | "
                      f"{a['noise_linf']:.1f} | {a['FGSM_l2']:.1f} | {a['noise_l2']:.1f} | "
                      f"{a['unmoved_linf']:.2f} / {a['unmoved_l2']:.2f} |")
-    lines += ["", f"## The saturated policy (no weight decay, seed 1): loss \"ce\" against \"cw\"", ""]
+    lines += ["", "## The saturated policy (no weight decay, seed 1): loss \"ce\" against \"cw\"", ""]
     for loss, c in losses.items():
         lines += [f"### loss = {loss!r} (unmoved: " + ", ".join(
             f"{r.method} {r.norm} {r.eps:g}: {r.unmoved:.2f}" for r in c.rows if r.method in ("FGSM", "PGD")) + ")",

@@ -389,7 +389,7 @@ class PolicyCurve:
                  f"clean return {self.clean.mean:.1f} ± {self.clean.std:.1f}", ""]
         for norm in self.norms:
             methods = self.methods(norm)
-            lines.append(f"| norm | ε | " + " | ".join(f"{m} return" for m in methods)
+            lines.append("| norm | ε | " + " | ".join(f"{m} return" for m in methods)
                          + " | " + " | ".join(f"{m} flips" for m in methods) + " |")
             lines.append("|---|---:|" + "---:|" * (2 * len(methods)))
             for eps in sorted({r.eps for r in self.rows if r.norm == norm}):
