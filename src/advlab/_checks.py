@@ -70,7 +70,7 @@ def model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def check_batch(x: object, *, bounds: tuple[float, float]) -> Tensor:
+def check_batch(x: object, *, bounds: Any) -> Tensor:
     """Validate the inputs of a batch on their own: a floating tensor ``(B, ...)`` with ``B >= 1``,
     finite, inside ``bounds``. No labels and no model (attacks on regressors use this too)."""
     if not isinstance(x, Tensor):
@@ -88,8 +88,11 @@ def check_batch(x: object, *, bounds: tuple[float, float]) -> Tensor:
         bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
         raise ValueError(f"x contains NaN or Inf in {bad} of {x.shape[0]} inputs; clean the data first")
     lo, hi = bounds
+    if not isinstance(lo, (int, float)):  # per-feature bounds (advlab.threat.PerFeature, or tensors)
+        _check_in_feature_box(x, bounds)
+        lo = hi = None
     xmin, xmax = float(x.min()), float(x.max())
-    if xmin < lo or xmax > hi:
+    if lo is not None and (xmin < lo or xmax > hi):
         raise ValueError(f"x has values in [{xmin:.4g}, {xmax:.4g}], outside the bounds ({lo:g}, {hi:g}); "
                          "rescale the inputs (normalisation belongs inside the model, e.g. "
                          "advlab.models.Normalize) or pass bounds=(lo, hi) to the attack")
@@ -117,7 +120,7 @@ def check_placement(model: nn.Module | None, x: Tensor, *,
                              f"create it with torch.Generator(device={str(x.device)!r})")
 
 
-def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple[float, float],
+def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: Any,
                  target: object = None, generator: torch.Generator | None = None) -> None:
     """Validate a batch before an attack touches it: :func:`check_batch`, the labels (and
     targets), then :func:`check_placement`."""
@@ -130,6 +133,27 @@ def check_inputs(model: nn.Module | None, x: object, y: object, *, bounds: tuple
             raise ValueError(f"target equals the true label y for {same} inputs; a targeted attack "
                              "needs target != y (see advlab.attacks.random_targets)")
     check_placement(model, x, generator=generator)
+
+
+def _check_in_feature_box(x: Tensor, bounds: Any) -> None:
+    """``x`` ``(B, *)`` inside per-feature bounds (shaped like one input); the message names the
+    first input and feature outside."""
+    from advlab.threat import PerFeature, canonical_bounds, check_feature_shape
+
+    lo, hi = bounds if isinstance(bounds[0], PerFeature) else canonical_bounds(bounds)
+    check_feature_shape("bounds", lo.shape, tuple(x.shape[1:]))
+    lo_t, hi_t = lo.like(x), hi.like(x)
+    out = (x < lo_t) | (x > hi_t)
+    if bool(out.any()):
+        n, i = divmod(int(out.flatten().nonzero()[0]), x[0].numel())
+        from advlab.threat import _index_of
+
+        where = _index_of(i, tuple(x.shape[1:]))
+        raise ValueError(f"x is outside the per-feature bounds at {int(out.flatten(1).any(1).sum())} of "
+                         f"{x.shape[0]} inputs; the first: input {n}, feature {where} is "
+                         f"{float(x.flatten(1)[n, i]):.4g}, its bounds are [{float(lo_t.flatten()[i]):.4g}, "
+                         f"{float(hi_t.flatten()[i]):.4g}]. Rescale the inputs or pass the bounds they "
+                         "live in")
 
 
 def as_labels(labels: Tensor | None) -> Tensor | None:
@@ -240,13 +264,20 @@ def norm_field(config: Any, allowed: Sequence[str]) -> str:
     return norm
 
 
-def bounds_field(config: Any) -> tuple[float, float]:
-    """Canonicalise ``config.bounds`` of a frozen config in place (a box the threat model accepts)."""
+def bounds_field(config: Any) -> tuple[Any, Any]:
+    """Canonicalise ``config.bounds`` of a frozen config in place (a box the threat model
+    accepts: two floats, or per-feature :class:`advlab.threat.PerFeature` tensors), and its
+    ``mask`` and ``categorical`` fields where it has them."""
     from advlab.threat import ThreatModel
 
-    bounds = ThreatModel(norm="l2", eps=math.inf, bounds=config.bounds).bounds  # raises on bad bounds
-    object.__setattr__(config, "bounds", bounds)
-    return bounds
+    # raises on bad bounds, masks, categorical features
+    tm = ThreatModel(norm="l2", eps=math.inf, bounds=config.bounds, mask=getattr(config, "mask", None),
+                     categorical=getattr(config, "categorical", None))
+    object.__setattr__(config, "bounds", tm.bounds)
+    for name in ("mask", "categorical"):
+        if hasattr(config, name):
+            object.__setattr__(config, name, getattr(tm, name))
+    return tm.bounds
 
 
 # -- train/eval modes ------------------------------------------------------------------------------

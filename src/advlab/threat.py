@@ -10,10 +10,12 @@ Shapes: ``x`` and ``x_adv`` are ``(B, *)`` with the batch first; per-sample quan
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor
@@ -161,7 +163,16 @@ def project_l1_ball(delta: Tensor, eps: float) -> Tensor:
     return out.view_as(delta)
 
 
-def project_l1_ball_box(delta: Tensor, x: Tensor, eps: float, lo: float, hi: float) -> Tensor:
+def _flat_bound(b: float | Tensor, like: Tensor) -> float | Tensor:
+    """A bound against flattened rows ``(B, D)`` of ``like`` ``(B, *)``: a float as it is, a
+    per-feature tensor (shaped like one input, or broadcasting to it) as ``(1, D)``."""
+    if isinstance(b, Tensor):
+        return b.expand(like.shape[1:]).reshape(1, -1)
+    return b
+
+
+def project_l1_ball_box(delta: Tensor, x: Tensor, eps: float, lo: float | Tensor,
+                        hi: float | Tensor) -> Tensor:
     """Euclidean projection of each ``delta[i]`` onto ``{δ : ||δ||_1 <= eps, lo <= x[i] + δ <= hi}``.
 
     Not the L1-ball projection followed by a clip, which is in the set but in general not its
@@ -181,6 +192,9 @@ def project_l1_ball_box(delta: Tensor, x: Tensor, eps: float, lo: float, hi: flo
     shape, dtype = delta.shape, delta.dtype
     v = _flat(delta).double()
     xf = _flat(x).double().expand_as(v)
+    lo, hi = _flat_bound(lo, x), _flat_bound(hi, x)  # per-feature bounds: (1, D)
+    lo = lo.double() if isinstance(lo, Tensor) else lo
+    hi = hi.double() if isinstance(hi, Tensor) else hi
     mag = v.abs()
     cap = torch.where(v > 0, hi - xf, xf - lo).clamp_min(0)
     clipped = torch.minimum(mag, cap)  # λ = 0: the box alone
@@ -207,7 +221,7 @@ def project_l1_ball_box(delta: Tensor, x: Tensor, eps: float, lo: float, hi: flo
 
 
 def sparse_l1_direction(grad: Tensor, k: Tensor, *, x_adv: Tensor | None = None,
-                        bounds: tuple[float, float] | None = None) -> Tensor:
+                        bounds: tuple[Any, Any] | None = None, free: Tensor | None = None) -> Tensor:
     """The sparse L1 steepest-ascent direction with ``k[i]`` coordinates for sample ``i``.
 
     The ``k[i]`` coordinates of largest ``|g|``, leaving out those at a box bound that the step
@@ -215,13 +229,18 @@ def sparse_l1_direction(grad: Tensor, k: Tensor, *, x_adv: Tensor | None = None,
     L1 norm 1 (0 where no coordinate can move). :meth:`ThreatModel.ascent_direction` is the same
     with one fraction of ``d`` for every sample; APGD-L1 adapts ``k`` per sample. Ties in ``|g|``
     are broken by position (a stable sort), so exactly ``min(k, #movable)`` coordinates move.
+    ``bounds`` may be per-feature tensors shaped like one input; ``free`` (bool, shaped like one
+    input) leaves out the frozen features of a masked threat model.
     """
     flat = _flat(grad)
     score = flat.abs()
     if x_adv is not None and bounds is not None:
         xf = _flat(x_adv)
-        blocked = ((xf <= bounds[0]) & (flat < 0)) | ((xf >= bounds[1]) & (flat > 0))
+        lo, hi = _flat_bound(bounds[0], x_adv), _flat_bound(bounds[1], x_adv)
+        blocked = ((xf <= lo) & (flat < 0)) | ((xf >= hi) & (flat > 0))
         score = score.masked_fill(blocked, -1.0)
+    if free is not None:
+        score = score.masked_fill(~_flat_bound(free, grad), -1.0)
     order = score.sort(dim=1, descending=True, stable=True).indices
     rank_ok = torch.arange(flat.shape[1], device=flat.device)[None, :] < k.view(-1, 1)
     chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, rank_ok)
@@ -287,9 +306,191 @@ def project_balls(delta: Tensor, radius: Tensor, norm: str) -> Tensor:
 
 
 
+# -- per-feature bounds, masks and categorical features ---------------------------------------------
+
+
+class PerFeature:
+    """An immutable per-feature tensor of a threat model (a bound, a mask), with value semantics.
+
+    Holds a CPU copy of what was given (so later changes to the user's tensor do not reach it),
+    compares and hashes by value (so a :class:`ThreatModel` or an attack configuration holding one
+    stays a value), prints as a short summary with a digest (so provenance strings stay short and
+    still tell two tensors apart), and hands out copies on an input's device and dtype
+    (:meth:`like`, cached). A bound tensor is configuration, so moving it to ``x``'s device is
+    advlab's job, not the user's.
+    """
+
+    __slots__ = ("_t", "_digest", "_cache")
+
+    def __init__(self, t: Tensor) -> None:
+        self._t = t.detach().to("cpu").clone().contiguous()
+        self._t.requires_grad_(False)
+        raw = self._t.numpy().tobytes() if self._t.numel() else b""
+        self._digest = hashlib.sha1(raw + str(tuple(self._t.shape)).encode()
+                                    + str(self._t.dtype).encode()).hexdigest()[:10]
+        self._cache: dict[tuple[Any, ...], Tensor] = {}
+
+    @property
+    def tensor(self) -> Tensor:
+        """The values, on the CPU (a copy: the held tensor stays as it was)."""
+        return self._t.clone()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._t.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._t.dtype
+
+    def like(self, x: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:
+        """The values expanded to the shape of one example of ``x`` ``(B, *)``, on ``x``'s device
+        (in ``x``'s dtype for a numeric tensor, or ``dtype``). Read-only by convention."""
+        dt = dtype if dtype is not None else (x.dtype if self._t.is_floating_point() else self._t.dtype)
+        key = (x.device, dt, tuple(x.shape[1:]))
+        out = self._cache.get(key)
+        if out is None:
+            out = self._t.to(dtype=dt).expand(x.shape[1:]).to(x.device).contiguous()
+            if len(self._cache) > 8:
+                self._cache.clear()
+            self._cache[key] = out
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PerFeature):
+            return NotImplemented
+        return (self.shape == other.shape and self.dtype == other.dtype
+                and bool(torch.equal(self._t, other._t)))
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __repr__(self) -> str:
+        t = self._t
+        if t.dtype == torch.bool:
+            what = f"{int(t.sum())} of {t.numel()} True"
+        else:
+            what = f"min={float(t.min()):.4g}, max={float(t.max()):.4g}" if t.numel() else "empty"
+        return f"PerFeature(shape={self.shape}, {what}, sha1={self._digest})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PerFeature, (self._t,))
+
+
+def _as_tensor(name: str, value: Any) -> Tensor:
+    """``value`` (a tensor, a NumPy array, nested lists) as a CPU tensor, or a clear error."""
+    if isinstance(value, PerFeature):
+        return value.tensor
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a tensor (or an array-like) shaped like one input, got "
+                        f"{type(value).__name__} ({err})") from None
+
+
+def _index_of(flat: int, shape: tuple[int, ...]) -> str:
+    """A feature's position as it reads in a message: ``3`` for ``(D,)``, ``(1, 7)`` for ``(C, T)``."""
+    if len(shape) <= 1:
+        return str(flat)
+    idx = []
+    for s in reversed(shape):
+        idx.append(flat % s)
+        flat //= s
+    return str(tuple(reversed(idx)))
+
+
+def _per_feature_bounds(pair: Any) -> tuple[PerFeature, PerFeature]:
+    """Canonical per-feature bounds: two float64 :class:`PerFeature` of one broadcast shape."""
+    lo_t, hi_t = (_as_tensor(f"bounds[{i}] ({'lo' if i == 0 else 'hi'})", b) for i, b in enumerate(pair))
+    for name, t in (("lo", lo_t), ("hi", hi_t)):
+        if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype.is_signed
+                                                            or t.dtype == torch.uint8):
+            raise TypeError(f"bounds ({name}) must hold real numbers, got dtype {t.dtype}")
+    lo_t, hi_t = lo_t.double(), hi_t.double()
+    try:
+        shape = torch.broadcast_shapes(lo_t.shape, hi_t.shape)
+    except RuntimeError:
+        raise ValueError(f"per-feature bounds lo and hi must have one shape (or broadcast to one): "
+                         f"lo has shape {tuple(lo_t.shape)}, hi has shape {tuple(hi_t.shape)}") from None
+    lo_t, hi_t = lo_t.expand(shape), hi_t.expand(shape)
+    for name, t in (("lo", lo_t), ("hi", hi_t)):
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            i = int(bad.flatten().nonzero()[0])
+            raise ValueError(f"bounds ({name}) must be finite numbers; feature {_index_of(i, tuple(shape))} "
+                             f"is {float(t.flatten()[i])}")
+    crossed = lo_t > hi_t
+    if bool(crossed.any()):
+        i = int(crossed.flatten().nonzero()[0])
+        raise ValueError(f"bounds have lo > hi for {int(crossed.sum())} features, the first is feature "
+                         f"{_index_of(i, tuple(shape))}: lo = {float(lo_t.flatten()[i]):g}, hi = "
+                         f"{float(hi_t.flatten()[i]):g} (lo == hi is allowed: a fixed feature)")
+    return PerFeature(lo_t), PerFeature(hi_t)
+
+
+def _mask_field(mask: Any) -> PerFeature | None:
+    if mask is None:
+        return None
+    t = _as_tensor("mask", mask)
+    if t.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor shaped like one input (True = the feature may "
+                        f"change, False = frozen), got dtype {t.dtype}; use mask.bool() or mask != 0")
+    if t.numel() and not bool(t.any()):
+        raise ValueError("mask is False everywhere: it freezes every feature, so no input can change "
+                         "(True marks the features an attack MAY change)")
+    return PerFeature(t)
+
+
+def _categorical_field(categorical: Any) -> PerFeature | tuple[int, ...] | None:
+    """A bool mask (True = categorical) as a :class:`PerFeature`, or indices into one flattened
+    input as a sorted tuple of ints; ``None`` or empty for none."""
+    if categorical is None:
+        return None
+    if isinstance(categorical, PerFeature) or (isinstance(categorical, Tensor) and categorical.dtype == torch.bool):
+        t = _as_tensor("categorical", categorical)
+        if t.dtype != torch.bool:
+            raise TypeError(f"categorical as a mask must be bool, got {t.dtype}")
+        return PerFeature(t) if bool(t.any()) else None
+    if isinstance(categorical, numbers.Integral) and not isinstance(categorical, bool):
+        categorical = (categorical,)
+    if isinstance(categorical, Tensor):
+        categorical = categorical.flatten().tolist()
+    try:
+        items = list(categorical)
+    except TypeError:
+        raise TypeError(f"categorical must be feature indices (ints into one flattened input) or a "
+                        f"bool mask, got {categorical!r}") from None
+    out = []
+    for i in items:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or int(i) < 0:
+            raise ValueError(f"categorical must hold feature indices >= 0 (into one flattened input), "
+                             f"got {i!r}")
+        out.append(int(i))
+    return tuple(sorted(set(out))) or None
+
+
+def check_feature_shape(name: str, shape: tuple[int, ...], example: tuple[int, ...]) -> None:
+    """A per-feature tensor of ``shape`` must broadcast to one input's ``example`` shape."""
+    try:
+        ok = tuple(torch.broadcast_shapes(shape, example)) == tuple(example)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} has shape {tuple(shape)} but one input has shape {tuple(example)} "
+                         f"(x is (B, *{tuple(example)})); per-feature {name} must have the shape of one "
+                         "input, or broadcast to it")
+
+
+#: a bound as the threat model holds it: a float, or a per-feature tensor
+Bound = Union[float, PerFeature]
+
+
 @dataclass(frozen=True)
 class ThreatModel:
-    """An Lp ball of radius ``eps`` around each input, inside the input box ``bounds``.
+    """An Lp ball of radius ``eps`` around each input, inside the input box ``bounds``, changing
+    only the features ``mask`` leaves free.
 
     Args:
         norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"inf"``, ``2`` are accepted),
@@ -297,23 +498,43 @@ class ThreatModel:
         eps: the radius, ``>= 0``, in input units (for images in [0, 1], 8/255 ≈ 0.031);
             ``math.inf`` for minimal-perturbation attacks, which are bounded only by the box.
             For ``"l0"`` a whole number of features (or ``math.inf``).
-        bounds: ``(lo, hi)``, the box every adversarial input must stay in.
+        bounds: ``(lo, hi)``, the box every adversarial input must stay in: two numbers (the
+            fast path, the same box for every feature), or per-feature bounds: ``lo`` and ``hi``
+            tensors (or array-likes, or one number and one tensor) shaped like ONE input, e.g.
+            ``(D,)`` for tabular ``(N, D)`` data, ``(C, T)`` for signals, ``(C, H, W)`` for images,
+            or broadcasting to it (``(C, 1, 1)``: one range per channel). ``lo == hi`` fixes a
+            feature; ``lo > hi`` and NaN/Inf are errors naming the feature. Held as
+            :class:`PerFeature` values (CPU, compared by value) and moved to ``x``'s device and
+            dtype when used.
         targeted: whether the attacker aims at a chosen class (recorded for reports).
         pixels: ``"l0"`` only: count a pixel (all channels at one position of a ``(B, C, H, W)``
             input) as one feature, as the sparse attacks on colour images do.
+        mask: ``None`` (every feature may change), or a bool tensor shaped like one input (or
+            broadcasting to it): ``True`` where an attack MAY change the feature, ``False`` where
+            the feature is frozen and every adversarial input equals ``x`` exactly (ART's
+            convention). Projections, ascent directions and random starts spend the budget on the
+            free features only.
+        categorical: features that are categories, not quantities: indices into one flattened
+            input (``x[0].flatten()``), or a bool tensor shaped like one input (``True`` =
+            categorical). Every advlab attack changes features by numeric steps, so an attack
+            refuses a threat model in which a categorical feature is free (freeze it with
+            ``mask``).
 
     Example:
         >>> tm = ThreatModel(norm="linf", eps=0.1)
         >>> x_adv = tm.project(x + noise, x)       # inside the ball and the box
         >>> bool(tm.contains(x_adv, x).all())
         True
+        >>> ThreatModel(norm="l2", eps=0.5, bounds=(lo, hi), mask=mutable)  # tabular (D,) tensors
     """
 
     norm: Norm = "linf"
     eps: float = 0.0
-    bounds: tuple[float, float] = (0.0, 1.0)
+    bounds: tuple[Bound, Bound] = (0.0, 1.0)
     targeted: bool = False
     pixels: bool = False
+    mask: PerFeature | None = None
+    categorical: PerFeature | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm, allow_l0=True))
@@ -334,15 +555,101 @@ class ThreatModel:
         if self.pixels and self.norm != "l0":
             raise ValueError(f"pixels=True counts changed pixels, an L0 notion; norm is {self.norm!r}")
         object.__setattr__(self, "eps", eps)
-        pair = self.bounds
-        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-                or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in pair)):
-            # ("01" was read as (0, 1))
-            raise ValueError(f"bounds must be a pair of numbers (lo, hi), got {self.bounds!r}")
-        lo, hi = float(pair[0]), float(pair[1])
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"bounds must be finite with lo < hi, got {self.bounds!r}")
-        object.__setattr__(self, "bounds", (lo, hi))
+        object.__setattr__(self, "bounds", canonical_bounds(self.bounds))
+        object.__setattr__(self, "mask", _mask_field(self.mask))
+        object.__setattr__(self, "categorical", _categorical_field(self.categorical))
+        if self.mask is not None and self.pixels:
+            raise ValueError("pixels=True counts a pixel over its channels; a per-feature mask is not "
+                             "supported with it (freeze whole pixels with pixels=False)")
+
+    # -- per-feature views ----------------------------------------------------------------------
+
+    @property
+    def per_feature(self) -> bool:
+        """Whether ``bounds`` are per-feature tensors (not two numbers)."""
+        return isinstance(self.bounds[0], PerFeature)
+
+    def box(self, like: Tensor) -> tuple[Any, Any]:
+        """``(lo, hi)`` for inputs like ``like`` ``(B, *)``: the two floats, or per-feature
+        tensors of one input's shape on ``like``'s device and dtype (broadcasting against it)."""
+        lo, hi = self.bounds
+        if isinstance(lo, PerFeature):
+            return lo.like(like), hi.like(like)  # type: ignore[union-attr]
+        return lo, hi
+
+    def free(self, like: Tensor) -> Tensor | None:
+        """Bool ``(*)`` shaped like one input of ``like``: the features that may change;
+        ``None`` when every feature may."""
+        return None if self.mask is None else self.mask.like(like)
+
+    def num_free(self, like: Tensor) -> int:
+        """How many features of one input may change."""
+        return like[0].numel() if self.mask is None else int(self.mask.like(like).sum())
+
+    @property
+    def width(self) -> float:
+        """The box's width ``hi - lo`` as one number (the mean over features for per-feature
+        bounds), for defaults that scale with the input range (a step size, a fallback radius)."""
+        lo, hi = self.bounds
+        if isinstance(lo, PerFeature):
+            return float((hi.tensor - lo.tensor).mean())  # type: ignore[union-attr]
+        return hi - lo
+
+    def restrict(self, t: Tensor) -> Tensor:
+        """``t`` ``(B, *)`` (a perturbation, a gradient, a direction) with the frozen features set
+        to zero; ``t`` itself when nothing is frozen."""
+        if self.mask is None:
+            return t
+        return torch.where(self.mask.like(t), t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+    def keep_frozen(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """``x_adv`` with every frozen feature equal to ``x``'s (exactly); ``x_adv`` itself when
+        nothing is frozen."""
+        if self.mask is None:
+            return x_adv
+        return torch.where(self.mask.like(x_adv), x_adv, x)
+
+    def check_features(self, x: Tensor, *, who: str = "this attack", numeric: bool = True) -> None:
+        """Refuse, with a message, per-feature bounds, a mask or categorical features whose shape
+        does not fit one input of ``x`` ``(B, *)``, and (``numeric``: an attack that changes
+        features by numeric steps) a categorical feature the mask leaves free."""
+        example = tuple(x.shape[1:])
+        if self.per_feature:
+            check_feature_shape("bounds", self.bounds[0].shape, example)  # type: ignore[union-attr]
+        if self.mask is not None:
+            check_feature_shape("mask", self.mask.shape, example)
+        cat = self.categorical
+        if cat is None:
+            return
+        n = int(math.prod(example))
+        if isinstance(cat, PerFeature):
+            check_feature_shape("categorical", cat.shape, example)
+            flat = cat.tensor.expand(example).reshape(-1).nonzero().squeeze(1).tolist()
+        else:
+            flat = list(cat)
+            if flat[-1] >= n:
+                raise ValueError(f"categorical names feature {flat[-1]}, but one input has {n} features "
+                                 f"(shape {example}); indices count into x[0].flatten()")
+        if not numeric:
+            return
+        free = (torch.ones(n, dtype=torch.bool) if self.mask is None
+                else self.mask.tensor.expand(example).reshape(-1))
+        loose = [i for i in flat if bool(free[i])]
+        if loose:
+            where = _index_of(loose[0], example)
+            more = f" (and {len(loose) - 1} more categorical features)" if len(loose) > 1 else ""
+            raise ValueError(f"feature {where} is categorical{more}, and {who} changes features by "
+                             f"numeric steps: freeze it with mask=... (False at that feature), or "
+                             "encode it numerically; advlab has no attack for categorical features yet")
+
+    def __repr__(self) -> str:
+        parts = [f"norm={self.norm!r}", f"eps={self.eps!r}", f"bounds={self.bounds!r}",
+                 f"targeted={self.targeted!r}", f"pixels={self.pixels!r}"]
+        if self.mask is not None:
+            parts.append(f"mask={self.mask!r}")
+        if self.categorical is not None:
+            parts.append(f"categorical={self.categorical!r}")
+        return f"ThreatModel({', '.join(parts)})"
 
     # -- geometry -------------------------------------------------------------------------
 
@@ -360,8 +667,11 @@ class ThreatModel:
         return self.norm_of(x_adv - x)
 
     def clip(self, x: Tensor) -> Tensor:
-        """Clamp into the input box ``bounds``."""
-        return x.clamp(self.bounds[0], self.bounds[1])
+        """Clamp into the input box ``bounds`` (per feature where the bounds are tensors)."""
+        lo, hi = self.box(x)
+        if isinstance(lo, Tensor):
+            return torch.clamp(x, min=lo, max=hi)
+        return x.clamp(lo, hi)
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Map ``x_adv`` into the ball around ``x`` and then into the box.
@@ -371,18 +681,24 @@ class ThreatModel:
         clipping (with ``x`` inside the box) only shrinks each coordinate of the perturbation.
         The arithmetic follows the common reference loop (``delta = clamp(x_adv - x)``, then
         ``clamp(x + delta)``) so results agree bit for bit with peers that use it.
+
+        With a ``mask`` the perturbation's frozen features are zeroed first, so the ball
+        projection is the exact projection onto the ball of the free features (for these norms
+        projecting a vector with zeros keeps them zero), and the frozen features of the result
+        are ``x``'s exactly.
         """
         if self.norm == "l0":
             # a kept coordinate takes its clipped value, every other one is x itself (exactly, in
             # any dtype: a count of changes cannot be broken by rounding)
             low = x_adv.dtype in LOW_PRECISION
             xa, xx = (x_adv.float(), x.float()) if low else (x_adv, x)
-            kept = project_l0_box(xa - xx, xx, self.eps, self.bounds, pixels=self.pixels) != 0
+            lo, hi = self.box(xa)
+            kept = project_l0_box(self.restrict(xa - xx), xx, self.eps, (lo, hi), pixels=self.pixels) != 0
             out = torch.where(kept, self.clip(xa), xx)
             return out.to(x_adv.dtype) if low else out
         if x_adv.dtype in LOW_PRECISION and math.isfinite(self.eps):
             return self._project_low_precision(x_adv, x)
-        delta = x_adv - x
+        delta = self.restrict(x_adv - x)
         eps = self.eps
         if self.norm == "linf":
             delta = torch.clamp(delta, min=-eps, max=eps)
@@ -393,7 +709,9 @@ class ThreatModel:
             delta = delta * _view(factor, delta)
         else:
             delta = project_l1_ball(delta, eps)
-        return torch.clamp(x + delta, min=self.bounds[0], max=self.bounds[1])
+        lo, hi = self.box(x)
+        out = torch.clamp(x + delta, min=lo, max=hi)
+        return self.keep_frozen(out, x)
 
     def _project_low_precision(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Half and bfloat16. Forming ``x + delta`` in the low precision rounds, and can round a
@@ -403,7 +721,7 @@ class ThreatModel:
         coordinate of the returned perturbation is larger than the float32 one, so the point lies
         in the ball (and, x being inside it, in the box) exactly, in the dtype it is returned in."""
         dtype, xf = x_adv.dtype, x.float()
-        inner = ThreatModel(norm=self.norm, eps=self.eps * (1 - 1e-6), bounds=self.bounds)
+        inner = dataclasses.replace(self, eps=self.eps * (1 - 1e-6), targeted=False)
         t = inner.project(x_adv.float(), xf)
         c = t.to(dtype)
         cf = c.float()
@@ -419,7 +737,8 @@ class ThreatModel:
         return c
 
     def contains(self, x_adv: Tensor, x: Tensor, *, rtol: float = RTOL, atol: float = ATOL) -> Tensor:
-        """``(B,)`` bool: inside the box and within ``eps * (1 + rtol) + atol + rounding`` of ``x``.
+        """``(B,)`` bool: inside the box, within ``eps * (1 + rtol) + atol + rounding`` of ``x``,
+        and (with a ``mask``) equal to ``x`` on every frozen feature.
 
         ``rounding`` is the float error of forming ``x + delta`` at the box's magnitude (a few ulp
         of ``max(|lo|, |hi|)`` per coordinate, summed as the norm sums them), so a point projected
@@ -430,15 +749,26 @@ class ThreatModel:
     def measure(self, x_adv: Tensor, x: Tensor, *, rtol: float = RTOL,
                 atol: float = ATOL) -> tuple[Tensor, Tensor]:
         """:meth:`distance` and :meth:`contains` in one pass: ``(B,)`` norms and ``(B,)`` bool."""
-        lo, hi = self.bounds
+        if self.per_feature:
+            # the box as the input's dtype holds it (the attacks clamp to the same values)
+            lo_t, hi_t = self.box(x_adv)
+            lo, hi = _flat_bound(lo_t.float() if x_adv.dtype in LOW_PRECISION else lo_t, x_adv), \
+                _flat_bound(hi_t.float() if x_adv.dtype in LOW_PRECISION else hi_t, x_adv)
+            magnitude = float(torch.maximum(lo_t.abs().max(), hi_t.abs().max())) if lo_t.numel() else 0.0
+        else:
+            lo, hi = self.bounds
+            magnitude = max(abs(lo), abs(hi))  # type: ignore[arg-type]
         if x_adv.dtype in LOW_PRECISION:  # measured exactly: the difference of two halves is a float
             x_adv, x = x_adv.float(), x.float()
         flat = _flat(x_adv)
         in_box = ((flat >= lo) & (flat <= hi)).all(dim=1)
+        if self.mask is not None:
+            frozen = ~_flat_bound(self.mask.like(x_adv), x_adv)
+            in_box &= ~((flat != _flat(x)) & frozen).any(dim=1)
         ulp = torch.finfo(x_adv.dtype).eps if x_adv.is_floating_point() else 0.0
         d = flat.shape[1]
         per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d), "l0": 0.0}[self.norm]
-        rounding = 2.0 * ulp * max(abs(lo), abs(hi)) * per_norm
+        rounding = 2.0 * ulp * magnitude * per_norm
         norms = self.norm_of(x_adv - x)
         return norms, in_box & (norms <= self.eps * (1 + rtol) + atol + rounding)
 
@@ -454,7 +784,11 @@ class ThreatModel:
         * L0: ``g / mean|g|`` (Croce & Hein 2019's PGD-L0 step, the gradient scaled so that an
           average coordinate moves by the step size); the L0 projection then keeps the ``eps``
           coordinates that moved most.
+
+        With a ``mask`` the direction is taken over the free features only (the frozen ones are
+        zero; L1's fraction counts free features).
         """
+        grad = self.restrict(grad)
         if self.norm == "linf":
             return grad.sign()
         if self.norm == "l0":
@@ -478,9 +812,15 @@ class ThreatModel:
         score = flat.abs()
         if x_adv is not None:
             xf = _flat(x_adv)
-            blocked = ((xf <= self.bounds[0]) & (flat < 0)) | ((xf >= self.bounds[1]) & (flat > 0))
+            lo, hi = self.box(x_adv)
+            lo, hi = _flat_bound(lo, x_adv), _flat_bound(hi, x_adv)
+            blocked = ((xf <= lo) & (flat < 0)) | ((xf >= hi) & (flat > 0))
             score = score.masked_fill(blocked, -1.0)
-        k = max(1, min(flat.shape[1], int(round(l1_sparsity * flat.shape[1]))))
+        d = flat.shape[1]
+        if self.mask is not None:
+            score = score.masked_fill(~_flat_bound(self.mask.like(grad), grad), -1.0)
+            d = self.num_free(grad)
+        k = max(1, min(d, int(round(l1_sparsity * d))))
         top = score.topk(k, dim=1).indices
         chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True)
         chosen &= score > 0
@@ -488,32 +828,59 @@ class ThreatModel:
         direction = torch.where(chosen, flat.sign(), torch.zeros_like(flat)) / count
         return direction.view_as(grad)
 
+    def uniform_in_box(self, x: Tensor, *, generator: torch.Generator | None) -> Tensor:
+        """A point drawn uniformly from the box, shaped like ``x`` (``x`` on the frozen features)."""
+        lo, hi = self.box(x)
+        if isinstance(lo, Tensor):
+            point = lo + (hi - lo) * torch.empty_like(x).uniform_(generator=generator)
+            point = torch.minimum(torch.maximum(point, lo), hi)
+        else:
+            point = torch.empty_like(x).uniform_(lo, hi, generator=generator)
+        return self.keep_frozen(point, x)
+
     def random_start(self, x: Tensor, *, generator: torch.Generator | None) -> Tensor:
         """A point drawn uniformly from the ball around each ``x``, then clipped to the box.
 
         L∞ draws ``U[-eps, eps]`` per coordinate (as Madry et al.); L2 and L1 draw a direction
         uniform on the sphere (Gaussian / Laplace, normalised) and a radius ``eps * u^(1/d)``.
         L0 draws a point uniformly in the box and keeps ``eps`` of its coordinates (those that
-        moved most, by :meth:`project`): a random sparse start.
+        moved most, by :meth:`project`): a random sparse start. With a ``mask``, the ball is that
+        of the free features (``d`` counts them) and the frozen ones stay at ``x``.
         """
         eps = self.eps
         if not math.isfinite(eps):
             raise ValueError("a random start needs a finite eps")
         if self.norm == "l0":
-            lo, hi = self.bounds
-            point = torch.empty_like(x).uniform_(lo, hi, generator=generator)
-            return self.project(point, x)
+            return self.project(self.uniform_in_box(x, generator=generator), x)
         if self.norm == "linf":
-            noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+            noise = self.restrict(torch.empty_like(x).uniform_(-eps, eps, generator=generator))
             start = self.clip(x + noise)
             # in half/bf16, x + noise rounds and can land outside the ball (APGD returned such a
             # start as its best point: a hypothesis case of the registry property test)
-            return self.project(start, x) if x.dtype in LOW_PRECISION else start
+            return self.project(start, x) if (x.dtype in LOW_PRECISION or self.mask is not None) else start
         b = x.shape[0]
-        d = x[0].numel()
-        direction = _sphere_draw(x, self.norm, generator)  # (the arithmetic of the reference loop)
+        d = max(self.num_free(x), 1)
+        direction = self.restrict(_sphere_draw(x, self.norm, generator))  # (the arithmetic of the reference loop)
         norms = lp_norm(direction, self.norm).clamp_min(1e-12)
         radius = eps * torch.empty(b, device=x.device, dtype=x.dtype).uniform_(
             generator=generator) ** (1.0 / d)
         noise = direction * _view(radius / norms, x)
         return self.project(x + noise, x)
+
+
+def canonical_bounds(pair: Any) -> tuple[Bound, Bound]:
+    """``(lo, hi)`` as a :class:`ThreatModel` holds it: two floats (``lo < hi``), or two
+    :class:`PerFeature` tensors of one shape (``lo <= hi`` per feature). Raises on anything else,
+    naming the problem."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, or of tensors shaped like one "
+                         f"input (per-feature bounds), got {pair!r}")
+    if any(isinstance(b, bool) for b in pair) or any(isinstance(b, str) for b in pair):
+        # ("01" was read as (0, 1))
+        raise ValueError(f"bounds must be a pair of numbers (lo, hi), got {pair!r}")
+    if all(isinstance(b, numbers.Real) for b in pair):
+        lo, hi = float(pair[0]), float(pair[1])
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds must be finite with lo < hi, got {pair!r}")
+        return lo, hi
+    return _per_feature_bounds(pair)

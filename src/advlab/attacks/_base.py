@@ -93,7 +93,10 @@ def config_repr(config: object) -> str:
     """``PGD(eps=0.1, norm='linf', ...)`` for any dataclass config; ``repr`` for anything else."""
     if not is_dataclass(config):
         return repr(config)
-    args = ", ".join(f"{f.name}={getattr(config, f.name)!r}" for f in fields(config))  # type: ignore[arg-type]
+    # the per-feature options appear only when set, so the provenance of a config without them
+    # reads as it always did
+    args = ", ".join(f"{f.name}={getattr(config, f.name)!r}" for f in fields(config)  # type: ignore[arg-type]
+                     if not (f.name in ("mask", "categorical") and getattr(config, f.name) is None))
     return f"{type(config).__name__}({args})"
 
 

@@ -320,6 +320,8 @@ class _AutoPGD(Attack):
     restarts: int = 1
     rho: float = 0.75
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
     early_stop: bool = False
     eot_iter: int = 1
 

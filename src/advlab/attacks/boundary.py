@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -76,6 +76,8 @@ class BoundaryAttack(DecisionAttack):
     source_step_convergence: float = 1e-7
     init_attempts: int = 100
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     norm: ClassVar[str] = "l2"  # not a field: the Boundary attack is L2 only
 

@@ -165,8 +165,21 @@ class Run:
         return self.criterion(labels, None, self.y[idx], tgt)
 
 
+def feature_fields(config: Any) -> dict[str, Any]:
+    """The per-feature fields of an attack configuration (``mask``, ``categorical``), as
+    :class:`~advlab.threat.ThreatModel` keywords."""
+    return {"mask": getattr(config, "mask", None), "categorical": getattr(config, "categorical", None)}
+
+
 class Attack:
     """Base of every attack configuration (one level: attacks are flat frozen dataclasses).
+
+    Every attack in the registry takes the same per-feature options as its threat model
+    (:class:`~advlab.threat.ThreatModel`): ``bounds`` as two numbers or as per-feature tensors
+    shaped like one input; ``mask`` (bool, shaped like one input: ``True`` where the attack may
+    change a feature; the others come back equal to ``x`` exactly, and the search spends nothing
+    on them); ``categorical`` (feature indices or a bool mask), which every attack refuses unless
+    the mask freezes those features, since all of them change features by numeric steps.
 
     Class-level metadata read by the registry, the CLI, evaluations and the contract tests:
     ``access`` (what the attack may see), ``kind`` (bounded, minimal, universal), ``clean_pass``
@@ -196,7 +209,8 @@ class Attack:
         """The threat model of a call (``eps = inf`` for minimal attacks)."""
         eps = getattr(self, self.radius, math.inf)
         return ThreatModel(norm=getattr(self, "norm", "l2"), eps=math.inf if eps is None else eps,
-                           bounds=getattr(self, "bounds", (0.0, 1.0)), targeted=targeted)
+                           bounds=getattr(self, "bounds", (0.0, 1.0)), targeted=targeted,
+                           **feature_fields(self))
 
     def __call__(self, model: Any, x: Tensor, y: Tensor, *, target: Tensor | None = None,
                  generator: torch.Generator | None = None,
@@ -286,6 +300,7 @@ def _open(attack: Attack, model: Any, x: Tensor, y: Tensor, target: Tensor | Non
                              "(HopSkipJump, BoundaryAttack)")
     threat = attack.threat_model(targeted=target is not None)
     check_inputs(checked_model, x, y, bounds=threat.bounds, target=target, generator=generator)
+    threat.check_features(x, who=type(attack).__name__)
     y, target = as_labels(y), as_labels(target)  # any integer dtype; torch's losses want int64
     attack._check_call(model, x, y, target)
     crit = attack._criterion(model, target, criterion)
@@ -469,4 +484,4 @@ def perturb(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, target: T
 
 
 __all__ = ["ACCESS", "Access", "Attack", "AttackLike", "KINDS", "Kind", "Record", "Run", "at_radius", "execute",
-           "is_attack", "needs_autograd", "perturb", "radius_of", "trace"]
+           "feature_fields", "is_attack", "needs_autograd", "perturb", "radius_of", "trace"]

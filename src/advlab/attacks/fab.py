@@ -172,6 +172,8 @@ class _FABConfig(Attack):
     eta: float = 1.05
     beta: float = 0.9
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
     early_stop: bool = False
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from advlab._checks import check_int, check_number
+from advlab._checks import bounds_field, check_int, check_number
 from advlab.attacks._loop import Schedule, run_schedule
 from advlab.attacks.contract import Attack, Run, perturb
 from advlab.losses import LossFn, get_loss
@@ -30,6 +30,7 @@ def check_gradient_config(config: Any) -> None:
         raise ValueError(f"{type(config).__name__} steps in an Lp norm (linf, l2, l1); for an L0 "
                          "budget (a count of changed features) use PGDL0 or JSMA")
     ThreatModel(norm=config.norm, eps=config.eps, bounds=config.bounds)  # raises on bad values
+    bounds_field(config)  # per-feature bounds, mask and categorical features, canonical
     if not math.isfinite(config.eps):
         raise ValueError(f"{type(config).__name__} needs a finite eps; for minimal perturbations use "
                          "a minimal-norm attack")
@@ -64,6 +65,8 @@ class FGSM(Attack):
     norm: Norm = "linf"
     loss: str | LossFn = "ce"
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         check_gradient_config(self)
@@ -105,6 +108,8 @@ class IFGSM(Attack):
     norm: Norm = "linf"
     loss: str | LossFn = "ce"
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
     early_stop: bool = False
 
     def __post_init__(self) -> None:
@@ -146,6 +151,8 @@ class PGD(Attack):
     restarts: int = 1
     loss: str | LossFn = "ce"
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
     early_stop: bool = False
     l1_sparsity: float = 0.05
 

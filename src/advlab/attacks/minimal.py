@@ -123,6 +123,8 @@ class DeepFool(Attack):
     overshoot: float = 0.02
     num_candidates: int | None = 10
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         norm_field(self, ("l2", "linf"))
@@ -231,6 +233,8 @@ class CarliniWagnerL2(Attack):
     step_size: float = 0.01
     abort_early: bool = True
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         _finite("kappa", self.kappa, strict=False)
@@ -363,6 +367,8 @@ class FMN(Attack):
     gamma_final: float = 0.001
     box_aware: bool = True
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         norm_field(self, ("l2", "linf", "l1"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -81,6 +81,8 @@ class NES(Attack):
     budget: int = 10000
     loss: str = "cw"
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         norm_field(self, ("linf", "l2"))

@@ -106,6 +106,8 @@ class SimBA(Attack):
     stride: int | None = None
     order: str = "strided"
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         check_number("eps (the step along a basis direction)", self.eps)

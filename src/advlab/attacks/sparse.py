@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -90,6 +90,8 @@ class JSMA(Attack):
     saliency: str = "probabilities"
     steps: int | None = None
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         check_choice("saliency", self.saliency, ("probabilities", "logits"))
@@ -269,6 +271,8 @@ class PGDL0(Attack):
     pixels: bool = False
     loss: str | LossFn = "ce"
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
     early_stop: bool = False
 
     def __post_init__(self) -> None:

@@ -151,6 +151,8 @@ class SquareAttack(Attack):
     restarts: int = 1
     early_stop: bool = True
     bounds: tuple[float, float] = (0.0, 1.0)
+    mask: Any = None  # bool, shaped like one input: True where a feature may change
+    categorical: Any = None  # feature indices (or a bool mask) that are categories
 
     def __post_init__(self) -> None:
         norm_field(self, ("linf", "l2"))
