@@ -347,9 +347,12 @@ def test_bad_hyperparameters_are_named(make, match):
 
 def test_bad_calls_are_named(linear_model, cnn_model, digits):
     x, y = digits["x_test"][:4], digits["y_test"][:4]
+    # tabular (B, D) inputs: Square draws random feature subsets, SimBA-DCT refuses (no DCT
+    # across features), pointing at the pixel basis
+    assert SquareAttack(eps=0.1, budget=20)(Oracle(linear_model), x.flatten(1), y).x_adv.shape == (4, 64)
     with pytest.raises(ValueError, match="SquareAttack needs images"):
-        SquareAttack(eps=0.1)(Oracle(linear_model), x.flatten(1), y)
-    with pytest.raises(ValueError, match="SimBA with the DCT basis needs images"):
+        SquareAttack(eps=0.1)(Oracle(linear_model), x.flatten(1)[:, None, None, :], y)  # H = 1
+    with pytest.raises(ValueError, match="SimBA with the DCT basis needs images.*basis='pixel'"):
         SimBA()(Oracle(linear_model), x.flatten(1), y)
     r = SimBA(basis="pixel", budget=20)(Oracle(linear_model), x.flatten(1), y)   # the pixel basis does not
     assert r.x_adv.shape == (4, 64)

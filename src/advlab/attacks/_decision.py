@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from advlab._checks import check_int
+from advlab._checks import check_inputs, check_int
 from advlab.attacks._blackbox import check_label_range, labels_of
 from advlab.attacks._base import AttackResult
 from advlab.attacks.contract import Attack, Run, execute
 from advlab.attacks.criteria import Criterion
-from advlab.threat import _view, lp_norm
+from advlab.threat import ThreatModel, _view, lp_norm
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def budget_field(value: Any) -> None:
         check_int("budget (queries per point, or None for the oracle's budget only)", value)
 
 
-def check_starting_points(starting_points: Any, x: Tensor, bounds: tuple[float, float]) -> None:
+def check_starting_points(starting_points: Any, x: Tensor, bounds: Any,
+                          threat: ThreatModel | None = None) -> None:
     if starting_points is None:
         return
     if not isinstance(starting_points, Tensor):
@@ -60,17 +61,30 @@ def check_starting_points(starting_points: Any, x: Tensor, bounds: tuple[float, 
     if not bool(torch.isfinite(starting_points).all()):
         raise ValueError("starting_points contains NaN or Inf")
     lo, hi = bounds
-    smin, smax = float(starting_points.min()), float(starting_points.max())
-    if smin < lo or smax > hi:
-        raise ValueError(f"starting_points has values in [{smin:.4g}, {smax:.4g}], outside the bounds "
-                         f"({lo:g}, {hi:g}); starting points must be valid inputs")
+    if not isinstance(lo, (int, float)):  # per-feature bounds
+        try:
+            check_inputs(None, starting_points, torch.zeros(x.shape[0], dtype=torch.long,
+                                                            device=x.device), bounds=bounds)
+        except ValueError as err:
+            raise ValueError(f"starting_points must be valid inputs: {err}") from None
+    else:
+        smin, smax = float(starting_points.min()), float(starting_points.max())
+        if smin < lo or smax > hi:
+            raise ValueError(f"starting_points has values in [{smin:.4g}, {smax:.4g}], outside the bounds "
+                             f"({lo:g}, {hi:g}); starting points must be valid inputs")
+    if threat is not None and threat.mask is not None:
+        moved = (starting_points != x) & ~threat.free(x)
+        if bool(moved.any()):
+            pts = moved.flatten(1).any(dim=1).nonzero().squeeze(1).tolist()
+            raise ValueError(f"starting_points change features the mask freezes (points {pts[:10]}); "
+                             "a starting point must equal x on every frozen feature")
 
 
 
 def open_walk(attack: Attack, run: Run) -> tuple[Walk, Tensor | None]:
     """Check the call's ``starting_points`` (``run.extras``) and set up the walk of one call."""
     sp = run.extras.get("starting_points")
-    check_starting_points(sp, run.x, run.threat.bounds)
+    check_starting_points(sp, run.x, run.threat.bounds, run.threat)
     if sp is None and attack.init_attempts == 0:  # type: ignore[attr-defined]
         raise ValueError(f"no way to start: {type(attack).__name__} needs an adversarial start; pass "
                          "starting_points=... or init_attempts >= 1")
@@ -122,7 +136,8 @@ class Walk:
 
     def __init__(self, run: Run, norm: str, limit: int | None) -> None:
         self.run, self.session, self.x, self.y, self.target = run, run.session, run.x, run.y, run.target
-        self.norm, self.limit, self.bounds = norm, limit, run.threat.bounds
+        self.norm, self.limit, self.threat = norm, limit, run.threat
+        self.bounds = run.threat.box(run.x)  # numbers, or per-feature tensors on x's device
         x = self.x
         b = x.shape[0]
         self.best = x.clone()  # (B, *)
@@ -153,6 +168,8 @@ class Walk:
         """Query ``rows`` ``(k, *)`` charged to points ``owner`` ``(k,)``. Returns ``(k,)`` bool
         (adversarial) and the labels ``(k,)`` the oracle answered (the argmax of scores)."""
         b = self.x.shape[0]
+        # every query honours the mask: a frozen feature is x's, whatever the search proposed
+        rows = self.threat.keep_frozen(rows, self.x[owner])
         cost = torch.bincount(owner, minlength=b)
         if bool((cost > self.allowed()).any()):
             raise AssertionError("internal error: a decision-based attack planned a query past a "
@@ -179,7 +196,7 @@ class Walk:
         return adv, labels
 
     def clip(self, t: Tensor) -> Tensor:
-        return t.clamp(self.bounds[0], self.bounds[1])
+        return self.threat.clip(t)
 
 
 def begin(walk: Walk, starting_points: Tensor | None, init_attempts: int,
@@ -246,6 +263,8 @@ def begin(walk: Walk, starting_points: Tensor | None, init_attempts: int,
             break
         noise = torch.rand((pending.numel(), *x.shape[1:]), generator=generator, device=dev,
                            dtype=x.dtype) * (hi - lo) + lo
+        if walk.threat.per_feature or walk.threat.mask is not None:
+            noise = walk.threat.keep_frozen(walk.clip(noise), x[pending])
         adv, _ = walk.ask(noise, pending)
         start[pending[adv]] = noise[adv]
         from_noise[pending[adv]] = True

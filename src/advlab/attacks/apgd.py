@@ -102,19 +102,21 @@ def l1_box_point(threat: ThreatModel, v: Tensor, x: Tensor) -> Tensor:
     Half and bfloat16 then go through :meth:`ThreatModel.project`, which rounds each coordinate
     towards ``x`` so that the point stays in the ball in that dtype (a change of rounding size).
     """
-    lo, hi = threat.bounds
     xd = x.double()
-    p = (xd + project_l1_ball_box(v.double() - xd, xd, threat.eps, lo, hi)).clamp(lo, hi)
+    lo, hi = threat.box(xd)
+    # a frozen feature (threat.mask) has no room: its step is zeroed before the projection, so
+    # the L1 budget goes to the free features only
+    p = threat.clip(xd + project_l1_ball_box(threat.restrict(v.double() - xd), xd, threat.eps, lo, hi))
     if x.dtype in LOW_PRECISION:
         return threat.project(p.to(x.dtype), x)
-    return p.to(x.dtype)
+    return threat.keep_frozen(p.to(x.dtype), x)
 
 
 def l1_random_start(threat: ThreatModel, x: Tensor, *, generator: torch.Generator | None) -> Tensor:
     """L1-APGD's start: Gaussian noise of standard deviation ``hi − lo`` projected onto ball ∩ box
     (the reference code's ``x + Π(N(0, I))`` for images in [0, 1]): a sparse point on the sphere."""
-    lo, hi = threat.bounds
-    noise = torch.empty_like(x).normal_(generator=generator) * (hi - lo)
+    lo, hi = threat.box(x)
+    noise = torch.empty_like(x).normal_(generator=generator) * (hi - lo)  # per feature, if per-feature
     return l1_box_point(threat, x + noise, x)
 
 
@@ -174,7 +176,7 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
     wset = set(ws)
     prev_w = {w: (ws[i - 1] if i else 0) for i, w in enumerate(ws)}
     eps = threat.eps
-    d = x[0].numel()
+    d = threat.num_free(x)  # the features a step may move
 
     spent = {"grads": 0, "forwards": 0}  # passes so far by every point still in the run
 
@@ -229,7 +231,8 @@ def _apgd_run(model: nn.Module, x: Tensor, y: Tensor, *, loss_target: Tensor | N
         if l1:
             # the k largest |g| that can move, sign(g)/k each, projected onto L1-ball ∩ box;
             # no momentum (as the reference code)
-            direction = sparse_l1_direction(t["g_k"], t["topk"], x_adv=x_k, bounds=threat.bounds)
+            direction = sparse_l1_direction(t["g_k"], t["topk"], x_adv=x_k, bounds=threat.box(x_k),
+                                            free=threat.free(x_k))
             x_next = l1_box_point(threat, x_k + per_sample(t["eta"], x_k) * direction, xs)
         else:
             direction = threat.ascent_direction(t["g_k"])

@@ -104,6 +104,10 @@ class BoundaryAttack(DecisionAttack):
         active = torch.zeros(b, dtype=torch.bool, device=dev)
         active[idx] = True
         lo, hi = walk.bounds
+        if isinstance(lo, Tensor):  # per-feature bounds against the flat (m, D) rows below
+            lo, hi = lo.reshape(1, -1), hi.reshape(1, -1)
+        free = walk.threat.free(x)
+        free = free.reshape(1, -1) if free is not None else None
         for step in range(1, self.steps + 1):
             active &= source >= self.source_step_convergence
             stats = step % self.update_stats_every == 0
@@ -120,13 +124,15 @@ class BoundaryAttack(DecisionAttack):
             rho = lp_norm(r, "l2")
             r_dir = r / rho[:, None]
             eta = torch.randn(cur.shape, generator=gen, device=dev, dtype=dt)
+            if free is not None:  # the orthogonal step moves free features only
+                eta = eta * free
             eta = eta - (eta * r_dir).sum(dim=1, keepdim=True) * r_dir
             eta = eta * (spherical[i] * rho / lp_norm(eta, "l2").clamp_min(1e-30))[:, None]
-            sph = (xs + (eta - r) / torch.sqrt(spherical[i] ** 2 + 1)[:, None]).clamp(lo, hi)
+            sph = torch.clamp(xs + (eta - r) / torch.sqrt(spherical[i] ** 2 + 1)[:, None], min=lo, max=hi)
             to_x = xs - sph
             to_x_norm = lp_norm(to_x, "l2")
             length = (source[i] * rho + to_x_norm - rho).clamp_min(0) / to_x_norm.clamp_min(1e-30)
-            cand = (sph + length[:, None] * to_x).clamp(lo, hi)
+            cand = torch.clamp(sph + length[:, None] * to_x, min=lo, max=hi)
             shape = (i.numel(), *x.shape[1:])
             if stats:
                 adv, _ = walk.ask(torch.cat([cand, sph]).view(2 * i.numel(), *x.shape[1:]),

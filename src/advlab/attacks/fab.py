@@ -89,7 +89,7 @@ def project_hyperplane_box(t: Tensor, w: Tensor, b: Tensor, norm: str,
     Returns:
         ``(N, D)`` steps ``δ``.
     """
-    lo, hi = bounds
+    lo, hi = bounds  # numbers, or per-feature (1, D) tensors
     r = b - (w * t).sum(dim=1)  # (N,) how much w·x must change
     w = torch.where((r < 0)[:, None], -w, w)
     r = r.abs()
@@ -194,9 +194,12 @@ class _FABConfig(Attack):
         x0, y = run.x[pts], run.y[pts]
         dtype = x0.dtype
         work = torch.promote_types(dtype, torch.float32)  # the geometry in float32 at least
-        lo, hi = threat.bounds
+        lo, hi = threat.box(x0)
         eps = threat.eps
         x0w = x0.to(work).flatten(1)
+        # per-feature bounds against the flat rows of the geometry: (1, D) in the work dtype
+        flat_box = (tuple(v.to(work).reshape(1, -1) for v in threat.box(x0))  # type: ignore[union-attr]
+                    if threat.per_feature else None)
         xk = start
         rows = torch.arange(pts.numel(), device=pts.device)
 
@@ -217,17 +220,19 @@ class _FABConfig(Attack):
             return hit
 
         for _ in range(self.steps):
-            f, g, logits = self._linearise(model, xk, y[rows], None if aim is None else aim[rows], mode)
+            f, g, logits = self._linearise(model, xk, y[rows], None if aim is None else aim[rows], mode,
+                                           threat.free(xk))
             rec.charge(pts[rows], grads=f.shape[1], forwards=1)
             keep_best(xk, logits, rows)  # the iterate itself (after a backward step) may be adversarial
-            xk_next = self._step(xk.to(work).flatten(1), x0w[rows], f, g, threat)
-            xk_next = xk_next.view_as(xk).to(dtype)
+            xk_next = self._step(xk.to(work).flatten(1), x0w[rows], f, g, threat, flat_box)
+            xk_next = threat.keep_frozen(xk_next.view_as(xk).to(dtype), x0[rows])
             with torch.no_grad():
                 z = model(xk_next)
             rec.charge(pts[rows], forwards=1)
             hit = keep_best(xk_next, z, rows)
             back = x0[rows] + self.beta * (xk_next - x0[rows])
-            xk = torch.where(per_sample(hit, xk_next), back.clamp(lo, hi), xk_next)
+            back = threat.keep_frozen(torch.clamp(back, min=lo, max=hi), x0[rows])
+            xk = torch.where(per_sample(hit, xk_next), back, xk_next)
             if self.early_stop:
                 done = _inside(best["norm"][pts[rows]], eps)
                 if bool(done.any()):
@@ -236,7 +241,7 @@ class _FABConfig(Attack):
                         return
 
     def _linearise(self, model: nn.Module, xk: Tensor, y: Tensor, aim: Tensor | None,
-                   mode: str) -> tuple[Tensor, Tensor, Tensor]:
+                   mode: str, free: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Logit differences ``f`` ``(R, K)`` at ``xk``, their input gradients ``(R, K, D)`` and the
         logits ``(R, C)``: ``K = C − 1`` differences ``z_j − z_y`` (untargeted), or one: ``z_t − z_y``
         (FAB-T) or ``z_t − max_{j≠t} z_j`` (targeted)."""
@@ -257,32 +262,39 @@ class _FABConfig(Attack):
         work = torch.promote_types(xk.dtype, torch.float32)
         f = torch.nan_to_num(f.detach().to(work), nan=0.0, posinf=0.0, neginf=0.0)
         g = torch.nan_to_num(g.to(work), nan=0.0, posinf=0.0, neginf=0.0)
+        if free is not None:  # a frozen feature cannot move: the linearisation has no say in it
+            g = g * free.reshape(1, 1, -1).to(work)
         return f, g, logits.detach()
 
-    def _step(self, xk: Tensor, x0: Tensor, f: Tensor, g: Tensor, threat: ThreatModel) -> Tensor:
+    def _step(self, xk: Tensor, x0: Tensor, f: Tensor, g: Tensor, threat: ThreatModel,
+              box: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """One FAB update on flat rows ``(R, D)``: the nearest linearised boundary, the projections
-        of ``xk`` and ``x0`` onto it (inside the box), and the biased, overshooting step."""
+        of ``xk`` and ``x0`` onto it (inside the box: ``box``, per-feature ``(1, D)`` bounds, or the
+        threat model's numbers), and the biased, overshooting step."""
         r = xk.shape[0]
         gn = lp_norm(g.flatten(0, 1), _DUAL[threat.norm]).view(f.shape)
         pick = (f.abs() / (gn + _TINY)).argmin(dim=1)  # (R,) the nearest linearised boundary
         ar = torch.arange(r, device=xk.device)
         w, fl = g[ar, pick], f[ar, pick]  # (R, D), (R,)
         b = (w * xk).sum(dim=1) - fl  # the hyperplane w·z = b
+        flat = box if box is not None else threat.bounds
         delta = project_hyperplane_box(torch.cat([xk, x0]), torch.cat([w, w]), torch.cat([b, b]),
-                                       threat.norm, threat.bounds)
+                                       threat.norm, flat)  # type: ignore[arg-type]
         d_k, d_0 = delta[:r], delta[r:]
         n_k = lp_norm(d_k, threat.norm).clamp_min(1e-8)
         n_0 = lp_norm(d_0, threat.norm).clamp_min(1e-8)
         alpha = (n_k / (n_k + n_0)).clamp(0.0, self.alpha_max)[:, None]
         step = (1 - alpha) * (xk + self.eta * d_k) + alpha * (x0 + self.eta * d_0)
+        if isinstance(flat[0], Tensor):  # per-feature bounds, against the flat rows
+            return torch.clamp(step, min=flat[0], max=flat[1])
         return threat.clip(step)
 
     def _random_start(self, run: Run, pts: Tensor, best_norm: Tensor) -> Tensor:
         """A random point at distance ``min(best, ε) / 2`` from each ``x`` (then clipped to the box)."""
         threat, x0 = run.threat, run.x[pts]
-        lo, hi = threat.bounds
+        lo, hi = threat.box(x0)
         work = torch.promote_types(x0.dtype, torch.float32)
-        fallback = _FALLBACK_RADIUS[threat.norm] * (hi - lo)
+        fallback = _FALLBACK_RADIUS[threat.norm] * threat.width
         radius = torch.minimum(best_norm, torch.full_like(best_norm, threat.eps))
         radius = torch.where(torch.isfinite(radius), radius, torch.full_like(radius, fallback)) / 2
         shape = x0.shape
@@ -294,9 +306,14 @@ class _FABConfig(Attack):
             u = torch.empty(shape, dtype=work, device=x0.device).uniform_(generator=run.generator)
             sign = torch.empty(shape, dtype=work, device=x0.device).bernoulli_(0.5, generator=run.generator)
             t = -torch.log(u.clamp_min(1e-12)) * (2 * sign - 1)
+        t = threat.restrict(t)
         t = t / per_sample(lp_norm(t, threat.norm).clamp_min(_TINY), t)
         start = x0.to(work) + per_sample(radius.to(work), t) * t
-        return start.clamp(lo, hi).to(x0.dtype)
+        if isinstance(lo, Tensor):
+            start = torch.clamp(start, min=lo.to(work), max=hi.to(work))
+        else:
+            start = start.clamp(lo, hi)
+        return threat.keep_frozen(start.to(x0.dtype), x0)
 
     def _runs(self, run: Run) -> list[tuple[Tensor | None, str]]:
         """The runs in turn: per run, the class aimed at per point ``(B,)`` (``None``: every class)

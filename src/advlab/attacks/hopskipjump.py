@@ -113,7 +113,6 @@ class HopSkipJump(DecisionAttack):
         x, norm = walk.x, self.norm
         d = x[0].numel()
         theta = self.gamma / (d ** 1.5 if norm == "l2" else d ** 2)
-        lo, hi = walk.bounds
         cur, dist = bisect(walk, idx, start, norm=norm, theta=theta)  # (m, *), (m,)
         keep = ~walk.stopped[idx]
         idx, cur, dist = idx[keep], cur[keep], dist[keep]
@@ -131,7 +130,7 @@ class HopSkipJump(DecisionAttack):
             idx, cur, dist, n_eff = idx[ok], cur[ok], dist[ok], n_eff[ok]
             if idx.numel() == 0:
                 break
-            delta = (torch.full_like(dist, 0.1 * (hi - lo)) if t == 1 else self.gamma * dist / d)
+            delta = (torch.full_like(dist, 0.1 * walk.threat.width) if t == 1 else self.gamma * dist / d)
             update = self._direction(walk, idx, cur, delta, n_eff, gen)
             if grid:
                 new, moved = self._grid_step(walk, idx, cur, dist, update, theta)
@@ -155,6 +154,7 @@ class HopSkipJump(DecisionAttack):
             u = torch.randn(shape, generator=gen, device=cur.device, dtype=cur.dtype)
         else:
             u = torch.rand(shape, generator=gen, device=cur.device, dtype=cur.dtype) * 2 - 1
+        u = walk.threat.restrict(u)  # probe the free features only
         u = u / _view(lp_norm(u, "l2").clamp_min(1e-12), u)
         if bool((n == n[0]).all()):
             # the usual case: as many probes for every point; broadcasting instead of gathering

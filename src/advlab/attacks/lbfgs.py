@@ -34,6 +34,7 @@ from advlab._checks import bounds_field, check_int, check_number, input_grad
 from advlab.attacks.contract import Attack, Run
 from advlab.attacks.minimal import _clearly_adversarial, _store
 from advlab.losses import get_loss, objective
+from advlab.threat import ThreatModel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +76,7 @@ class LBFGS(Attack):
         best = x.clone()
         evals = 0
         for _ in range(self.binary_search_steps):
-            x_new, spent = self._minimise(run.model, x, y, target, c)
+            x_new, spent = self._minimise(run.model, x, y, target, c, run.threat)
             evals += spent
             with torch.no_grad():
                 logits = run.model(x_new)
@@ -91,11 +92,21 @@ class LBFGS(Attack):
         _store(run, idx, best)
 
     def _minimise(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
-                  c: Tensor) -> tuple[Tensor, int]:
-        """One L-BFGS-B run on all points at once; the final iterate and the evaluations spent."""
+                  c: Tensor, threat: ThreatModel) -> tuple[Tensor, int]:
+        """One L-BFGS-B run on all points at once; the final iterate and the evaluations spent.
+        Per-feature bounds are L-BFGS-B's own per-coordinate bounds, and a frozen feature (the
+        threat model's ``mask``) is a coordinate whose bounds are ``[x_i, x_i]``."""
         from scipy.optimize import Bounds, minimize
 
-        lo, hi = self.bounds
+        lo, hi = threat.box(x)
+        if isinstance(lo, Tensor) or threat.mask is not None:
+            xd = x.detach().double()
+            lo_t = torch.broadcast_to(torch.as_tensor(lo, dtype=torch.float64, device=x.device), x.shape)
+            hi_t = torch.broadcast_to(torch.as_tensor(hi, dtype=torch.float64, device=x.device), x.shape)
+            frozen = ~threat.free(x).expand_as(x) if threat.mask is not None else None
+            if frozen is not None:
+                lo_t, hi_t = torch.where(frozen, xd, lo_t), torch.where(frozen, xd, hi_t)
+            lo, hi = lo_t.cpu().numpy().ravel(), hi_t.cpu().numpy().ravel()
         loss = get_loss("ce")
         shape, dtype = x.shape, x.dtype
         x0 = x.detach().double().cpu().numpy().ravel()
@@ -116,4 +127,4 @@ class LBFGS(Attack):
         res = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=Bounds(lo, hi),
                        options={"maxiter": self.steps})
         out = torch.from_numpy(np.clip(res.x, lo, hi)).to(device=x.device).view(shape).to(dtype)
-        return out.clamp(lo, hi), count[0]
+        return threat.keep_frozen(threat.clip(out), x), count[0]

@@ -173,8 +173,8 @@ class DeepFool(Attack):
             z = logits.gather(1, cand)  # (B', K)
             f = z[:, 1:] - z[:, :1]  # (B', K-1): f_k = z_k - z_y, negative while y wins
             # ∇f_k, one backward pass per candidate (on CPU as fast as a batched, vmapped pass)
-            w = torch.stack([input_grad(f[:, j].sum(), xa, retain_graph=j < k - 2)
-                             for j in range(k - 1)], dim=1)  # (B', K-1, *)
+            w = torch.stack([threat.restrict(input_grad(f[:, j].sum(), xa, retain_graph=j < k - 2))
+                             for j in range(k - 1)], dim=1)  # (B', K-1, *); frozen features: 0
             w = w[keep].flatten(2)  # (B'', K-1, D)
             f = f.detach()[keep]
             idx, xs, cand, r_total = idx[keep], xs[keep], cand[keep], r_total[keep]
@@ -189,7 +189,7 @@ class DeepFool(Attack):
             else:
                 r = wl.sign() * d[:, None]
             r_total = r_total + r.view_as(xs)
-            xa = threat.clip(xs + (1 + self.overshoot) * r_total)
+            xa = threat.keep_frozen(threat.clip(xs + (1 + self.overshoot) * r_total), xs)
 
 
 # -- Carlini-Wagner L2 ----------------------------------------------------------------------------
@@ -250,16 +250,22 @@ class CarliniWagnerL2(Attack):
         ts = run.target[idx] if run.target is not None else None
         grads = torch.zeros(run.x.shape[0], dtype=torch.long, device=run.x.device)
         forwards = torch.zeros_like(grads)
-        x_adv = self._run(run.model, run.x[idx], run.y[idx], ts, idx, grads, forwards)
+        x_adv = self._run(run.model, run.x[idx], run.y[idx], ts, idx, grads, forwards, run.threat)
         run.record.charge(idx, grads=grads[idx], forwards=forwards[idx])
         _store(run, idx, x_adv)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, idx: Tensor,
-             grads: Tensor, forwards: Tensor) -> Tensor:
-        lo, hi = self.bounds
+             grads: Tensor, forwards: Tensor, threat: ThreatModel) -> Tensor:
+        lo, hi = threat.box(x)
         mid, half = (lo + hi) / 2, (hi - lo) / 2
+        if isinstance(half, Tensor):  # a fixed feature (lo == hi) has no tanh range: it stays at lo
+            half = torch.where(half > 0, half, torch.zeros_like(half))
+            scale = torch.where(half > 0, half, torch.ones_like(half))
+        else:
+            scale = half
+        free = threat.free(x)
         # pixels at the bounds map to |w| ≈ 7.25 (the paper's 0.999999 factor)
-        w0 = torch.atanh(((x - mid) / half).clamp(-1 + 1e-6, 1 - 1e-6))
+        w0 = torch.atanh(((x - mid) / scale).clamp(-1 + 1e-6, 1 - 1e-6))
         n = x.shape[0]
         c = torch.full((n,), float(self.c_init), dtype=x.dtype, device=x.device)
         c_lo = torch.zeros_like(c)
@@ -279,7 +285,9 @@ class CarliniWagnerL2(Attack):
                 xs, ws, ys = x[pos], w0[pos], y[pos]
                 ts = target[pos] if target is not None else None
                 mod = modifier[pos].requires_grad_(True)
-                x_new = (mid + half * torch.tanh(ws + mod)).clamp(lo, hi)
+                x_new = threat.clip(mid + half * torch.tanh(ws + mod))
+                if free is not None:  # frozen features: x itself (no gradient reaches them)
+                    x_new = torch.where(free, x_new, xs)
                 margin, adv, _ = _margin(model, x_new, ys, ts)
                 l2sq = (x_new - xs).flatten(1).pow(2).sum(dim=1)
                 loss = l2sq + c[pos] * torch.clamp(-margin, min=-self.kappa)
@@ -388,17 +396,18 @@ class FMN(Attack):
     def _core(self, run: Run) -> None:
         idx = run.todo
         ts = run.target[idx] if run.target is not None else None
-        x_adv = self._run(run.model, run.x[idx], run.y[idx], ts)
+        x_adv = self._run(run.model, run.x[idx], run.y[idx], ts, run.threat)
         run.record.charge(idx, grads=self.steps, forwards=self.steps)
         _store(run, idx, x_adv)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-        lo, hi = self.bounds
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
+             threat: ThreatModel) -> Tensor:
+        lo, hi = threat.box(x)
         norm, dual = self.norm, _DUAL[self.norm]
         a0 = self.step_size
         a1 = self.step_size_final if self.step_size_final is not None else a0 / 100
         g0, g1 = self.gamma, self.gamma_final
-        worst = lp_norm(torch.maximum(x - lo, hi - x), norm)
+        worst = lp_norm(threat.restrict(torch.maximum(x - lo, hi - x)), norm)
         best_norm = worst.clone()
         best_adv = x.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -410,7 +419,7 @@ class FMN(Attack):
             gamma = g1 + (g0 - g1) * cosine
             x_k = x_k.detach().requires_grad_(True)
             loss, adv, _ = _margin(model, x_k, y, target)
-            g = input_grad(loss.sum(), x_k)
+            g = threat.restrict(input_grad(loss.sum(), x_k))  # frozen features: no gradient
             with torch.no_grad():
                 if self.box_aware:  # coordinates the box stops cannot help: drop them
                     xk = x_k.detach()
@@ -426,5 +435,5 @@ class FMN(Attack):
                                   torch.where(found, eps * (1 + gamma), (delta_norm + to_boundary) * (1 + gamma)))
                 eps = torch.minimum(eps, worst)
                 g = g / per_sample(lp_norm(g, "l2").clamp_min(1e-12), g)
-                x_k = torch.clamp(x + project_balls(delta + alpha * g, eps, norm), lo, hi)
+                x_k = torch.clamp(x + project_balls(delta + alpha * g, eps, norm), min=lo, max=hi)
         return best_adv

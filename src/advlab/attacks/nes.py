@@ -106,7 +106,6 @@ class NES(Attack):
         best.objective = score_margin(scores, y, target)   # NES returns the iterate with the best margin
         b = x.shape[0]
         dev = x.device
-        lo, hi = threat.bounds
         half = self.samples // 2
         step_size = self.step_size if self.step_size is not None else self.eps / 5
         steps = self.steps if self.steps is not None else math.inf
@@ -127,8 +126,10 @@ class NES(Attack):
             k = a.numel()
             xa, ya, ta = x_cur[a], y[a], rows(target, a)
             u = torch.randn((k, half, *x.shape[1:]), generator=gen, device=dev, dtype=x.dtype)
+            if threat.mask is not None:  # search the free features only
+                u = threat.restrict(u.view(k * half, *x.shape[1:])).view_as(u)
             probe = torch.cat([xa[:, None] + self.sigma * u, xa[:, None] - self.sigma * u], dim=1)
-            probe = probe.clamp(lo, hi).reshape(k * self.samples, *x.shape[1:])
+            probe = threat.clip(probe.reshape(k * self.samples, *x.shape[1:]))
             owner = a.repeat_interleave(self.samples)
             owner_row = torch.arange(k, device=dev).repeat_interleave(self.samples)
             ans = session(probe, owner)

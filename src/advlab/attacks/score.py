@@ -37,8 +37,10 @@ Common conventions (shared with every advlab attack, see :mod:`advlab.attacks.co
 * The attacks work on whole batches: every query is one call with one row per active point
   (NES: ``samples`` rows per point), charged to its point through the session's index.
 
-Shapes: ``x`` ``(B, *)`` floats inside ``bounds`` (Square Attack and SimBA's DCT basis need images
-``(B, C, H, W)``); ``y``, ``target`` ``(B,)`` int64.
+Shapes: ``x`` ``(B, *)`` floats inside ``bounds``: Square Attack takes images ``(B, C, H, W)``,
+signals ``(B, C, T)`` (1-D windows) and tabular ``(B, D)`` inputs (random feature subsets); SimBA's
+pixel basis any shape, its DCT basis images (2-D DCT) and signals (the 1-D DCT of each channel), and
+refuses tabular inputs (use ``basis="pixel"``); ``y``, ``target`` ``(B,)`` int64.
 
 Example:
     >>> from advlab.oracle import Oracle

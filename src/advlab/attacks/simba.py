@@ -65,6 +65,11 @@ class SimBA(Attack):
     min(H, W) // 32)``. Probabilities are compared in log space (computed stably from logits, so
     a probability that rounds to 1 still ranks); the result is the same ordering.
 
+    On signals ``(B, C, T)`` the DCT basis is the 1-D DCT-II of each channel (frequencies
+    ``u < freq_dims`` first, ``freq_dims = max(1, T // 8)``); on tabular inputs ``(B, D)`` it is
+    refused (a cosine transform across unordered features means nothing; the pixel basis works
+    on any shape). With a threat-model ``mask`` the pixel basis orders the free features only.
+
     Threat model (an advlab addition: the paper's SimBA has no ε-ball, only the step ``eps``, and
     its perturbation grows as ``eps · sqrt(#accepted steps)`` in L2): ``norm`` and ``max_norm``.
     Every queried and returned point is ``ThreatModel(norm, max_norm, bounds).project(x + δ, x)``,
@@ -124,7 +129,14 @@ class SimBA(Attack):
 
 
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
-        if self.basis == "dct":
+        if self.basis != "dct":
+            return
+        if x.dim() == 2:
+            raise ValueError(f"SimBA with the DCT basis needs images (B, C, H, W) or signals (B, C, T): "
+                             f"a cosine transform across tabular features (shape {tuple(x.shape)}) has "
+                             "no meaning; use basis='pixel' (the standard basis, "
+                             "make_attack('simbapixel'))")
+        if x.dim() != 3:
             need_images("SimBA with the DCT basis", x)
 
     def _core(self, run: Run) -> None:
@@ -139,10 +151,13 @@ class SimBA(Attack):
         delta = torch.zeros_like(x)
         cur_scores = scores.clone()
         cur_adv = best.adv.clone()
-        if self.basis == "dct":
+        d_h = d_w = None
+        if self.basis == "dct" and x.dim() == 4:
             _, c, h, w = x.shape
             d_h = dct_matrix(h, dtype=x.dtype, device=dev)
             d_w = dct_matrix(w, dtype=x.dtype, device=dev)
+        elif self.basis == "dct":  # a signal (B, C, T): the 1-D DCT of each channel
+            d_w = dct_matrix(x.shape[2], dtype=x.dtype, device=dev)
         order = torch.empty(0)
         it = 0
         while True:
@@ -153,9 +168,8 @@ class SimBA(Attack):
             a = active.nonzero().squeeze(1)
             pos = it % max(order.shape[-1], 1)
             if pos == 0:
-                order = self._order(x, b, gen)                # (B, n_dirs), a fresh random order
-            q = self._direction(order[a, pos], x, d_h if self.basis == "dct" else None,
-                                d_w if self.basis == "dct" else None)          # (A, *)
+                order = self._order(x, b, gen, threat.free(x))  # (B, n_dirs), a fresh random order
+            q = self._direction(order[a, pos], x, d_h, d_w)    # (A, *)
             xa = x[a]
             improved = torch.zeros(a.numel(), dtype=torch.bool, device=dev)
             for step in (-self.eps, self.eps):              # x − εq first, then x + εq
@@ -182,13 +196,33 @@ class SimBA(Attack):
         best.adv = cur_adv
         hand_over(run, best, session.queries.to(dev) >= limit)
 
-    def _order(self, x: Tensor, b: int, gen: torch.Generator) -> Tensor:
+    def _order(self, x: Tensor, b: int, gen: torch.Generator, free: Tensor | None = None) -> Tensor:
         """``(B, n_dirs)`` int64 direction numbers (flat indices into ``(C, H, W)``), a random order
-        per point; for the DCT basis the index is a frequency ``(c, u, v)``, low bands first."""
+        per point; for the DCT basis the index is a frequency ``(c, u, v)`` (a signal's:
+        ``(c, u)``), low bands first. The pixel basis of a masked threat model orders the free
+        features only (a frozen one would cost queries and never move)."""
         dev = x.device
         if self.basis == "pixel":
             n = x[0].numel()
+            if free is not None:
+                keep = free.reshape(-1).nonzero().squeeze(1)
+                keys = torch.rand(b, keep.numel(), generator=gen, device=dev)
+                return keep[keys.argsort(dim=1)]
             return torch.rand(b, n, generator=gen, device=dev).argsort(dim=1)
+        if x.dim() == 3:  # a signal: frequencies u of each channel, the lowest freq_dims first
+            _, c, t = x.shape
+            freq = min(self.freq_dims if self.freq_dims is not None else max(1, t // 8), t)
+            stride = self.stride if self.stride is not None else max(1, t // 32)
+            u = torch.arange(t, device=dev)
+            group = torch.where(u < freq, torch.zeros_like(u), 1 + (u - freq) // stride)
+            group = group.expand(c, t).reshape(-1).to(x.dtype)
+            if self.order == "random":
+                keep = (group == 0).nonzero().squeeze(1)
+                keys = torch.rand(b, keep.numel(), generator=gen, device=dev)
+                return keep[keys.argsort(dim=1)]
+            keys = group[None, :] + torch.rand(b, group.numel(), generator=gen, device=dev,
+                                               dtype=x.dtype) * 0.5
+            return keys.argsort(dim=1)
         _, c, h, w = x.shape
         side = min(h, w)
         freq = min(self.freq_dims if self.freq_dims is not None else max(1, side // 8), max(h, w))
@@ -212,6 +246,13 @@ class SimBA(Attack):
             q = torch.zeros(a, x[0].numel(), dtype=x.dtype, device=x.device)
             q.scatter_(1, d[:, None], 1.0)
             return q.view(a, *x.shape[1:])
+        if x.dim() == 3:  # a signal: the 1-D basis vector u of channel c
+            assert d_w is not None
+            _, c, t = x.shape
+            ch, u = d // t, d % t
+            q = torch.zeros(a, c, t, dtype=x.dtype, device=x.device)
+            q[torch.arange(a, device=x.device), ch] = d_w[u]
+            return q
         assert d_h is not None and d_w is not None
         _, c, h, w = x.shape
         ch, rem = d // (h * w), d % (h * w)

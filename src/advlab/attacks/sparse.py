@@ -37,7 +37,7 @@ from torch import Tensor
 
 from advlab._checks import bounds_field, check_choice, check_int, check_number, input_grad
 from advlab.attacks._loop import Schedule, run_schedule
-from advlab.attacks.contract import Attack, Run
+from advlab.attacks.contract import Attack, Run, feature_fields
 from advlab.losses import LossFn, get_loss
 from advlab.threat import ThreatModel
 
@@ -108,7 +108,8 @@ class JSMA(Attack):
 
     def threat_model(self, *, targeted: bool = False) -> ThreatModel:
         eps = math.inf if self.eps is None else self.eps
-        return ThreatModel(norm="l0", eps=eps, bounds=self.bounds, targeted=targeted)
+        return ThreatModel(norm="l0", eps=eps, bounds=self.bounds, targeted=targeted,
+                           **feature_fields(self))
 
     def budget(self, d: int) -> int:
         """The most features changed on an input of ``d`` features."""
@@ -120,10 +121,16 @@ class JSMA(Attack):
         x = run.x[idx]
         b = x.shape[0]
         d = x[0].numel()
-        lo, hi = self.bounds
+        threat = run.threat
+        lo, hi = threat.box(x)
+        if isinstance(lo, Tensor):  # per-feature bounds against the flat (b, d) rows
+            lo, hi = lo.reshape(1, d), hi.reshape(1, d)
+            span = float((hi - lo).max())
+        else:
+            span = hi - lo
         budget = self.budget(d)
         steps = self.steps if self.steps is not None else \
-            math.ceil(budget / 2) * math.ceil((hi - lo) / abs(self.theta) - 1e-9)
+            math.ceil(budget / 2) * math.ceil(span / abs(self.theta) - 1e-9)
         if run.target is not None:
             aim = run.target[idx]
         else:  # the most likely wrong class at the clean point
@@ -134,6 +141,8 @@ class JSMA(Attack):
         xf = x.reshape(b, d).clone()
         x0 = xf.clone()
         domain = (xf < hi) if up else (xf > lo)                      # (b, d) features still movable
+        if threat.mask is not None:                                   # frozen features never are
+            domain &= threat.free(x).reshape(1, d)
         active = torch.arange(b, device=x.device)
         done = torch.zeros(b, dtype=torch.bool, device=x.device)
         grads = torch.zeros(b, dtype=torch.long, device=x.device)
@@ -175,7 +184,7 @@ class JSMA(Attack):
                 break
             # (a pair (p, p) moves one feature: the last of the budget, or of the domain)
             moved = xf[sel].scatter(1, pick, xf[sel].gather(1, pick) + float(self.theta))
-            xf[sel] = moved.clamp(lo, hi)
+            xf[sel] = torch.clamp(moved, min=lo, max=hi)
             at_bound = (xf[sel] >= hi) if up else (xf[sel] <= lo)
             domain[sel] &= ~at_bound
             active = sel
@@ -292,11 +301,11 @@ class PGDL0(Attack):
 
     def threat_model(self, *, targeted: bool = False) -> ThreatModel:
         return ThreatModel(norm="l0", eps=self.eps, bounds=self.bounds, targeted=targeted,
-                           pixels=self.pixels)
+                           pixels=self.pixels, **feature_fields(self))
 
     def schedule(self) -> Schedule:
-        lo, hi = self.bounds
-        step = self.step_size if self.step_size is not None else (hi - lo) / 2
+        # per-feature bounds: half the mean width
+        step = self.step_size if self.step_size is not None else self.threat_model().width / 2
         return Schedule(steps=self.steps, step_size=step, early_stop=self.early_stop,
                         random_start=self.random_start, restarts=self.restarts)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from advlab._checks import bounds_field, check_int, check_number, norm_field
 from advlab.attacks._blackbox import budget_alias
-from advlab.attacks._score import Best, hand_over, loss_field, need_images, rows, score_objective, start
+from advlab.attacks._score import Best, hand_over, loss_field, rows, score_objective, start
 from advlab.attacks.contract import Attack, Run
 from advlab.threat import _view, lp_norm
 
@@ -72,6 +72,41 @@ def _square_eta(s: int) -> Tensor:
     return eta / eta.square().sum().sqrt()
 
 
+def _pseudo_gaussian_1d(n: int) -> Tensor:
+    """The 1-D form of :func:`_pseudo_gaussian_rect`: nested intervals with weights ``1/(k+1)^2``
+    around the centre, unit L2 norm, ``(n,)`` float64."""
+    delta = torch.zeros(n, dtype=torch.float64)
+    if n == 0:
+        return delta
+    c0 = n // 2
+    for k in range(c0 + 1):
+        delta[max(c0 - k, 0):min(c0 + k + 1, n)] += 1.0 / (k + 1) ** 2
+    return delta / delta.square().sum().sqrt()
+
+
+def _square_eta_1d(s: int) -> Tensor:
+    """The 1-D form of :func:`_square_eta`: a positive bump then a negative one, unit L2 norm,
+    ``(s,)`` float64."""
+    eta = torch.zeros(s, dtype=torch.float64)
+    eta[:s // 2] = _pseudo_gaussian_1d(s // 2)
+    eta[s // 2:] = -_pseudo_gaussian_1d(s - s // 2)
+    return eta / eta.square().sum().sqrt()
+
+
+def layout_of(x: Tensor) -> str:
+    """``"image"`` ``(B, C, H, W)``, ``"signal"`` ``(B, C, T)`` or ``"tabular"`` ``(B, D)``; other
+    shapes are refused with a message."""
+    if x.dim() == 4 and x.shape[2] >= 2 and x.shape[3] >= 2:
+        return "image"
+    if x.dim() == 3 and x.shape[2] >= 2:
+        return "signal"
+    if x.dim() == 2 and x.shape[1] >= 2:
+        return "tabular"
+    raise ValueError(f"SquareAttack needs images (B, C, H, W) with H, W >= 2, signals (B, C, T) with "
+                     f"T >= 2 or tabular inputs (B, D) with D >= 2, got shape {tuple(x.shape)}; "
+                     "reshape the inputs (the model may flatten them)")
+
+
 def _window_index(top: Tensor, left: Tensor, s: int, channels: int) -> tuple[Tensor, ...]:
     """Advanced-indexing tensors selecting the ``(A, C, s, s)`` square at ``(top, left)`` of each
     of ``A`` images (``top``/``left`` ``(A,)``)."""
@@ -113,6 +148,15 @@ class SquareAttack(Attack):
     the paper's default; ``"margin"`` is its deprecated name) or the cross-entropy on the scores;
     a candidate that turns the point adversarial (by the call's criterion) is always kept. With ``early_stop`` a point stops at its first adversarial query
     (the paper's evaluation mode); without, it keeps raising the objective until the budget ends.
+
+    Signals ``(B, C, T)`` and tabular inputs ``(B, D)`` (an advlab extension): the square window
+    becomes a 1-D one of ``s = round(p · T)`` positions: an interval of the time axis, the same
+    in every channel, for a signal (L∞: one sign per channel over it; init: ``±ε`` per feature);
+    ``s`` distinct features drawn uniformly from the free ones for a tabular input, whose feature
+    order means nothing (L∞: one sign per feature). L2 uses 1-D pseudo-Gaussian bumps and five of
+    them side by side as the start. Images ``(B, C, H, W)`` run exactly as before. With a
+    threat-model ``mask`` the windows of a tabular input are drawn among free features only, and
+    every L2 rescaling spends ε on the free features.
 
     Queries per point: 1 for the clean input, then the rest of ``min(budget, oracle budget)``
     split evenly over ``restarts`` runs (each run: 1 query for its initial point, then one per
@@ -169,7 +213,7 @@ class SquareAttack(Attack):
         bounds_field(self)
 
     def _check_call(self, model: Any, x: Tensor, y: Tensor, target: Tensor | None) -> None:
-        need_images("SquareAttack", x)
+        layout_of(x)
 
     def _core(self, run: Run) -> None:
         limit, best, _ = start(run, self.budget, self.loss)
@@ -191,19 +235,30 @@ class SquareAttack(Attack):
         queries on each."""
         session, threat, gen, probs = run.session, run.threat, run.generator, run.probabilities
         x, y, target = run.x[idx], run.y[idx], rows(run.target, idx)
-        k, c, h, w = x.shape
-        lo, hi = threat.bounds
+        layout = layout_of(x)
+        lo, hi = threat.box(x)
+        free = threat.free(x)
         eps = self.eps
-        if self.norm == "linf":
-            init = eps * _random_signs((k, c, 1, w), gen, x)                      # vertical stripes
-            x_cur = threat.project(x + init, x)
+        if layout == "image":
+            k, c, h, w = x.shape
+            if self.norm == "linf":
+                init = eps * _random_signs((k, c, 1, w), gen, x)                  # vertical stripes
+                x_cur = threat.project(x + init, x)
+            else:
+                x_cur = threat.project(self._l2_init(x, gen, free), x)
+            n_features = c * h * w
+            side_max = min(h, w) - 1
         else:
-            x_cur = threat.project(self._l2_init(x, gen), x)
+            # 1-D windows: intervals of T (the same in every channel) for a signal, random subsets
+            # of the free features for a tabular input
+            if self.norm == "linf":
+                x_cur = threat.project(x + eps * _random_signs(tuple(x.shape), gen, x), x)
+            else:
+                x_cur = threat.project(self._l2_init_1d(x, gen, threat), x)
+            n_pos = x.shape[-1] if layout == "signal" else threat.num_free(x)
         scores = session(x_cur, idx)
         adv = run.adversarial(scores, idx)
         obj = score_objective(scores, y, target, self.loss, probs)
-        n_features = c * h * w
-        side_max = min(h, w) - 1
         for it in range(budget - 1):
             active = session.queries[idx].to(x.device) < limit[idx]
             if self.early_stop:
@@ -212,15 +267,20 @@ class SquareAttack(Attack):
                 break
             a = active.nonzero().squeeze(1)
             p = square_p_schedule(self.p_init, it, budget)
-            s = int(round(math.sqrt(p * n_features / c)))
-            if self.norm == "linf":
+            if layout != "image":
+                s = min(max(int(round(p * n_pos)), 1), max(n_pos - 1, 1))
+                pos = self._positions(x[a], s, gen, layout, free)
+                cand = self._candidate_1d(x[a], x_cur[a], pos, gen, lo, hi, layout, threat)
+            elif self.norm == "linf":
+                s = int(round(math.sqrt(p * n_features / c)))
                 s = min(max(s, 1), side_max)
                 cand = self._linf_candidate(x[a], x_cur[a], s, gen, lo, hi)
             else:
+                s = int(round(math.sqrt(p * n_features / c)))
                 s = max(s, 3)
                 s += 1 - s % 2
                 s = min(max(s, 1), side_max)
-                cand = self._l2_candidate(x[a], x_cur[a], s, gen)
+                cand = self._l2_candidate(x[a], x_cur[a], s, gen, free)
             cand = threat.project(cand, x[a])
             ans = session(cand, idx[a])
             adv_new = run.adversarial(ans, idx[a])
@@ -238,7 +298,7 @@ class SquareAttack(Attack):
         best.offer(idx, x_cur, scores, adv, obj)
 
     def _linf_candidate(self, x: Tensor, x_cur: Tensor, s: int, gen: torch.Generator,
-                        lo: float, hi: float) -> Tensor:
+                        lo: float | Tensor, hi: float | Tensor) -> Tensor:
         a, c, h, w = x.shape
         top = torch.randint(0, h - s + 1, (a,), generator=gen, device=x.device)
         left = torch.randint(0, w - s + 1, (a,), generator=gen, device=x.device)
@@ -246,8 +306,10 @@ class SquareAttack(Attack):
         x_win, cur_win = x[win], x_cur[win]                                  # (A, C, s, s)
         signs = _random_signs((a, c, 1, 1), gen, x)
         # draw again where the new window would equal the current one (the reference's while loop)
+        if isinstance(lo, Tensor):  # per-feature bounds, at the window
+            lo, hi = lo.expand_as(x)[win], hi.expand_as(x)[win]
         for _ in range(100):
-            same = ((torch.clamp(x_win + self.eps * signs, lo, hi) - cur_win).abs() < 1e-7).flatten(1).all(1)
+            same = ((torch.clamp(x_win + self.eps * signs, min=lo, max=hi) - cur_win).abs() < 1e-7).flatten(1).all(1)
             if not bool(same.any()):
                 break
             signs = torch.where(_view(same, signs), _random_signs((a, c, 1, 1), gen, x), signs)
@@ -255,7 +317,8 @@ class SquareAttack(Attack):
         delta[win] = (self.eps * signs).expand(a, c, s, s)
         return x + delta
 
-    def _l2_candidate(self, x: Tensor, x_cur: Tensor, s: int, gen: torch.Generator) -> Tensor:
+    def _l2_candidate(self, x: Tensor, x_cur: Tensor, s: int, gen: torch.Generator,
+                      free: Tensor | None = None) -> Tensor:
         a, c, h, w = x.shape
         eps = self.eps
         dev = x.device
@@ -281,10 +344,12 @@ class SquareAttack(Attack):
         new = new / (1e-12 + new.square().sum(dim=(2, 3), keepdim=True).sqrt()) * scale
         delta[win2] = 0.0
         delta[win1] = new
+        if free is not None:  # the ball of the free features: rescale what can move
+            delta = delta * free
         total = _view(lp_norm(delta, "l2").clamp_min(1e-12), delta)
         return x + delta / total * eps
 
-    def _l2_init(self, x: Tensor, gen: torch.Generator) -> Tensor:
+    def _l2_init(self, x: Tensor, gen: torch.Generator, free: Tensor | None = None) -> Tensor:
         k, c, h, w = x.shape
         s = max(min(h, w) // 5, 1)
         start = max((min(h, w) - 5 * s) // 2, 0)
@@ -299,6 +364,97 @@ class SquareAttack(Attack):
                     continue
                 bump = eta.t() if bool(torch.rand(1, generator=gen, device=x.device) > 0.5) else eta
                 delta[:, :, r0:r1, c0:c1] += bump[:r1 - r0, :c1 - c0] * _random_signs((k, c, 1, 1), gen, x)
+        if free is not None:
+            delta = delta * free
+        total = _view(lp_norm(delta, "l2").clamp_min(1e-12), delta)
+        return x + delta / total * self.eps
+
+    # -- 1-D windows: signals (B, C, T) and tabular inputs (B, D) ----------------------------------
+
+    @staticmethod
+    def _positions(x: Tensor, s: int, gen: torch.Generator, layout: str,
+                   free: Tensor | None) -> Tensor:
+        """``(A, s)`` positions along the last axis: an interval of length ``s`` at a uniform
+        start (signals), or ``s`` distinct free features drawn uniformly (tabular)."""
+        a, length, dev = x.shape[0], x.shape[-1], x.device
+        if layout == "signal":
+            start = torch.randint(0, length - s + 1, (a,), generator=gen, device=dev)
+            return start[:, None] + torch.arange(s, device=dev)[None, :]
+        keys = torch.rand(a, length, generator=gen, device=dev)
+        if free is not None:
+            keys = keys + (~free).to(keys.dtype)[None, :] * 2  # frozen features sort last
+        return keys.argsort(dim=1)[:, :s]
+
+    def _candidate_1d(self, x: Tensor, x_cur: Tensor, pos: Tensor, gen: torch.Generator,
+                      lo: float | Tensor, hi: float | Tensor, layout: str, threat: Any) -> Tensor:
+        """One candidate on the windows ``pos`` ``(A, s)`` of ``(A, C, T)`` signals or ``(A, D)``
+        tabular rows. L∞: ``δ_window = ε · sign`` (one sign per channel over a signal's interval,
+        one per feature of a tabular subset), drawn again while it would change nothing. L2: the
+        image rule with 1-D bumps (:func:`_square_eta_1d`): mass from a second window moves into
+        the first, then ``δ`` is rescaled to ``‖δ‖₂ = ε`` over the free features."""
+        shape = x.shape
+        a, s, dev = x.shape[0], pos.shape[1], x.device
+        x3, cur3 = x.reshape(a, -1, shape[-1]), x_cur.reshape(a, -1, shape[-1])   # (A, C, L)
+        c = x3.shape[1]
+        ai = torch.arange(a, device=dev)[:, None, None]
+        ci = torch.arange(c, device=dev)[None, :, None]
+        win = (ai, ci, pos[:, None, :])                                          # (A, C, s)
+        delta = cur3 - x3
+        sign_shape = (a, c, 1) if layout == "signal" else (a, 1, s)
+        if self.norm == "linf":
+            lo3 = lo.reshape(1, c, -1).expand_as(x3)[win] if isinstance(lo, Tensor) else lo
+            hi3 = hi.reshape(1, c, -1).expand_as(x3)[win] if isinstance(hi, Tensor) else hi
+            x_win, cur_win = x3[win], cur3[win]
+            signs = _random_signs(sign_shape, gen, x)
+            for _ in range(100):
+                same = ((torch.clamp(x_win + self.eps * signs, min=lo3, max=hi3) - cur_win).abs()
+                        < 1e-7).flatten(1).all(1)
+                if not bool(same.any()):
+                    break
+                signs = torch.where(_view(same, signs), _random_signs(sign_shape, gen, x), signs)
+            delta[win] = (self.eps * signs).expand(a, c, s)
+            return x + delta.reshape(shape)
+        eps = self.eps
+        pos2 = self._positions(x, s, gen, layout, threat.free(x))
+        win2 = (ai, ci, pos2[:, None, :])
+        old1 = delta[win]                                                        # (A, C, s)
+        norm_win1 = old1.square().sum(dim=2, keepdim=True).sqrt()                # (A, C, 1)
+        norm_all = _view(lp_norm(delta, "l2"), delta)                            # (A, 1, 1)
+        in_windows = torch.zeros(a, 1, shape[-1], dtype=torch.bool, device=dev)
+        in_windows[torch.arange(a, device=dev)[:, None], 0, pos] = True
+        in_windows[torch.arange(a, device=dev)[:, None], 0, pos2] = True
+        norm_windows = (delta * in_windows).square().sum(dim=2, keepdim=True).sqrt()
+        eta = _square_eta_1d(s).to(device=dev, dtype=x.dtype)
+        flip = torch.rand(a, generator=gen, device=dev) > 0.5
+        bumps = torch.where(flip[:, None, None], eta.flip(0), eta)               # (A, 1, s)
+        new = bumps * _random_signs((a, c, 1), gen, x) + old1 / (1e-12 + norm_win1)
+        scale = ((eps ** 2 - norm_all.square()).clamp_min(0) / c + norm_windows.square()).sqrt()
+        new = new / (1e-12 + new.square().sum(dim=2, keepdim=True).sqrt()) * scale
+        delta[win2] = 0.0
+        delta[win] = new
+        delta = threat.restrict(delta.reshape(shape))
+        total = _view(lp_norm(delta, "l2").clamp_min(1e-12), delta)
+        return x + delta / total * eps
+
+    def _l2_init_1d(self, x: Tensor, gen: torch.Generator, threat: Any) -> Tensor:
+        """The L2 start on 1-D inputs: five bumps of length ``T // 5`` side by side (random sign
+        per channel and bump), rescaled to ``‖δ‖₂ = ε`` over the free features."""
+        shape = x.shape
+        k, length = x.shape[0], x.shape[-1]
+        x3 = x.reshape(k, -1, length)
+        c = x3.shape[1]
+        s = max(length // 5, 1)
+        start = max((length - 5 * s) // 2, 0)
+        eta = _square_eta_1d(s).to(device=x.device, dtype=x.dtype)
+        delta = torch.zeros_like(x3)
+        for i in range(length // s):
+            t0 = start + i * s
+            if t0 >= length:
+                continue
+            t1 = min(t0 + s, length)
+            bump = eta.flip(0) if bool(torch.rand(1, generator=gen, device=x.device) > 0.5) else eta
+            delta[:, :, t0:t1] += bump[:t1 - t0] * _random_signs((k, c, 1), gen, x)
+        delta = threat.restrict(delta.reshape(shape))
         total = _view(lp_norm(delta, "l2").clamp_min(1e-12), delta)
         return x + delta / total * self.eps
 

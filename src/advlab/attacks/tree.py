@@ -129,10 +129,14 @@ class TreeAttack(Attack):
     def _core(self, run: Run) -> None:
         est = run.model.estimator
         low, high, label = leaf_boxes(est, margin=self.margin)
-        lo, hi = self.bounds
-        low, high = np.maximum(low, np.float32(lo)), np.minimum(high, np.float32(hi))
-        open_ = (low <= high).all(axis=1)  # the leaf meets the input box
         x, idx = run.x, run.todo
+        lo, hi = run.threat.box(x)
+        if isinstance(lo, Tensor):  # per-feature bounds: one interval per feature of the flat input
+            lo = lo.reshape(-1).cpu().numpy().astype(np.float32)
+            hi = hi.reshape(-1).cpu().numpy().astype(np.float32)
+        low, high = np.maximum(low, np.float32(lo) if np.isscalar(lo) else lo), \
+            np.minimum(high, np.float32(hi) if np.isscalar(hi) else hi)
+        open_ = (low <= high).all(axis=1)  # the leaf meets the input box
         dev, dt = x.device, x.dtype
         low_t = torch.as_tensor(low[open_], device=dev).to(dt)
         high_t = torch.as_tensor(high[open_], device=dev).to(dt)
@@ -141,11 +145,16 @@ class TreeAttack(Attack):
         aim = run.target[idx] if run.target is not None else None
         out = xs.clone()
         n_leaves, d = low_t.shape
+        free = run.threat.free(x)
+        free = free.reshape(1, 1, -1) if free is not None else None
         chunk = max(1, int(2e7 // max(1, n_leaves * d)))
         for s in range(0, xs.shape[0], chunk):
             xb = xs[s:s + chunk]  # (b, D)
             proj = torch.maximum(torch.minimum(xb[:, None, :], high_t[None]), low_t[None])  # (b, L, D)
             dist = lp_norm((proj - xb[:, None, :]).reshape(-1, d), self.norm).view(xb.shape[0], n_leaves)
+            if free is not None:  # a frozen feature must already lie in the leaf's interval
+                moved = (proj != xb[:, None, :]) & ~free
+                dist = dist.masked_fill(moved.any(dim=2), math.inf)
             if aim is not None:
                 bad = lab_t[None, :] != aim[s:s + chunk, None]
             else:
