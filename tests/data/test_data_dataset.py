@@ -42,7 +42,7 @@ def test_class_names_list_is_stored_as_tuple_and_dataset_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("overrides", "error", "message"),
     [
-        ({"x": torch.rand(10, 4, 5)}, ValueError, r"\(N, C, H, W\)"),
+        ({"x": torch.rand(10)}, ValueError, r"\(N, D\) for a table, \(N, C, T\) for signals or \(N, C, H, W\)"),
         ({"x": torch.rand(10, 1, 4, 5, dtype=torch.float64)}, ValueError, "float32"),
         ({"x": (torch.rand(10, 1, 4, 5) * 255).to(torch.uint8)}, ValueError, "float32"),
         ({"y": torch.zeros(10, dtype=torch.int32)}, ValueError, "int64"),

@@ -185,3 +185,38 @@ def test_folder_errors(tmp_path: Path, setup, error: type, message: str) -> None
 def test_folder_missing(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="image folder not found"):
         load_dataset(f"folder:{tmp_path / 'absent'}")
+
+
+# ----------------------------------------------------------------------------- npz: tables and signals
+
+
+def test_npz_table_is_read_as_is_or_scaled_on_x_train(tmp_path: Path) -> None:
+    table = RNG.random((5, 7), dtype=np.float32)
+    ds = load_npz(_save(tmp_path, x=table, y=LABELS, feature_names=np.array([f"f{i}" for i in range(7)])))
+    assert ds.kind == "table" and ds.input_shape == (7,) and torch.equal(ds.x, torch.from_numpy(table))
+    assert ds.feature_names == tuple(f"f{i}" for i in range(7)) and ds.scaling is None
+    raw_train = RNG.normal(size=(5, 7)) * 50
+    raw_test = RNG.normal(size=(2, 7)) * 50
+    path = _save(tmp_path, x_train=raw_train, y_train=LABELS, x_test=raw_test, y_test=LABELS[:2], name="s.npz")
+    with pytest.raises(ValueError, match="or pass scale=True to min-max scale each feature"):
+        load_npz(path, split="train")
+    train, test = load_npz(path, split="train", scale=True), load_npz(path, split="test", scale=True)
+    assert torch.equal(train.x.amin(0), torch.zeros(7)) and torch.equal(train.x.amax(0), torch.ones(7))
+    assert test.scaling == train.scaling and "x_train" in test.scaling.fitted_on  # fitted on train, not test
+    inside = (raw_test >= raw_train.min(0)) & (raw_test <= raw_train.max(0))
+    assert np.allclose(test.scaling.to_original(test.x).numpy()[inside], raw_test[inside], atol=1e-4)
+
+
+def test_npz_signals_need_the_layout_said(tmp_path: Path) -> None:
+    series = RNG.random((5, 2, 9), dtype=np.float32)
+    assert load_npz(_save(tmp_path, x=series, y=LABELS)).input_shape == (1, 2, 9)  # (N, H, W) images
+    ds = load_npz(_save(tmp_path, x=series, y=LABELS, name="a.npz"), layout="signal")
+    assert ds.kind == "signal" and ds.input_shape == (2, 9) and torch.equal(ds.x, torch.from_numpy(series))
+    stored = load_npz(_save(tmp_path, x=series, y=LABELS, layout=np.array("signal"), name="b.npz"))
+    assert stored.kind == "signal"
+    with pytest.raises(ValueError, match=r"a signal must be \(N, C, T\), got shape \(5, 7\)"):
+        load_npz(_save(tmp_path, x=series[:, 0, :7], y=LABELS, name="c.npz"), layout="signal")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        load_npz(_save(tmp_path, x=series, y=LABELS, name="d.npz"), layout="video")
+    with pytest.raises(ValueError, match="scale=True is for tables and signals"):
+        load_npz(_save(tmp_path, x=series, y=LABELS, name="e.npz"), scale=True)

@@ -1,4 +1,9 @@
-"""The in-memory :class:`Dataset` every loader in :mod:`advlab.data` returns."""
+"""The in-memory :class:`Dataset` every loader in :mod:`advlab.data` returns, of any input shape.
+
+Images are ``(N, C, H, W)``, tables ``(N, D)``, signals ``(N, C, T)`` (channels by time steps); every
+value lies in ``[0, 1]``. Tables and signals read in other units carry a :class:`FeatureScaling`
+that maps them back (one ``(low, high)`` per feature or channel, fitted on the training split).
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,103 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "FeatureScaling", "KINDS"]
+
+#: what the rank of ``x`` says a dataset holds: ``(N, D)`` rows of features, ``(N, C, T)`` signals,
+#: ``(N, C, H, W)`` images (a higher rank is accepted and called ``"tensor"``)
+KINDS = {2: "table", 3: "signal", 4: "image"}
+
+#: the name of one example of each kind, for messages
+_EXAMPLE = {"table": "rows", "signal": "series", "image": "images", "tensor": "examples"}
+
+
+@dataclass(frozen=True)
+class FeatureScaling:
+    """The min-max map between a dataset's ``[0, 1]`` values and their original units.
+
+    One ``(low, high)`` pair per index of axis 1 (a table's feature, a signal's channel):
+    ``original = low + value * (high - low)``. The ranges were fitted on ``fitted_on`` (the training
+    split), so values of other splits outside that range were clipped to ``[0, 1]``.
+
+    Attributes:
+        low, high: the original value that ``0`` and ``1`` stand for, per feature (or channel);
+            ``high >= low`` (a constant feature has ``high == low`` and scales to ``0``).
+        fitted_on: what the ranges were computed from, e.g. ``"train split (426 rows)"``.
+
+    Example:
+        >>> s = FeatureScaling(low=(0.0, 10.0), high=(2.0, 20.0), fitted_on="by hand")
+        >>> s.to_original(torch.tensor([[0.5, 0.5]])).tolist()
+        [[1.0, 15.0]]
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    fitted_on: str = ""
+
+    def __post_init__(self) -> None:
+        low = tuple(float(v) for v in self.low)
+        high = tuple(float(v) for v in self.high)
+        if len(low) != len(high) or not low:
+            raise ValueError(f"FeatureScaling: low and high need one value per feature, got {len(low)} "
+                             f"and {len(high)}")
+        bad = [i for i, (a, b) in enumerate(zip(low, high)) if not (math.isfinite(a) and math.isfinite(b) and b >= a)]
+        if bad:
+            raise ValueError(f"FeatureScaling: low and high must be finite with high >= low; feature(s) {bad} "
+                             "are not")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+
+    @classmethod
+    def fit(cls, raw: torch.Tensor, *, fitted_on: str = "") -> FeatureScaling:
+        """The per-index-of-axis-1 minimum and maximum of ``raw`` ``(N, F, *)`` (finite values)."""
+        if raw.ndim < 2 or raw.shape[0] == 0:
+            raise ValueError(f"FeatureScaling.fit: needs (N, F, ...) with N >= 1, got {tuple(raw.shape)}")
+        flat = raw.detach().to(torch.float64).transpose(0, 1).reshape(raw.shape[1], -1)  # (F, N * rest)
+        if not bool(torch.isfinite(flat).all()):
+            raise ValueError("FeatureScaling.fit: the values contain NaN or infinity; drop or impute them first")
+        return cls(low=tuple(flat.min(dim=1).values.tolist()), high=tuple(flat.max(dim=1).values.tolist()),
+                   fitted_on=fitted_on)
+
+    def __len__(self) -> int:
+        return len(self.low)
+
+    def _view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim < 2 or x.shape[1] != len(self):
+            raise ValueError(f"FeatureScaling: expected (N, {len(self)}, ...), got {tuple(x.shape)}")
+        shape = (1, len(self), *([1] * (x.ndim - 2)))
+        low = torch.tensor(self.low, dtype=torch.float64, device=x.device).view(shape)
+        high = torch.tensor(self.high, dtype=torch.float64, device=x.device).view(shape)
+        return low, high
+
+    def to_original(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, F, *)`` values in ``[0, 1]`` -> original units, ``float64``."""
+        low, high = self._view(x)
+        return low + x.to(torch.float64) * (high - low)
+
+    def to_unit(self, raw: torch.Tensor) -> torch.Tensor:
+        """``(N, F, *)`` original units -> ``[0, 1]`` ``float32``, clipped (a constant feature gives 0)."""
+        low, high = self._view(raw)
+        span = high - low
+        scaled = torch.where(span > 0, (raw.to(torch.float64) - low) / torch.where(span > 0, span, 1.0),
+                             torch.zeros_like(span))
+        return scaled.clamp_(0.0, 1.0).to(torch.float32)
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """An image classification dataset held in memory as two tensors.
+    """A classification dataset held in memory as two tensors: images, tables or signals.
 
     Attributes:
         name: short identifier, e.g. ``"fashion-mnist"``.
-        x: images, shape ``(N, C, H, W)``, ``float32``, every value finite and in ``[0, 1]``.
+        x: inputs, ``float32``, every value finite and in ``[0, 1]``: images ``(N, C, H, W)``,
+            a table ``(N, D)`` or signals ``(N, C, T)`` (see :attr:`kind`).
         y: labels, shape ``(N,)``, ``int64``, each in ``range(len(class_names))``.
         class_names: one human-readable name per class; label ``k`` means ``class_names[k]``.
         source: where the data came from (path, URL, package), kept for provenance.
+        feature_names: a name per index of axis 1 (a table's columns, a signal's channels), or
+            ``None``.
+        scaling: how the ``[0, 1]`` values map back to original units (:class:`FeatureScaling`,
+            one range per index of axis 1), or ``None`` when they are the original values.
 
     The tensors are validated once, here; a ``Dataset`` never copies or moves them to
     another device.
@@ -37,6 +126,8 @@ class Dataset:
     y: torch.Tensor
     class_names: tuple[str, ...]
     source: str
+    feature_names: tuple[str, ...] | None = None
+    scaling: FeatureScaling | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -56,6 +147,14 @@ class Dataset:
             )
         class_names = tuple(self.class_names)
         object.__setattr__(self, "class_names", class_names)
+        if self.feature_names is not None:
+            if isinstance(self.feature_names, str) or not isinstance(self.feature_names, Sequence):
+                raise TypeError(f"Dataset {self.name!r}: feature_names must be a sequence of strings, "
+                                f"got {type(self.feature_names).__name__}")
+            object.__setattr__(self, "feature_names", tuple(self.feature_names))
+        if self.scaling is not None and not isinstance(self.scaling, FeatureScaling):
+            raise TypeError(f"Dataset {self.name!r}: scaling must be a FeatureScaling, got "
+                            f"{type(self.scaling).__name__}")
         self._validate()
 
     def _validate(self) -> None:
@@ -66,10 +165,10 @@ class Dataset:
             raise ValueError(f"Dataset {name!r}: every class name must be a string, got {class_names!r}")
         if len(set(class_names)) != len(class_names):
             raise ValueError(f"Dataset {name!r}: class names are not unique: {class_names!r}")
-        if x.ndim != 4:
+        if x.ndim < 2:
             raise ValueError(
-                f"Dataset {name!r}: x must have shape (N, C, H, W), got {tuple(x.shape)}; "
-                "add a channel axis with x.unsqueeze(1) for grayscale images"
+                f"Dataset {name!r}: x must have shape (N, D) for a table, (N, C, T) for signals or "
+                f"(N, C, H, W) for images, got {tuple(x.shape)}; a single feature is x.unsqueeze(1)"
             )
         if x.dtype != torch.float32:
             raise ValueError(
@@ -82,8 +181,16 @@ class Dataset:
             raise ValueError(f"Dataset {name!r}: y must be int64, got {y.dtype}; use y.long()")
         if x.shape[0] != y.shape[0]:
             raise ValueError(
-                f"Dataset {name!r}: x has {x.shape[0]} images but y has {y.shape[0]} labels"
+                f"Dataset {name!r}: x has {x.shape[0]} {_EXAMPLE[self.kind]} but y has {y.shape[0]} labels"
             )
+        for what, per_index in (("feature_names", self.feature_names), ("scaling", self.scaling)):
+            if per_index is not None and len(per_index) != x.shape[1]:
+                raise ValueError(
+                    f"Dataset {name!r}: {what} has {len(per_index)} entries but x has {x.shape[1]} "
+                    f"{'features' if self.kind == 'table' else 'channels'} (axis 1 of {tuple(x.shape)})"
+                )
+        if self.feature_names is not None and not all(isinstance(f, str) for f in self.feature_names):
+            raise ValueError(f"Dataset {name!r}: every feature name must be a string")
         if x.numel() > 0:
             # aminmax propagates NaN and is ~50x faster than isfinite().all() on CPU;
             # an infinity fails the range check.
@@ -114,15 +221,20 @@ class Dataset:
         )
 
     @property
+    def kind(self) -> str:
+        """``"table"`` for ``(N, D)``, ``"signal"`` for ``(N, C, T)``, ``"image"`` for ``(N, C, H, W)``
+        (``"tensor"`` for a higher rank)."""
+        return KINDS.get(self.x.ndim, "tensor")
+
+    @property
     def num_classes(self) -> int:
         """Number of classes, ``len(class_names)`` (some may have no examples in a subset)."""
         return len(self.class_names)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape of one image, ``(C, H, W)``."""
-        c, h, w = self.x.shape[1:]
-        return (int(c), int(h), int(w))
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example: ``(C, H, W)``, ``(D,)`` or ``(C, T)``."""
+        return tuple(int(d) for d in self.x.shape[1:])
 
     def subset(self, indices_or_n: int | Sequence[int] | torch.Tensor) -> Dataset:
         """Return a smaller dataset.
@@ -176,6 +288,8 @@ class Dataset:
             y=self.y[index],
             class_names=self.class_names,
             source=f"{self.source} | subset: {description}",
+            feature_names=self.feature_names,
+            scaling=self.scaling,
         )
 
     def batches(
@@ -186,7 +300,7 @@ class Dataset:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Iterate over ``(x, y)`` mini-batches, shapes ``(B, C, H, W)`` and ``(B,)``.
+        """Iterate over ``(x, y)`` mini-batches, shapes ``(B, *input_shape)`` and ``(B,)``.
 
         Args:
             batch_size: examples per batch (the last batch may be smaller).

@@ -1,4 +1,4 @@
-"""Datasets a user brings: NumPy ``.npz`` archives and folders of images."""
+"""Datasets a user brings: NumPy ``.npz`` archives (images, tables, signals) and folders of images."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .dataset import Dataset
+from .dataset import Dataset, FeatureScaling
 from .errors import DatasetNotFoundError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder", "load_npz"]
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 _KEY_PAIRS = (("x", "y"), ("images", "labels"))
+#: what an archive's ``x`` may hold (see :func:`load_npz`)
+LAYOUTS = ("image", "table", "signal")
 _PROGRESS_MIN_IMAGES = 2000  # show a progress bar for folders at least this large
 
 
@@ -70,6 +72,21 @@ def _images_to_float(images: np.ndarray, where: str) -> np.ndarray:
         f"{where}: images must be uint8 (0..255) or float in [0, 1], got {images.dtype}; "
         "convert with x.astype(np.uint8) or x.astype(np.float32) / 255"
     )
+
+
+def _scale_columns(values: np.ndarray, fit_on: np.ndarray, where: str, fit_key: str) -> tuple[np.ndarray, FeatureScaling]:
+    """Min-max scale ``values`` (N, F, *) per index of axis 1 with the ranges of ``fit_on``."""
+    for array, key in ((values, where), (fit_on, fit_key)):
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{key}: scale=True needs numeric values, got {array.dtype}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{key}: contains NaN or infinite values; impute or drop them first")
+    if fit_on.shape[1:] != values.shape[1:]:
+        raise ValueError(f"{where}: shape {values.shape} does not match {fit_key!r} {fit_on.shape}, whose ranges "
+                         "scale it")
+    scaling = FeatureScaling.fit(torch.from_numpy(fit_on.astype(np.float64)),
+                                 fitted_on=f"{fit_key} ({fit_on.shape[0]} rows)")
+    return scaling.to_unit(torch.from_numpy(values.astype(np.float64))).numpy(), scaling
 
 
 def _default_class_names(labels: np.ndarray) -> tuple[str, ...]:
@@ -118,17 +135,28 @@ def load_npz(
     split: str | None = None,
     name: str | None = None,
     class_names: Sequence[str] | None = None,
+    layout: str | None = None,
+    scale: bool = False,
 ) -> Dataset:
-    """Load a dataset from a NumPy ``.npz`` archive.
+    """Load a dataset from a NumPy ``.npz`` archive: images, a table or signals.
 
     Keys, first match wins: ``x_<split>``/``y_<split>`` (the Keras layout, e.g.
     ``mnist.npz``) when ``split`` is given; ``x``/``y``; ``images``/``labels``. An optional
     ``class_names`` key holds a 1-D string array. Pickled objects are never loaded; members must be
     stored or deflated (as ``np.savez`` and ``np.savez_compressed`` write them).
 
-    Images may be ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with ``C`` in {1, 3};
-    ``uint8`` is divided by 255, floats must already lie in ``[0, 1]``. Labels must be
-    integers in ``[0, num_classes)``.
+    What ``x`` holds (its *layout*) is ``layout=``, else the archive's ``layout`` key (a string),
+    else read from its rank: ``(N, D)`` is a table, ``(N, H, W)`` and 4-D arrays are images. Signals
+    ``(N, C, T)`` share their rank with grayscale images, so say ``layout="signal"`` for them.
+
+    - ``"image"``: ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with ``C`` in {1, 3}.
+    - ``"table"``: ``(N, D)``; ``"signal"``: ``(N, C, T)``. An optional ``feature_names`` key
+      (1-D strings) names axis 1 (the features, or the channels).
+
+    ``uint8`` is divided by 255, floats must already lie in ``[0, 1]``, unless ``scale=True``
+    (tables and signals): then any numeric values are min-max scaled per feature (per channel),
+    fitted on ``x_train`` when the archive has it, else on the ``x`` loaded, and the ranges are kept
+    in :attr:`Dataset.scaling`. Labels must be integers in ``[0, num_classes)``.
 
     Args:
         path: the ``.npz`` file.
@@ -137,12 +165,16 @@ def load_npz(
         name: dataset name; defaults to the file's stem.
         class_names: overrides the archive's ``class_names``; by default ``"0"``, ``"1"``, ...
             up to the largest label.
+        layout: ``"image"``, ``"table"`` or ``"signal"``; see above.
+        scale: min-max scale a table or signals to ``[0, 1]`` (see above).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetNotFoundError(f"npz file not found: {path}")
     if split is not None and split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -161,19 +193,46 @@ def load_npz(
                 f"{', or x_' + split + ' and y_' + split if split else ''}), found {sorted(keys)}{hint}"
             )
         key_x, key_y = found
-        for key in (key_x, key_y, "class_names"):
+        fit_key = "x_train" if scale and "x_train" in keys else key_x
+        for key in dict.fromkeys((key_x, key_y, "class_names", "layout", "feature_names", fit_key)):
             if key in keys:
                 _check_npy_size(path, archive, key)
         try:
             images = archive[key_x]
             labels = archive[key_y]
             stored_names = archive["class_names"] if "class_names" in keys else None
+            stored_layout = archive["layout"] if "layout" in keys else None
+            stored_features = archive["feature_names"] if "feature_names" in keys else None
+            fit_on = archive[fit_key] if scale else None
         except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
             # (object arrays, which would need pickle, were refused above)
             raise ValueError(f"{path}: a member of the archive is truncated or corrupt ({exc})") from exc
 
     where = f"{path}[{key_x!r}]"
-    images = _images_to_float(_images_to_nchw(images, where), where)
+    if layout is None and stored_layout is not None:
+        if stored_layout.ndim != 0 or stored_layout.dtype.kind not in "US" or str(stored_layout) not in LAYOUTS:
+            raise ValueError(f"{path}['layout']: expected one string of {', '.join(LAYOUTS)}, got {stored_layout!r}")
+        layout = str(stored_layout)
+    if layout is None:
+        layout = "table" if images.ndim == 2 else "image"
+    scaling = None
+    if layout == "image":
+        if scale:
+            raise ValueError(f"{where}: scale=True is for tables and signals; images must be uint8 or in [0, 1]")
+        images = _images_to_float(_images_to_nchw(images, where), where)
+    else:
+        rank = 2 if layout == "table" else 3
+        shape_text = "(N, D)" if layout == "table" else "(N, C, T)"
+        if images.ndim != rank:
+            raise ValueError(f"{where}: a {layout} must be {shape_text}, got shape {images.shape}")
+        if scale:
+            images, scaling = _scale_columns(images, fit_on, where, fit_key)
+        else:
+            try:
+                images = _images_to_float(images, where)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; or pass scale=True to min-max scale each "
+                                 f"{'feature' if layout == 'table' else 'channel'}") from None
     if labels.ndim != 1:
         raise ValueError(f"{path}[{key_y!r}]: labels must have shape (N,), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -193,6 +252,12 @@ def load_npz(
         class_names = [str(c.decode() if isinstance(c, bytes) else c) for c in stored_names]
     if class_names is None:
         class_names = _default_class_names(labels)
+    feature_names = None
+    if stored_features is not None and layout != "image":
+        if stored_features.ndim != 1 or stored_features.dtype.kind not in "US":
+            raise ValueError(f"{path}['feature_names']: expected a 1-D string array, got {stored_features.dtype} "
+                             f"{stored_features.shape}")
+        feature_names = tuple(str(f) for f in stored_features)
 
     try:
         return Dataset(
@@ -200,7 +265,10 @@ def load_npz(
             x=torch.from_numpy(np.ascontiguousarray(images)),
             y=torch.from_numpy(labels.astype(np.int64)),
             class_names=tuple(class_names),
-            source=f"npz:{path.resolve()} (keys {key_x}, {key_y})",
+            source=f"npz:{path.resolve()} (keys {key_x}, {key_y}; {layout}"
+                   f"{f', min-max scaled on {fit_key}' if scaling is not None else ''})",
+            feature_names=feature_names,
+            scaling=scaling,
         )
     except ValueError as exc:  # e.g. 0 images beside 10 labels: say which file
         raise ValueError(f"{path}: {exc}") from None

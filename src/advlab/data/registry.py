@@ -10,6 +10,8 @@ from .dataset import Dataset
 from .digits import load_digits_dataset
 from .files import load_image_folder, load_npz
 from .mnist import IDX_DATASETS, SPLITS, load_idx_dataset
+from .signals import SIGNALS, load_signal
+from .tabular import TABLES, load_csv, load_table
 
 __all__ = ["available_datasets", "load_dataset"]
 
@@ -21,9 +23,10 @@ _BUILTIN_OTHER = ("digits",)
 def available_datasets() -> list[str]:
     """Names of the built-in datasets, sorted.
 
-    :func:`load_dataset` also reads ``"npz:PATH"`` and ``"folder:PATH"``.
+    :func:`load_dataset` also reads ``"npz:PATH"``, ``"csv:PATH"`` and ``"folder:PATH"``. The signal
+    sets are listed whether or not the package that ships them (``advlab[signals]``) is installed.
     """
-    return sorted([*IDX_DATASETS, *_BUILTIN_OTHER])
+    return sorted([*IDX_DATASETS, *_BUILTIN_OTHER, *TABLES, *SIGNALS])
 
 
 def _canonical(name: str) -> str:
@@ -41,9 +44,14 @@ def load_dataset(
     """Load a dataset by name.
 
     Args:
-        name: ``"fashion-mnist"``, ``"mnist"``, ``"digits"`` (case-insensitive, ``_`` may
-            replace ``-``); ``"npz:PATH"`` for a NumPy archive (see :func:`load_npz`);
-            ``"folder:PATH"`` for ``PATH/<class>/<image>`` (see :func:`load_image_folder`).
+        name: images ``"fashion-mnist"``, ``"mnist"``, ``"digits"``; tables ``"breast-cancer"``,
+            ``"wine"`` (:func:`~advlab.data.tabular.load_table`); signals ``"basic-motions"``,
+            ``"gunpoint"``, ``"italy-power-demand"`` (:func:`~advlab.data.signals.load_signal`,
+            from the sktime/aeon package) (case-insensitive, ``_`` may replace ``-``);
+            ``"npz:PATH"`` for a NumPy archive (see :func:`load_npz`); ``"csv:PATH"`` for a table
+            with a header whose label column is named label/target/class/y or comes last (see
+            :func:`load_csv`, every row); ``"folder:PATH"`` for ``PATH/<class>/<image>`` (see
+            :func:`load_image_folder`).
             A :class:`~pathlib.Path` to a ``.npz`` file or a directory also works.
         split: ``"train"`` or ``"test"``. An npz archive with ``x_train``/``x_test`` keys
             and a folder with ``train/`` and ``test/`` sub-folders honour it; a source
@@ -55,8 +63,8 @@ def load_dataset(
 
     Raises:
         ValueError: unknown name or split.
-        DatasetNotFoundError: the files are not on disk; the message says where it
-            looked and how to fix it.
+        DatasetNotFoundError: the files are not on disk, or the package shipping them is not
+            installed; the message says where it looked and how to fix it.
 
     Example:
         >>> ds = load_dataset("digits", split="train")
@@ -76,6 +84,10 @@ def load_dataset(
         if not rest:
             raise ValueError("'npz:' needs a path, e.g. 'npz:data/my_set.npz'")
         return load_npz(rest, split=split)
+    if sep and prefix.lower() == "csv":
+        if not rest:
+            raise ValueError("'csv:' needs a path, e.g. 'csv:data/my_table.csv'")
+        return load_csv(rest)
     if sep and prefix.lower() == "folder":
         if not rest:
             raise ValueError("'folder:' needs a path, e.g. 'folder:data/my_images'")
@@ -86,12 +98,16 @@ def load_dataset(
         return load_idx_dataset(IDX_DATASETS[key], split=split, root=root, download=download, cache_dir=cache_dir)
     if key == "digits":
         return load_digits_dataset(split=split)
+    if key in TABLES:
+        return load_table(key, split=split)
+    if key in SIGNALS:
+        return load_signal(key, split=split)
     hint = ""
-    if name.endswith(".npz") or Path(name).expanduser().exists():
-        hint = f"; to read a file or folder say 'npz:{name}' or 'folder:{name}'"
+    if name.endswith((".npz", ".csv")) or Path(name).expanduser().exists():
+        hint = f"; to read a file or folder say 'npz:{name}', 'csv:{name}' or 'folder:{name}'"
     raise ValueError(
         f"unknown dataset {name!r}; available: {', '.join(available_datasets())}, "
-        f"'npz:PATH', 'folder:PATH'{hint}"
+        f"'npz:PATH', 'csv:PATH', 'folder:PATH'{hint}"
     )
 
 
