@@ -36,7 +36,7 @@ def test_a_card_claiming_a_huge_input_is_refused_before_anything_is_allocated(ch
 
 @pytest.mark.parametrize("in_shape", [[1, 8.7, 8], [1, "8", 8], [1, True, 8], "188"])
 def test_in_shape_must_be_integers(checkpoint, tmp_path, in_shape):
-    with pytest.raises(ValueError, match="in_shape must be three"):
+    with pytest.raises(ValueError, match="in_shape must be one to three"):
         load(_with_card(checkpoint, tmp_path, in_shape=in_shape))
 
 

@@ -16,9 +16,11 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_is_the_six_named_architectures() -> None:
-    assert list_architectures() == sorted(NAMES)
+def test_registry_is_the_six_image_architectures_and_one_each_for_tables_and_signals() -> None:
+    assert list_architectures() == sorted([*NAMES, "tabular-mlp", "cnn1d"])
     assert ARCHITECTURES == {
+        "tabular-mlp": models.TabularMLP,
+        "cnn1d": models.CNN1d,
         "mlp": models.MLP,
         "mlp-bn": models.BatchNormMLP,
         "lenet5": models.LeNet5,

@@ -1,7 +1,7 @@
 """Models: architectures and their registry, the normalisation wrapper, checkpoints, training.
 
-- :mod:`advlab.models.zoo`: ``MLP``, ``BatchNormMLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet``, ``RBFNet`` and the
-  ``ARCHITECTURES`` registry with :func:`build` / :func:`build_seeded`.
+- :mod:`advlab.models.zoo`: ``MLP``, ``BatchNormMLP``, ``LeNet5``, ``SmallCNN``, ``SmallResNet``, ``RBFNet``, ``TabularMLP``
+  (tables), ``CNN1d`` (signals) and the ``ARCHITECTURES`` registry with :func:`build` / :func:`build_seeded`.
 - :mod:`advlab.models.wrappers`: :class:`Normalize`, so attacks work in input space [0, 1].
 - :mod:`advlab.models.checkpoint`: safetensors weights plus a JSON :class:`ModelCard`.
 - :mod:`advlab.models.ensemble`: :class:`Ensemble`, fused in logits, predictions or loss.
@@ -18,9 +18,12 @@ from advlab.models.zoo import (
     MLP,
     BatchNormMLP,
     RBFNet,
+    CNN1d,
+    TabularMLP,
     LeNet5,
     SmallCNN,
     SmallResNet,
+    architecture_options,
     build,
     build_seeded,
     list_architectures,

@@ -41,7 +41,7 @@ from torch import nn
 from advlab._io import atomic_write_group, committed_path, read_json, recover_group
 from advlab import __version__
 from advlab.models.wrappers import Normalize
-from advlab.models.zoo import ARCHITECTURES, build, list_architectures
+from advlab.models.zoo import ARCHITECTURES, architecture_options, build, list_architectures
 
 __all__ = ["ModelCard", "save", "load", "load_card", "code_revision"]
 
@@ -98,7 +98,8 @@ class ModelCard:
 
     Attributes:
         architecture: registry name, one of :func:`~advlab.models.zoo.list_architectures`.
-        in_shape: ``(C, H, W)`` the architecture was built for.
+        in_shape: the shape of one input the architecture was built for: ``(C, H, W)`` for images,
+            ``(D,)`` for a table, ``(C, T)`` for signals.
         num_classes: number of logits.
         mean, std: per-channel normalisation applied inside the model (a
             :class:`~advlab.models.wrappers.Normalize` wrapper), or both ``None``.
@@ -107,6 +108,9 @@ class ModelCard:
         clean_accuracy: accuracy on the clean test set, in ``[0, 1]``, or ``None``.
         seed: seed used for initialisation and training.
         training: training settings (epochs, lr, ...); must be JSON-serialisable.
+        options: the architecture's own keyword arguments (``hidden`` widths, ...; see
+            :func:`~advlab.models.zoo.architecture_options`), JSON-ready; ``{}`` for the defaults of
+            an architecture that has none. Cards written before this field rebuild the defaults.
         advlab_version: version of advlab that wrote the checkpoint.
         code_revision: git commit of the advlab source, or ``"unknown"``.
         created: UTC timestamp in ISO 8601.
@@ -122,6 +126,7 @@ class ModelCard:
     clean_accuracy: float | None = None
     seed: int | None = None
     training: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     advlab_version: str = __version__
     code_revision: str = field(default_factory=code_revision)
     created: str = field(default_factory=_utc_now)
@@ -136,10 +141,11 @@ class ModelCard:
         if (isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__")
                 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims)):
             # (8.7 used to become 8)
-            raise ValueError(f"ModelCard: in_shape must be three integers, got {self.in_shape!r}")
+            raise ValueError(f"ModelCard: in_shape must be one to three integers, got {self.in_shape!r}")
         in_shape = tuple(int(d) for d in dims)
-        if len(in_shape) != 3 or min(in_shape) < 1:
-            raise ValueError(f"ModelCard: in_shape must be three positive integers, got {self.in_shape!r}")
+        if not 1 <= len(in_shape) <= 3 or min(in_shape) < 1:
+            raise ValueError(f"ModelCard: in_shape must be one to three positive integers ((D,), (C, T) or "
+                             f"(C, H, W)), got {self.in_shape!r}")
         set_("in_shape", in_shape)
         if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
             raise ValueError(f"ModelCard: num_classes must be an integer >= 2, got {self.num_classes!r}")
@@ -178,11 +184,17 @@ class ModelCard:
             json.dumps(self.training, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"ModelCard: training settings must be JSON-serialisable: {exc}") from None
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            raise ValueError(f"ModelCard: options must be a mapping with string keys, got {self.options!r}")
+        try:  # tuples become lists: the card compares equal to the one read back
+            set_("options", json.loads(json.dumps(dict(self.options), allow_nan=False)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"ModelCard: architecture options must be JSON-serialisable: {exc}") from None
 
     @property
     def arch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that rebuild the architecture: ``in_shape`` and ``num_classes``."""
-        return {"in_shape": self.in_shape, "num_classes": self.num_classes}
+        """Keyword arguments that rebuild the architecture: ``in_shape``, ``num_classes`` and its options."""
+        return {"in_shape": self.in_shape, "num_classes": self.num_classes, **self.options}
 
     @property
     def normalization(self) -> dict[str, list[float]] | None:
@@ -262,6 +274,7 @@ def _complete_card(model: nn.Module, card: Mapping[str, Any] | ModelCard) -> Mod
         "num_classes": int(inner.num_classes),
         "mean": tuple(_short_float32(v) for v in norm.mean.tolist()) if norm is not None else None,
         "std": tuple(_short_float32(v) for v in norm.std.tolist()) if norm is not None else None,
+        "options": architecture_options(inner),
     }
     if isinstance(card, ModelCard):
         given = {k: getattr(card, k) for k in facts}
@@ -405,8 +418,12 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
         )
     # built on the meta device: no memory (a card may claim in_shape 1e6 x 1e6 or 1e9 classes) and
     # no draw from the global RNG (loading a model must not change the user's random stream)
-    with torch.device("meta"):
-        inner = build(card.architecture, **card.arch_kwargs)
+    try:
+        with torch.device("meta"):
+            inner = build(card.architecture, **card.arch_kwargs)
+    except (TypeError, ValueError) as exc:  # an option this advlab's architecture does not take, or a bad one
+        raise ValueError(f"checkpoint {card_path.parent}: cannot rebuild {card.architecture!r} from its card: "
+                         f"{exc}") from None
     expected = {k: tuple(v.shape) for k, v in inner.state_dict().items()}
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as fh:

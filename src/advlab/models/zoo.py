@@ -1,14 +1,18 @@
-"""Small image classifiers and the registry that names them.
+"""Small classifiers for images, tables and signals, and the registry that names them.
 
-Six architectures that differ in kind (fully connected, tanh/average-pool LeNet, ReLU/max-pool CNN,
-residual network with BatchNorm, the deep BatchNorm MLP of the VAT paper, and an RBF network whose
+Six image architectures that differ in kind (fully connected, tanh/average-pool LeNet, ReLU/max-pool
+CNN, residual network with BatchNorm, the deep BatchNorm MLP of the VAT paper, and an RBF network whose
 output layer is radial-basis units), so that transfer studies between them mean something. Each is a
 plain :class:`torch.nn.Module` mapping a batch ``(B, C, H, W)`` to logits ``(B, num_classes)`` and is
 built as ``Cls(*, in_shape=(C, H, W), num_classes=K)``; all of them work for ``(1, 8, 8)`` (sklearn
-digits), ``(1, 28, 28)`` (MNIST-like) and ``(3, 32, 32)`` (CIFAR-like) inputs.
+digits), ``(1, 28, 28)`` (MNIST-like) and ``(3, 32, 32)`` (CIFAR-like) inputs. Beside them, a tabular
+MLP for ``(B, D)`` (``in_shape=(D,)``) and a 1-D CNN for signals ``(B, C, T)`` (``in_shape=(C, T)``).
 
 The registry :data:`ARCHITECTURES` is data: a name → class mapping, with :func:`build` and
-:func:`build_seeded` as the only constructors that look names up.
+:func:`build_seeded` as the only constructors that look names up. A class's ``OPTIONS`` names the
+keyword arguments beyond ``in_shape`` and ``num_classes`` that shape it (``hidden`` widths, ...); each
+is kept as an attribute of the same name, so :func:`architecture_options` reads them back and a
+checkpoint rebuilds the model as it was built.
 
 Example::
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,48 +36,64 @@ __all__ = [
     "SmallCNN",
     "SmallResNet",
     "RBFNet",
+    "TabularMLP",
+    "CNN1d",
     "ARCHITECTURES",
+    "architecture_options",
     "build",
     "build_seeded",
     "list_architectures",
 ]
 
 
+_SHAPE_TEXT = {1: "one integer (D,): the number of features", 2: "two integers (C, T): channels and time steps",
+               3: "three integers (C, H, W)"}
+_RANK_HINT = {1: "; for images use 'mlp', for signals 'cnn1d'", 2: "; for tables use 'tabular-mlp'",
+              3: "; for tables (D,) use 'tabular-mlp', for signals (C, T) 'cnn1d'"}
+
+
 def _check_shape(
-    cls_name: str, in_shape: Sequence[int], num_classes: int, *, min_side: int = 1
-) -> tuple[int, int, int]:
-    """Validate constructor arguments shared by every architecture; return ``in_shape`` as a tuple."""
+    cls_name: str, in_shape: Sequence[int], num_classes: int, *, min_side: int = 1, rank: int = 3
+) -> tuple[int, ...]:
+    """Validate constructor arguments shared by every architecture; return ``in_shape`` as a tuple.
+
+    ``rank`` 3 is an image ``(C, H, W)`` (``min_side`` bounds H and W), 2 a signal ``(C, T)``
+    (``min_side`` bounds T), 1 a table ``(D,)``.
+    """
     if isinstance(in_shape, torch.Size):
         in_shape = tuple(in_shape)
+    is_seq = isinstance(in_shape, Sequence) and not isinstance(in_shape, str)
     if (
-        not isinstance(in_shape, Sequence)
-        or isinstance(in_shape, str)
-        or len(in_shape) != 3
+        not is_seq
+        or len(in_shape) != rank
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in in_shape)
     ):
-        raise ValueError(
-            f"{cls_name}: in_shape must be three integers (C, H, W), got {in_shape!r}"
-        )
-    c, h, w = (int(d) for d in in_shape)
-    if c < 1:
-        raise ValueError(f"{cls_name}: in_shape channels must be >= 1, got {in_shape!r}")
-    if h < min_side or w < min_side:
+        hint = _RANK_HINT[rank] if is_seq and len(in_shape) in _SHAPE_TEXT and len(in_shape) != rank else ""
+        raise ValueError(f"{cls_name}: in_shape must be {_SHAPE_TEXT[rank]}, got {in_shape!r}{hint}")
+    dims = tuple(int(d) for d in in_shape)
+    if dims[0] < 1:
+        what = "features" if rank == 1 else "channels"
+        raise ValueError(f"{cls_name}: in_shape {what} must be >= 1, got {in_shape!r}")
+    if rank == 3 and (dims[1] < min_side or dims[2] < min_side):
         raise ValueError(
             f"{cls_name}: needs inputs of at least {min_side}x{min_side} pixels, got in_shape={in_shape!r}"
         )
+    if rank == 2 and dims[1] < min_side:
+        raise ValueError(f"{cls_name}: needs signals of at least {min_side} time steps, got in_shape={in_shape!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"{cls_name}: num_classes must be an integer >= 2, got {num_classes!r}")
-    return (c, h, w)
+    return dims
 
 
 class MLP(nn.Module):
     """Fully connected classifier: flatten → 256 → 128 → ``num_classes`` with ReLU.
 
-    ``hidden`` sets other widths (``()`` is multinomial logistic regression); the registry and
-    checkpoints build the default. Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
+    ``hidden`` sets other widths (``()`` is multinomial logistic regression); checkpoints record
+    them. Shapes: ``(B, C, H, W)`` → ``(B, num_classes)``.
     """
 
     HIDDEN = (256, 128)
+    OPTIONS = ("hidden",)
 
     def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int,
                  hidden: Sequence[int] = HIDDEN) -> None:
@@ -275,6 +296,8 @@ inputs, so for ``D = 3072`` the unit outputs underflow to 0 in float32 while the
         confidence = model.unit_outputs(x).max(dim=1).values            # (B,), in (0, 1]
     """
 
+    OPTIONS = ("hidden", "precision_init")
+
     def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int,
                  hidden: Sequence[int] = MLP.HIDDEN, precision_init: float = 1.0) -> None:
         super().__init__()
@@ -284,6 +307,7 @@ inputs, so for ``D = 3072`` the unit outputs underflow to 0 in float32 while the
         if not (isinstance(precision_init, (int, float)) and not isinstance(precision_init, bool)
                 and 0 < precision_init < float("inf")):
             raise ValueError(f"RBFNet: precision_init must be a positive number, got {precision_init!r}")
+        self.precision_init = float(precision_init)
         c, h, w = self.in_shape
         self.features = nn.Sequential(*_hidden_layers(c * h * w, self.hidden, act=nn.ReLU))
         width = self.hidden[-1] if self.hidden else c * h * w
@@ -309,6 +333,74 @@ inputs, so for ``D = 3072`` the unit outputs underflow to 0 in float32 while the
         return self.forward(x).exp()
 
 
+class TabularMLP(nn.Module):
+    """Fully connected classifier for a table: ``D`` features → 64 → 64 → ``num_classes`` with ReLU.
+
+    For the small tables of :mod:`advlab.data.tabular` (breast-cancer's 30 features, wine's 13):
+    narrower than :class:`MLP`, which is sized for images. ``hidden`` sets other widths (``()`` is
+    multinomial logistic regression). Shapes: ``(B, D)`` → ``(B, num_classes)``.
+
+    Example::
+
+        model = build_seeded("tabular-mlp", in_shape=(30,), num_classes=2, seed=0)
+        logits = model(torch.rand(8, 30))  # (8, 2)
+    """
+
+    HIDDEN = (64, 64)
+    OPTIONS = ("hidden",)
+
+    def __init__(self, *, in_shape: tuple[int], num_classes: int, hidden: Sequence[int] = HIDDEN) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("TabularMLP", in_shape, num_classes, rank=1)
+        self.num_classes = num_classes
+        self.hidden = _check_hidden("TabularMLP", hidden)
+        self.net = _dense(self.in_shape[0], self.hidden, num_classes, act=nn.ReLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, D) -> (B, K)
+
+
+class CNN1d(nn.Module):
+    """A small 1-D CNN for multichannel signals such as accelerometer and gyroscope recordings.
+
+    conv1d(k) → ReLU → maxpool2 → conv1d(k) → ReLU → maxpool2 → flatten → linear ``num_classes``,
+    with ``widths`` filters (default 16, 32), kernel ``kernel`` (default 5) and "same" padding, so
+    ``T`` steps become ``T // 4`` (at least 4 steps). The flattened features keep where in time a
+    pattern occurs. Shapes: ``(B, C, T)`` → ``(B, num_classes)``.
+
+    Example::
+
+        model = build_seeded("cnn1d", in_shape=(6, 100), num_classes=4, seed=0)  # BasicMotions
+        logits = model(torch.rand(8, 6, 100))  # (8, 4)
+    """
+
+    WIDTHS = (16, 32)
+    OPTIONS = ("widths", "kernel")
+
+    def __init__(self, *, in_shape: tuple[int, int], num_classes: int, widths: Sequence[int] = WIDTHS,
+                 kernel: int = 5) -> None:
+        super().__init__()
+        self.in_shape = _check_shape("CNN1d", in_shape, num_classes, min_side=4, rank=2)
+        self.num_classes = num_classes
+        self.widths = _check_hidden("CNN1d", widths)
+        if len(self.widths) != 2:
+            raise ValueError(f"CNN1d: widths must be two positive ints (one per conv layer), got {widths!r}")
+        if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"CNN1d: kernel must be an odd positive int (for 'same' padding), got {kernel!r}")
+        self.kernel = kernel
+        channels, steps = self.in_shape
+        layers: list[nn.Module] = []
+        for width in self.widths:
+            layers += [nn.Conv1d(channels, width, kernel_size=kernel, padding=kernel // 2), nn.ReLU(),
+                       nn.MaxPool1d(2)]
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(self.widths[-1] * (steps // 4), num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, C, T) -> (B, width, T/4) -> (B, K)
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "mlp-bn": BatchNormMLP,
@@ -316,6 +408,8 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "small-cnn": SmallCNN,
     "small-resnet": SmallResNet,
     "rbf": RBFNet,
+    "tabular-mlp": TabularMLP,
+    "cnn1d": CNN1d,
 }
 """Registry of architecture names; :func:`build` and checkpoints look names up here."""
 
@@ -334,20 +428,46 @@ def _lookup(name: str) -> type[nn.Module]:
         ) from None
 
 
-def build(name: str, *, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def _check_options(name: str, cls: type[nn.Module], options: dict[str, Any]) -> None:
+    allowed = tuple(getattr(cls, "OPTIONS", ()))
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no options"
+        raise ValueError(f"architecture {name!r}: unknown option(s) {unknown}; it {takes} "
+                         "beyond in_shape and num_classes")
+
+
+def architecture_options(model: nn.Module) -> dict[str, Any]:
+    """The options a zoo model was built with (its class's ``OPTIONS``), JSON-ready (tuples as lists).
+
+    ``build(name, in_shape=..., num_classes=..., **architecture_options(model))`` builds a model with
+    the same parameter shapes. ``{}`` for an architecture without options.
+    """
+    out: dict[str, Any] = {}
+    for option in getattr(type(model), "OPTIONS", ()):
+        value = getattr(model, option)
+        out[option] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def build(name: str, *, in_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
     """Build the registered architecture ``name`` with freshly initialised weights.
 
-    Initialisation draws from the global torch RNG; use :func:`build_seeded` for a reproducible
-    model that leaves the global RNG untouched.
+    ``options`` are the architecture's own keyword arguments (its ``OPTIONS``, e.g. ``hidden=(64,)``
+    for ``"mlp"``). Initialisation draws from the global torch RNG; use :func:`build_seeded` for a
+    reproducible model that leaves the global RNG untouched.
 
     Raises:
-        ValueError: for an unknown name (the message lists the valid ones) or invalid shapes.
+        ValueError: for an unknown name (the message lists the valid ones), an option the
+            architecture does not take, or invalid shapes.
     """
-    return _lookup(name)(in_shape=in_shape, num_classes=num_classes)
+    cls = _lookup(name)
+    _check_options(name, cls, options)
+    return cls(in_shape=in_shape, num_classes=num_classes, **options)
 
 
 def build_seeded(
-    name: str, *, in_shape: tuple[int, int, int], num_classes: int, seed: int
+    name: str, *, in_shape: tuple[int, ...], num_classes: int, seed: int, **options: Any
 ) -> nn.Module:
     """Like :func:`build`, with weights initialised from ``seed`` under a forked RNG.
 
@@ -357,6 +477,7 @@ def build_seeded(
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     cls = _lookup(name)
+    _check_options(name, cls, options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return cls(in_shape=in_shape, num_classes=num_classes)
+        return cls(in_shape=in_shape, num_classes=num_classes, **options)
