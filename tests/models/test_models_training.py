@@ -127,7 +127,7 @@ def test_accuracy_closed_form_and_mode_restored() -> None:
     [
         (lambda x, y: (x * 2, y), ValueError, r"must lie in \[0, 1\]"),
         (lambda x, y: (x - 0.5, y), ValueError, r"must lie in \[0, 1\]"),
-        (lambda x, y: (x[:, 0], y), ValueError, r"shape \(N, C, H, W\)"),
+        (lambda x, y: (x[:, 0, 0, 0], y), ValueError, r"shape \(N, \*\): \(N, D\) for a table"),
         (lambda x, y: ((x * 16).long(), y), TypeError, "floating point"),
         (lambda x, y: (x, y.int()), ValueError, "int64"),
         (lambda x, y: (x, y[:-1]), ValueError, "samples"),

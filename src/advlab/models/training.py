@@ -1,7 +1,9 @@
 """Plain supervised training and accuracy for classifiers on in-memory tensors.
 
-Inputs are ``x`` of shape ``(N, C, H, W)``, floating point in ``[0, 1]``, and ``y`` of shape ``(N,)``,
-int64 class indices. Nothing here moves a model or a tensor between devices: they must agree.
+Inputs are ``x`` of any shape ``(N, *)`` with at least one feature axis, floating point in ``[0, 1]``:
+images ``(N, C, H, W)``, tables ``(N, D)``, signals ``(N, C, T)``; and ``y`` of shape ``(N,)``, int64 class
+indices. There is no augmentation here (no flips or crops), so nothing assumes images. Nothing here
+moves a model or a tensor between devices: they must agree.
 
 Example::
 
@@ -69,14 +71,17 @@ def _model_device(model: nn.Module) -> torch.device | None:
 
 
 def _check_data(x: Any, y: Any, *, model: nn.Module, what: str = "x/y") -> None:
-    """Validate a data set: ``x`` (N, C, H, W) float in [0, 1], ``y`` (N,) int64, same device as model."""
+    """Validate a data set: ``x`` (N, *) float in [0, 1], ``y`` (N,) int64, same device as model."""
     xn, yn = what.split("/")
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
             f"{xn} and {yn} must be torch tensors, got {type(x).__name__} and {type(y).__name__}"
         )
-    if x.dim() != 4:
-        raise ValueError(f"{xn} must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"{xn} must have shape (N, *): (N, D) for a table, (N, C, T) for signals, (N, C, H, W) for "
+            f"images; got {tuple(x.shape)} (a single feature per sample is {xn}.unsqueeze(1))"
+        )
     if not x.is_floating_point():
         raise TypeError(f"{xn} must be floating point with values in [0, 1], got dtype {x.dtype}")
     if y.dtype != torch.int64 or y.dim() != 1:
@@ -114,7 +119,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     """Fraction of ``x`` that ``model`` classifies as ``y`` (argmax of the logits), in eval mode.
 
     Runs under :func:`torch.no_grad` and restores the model's train/eval mode afterwards.
-    Shapes: ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)`` int64.
+    Shapes: ``x`` ``(N, *)`` in [0, 1], ``y`` ``(N,)`` int64.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -192,8 +197,8 @@ def fit(
     The model is left in eval mode, also when training fails.
 
     Args:
-        model: maps ``(B, C, H, W)`` to logits ``(B, K)``; trained in place.
-        x, y: training data, ``(N, C, H, W)`` float in [0, 1] and ``(N,)`` int64.
+        model: maps ``(B, *)`` to logits ``(B, K)``; trained in place.
+        x, y: training data, ``(N, *)`` float in [0, 1] (images, tables or signals) and ``(N,)`` int64.
         epochs: passes over the data.
         batch_size: samples per step; the last batch of an epoch may be smaller.
         lr: learning rate.
@@ -246,7 +251,7 @@ def fit(
                 )
                 for step in bar:
                     idx = order[step * batch_size : (step + 1) * batch_size]
-                    xb, yb = x[idx], y[idx]  # (B, C, H, W), (B,)
+                    xb, yb = x[idx], y[idx]  # (B, *), (B,)
                     logits = model(xb)  # (B, K)
                     if epoch == 0 and step == 0:
                         _check_labels_fit(logits, y, "y")
