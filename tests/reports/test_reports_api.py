@@ -12,7 +12,8 @@ import advlab.reports as reports
 
 EXPECTED = {"accuracy_curve", "bound_cdf_figure", "cosine_figure", "decision_map_figure", "decision_maps_figure", "fooling_gallery", "gallery",
             "gallery_from_result", "minimal_norms_figure", "policy_return_figure", "subspace_dim_figure",
-            "transfer_heatmap", "write_report", "write_table"}
+            "transfer_heatmap", "write_report", "write_table",
+            "signal_gallery", "signal_gallery_from_result", "changed_features_table", "changed_features_from_result"}
 SRC = Path(advlab.__file__).parent
 # The layers above the library that may use reports: the CLI and the jobs it runs.
 CONSUMERS = {"reports", "cli.py", "runs"}

@@ -3,7 +3,9 @@
 Rendering only: every number drawn or written comes from an :class:`~advlab.attacks.AttackResult`
 or an :class:`~advlab.evaluation.Evaluation` (or is passed in); nothing is recomputed. Figures
 are bare matplotlib ``Figure`` objects on an Agg canvas, so no global ``pyplot`` state is touched.
-Nothing in the library imports this package.
+Nothing in the library imports this package. Signals ``(B, C, T)`` get curves per channel
+(:func:`signal_gallery`) and tables ``(B, D)`` a table of changed features
+(:func:`changed_features_table`) in place of the image gallery.
 
 >>> from advlab.reports import accuracy_curve, gallery_from_result, write_report, write_table
 >>> accuracy_curve(ev, path="report/robust_accuracy.png")
@@ -24,10 +26,13 @@ from advlab.reports.geometry import cosine_figure, decision_map_figure, decision
 from advlab.reports.minimal import minimal_norms_figure
 from advlab.reports.page import write_report
 from advlab.reports.policy import policy_return_figure
+from advlab.reports.signals import signal_gallery, signal_gallery_from_result
 from advlab.reports.table import write_table
+from advlab.reports.tabular import changed_features_from_result, changed_features_table
 from advlab.reports.transfer import transfer_heatmap
 
-__all__ = ["accuracy_curve", "bound_cdf_figure", "cosine_figure", "decision_map_figure", "decision_maps_figure",
+__all__ = ["accuracy_curve", "bound_cdf_figure", "changed_features_from_result", "changed_features_table",
+           "cosine_figure", "decision_map_figure", "decision_maps_figure",
            "fooling_gallery", "gallery",
-           "gallery_from_result", "minimal_norms_figure", "policy_return_figure", "subspace_dim_figure",
-           "transfer_heatmap", "write_report", "write_table"]
+           "gallery_from_result", "minimal_norms_figure", "policy_return_figure", "signal_gallery",
+           "signal_gallery_from_result", "subspace_dim_figure", "transfer_heatmap", "write_report", "write_table"]

@@ -133,15 +133,7 @@ def gallery_from_result(x: Any, result: Any, *, class_names: Sequence[str] | Non
         n, amplify, path: as for :func:`gallery`.
         title: defaults to ``"<Attack> (norm, ε=...)"``.
     """
-    success = to_numpy(result.success, name="result.success").reshape(-1).astype(bool)
-    clean = to_numpy(clean_pred, name="clean_pred").reshape(-1)
-    if y is not None:
-        attacked = clean == to_numpy(y, name="y").reshape(-1)
-    else:
-        attacked = to_numpy(result.pred, name="result.pred").reshape(-1) != clean
-        attacked |= ~success  # (a point the attack did not move was already wrong)
-    rank = np.where(attacked & success, 0, np.where(attacked, 1, 2))
-    order = np.argsort(rank, kind="stable")[:n]
+    order = showcase_order(result, clean_pred, y, n)
 
     def pick(v: Any, name: str) -> np.ndarray | None:
         return None if v is None else to_numpy(v, name=name)[order]
@@ -155,6 +147,22 @@ def gallery_from_result(x: Any, result: Any, *, class_names: Sequence[str] | Non
                    adv_conf=pick(result.confidence, "result.confidence"),
                    true_labels=pick(y, "y"), norms=pick(result.norms, "result.norms"),
                    norm=threat.norm, bounds=threat.bounds, n=n, amplify=amplify, title=title, path=path)
+
+
+def showcase_order(result: Any, clean_pred: Any, y: Any | None, n: int) -> np.ndarray:
+    """Indices of the first ``n`` points to show for ``result``: the attack's real successes
+    (correct, then fooled), then the points it could not fool, then those wrong before any attack;
+    batch order within each group. Correct means ``clean_pred == y`` (without ``y``: the attack
+    moved the prediction off ``clean_pred``)."""
+    success = to_numpy(result.success, name="result.success").reshape(-1).astype(bool)
+    clean = to_numpy(clean_pred, name="clean_pred").reshape(-1)
+    if y is not None:
+        attacked = clean == to_numpy(y, name="y").reshape(-1)
+    else:
+        attacked = to_numpy(result.pred, name="result.pred").reshape(-1) != clean
+        attacked |= ~success  # (a point the attack did not move was already wrong)
+    rank = np.where(attacked & success, 0, np.where(attacked, 1, 2))
+    return np.argsort(rank, kind="stable")[:n]
 
 
 def _images(a: np.ndarray, name: str) -> np.ndarray:
