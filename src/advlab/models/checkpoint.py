@@ -117,7 +117,7 @@ class ModelCard:
     """
 
     architecture: str
-    in_shape: tuple[int, int, int]
+    in_shape: tuple[int, ...]
     num_classes: int
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
