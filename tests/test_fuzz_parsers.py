@@ -425,7 +425,7 @@ def check_model(model: Any, weights: Path) -> None:
     assert isinstance(model, nn.Module) and not model.training
     check_same_tensors(model.model if isinstance(model, Normalize) else model, weights)
     card = model.advlab_card
-    assert len(card.in_shape) == 3 and all(isinstance(d, int) and d >= 1 for d in card.in_shape)
+    assert 1 <= len(card.in_shape) <= 3 and all(isinstance(d, int) and d >= 1 for d in card.in_shape)
     with torch.no_grad():
         out = model(torch.zeros(1, *card.in_shape))
     assert out.shape == (1, card.num_classes)
