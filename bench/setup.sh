@@ -41,7 +41,7 @@ pip_install() {
 }
 
 pip_install "torch==$TORCH_VERSION"
-pip_install -e "$ROOT"
+pip_install -e "$ROOT[signals]"  # signals: the sktime wheel's .ts files (bench_square_signal.py)
 # (multiprocess: ART's AutoAttack imports it, and ART's metadata does not ask for it)
 pip_install scipy tqdm requests multiprocess
 pip_install "adversarial-robustness-toolbox==$ART_VERSION" \

@@ -61,6 +61,9 @@ CAPTIONS = {
     "gallery": "Adversarial examples: the clean input with its predicted class (confidence), the "
                "perturbation (amplified to be visible) and the adversarial input; red: the class changed.",
     "gallery_fgsm": "The same for FGSM, a single step.",
+    "signal_gallery": "Adversarial signals: each channel's clean curve (solid) and adversarial curve (dashed) in "
+                      "original units, with the true, clean and adversarial classes (confidence); red: the "
+                      "class changed.",
     "minimal_norms": "Smallest perturbation found per point, and the robust accuracy it implies at every ε.",
     "decision_maps": "Decision-boundary cross-sections around test points (FGSM direction × a random "
                      "orthogonal direction).",
@@ -93,7 +96,8 @@ def figure_caption(stem: str) -> str:
 def write_report(folder: PathLike, *, evaluation: Any,
                  figures: Sequence[PathLike] | Mapping[str, PathLike] = (),
                  title: str = "advlab robustness report",
-                 notes: str | Sequence[str] = "") -> Path:
+                 notes: str | Sequence[str] = "",
+                 sections: Mapping[str, str] | None = None) -> Path:
     """Write ``folder/index.html`` for ``evaluation`` and the given PNG figures.
 
     Args:
@@ -105,6 +109,9 @@ def write_report(folder: PathLike, *, evaluation: Any,
             page only ever refers to files beside it.
         title: the page title.
         notes: free text, a string (paragraphs separated by blank lines) or a list of paragraphs.
+        sections: ``{heading: markdown}`` shown after the figures, e.g. the changed features of
+            a table's adversarial rows (:func:`~advlab.reports.changed_features_table`); the
+            Markdown read is that advlab writes: ``###`` headings, pipe tables, paragraphs.
 
     Returns:
         The path of ``index.html``.
@@ -118,6 +125,8 @@ def write_report(folder: PathLike, *, evaluation: Any,
             text = caption if caption is not None else figure_caption(rel.stem)
             parts.append(f'<figure><img src="{esc(quote(rel.as_posix()))}" alt="{esc(text)}">'
                          f"<figcaption>{esc(text)}</figcaption></figure>")
+    for heading, text in (sections or {}).items():
+        parts += [f"<h2>{esc(heading)}</h2>", '<div class="wide">', *markdown_html(text), "</div>"]
     parts += ["<h2>All rows</h2>", '<div class="wide">', *_rows_table(evaluation), "</div>"]
     parts += ["<h2>Provenance</h2>", *_provenance(getattr(evaluation, "provenance", {}) or {})]
     parts += ["</main>", "</body>", "</html>", ""]
@@ -172,6 +181,49 @@ def _place(path: Path, folder: Path, taken: dict[str, Path]) -> Path:
     if dest.resolve() != src:
         shutil.copyfile(src, dest)
     return Path(name)
+
+
+def markdown_html(text: str) -> list[str]:
+    """HTML lines for the Markdown advlab's reports write: ``#``..``######`` headings (shown one
+    level below the page's sections), pipe tables (``---:`` right-aligns a column) and paragraphs.
+    Everything is escaped; no other Markdown is interpreted."""
+    esc = html.escape
+    out: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line:
+            i += 1
+            continue
+        head = re.fullmatch(r"(#{1,6})\s+(.*)", line)
+        if head:
+            level = max(3, len(head[1]))  # under the page's <h2> sections
+            out.append(f"<h{level}>{esc(head[2])}</h{level}>")
+            i += 1
+            continue
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                block.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            rule = len(block) > 1 and all(re.fullmatch(r":?-+:?", c) for c in block[1])
+            right = [c.endswith(":") for c in block[1]] if rule else []
+            body = block[2:] if rule else block[1:]
+            out.append("<table>")
+            out.append("<tr>" + "".join(f"<th>{esc(c)}</th>" for c in block[0]) + "</tr>")
+            for row in body:
+                out.append("<tr>" + "".join(
+                    f'<td class="num">{esc(c)}</td>' if k < len(right) and right[k] else f"<td>{esc(c)}</td>"
+                    for k, c in enumerate(row)) + "</tr>")
+            out.append("</table>")
+            continue
+        para = []
+        while i < len(lines) and lines[i].strip() and not lines[i].strip().startswith(("|", "#")):
+            para.append(lines[i].strip())
+            i += 1
+        out.append(f"<p>{esc(' '.join(para))}</p>")
+    return out
 
 
 def _paragraphs(notes: str | Sequence[str]) -> list[str]:

@@ -140,3 +140,39 @@ def budget_alias_arg(budget: int | None, queries: int | None, job: str) -> int |
 
     deprecated(f"{job}(queries=...) is deprecated: the per-point query budget is called budget=")
     return queries
+
+
+def write_examples(ds: Dataset, x: torch.Tensor, result: object, *, clean_pred: torch.Tensor,
+                   clean_conf: torch.Tensor, y: torch.Tensor, out: Path, stem: str = "gallery", n: int = 6,
+                   title: str | None = None) -> tuple[dict[str, Path], str | None]:
+    """The adversarial examples a page shows, in the form the data's kind calls for: images as a
+    gallery (``stem.png``), signals as curves per channel, clean and adversarial overlaid
+    (``signal_stem.png``), table rows as their changed features (``changed_features.md`` and ``.csv``).
+
+    Returns the files written (``{"gallery": ...}`` or ``{"changed_features": ..., "changed_features_csv":
+    ...}``) and, for a table, the Markdown text (for :func:`~advlab.reports.write_report`'s
+    ``sections``)."""
+    from advlab.reports import changed_features_from_result, gallery_from_result, signal_gallery_from_result
+
+    kind = ds.kind
+    if kind == "table":
+        files = {"changed_features": out / "changed_features.md", "changed_features_csv": out / "changed_features.csv"}
+        text = changed_features_from_result(x, result, feature_names=ds.feature_names, scaling=ds.scaling,
+                                            class_names=list(ds.class_names), clean_pred=clean_pred,
+                                            clean_conf=clean_conf, y=y, n=min(n, 5), path_md=files["changed_features"],
+                                            path_csv=files["changed_features_csv"])
+        return files, text
+    path = out / (f"signal_{stem}.png" if kind == "signal" else f"{stem}.png")
+    if kind == "signal":
+        signal_gallery_from_result(x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
+                                   clean_conf=clean_conf, y=y, n=min(n, 4), channel_names=ds.feature_names,
+                                   scaling=ds.scaling, title=title, path=path)
+    else:
+        gallery_from_result(x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
+                            clean_conf=clean_conf, y=y, n=n, title=title, path=path)
+    return {"gallery": path}, None
+
+
+def example_noun(ds: Dataset) -> str:
+    """What a command's messages call the data's examples: images, rows or signals."""
+    return {"table": "rows", "signal": "signals"}.get(ds.kind, "images")

@@ -20,7 +20,7 @@ from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import provenance
 from advlab.models import load
 
-from advlab.runs._common import (ModelSource, budget_alias_arg, command_steps, describe, model_bounds,
+from advlab.runs._common import (ModelSource, budget_alias_arg, command_steps, describe, model_bounds, write_examples,
                                  open_model, say)
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ def attack_job(*, checkpoint: ModelSource, attack: str, eps: float | None, out: 
     """
     from advlab.attacks.registry import BLACKBOX, entry
     from advlab.oracle import Oracle
-    from advlab.reports import gallery_from_result
 
     key = attack_key(attack)
     try:
@@ -144,8 +143,7 @@ def attack_job(*, checkpoint: ModelSource, attack: str, eps: float | None, out: 
                                if n_correct else None}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"adversarial": out / "adversarial.safetensors", "metrics": out / "metrics.json",
-             "gallery": out / "gallery.png"}
+    files = {"adversarial": out / "adversarial.safetensors", "metrics": out / "metrics.json"}
     tensors = {"x": ds.x, "x_adv": result.x_adv, "y": ds.y, "pred_adv": result.pred,
                "success": result.success.to(torch.uint8), "clean_pred": clean_pred}
     if target is not None:
@@ -154,12 +152,13 @@ def attack_job(*, checkpoint: ModelSource, attack: str, eps: float | None, out: 
     atomic_write(files["adversarial"], lambda tmp: save_file(
         cpu, tmp, metadata={"attack": result.attack, "class_names": json.dumps(list(ds.class_names))}))
     atomic_write_text(files["metrics"], json.dumps(metrics, indent=2) + "\n")
-    gallery_from_result(ds.x, result, class_names=list(ds.class_names), clean_pred=clean_pred,
-                        clean_conf=clean_conf, y=ds.y, n=gallery_size, path=files["gallery"])
+    shown, _ = write_examples(ds, ds.x, result, clean_pred=clean_pred, clean_conf=clean_conf, y=ds.y, out=out,
+                              n=gallery_size)
+    files.update(shown)
     rate = metrics["success_rate_over_correct"]
     radius = f"ε={eps:g}" if eps is not None else "minimal perturbation"
     say(f"{DISPLAY_NAMES.get(key, attack)} {radius}: success {100 * (rate or 0):.1f}% of the "
-         f"{n_correct} correctly classified of {len(ds)} images; files in {out}", quiet)
+         f"{n_correct} correctly classified of {len(ds)} {'images' if ds.kind == 'image' else 'inputs'}; files in {out}", quiet)
     return AttackOutput(result=result, metrics=metrics, files=files)
 
 

@@ -13,7 +13,8 @@ from torch import nn
 from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.evaluation import Evaluation, evaluate
-from advlab.runs._common import DEMO_EPS, ModelSource, command_steps, describe, has_gradients, model_bounds, open_model, say
+from advlab.runs._common import (DEMO_EPS, ModelSource, command_steps, describe, example_noun, has_gradients,
+                                 model_bounds, open_model, say)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
         raise ValueError(f"the sparse attacks count changed features: every --eps must be a whole number, "
                          f"got {', '.join(f'{e:g}' for e in eps)}")
     quiet = quiet or not writer
-    say(f"evaluating {card.architecture} on {len(ds)} {ds.name} test images: "
+    say(f"evaluating {card.architecture} on {len(ds)} {ds.name} test {example_noun(ds)}: "
          f"{', '.join(configs)} at ε = {', '.join(f'{e:g}' for e in eps)}", quiet)
     if sharded:
         from advlab.evaluation.sharded import evaluate_sharded
@@ -135,11 +136,16 @@ def evaluate_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[
     accuracy_curve(ev, path=files["plot"], title=title or f"{card.architecture} on {ds.name}")
     figures = [files["plot"].name]
     gallery_attack = _gallery_attack(configs, eps)
-    if gallery_attack is not None and ds.x.dim() == 4 and ds.x.shape[1] in (1, 3):
-        files["gallery"] = out / "gallery.png"
-        _gallery(model, ds, gallery_attack, files["gallery"], seed=seed)
-        figures.append(files["gallery"].name)
-    files["html"] = write_report(out, evaluation=ev, figures=figures,
+    sections: dict[str, str] = {}
+    if gallery_attack is not None and (ds.kind in ("table", "signal") or (ds.kind == "image"
+                                                                         and ds.x.shape[1] in (1, 3))):
+        shown, table = _gallery(model, ds, gallery_attack, out, seed=seed)
+        files.update(shown)
+        if table is None:
+            figures.append(shown["gallery"].name)
+        else:
+            sections[f"Changed features ({gallery_attack[0]})"] = table
+    files["html"] = write_report(out, evaluation=ev, figures=figures, sections=sections,
                                  title=title or f"Robustness of {card.architecture} on {ds.name}")
     if not quiet:
         print(ev.table())
@@ -159,11 +165,12 @@ def _gallery_attack(configs: dict[str, Any], eps: Sequence[float]) -> tuple[str,
     return f"{name} at ε = {e:g}", at_radius(attack, e)
 
 
-def _gallery(model: nn.Module, ds: Any, named: tuple[str, Any], path: Path, *, seed: int,
-             points: int = 200) -> None:
-    """Six adversarial examples of the evaluation's own attack, real successes first."""
+def _gallery(model: nn.Module, ds: Any, named: tuple[str, Any], out: Path, *, seed: int,
+             points: int = 200) -> tuple[dict[str, Path], str | None]:
+    """Adversarial examples of the evaluation's own attack, real successes first: six images,
+    four signals or five table rows (see :func:`advlab.runs._common.write_examples`)."""
     from advlab.evaluation import clean_predictions
-    from advlab.reports import gallery_from_result
+    from advlab.runs._common import write_examples
 
     label, attack = named
     x, y = ds.x[:points], ds.y[:points]
@@ -171,9 +178,8 @@ def _gallery(model: nn.Module, ds: Any, named: tuple[str, Any], path: Path, *, s
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=1)  # (loaded in eval mode)
     clean_pred = clean_predictions(model, x)
-    gallery_from_result(x, res, class_names=list(ds.class_names), clean_pred=clean_pred,
-                        clean_conf=probs.gather(1, clean_pred[:, None]).squeeze(1), y=y, n=6,
-                        title=label, path=path)
+    return write_examples(ds, x, res, clean_pred=clean_pred, clean_conf=probs.gather(1, clean_pred[:, None]).squeeze(1),
+                          y=y, out=out, title=label)
 
 
 def _add_strong_cascade(ev: Evaluation, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -14,7 +14,7 @@ from advlab._io import atomic_write_text
 from advlab.attacks import make_attack
 from advlab.attacks.registry import DISPLAY_NAMES, attack_key
 from advlab.evaluation import Evaluation
-from advlab.runs._common import ModelSource, describe, has_gradients, model_bounds, open_model, say
+from advlab.runs._common import ModelSource, describe, example_noun, has_gradients, model_bounds, open_model, say
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def measure_job(*, checkpoint: ModelSource, out: str | Path, attacks: Sequence[s
                                      device=device)
     configs = {k: dataclasses.replace(v, bounds=model_bounds(card)) if hasattr(v, "bounds") else v
                for k, v in configs.items()}
-    say(f"minimal {norm} perturbations of {card.architecture} on {len(ds)} {ds.name} test images: "
+    say(f"minimal {norm} perturbations of {card.architecture} on {len(ds)} {ds.name} test {example_noun(ds)}: "
          f"{', '.join(configs)}", quiet)
     mn = measure_minimal_norms(model, ds.x, ds.y, attacks=configs, norm=norm, batch_size=batch_size,
                                progress=progress)

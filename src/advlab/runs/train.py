@@ -10,7 +10,7 @@ from typing import Any
 
 from advlab.models import ModelCard, accuracy, build_seeded, fit, load_card, save
 
-from advlab.runs._common import load_data, say
+from advlab.runs._common import example_noun, load_data, say
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def train_job(*, data: str, model: str, out: str | Path, epochs: int = 2, seed: 
                               "to replace it, or choose another --out")
     train = load_data(data, split="train", data_dir=data_dir, download=download, limit=limit)
     test = load_data(data, split="test", data_dir=data_dir, download=download)
-    say(f"training {model} on {train.name} ({len(train)} images {tuple(train.input_shape)}, "
+    say(f"training {model} on {train.name} ({len(train)} {example_noun(train)} {tuple(train.input_shape)}, "
          f"{train.num_classes} classes) for {epochs} epoch(s), seed {seed}", quiet)
     net = build_seeded(model, in_shape=tuple(train.input_shape), num_classes=train.num_classes, seed=seed)
     history = fit(net, train.x, train.y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -46,6 +46,6 @@ def train_job(*, data: str, model: str, out: str | Path, epochs: int = 2, seed: 
             "seed": seed, "training": {**history.settings, "epochs": epochs, "train_size": len(train),
                                        "data_source": train.source}}
     path = save(net, out, card=card, overwrite=overwrite)
-    say(f"test accuracy {100 * acc:.2f}% on {len(test)} images; checkpoint written to {path}", quiet)
+    say(f"test accuracy {100 * acc:.2f}% on {len(test)} {example_noun(test)}; checkpoint written to {path}", quiet)
     return TrainOutput(checkpoint=Path(path), card=load_card(path), history=history.to_dict(),
                        dataset=train.name)
