@@ -71,3 +71,25 @@ def test_markdown_html_reads_headings_tables_and_paragraphs_and_escapes():
     lines = markdown_html("### Point <1>\n\n| a | b |\n|---|---:|\n| x & y | 1.5 |\n\nOne\nparagraph.\n")
     assert lines == ["<h3>Point &lt;1&gt;</h3>", "<table>", "<tr><th>a</th><th>b</th></tr>",
                      '<tr><td>x &amp; y</td><td class="num">1.5</td></tr>', "</table>", "<p>One paragraph.</p>"]
+
+
+def test_a_csv_table_is_split_not_tested_on_its_training_rows(tmp_path, capsys):
+    """Reproducer: `--data csv:FILE` gave the trainer and the test set the same 178 rows (the
+    registry called load_csv without the split)."""
+    from sklearn.datasets import load_wine
+
+    from advlab.data import load_dataset
+
+    d = load_wine()
+    path = tmp_path / "wine.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*d.feature_names, "label"])
+        w.writerows([*row, label] for row, label in zip(d.data, d.target))
+    train, test = load_dataset(f"csv:{path}", split="train"), load_dataset(f"csv:{path}", split="test")
+    assert len(train) + len(test) == 178 and len(test) > 0
+    rows = {tuple(r.tolist()) for r in train.x}
+    assert not any(tuple(r.tolist()) in rows for r in test.x)
+    assert main(["train", "--data", f"csv:{path}", "--model", "tabular-mlp", "--epochs", "5",
+                 "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    assert f"on {len(test)} rows" in capsys.readouterr().out

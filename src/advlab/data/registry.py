@@ -87,7 +87,7 @@ def load_dataset(
     if sep and prefix.lower() == "csv":
         if not rest:
             raise ValueError("'csv:' needs a path, e.g. 'csv:data/my_table.csv'")
-        return load_csv(rest)
+        return load_csv(rest, split=split)  # a seeded stratified split: train and test never share rows
     if sep and prefix.lower() == "folder":
         if not rest:
             raise ValueError("'folder:' needs a path, e.g. 'folder:data/my_images'")
