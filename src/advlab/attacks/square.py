@@ -405,10 +405,13 @@ class SquareAttack(Attack):
             lo3 = lo.reshape(1, c, -1).expand_as(x3)[win] if isinstance(lo, Tensor) else lo
             hi3 = hi.reshape(1, c, -1).expand_as(x3)[win] if isinstance(hi, Tensor) else hi
             x_win, cur_win = x3[win], cur3[win]
+            # whether each sign leaves each window entry where it is (after the box clamp), for
+            # both signs at once: a redraw then costs a lookup, not a clamp of every window
+            keep_up = (torch.clamp(x_win + self.eps, min=lo3, max=hi3) - cur_win).abs() < 1e-7
+            keep_down = (torch.clamp(x_win - self.eps, min=lo3, max=hi3) - cur_win).abs() < 1e-7
             signs = _random_signs(sign_shape, gen, x)
             for _ in range(100):
-                same = ((torch.clamp(x_win + self.eps * signs, min=lo3, max=hi3) - cur_win).abs()
-                        < 1e-7).flatten(1).all(1)
+                same = torch.where(signs > 0, keep_up, keep_down).flatten(1).all(1)
                 if not bool(same.any()):
                     break
                 signs = torch.where(_view(same, signs), _random_signs(sign_shape, gen, x), signs)
