@@ -157,16 +157,17 @@ def one_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     out = [f"# Square Attack on 1-D signal models (L∞ ε = {args.eps:g}, {args.queries} queries, p_init 0.8)", "",
            "| set (C × T) | clean acc | contender | runs | success (batched) | success (one by one) | "
-           "mean queries / success (median) | rows / point | CPU s (median) | ratio vs advlab |",
+           "mean queries / success (median) | rows / point | CPU s (median) | CPU ratio vs advlab (median of pairs) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        base = row["contenders"].get("advlab", {}).get("cpu_median_s")
         for k, v in row["contenders"].items():
             head = f"{row['set']} ({' × '.join(map(str, row['shape']))}) | {row['clean_accuracy']:.3f}"
             if not v["runs"]:
                 out.append(f"| {head} | {k} | no: `{v['error'][:160]}` | | | | | | |")
                 continue
-            ratio = f"{v['cpu_median_s'] / base:.2f}x" if base else ""
+            mine = row["contenders"].get("advlab", {}).get("cpu_s") or []
+            pairs = [t / a for t, a in zip(v["cpu_s"], mine) if a]  # per round: A B, B A interleaved
+            ratio = f"{statistics.median(pairs):.2f}x" if pairs else ""
             out.append(f"| {head} | {k} | yes | {v['success']}/{row['points']} | "
                        f"{v['success_one_by_one']}/{row['points']} | {v['mean_queries_success']:.1f} ({v['median_queries_success']:.0f}) | "
                        f"{v['rows_per_point']:.1f} | {v['cpu_median_s']:.2f} | {ratio} |")
