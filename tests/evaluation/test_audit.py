@@ -166,3 +166,25 @@ def test_a_model_that_is_not_differentiable_in_x_is_diagnosed_not_a_crash(cnn_mo
     report = audit(Thresholded().eval(), x, y, eps=0.1, steps=5)
     failed = {c.name for c in report.checks if not c.passed}
     assert not report.passed and {"gradients", "unbounded_succeeds"} <= failed
+
+
+def test_audit_takes_per_feature_bounds_of_a_table():
+    """Reproducer: with per-feature bounds the audit's unbounded check unpacked them as two floats
+    and failed; its radius now covers the whole per-feature box."""
+    import warnings
+
+    from advlab.data import load_dataset
+    from advlab.models import build_seeded, fit
+
+    train, test = load_dataset("breast-cancer", split="train"), load_dataset("breast-cancer", split="test")
+    model = build_seeded("tabular-mlp", in_shape=(30,), num_classes=2, seed=0)
+    fit(model, train.x, train.y, epochs=10, lr=1e-2, progress=False)
+    lo, hi = torch.zeros(30), torch.ones(30)
+    hi[:5] = 0.5
+    x = test.x[:60].clone()
+    x[:, :5] = x[:, :5].clamp(max=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = audit(model, x, test.y[:60], norm="linf", eps=0.05, bounds=(lo, hi))
+    unbounded = next(c for c in report.checks if c.name == "unbounded_succeeds")
+    assert unbounded.passed and unbounded.values["eps"] == 1.0   # the widest feature's width

@@ -304,9 +304,13 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf", eps: fl
         "success at ε × (1/4, 1/2, 1, 2, 4): " + ", ".join(f"{100 * r:.1f}%" for r in rates),
         "success falls as ε grows: the attack is not converging; increase steps or restarts",
         {"eps": grid, "success": rates}))
-    lo, hi = threat.bounds
-    d = xc[0].numel()
-    full = {"linf": hi - lo, "l2": (hi - lo) * math.sqrt(d), "l1": (hi - lo) * d}[norm]
+    lo, hi = threat.box(xc[:1])  # per-feature bounds too: the radius that covers the whole box
+    widths = (hi - lo).expand_as(xc[:1]).flatten().double() if isinstance(hi, torch.Tensor) else None
+    if widths is None:
+        d = xc[0].numel()
+        full = {"linf": hi - lo, "l2": (hi - lo) * math.sqrt(d), "l1": (hi - lo) * d}[norm]
+    else:
+        full = float({"linf": widths.max(), "l2": widths.square().sum().sqrt(), "l1": widths.sum()}[norm])
     unbounded = dataclasses.replace(iterative, eps=full)
     if hasattr(unbounded, "steps"):
         unbounded = dataclasses.replace(unbounded, steps=max(2 * steps, 20))
