@@ -93,3 +93,24 @@ def test_a_csv_table_is_split_not_tested_on_its_training_rows(tmp_path, capsys):
     assert main(["train", "--data", f"csv:{path}", "--model", "tabular-mlp", "--epochs", "5",
                  "--out", str(tmp_path / "m"), "--no-progress"]) == 0
     assert f"on {len(test)} rows" in capsys.readouterr().out
+
+
+def test_strong_evaluation_of_a_binary_table(tmp_path, capsys):
+    """Reproducer: `advlab evaluate --strong --data breast-cancer` stopped at APGD-T with "the
+    targeted DLR loss needs at least 4 classes, the model has 2". It now runs the whole standard
+    list, APGD-T on the targeted margin, and says so in one warning line (no source location)."""
+    ckpt = tmp_path / "mlp"
+    assert main(["train", "--data", "breast-cancer", "--model", "tabular-mlp", "--epochs", "10", "--out", str(ckpt),
+                 "--no-progress"]) == 0
+    out = tmp_path / "strong"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", "breast-cancer", "--eps", "0.1",
+                 "--attacks", "pgd", "--steps", "10", "--n", "40", "--strong", "--strong-version", "standard",
+                 "--out", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr()
+    assert "advlab evaluate: warning: APGD-T: the targeted DLR loss needs at least 4 classes" in said.err
+    assert "runpy" not in said.err and "Warning:" not in said.err
+    rows = {r["attack"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    chain = "APGD-CE → APGD-T → FAB-T → Square"
+    assert chain in rows and "worst-case" in rows
+    # the cascade's worst case is never above PGD's robust accuracy on the same points
+    assert rows["worst-case"]["robust_accuracy"] <= rows["PGD"]["robust_accuracy"] + 1e-9

@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 import zipfile
 from typing import Any, Sequence
 
@@ -719,6 +720,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.debug:
         return _run(args)
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        # advlab's own warnings are for the user of the command: one line, no source location
+        # (which would be runpy's or the shell's, not theirs)
+        from advlab._checks import AdvlabWarning
+
+        if issubclass(category, AdvlabWarning):
+            print(f"advlab {args.command}{_rank_tag()}: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -741,6 +756,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(this looks like a bug; run again with --debug for the full traceback and please report "
               "it)", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -398,8 +398,33 @@ def test_bad_calls(cnn_model, xy):
     with pytest.raises(ValueError, match="target equals the true label"):
         APGD(eps=0.1, steps=2)(cnn_model, x, y, target=y)
     three = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
-    with pytest.raises(ValueError, match="at least 4 classes"):
-        APGDT(eps=0.1, steps=2)(three, x, y % 3)
+    with pytest.raises(ValueError, match="at least 3 classes"):  # an explicit untargeted DLR
+        APGD(eps=0.1, steps=2, loss="dlr")(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval(), x, y % 2)
+    one = nn.Sequential(nn.Flatten(), nn.Linear(64, 1)).eval()
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        APGDT(eps=0.1, steps=2)(one, x, y * 0)
+    assert three is not None
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_apgdt_below_four_classes_runs_the_targeted_margin(classes):
+    """Reproducer: `advlab evaluate --strong --data breast-cancer` stopped at APGD-T with "the
+    targeted DLR loss needs at least 4 classes". Below 4 classes APGD-T now warns and ascends the
+    targeted margin, which is DLR-T without its normaliser: the same points as APGDT(loss='cw')."""
+    g = torch.Generator().manual_seed(classes)
+    model = nn.Linear(6, classes)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(classes, 6, generator=g))
+        model.bias.copy_(-model.weight.sum(1) / 2)  # boundaries through the middle of the box
+    x = torch.rand(64, 6, generator=g)
+    y = model(x).argmax(1)
+    with pytest.warns(UserWarning, match="needs at least 4 classes.*targeted margin"):
+        got = APGDT(eps=0.1, steps=20)(model, x, y, generator=torch.Generator().manual_seed(0))
+    ref = APGDT(eps=0.1, steps=20, loss="cw")(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got.x_adv, ref.x_adv)
+    assert got.success.any() and not got.success.all()  # a real attack, not a no-op
+    assert ((got.x_adv - x).abs().amax(dim=1) <= 0.1 + 1e-6).all()
+    assert (model(got.x_adv).argmax(1) != y)[got.success].all()
 
 
 @pytest.mark.parametrize("cls", [APGD, APGDT])

@@ -42,6 +42,8 @@ Shapes: ``x`` ``(B, *)`` floats inside ``bounds``; ``y`` and ``target`` ``(B,)``
 
 from __future__ import annotations
 
+import warnings
+
 import logging
 import math
 from dataclasses import dataclass
@@ -398,7 +400,10 @@ class APGDT(_AutoPGD):
     L1-APGD step and schedule, as AutoAttack's L1 version runs APGD-T). Budget:
     ``n_target_classes × restarts × steps`` gradient passes per robust point. Points never broken
     get the highest-objective point over all targets. ``n_target_classes`` is capped at ``C − 1``.
-    The targeted DLR loss needs at least 4 classes (use ``loss="ce"`` for targeted CE).
+    The targeted DLR loss needs at least 4 classes: on a model with 2 or 3 (a binary table, say)
+    the default ``loss="dlr"`` runs the targeted margin ``z_t − max_{j≠t} z_j`` instead (DLR-T
+    without its scale normaliser, which needs the 3rd and 4th logits), with a warning; AutoAttack
+    itself fails there (fra31/auto-attack#70). A callable or ``"ce"``/``"cw"`` is used as given.
 
     When fewer points remain robust than ``max_batch`` (default: the input batch size ``B``), the
     next target classes run together as rows ``(point, target)``, at most ``max_batch`` of them
@@ -426,16 +431,30 @@ class APGDT(_AutoPGD):
         if target is not None:
             raise ValueError("APGDT picks its own target classes (the top-k by clean logits); for a "
                              "given target use APGD(loss='dlr' or 'ce')(model, x, y, target=target)")
+    def _loss_for(self, num_classes: int) -> LossFn:
+        """The loss to run on a model with ``num_classes`` outputs (DLR-T falls back to the
+        targeted margin below 4 classes, with a warning)."""
+        if isinstance(self.loss, str) and self.loss.lower() == "dlr" and num_classes < 4:
+            warn(f"APGD-T: the targeted DLR loss needs at least 4 classes and the model has "
+                 f"{num_classes}; running the targeted margin loss (z_t - max_(j != t) z_j) instead")
+            return get_loss("cw")
+        return get_loss(self.loss)
+
     def _check_clean(self, run: Run, logits: Tensor) -> None:
+        if logits.shape[1] < 2:
+            raise ValueError(f"APGD-T needs a model with at least 2 classes; it returns {logits.shape[1]} "
+                             "score(s) per input")
         other = (run.y[:1] + 1) % logits.shape[1]
-        get_loss(self.loss)(logits[:1], run.y[:1], other)  # fail early (e.g. DLR-T needs 4 classes)
+        self._loss_for(logits.shape[1])(logits[:1], run.y[:1], other)  # fail early on a bad loss
 
     def _core(self, run: Run) -> None:
         state, x, y, threat = run.record, run.x, run.y, run.threat
-        loss = get_loss(self.loss)
         # the clean logits rank the target classes
         logits = run.extras["clean_logits"]
         num_classes = logits.shape[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # _check_clean has warned already
+            loss = self._loss_for(num_classes)
         k = min(self.n_target_classes, num_classes - 1)
         ranked = logits.scatter(1, y[:, None], float("-inf"))
         order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, C), y last
