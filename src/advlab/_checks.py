@@ -55,6 +55,21 @@ def input_grad(out: Tensor, inp: Tensor, *, retain_graph: bool = False) -> Tenso
     return torch.zeros_like(inp)
 
 
+def shape_error(x: Tensor, err: BaseException) -> ValueError:
+    """The error for a model that cannot take ``x`` (a torch RuntimeError from deep inside a
+    layer, e.g. mismatched matrix shapes), in the user's terms."""
+    return ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check that x has "
+                      "the (B, ...) shape the model expects (a model trained on other data?)")
+
+
+def forward(model: Any, x: Tensor) -> Tensor:
+    """``model(x)``, with a failure on the input's shape as a :func:`shape_error`."""
+    try:
+        return model(x)
+    except (RuntimeError, IndexError) as err:
+        raise shape_error(x, err) from err
+
+
 def check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}; "

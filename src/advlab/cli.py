@@ -187,7 +187,8 @@ def _norm_option(p: argparse.ArgumentParser, *, default: str | None, first: str 
 
 def _data_options(p: argparse.ArgumentParser, *, default: str | None) -> None:
     p.add_argument("--data", default=default, metavar="NAME",
-                   help="dataset: fashion-mnist, mnist, digits, npz:PATH or folder:PATH"
+                   help="dataset: a name of `advlab list` (fashion-mnist, digits, breast-cancer, basic-motions, "
+                        "...), npz:PATH, csv:PATH or folder:PATH"
                         + (f" (default {default})" if default else " (default: the checkpoint's)"))
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
     p.add_argument("--download", action="store_true",
@@ -629,7 +630,7 @@ def _run(args: argparse.Namespace) -> int:
         from advlab.models import list_architectures
 
         print("architectures:", ", ".join(list_architectures()))
-        print("datasets:     ", ", ".join(available_datasets()), "(plus npz:PATH, folder:PATH)")
+        print("datasets:     ", ", ".join(available_datasets()), "(plus npz:PATH, csv:PATH, folder:PATH)")
         from advlab.attacks.registry import ATTACKS, list_attacks
 
         bounded = list_attacks(access="gradients", kind="bounded")

@@ -37,7 +37,7 @@ from typing import Any, Callable, ClassVar, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from advlab._checks import as_labels, check_inputs, check_logits, check_model, eval_mode, warn
+from advlab._checks import as_labels, check_inputs, check_logits, check_model, eval_mode, shape_error, warn
 from advlab.attacks._base import AttackResult, config_repr
 from advlab.attacks.criteria import Criterion, resolve
 from advlab.threat import ThreatModel
@@ -327,8 +327,7 @@ def _clean(run: Run) -> None:
         try:
             logits, forwards = run.attack._clean_scores(run, x)
         except (RuntimeError, IndexError) as err:
-            raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({err}); check "
-                             "that x has the (B, ...) shape the model expects") from err
+            raise shape_error(x, err) from err
     check_logits(logits, run.y, run.target)
     run.attack._check_clean(run, logits)
     run.extras["clean_logits"] = logits

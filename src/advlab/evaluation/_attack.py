@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.contract import AttackLike
-from advlab._checks import as_labels, check_logits, check_model, eval_mode
+from advlab._checks import as_labels, check_logits, check_model, eval_mode, forward
 
 
 def access_of(attack: AttackLike) -> str:
@@ -104,7 +104,7 @@ def clean_predictions(model: nn.Module, x: Tensor, *, y: Tensor | None = None,
     preds = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            logits = model(x[i:i + batch_size])
+            logits = forward(model, x[i:i + batch_size])
             if y is not None:
                 check_logits(logits, as_labels(y[i:i + batch_size]), None)
             preds.append(logits.argmax(dim=1))

@@ -157,21 +157,26 @@ def _transfer_figures(store: Any, out: Path) -> list[tuple[str, Path]]:
     return figures
 
 
-def _galleries(store: Any, out: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+def _galleries(store: Any, out: Path) -> tuple[list[tuple[str, Path]], list[str], list[tuple[str, str]]]:
     """One gallery per (model, dataset, norm, attack) from its first robust cell's stored
-    examples (``<store>.files/<hash>/examples.safetensors``) at the median stored ε; the images,
-    classes and confidences are the file's, no model runs. Returns the figures and a note per
-    unreadable file."""
+    examples (``<store>.files/<hash>/examples.safetensors``) at the median stored ε; the inputs,
+    classes and confidences are the file's, no model runs. Images are drawn as a gallery, signals
+    as per-channel curves (:func:`~advlab.reports.signal_gallery`), table rows as their changed
+    features (:func:`~advlab.reports.changed_features_table`, a Markdown section). Returns the
+    figures, a note per unreadable file and the (heading, Markdown) sections."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from advlab.data.dataset import FeatureScaling
     from advlab.reports.gallery import gallery
+    from advlab.reports.signals import signal_gallery
+    from advlab.reports.tabular import changed_features_table
     from advlab.runs.cells import ref_bounds
 
     cells = store.query("SELECT hash, model_name, dataset, norm, config FROM cells WHERE status = 'done' "
                         "AND kind = 'robust' ORDER BY model_name, dataset, norm, updated")
     seen: set[tuple[str, str, str, str]] = set()
-    figures, notes = [], []
+    figures, notes, sections = [], [], []
     for c in cells:
         cfg = json.loads(c["config"])
         path = store.files / c["hash"] / "examples.safetensors"
@@ -190,21 +195,47 @@ def _galleries(store: Any, out: Path) -> tuple[list[tuple[str, Path]], list[str]
                                                             "adv_pred", "adv_conf")}
             class_names = json.loads(meta.get("class_names", "null"))
             attack = meta.get("attack", cfg["attack"]["name"])
+            # (files written before the kind was stored: a table is 2-D, anything else an image)
+            kind = meta.get("kind", "table" if t["x"].ndim == 2 else "image")
+            feature_names = json.loads(meta.get("feature_names", "null"))
+            sc = json.loads(meta.get("scaling", "null"))
+            scaling = None if sc is None else FeatureScaling(low=sc["low"], high=sc["high"],
+                                                             fitted_on=sc.get("fitted_on", ""))
         except (OSError, KeyError, ValueError, TypeError, IndexError, SafetensorError) as err:
             notes.append(f"cell {c['hash']}: its examples file could not be read ({type(err).__name__}: {err}); "
                          "no gallery for it")
             continue
         seen.add(key)
-        n = min(6, int(t["x"].shape[0]))
-        fig_path = out / f"gallery_{_slug(c['model_name'])}_{_slug(c['dataset'])}_{_slug(attack)}_{c['norm']}.png"
+        n = min({"image": 6, "signal": 4}.get(kind, 2), int(t["x"].shape[0]))
         fooled = int((t["adv_pred"][:n] != t["y"][:n]).sum())
-        gallery(t["x"], t["x_adv"], class_names=class_names, clean_pred=t["clean_pred"], clean_conf=t["clean_conf"],
-                adv_pred=t["adv_pred"], adv_conf=t["adv_conf"], true_labels=t["y"], norm=c["norm"],
-                bounds=ref_bounds(cfg["model"]), n=n, title=f"{c['model_name']}: {attack}, ε = {e}", path=fig_path)
-        figures.append((f"{attack} on {c['model_name']} ({c['dataset']}, {c['norm']}) at ε = {e}: the first {n} "
-                        f"attacked test points (each classified correctly clean); {fooled} of {n} fooled. "
-                        f"Classes and confidences as stored by cell {c['hash']}.", fig_path))
-    return figures, notes
+        what = {"table": "rows", "signal": "signals"}.get(kind, "test points")
+        about = (f"{attack} on {c['model_name']} ({c['dataset']}, {c['norm']}) at ε = {e}: the first {n} "
+                 f"attacked {what} (each classified correctly clean); {fooled} of {n} fooled. "
+                 f"Classes and confidences as stored by cell {c['hash']}.")
+        common = dict(class_names=class_names, clean_pred=t["clean_pred"], clean_conf=t["clean_conf"],
+                      adv_pred=t["adv_pred"], adv_conf=t["adv_conf"])
+        stem = f"{_slug(c['model_name'])}_{_slug(c['dataset'])}_{_slug(attack)}_{c['norm']}"
+        try:
+            if kind == "table":
+                text = changed_features_table(t["x"], t["x_adv"], feature_names=feature_names, scaling=scaling,
+                                              n=n, **common)
+                sections.append((f"Changed features: {attack} on {c['model_name']} ({c['dataset']}, "
+                                 f"{c['norm']}, ε = {e})", about + "\n\n" + text))
+                continue
+            fig_path = out / (f"signal_gallery_{stem}.png" if kind == "signal" else f"gallery_{stem}.png")
+            if kind == "signal":
+                signal_gallery(t["x"], t["x_adv"], true_labels=t["y"], norm=c["norm"], channel_names=feature_names,
+                               scaling=scaling, n=n, title=f"{c['model_name']}: {attack}, ε = {e}", path=fig_path,
+                               **common)
+            else:
+                gallery(t["x"], t["x_adv"], true_labels=t["y"], norm=c["norm"], bounds=ref_bounds(cfg["model"]),
+                        n=n, title=f"{c['model_name']}: {attack}, ε = {e}", path=fig_path, **common)
+        except (ValueError, TypeError) as err:  # stored inputs of a shape no drawing takes
+            notes.append(f"cell {c['hash']}: its examples ({kind}, shape {tuple(t['x'].shape)}) could not be "
+                         f"drawn ({err})")
+            continue
+        figures.append((about, fig_path))
+    return figures, notes, sections
 
 
 def _slug(text: str) -> str:
@@ -291,10 +322,15 @@ def store_report(store: Any, out: PathLike, *, title: str | None = None) -> Path
                   *_table(audit_rows, [("model", "model"), ("dataset", "dataset"), ("norm", "norm"), ("eps", "ε"),
                                        ("verdict", "verdict"), ("failed_checks", "failed checks"), ("n", "n"),
                                        ("cell", "cell")], table_id="audits")]
-    galleries, gallery_notes = _galleries(store, out)
+    galleries, gallery_notes, example_tables = _galleries(store, out)
     figures += galleries + _minimal_figures(store, out) + _transfer_figures(store, out)
     for note in gallery_notes:
         parts.append(f'<p class="note">{esc(note)}</p>')
+    if example_tables:
+        from advlab.reports.page import markdown_html
+
+        for heading, text in example_tables:
+            parts += [f"<h2>{esc(heading)}</h2>", *markdown_html(text)]
     if figures:
         parts.append("<h2>Figures</h2>")
         for caption, path in figures:

@@ -198,7 +198,7 @@ def _robust(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir:
                                                         progress=progress, examples=GALLERY_POINTS)
     if not _sharded() or torch.distributed.get_rank() == 0:
         save_examples(files / cell_hash / "examples.safetensors", model, x, y, ev, label=label,
-                      norm=config["norm"], class_names=list(ds.class_names))
+                      norm=config["norm"], class_names=list(ds.class_names), ds=ds)
     return _rows_of(ev, label), _outcomes_of(ev, label, label, eps), {
         "robust_accuracy": {f"{r.eps:g}": r.robust_accuracy for r in ev.rows}}
 
@@ -207,10 +207,12 @@ GALLERY_POINTS = 8   # adversarial examples a robust cell keeps per ε (the firs
 
 
 def save_examples(path: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ev: Any, *, label: str,
-                  norm: str, class_names: list[str]) -> None:
+                  norm: str, class_names: list[str], ds: Any = None) -> None:
     """The cell's kept adversarial examples, with the model's classes and confidences at the
     clean and the adversarial inputs, as one safetensors file (written whole, then renamed): what
-    a report's gallery shows without running a model."""
+    a report's gallery shows without running a model. With the dataset ``ds`` the metadata also
+    say its kind (image, signal, table), its feature (channel) names and scaling, so that a report
+    draws signals as curves and tables as changed features in original units."""
     import json
 
     from safetensors.torch import save_file
@@ -234,8 +236,15 @@ def save_examples(path: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     if not tensors:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={
-        "attack": label, "norm": norm, "eps": json.dumps(eps_list), "class_names": json.dumps(class_names)}))
+    meta = {"attack": label, "norm": norm, "eps": json.dumps(eps_list), "class_names": json.dumps(class_names)}
+    if ds is not None:
+        meta["kind"] = ds.kind
+        if getattr(ds, "feature_names", None):
+            meta["feature_names"] = json.dumps(list(ds.feature_names))
+        if getattr(ds, "scaling", None) is not None:
+            meta["scaling"] = json.dumps({"low": list(ds.scaling.low), "high": list(ds.scaling.high),
+                                          "fitted_on": ds.scaling.fitted_on})
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _sharded() -> bool:

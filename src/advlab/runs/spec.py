@@ -5,7 +5,8 @@ resolved configuration with a content hash. A model that a measurement needs (a 
 trained, or defended, by the spec) is a cell of its own, done once and reused by hash::
 
     [data.digits]
-    name = "digits"          # a registry name, npz:PATH or folder:PATH
+    name = "digits"          # a registry name, npz:PATH, csv:PATH or folder:PATH (relative to the spec;
+                             #  the file's content is part of the cells' hashes)
     n = 200                  # test points (the first n of the test split)
 
     [models.cnn]
@@ -180,7 +181,7 @@ def parse_spec(text: str, *, path: Path | None = None) -> Spec:
     study = _table(raw.get("study", {}), where, "study")
     _known(study, _STUDY_KEYS, where, "study", "[study]")
     name = _str(study.get("name", path.stem if path else "study"), where, "study", "name")
-    datasets = _datasets(_table(raw.get("data", {}), where, "data"), where)
+    datasets = _datasets(_table(raw.get("data", {}), where, "data"), where, base)
     models = _table(raw.get("models", {}), where, "models")
     fits_its_own = all(isinstance(m, dict) and m.get("kind") == "techniques" for m in raw.get("measure", []) or [{}])
     if not models and not fits_its_own:
@@ -195,7 +196,7 @@ def parse_spec(text: str, *, path: Path | None = None) -> Spec:
         raise SpecError(f"{where.at(None)}: the spec has no [[measure]] table; add one, e.g. kind = \"robust\"")
     cells: list[Cell] = [c for c in model_cells.values() if isinstance(c, Cell)]
     for i, m in enumerate(measures):
-        cells.extend(_measure(i, m, datasets, model_cells, where))
+        cells.extend(_measure(i, m, datasets, model_cells, where, base))
     seen: dict[str, Cell] = {}
     for c in cells:
         seen.setdefault(c.hash, c)  # the same cell asked twice is one cell
@@ -246,7 +247,33 @@ def _float(value: Any, where: _Where, tname: str | None, key: str, index: int | 
     return float(value)
 
 
-def _datasets(raw: dict[str, Any], where: _Where) -> dict[str, dict[str, Any]]:
+FILE_DATA = ("npz:", "csv:", "folder:")
+
+
+def _file_data(name: str, base: Path, where: _Where, tname: str, index: int | None = None) -> dict[str, Any]:
+    """A data set read from a file: the path resolved against the spec's folder, and its content's
+    digest, so that a changed file gives new cells instead of reusing results of the old one."""
+    kind, _, rest = name.partition(":")
+    path = (base / rest).resolve()
+    if kind == "folder":
+        if not path.is_dir():
+            raise SpecError(f"{where.at(tname, 'name' if index is None else 'data', index)}: no folder {path}")
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{f.stat().st_size}\0".encode())
+        return {"name": f"folder:{path}", "listing_sha256": h.hexdigest()}
+    if not path.is_file():
+        raise SpecError(f"{where.at(tname, 'name' if index is None else 'data', index)}: no file {path}")
+    return {"name": f"{kind}:{path}", "sha256": _file_sha256(path)}
+
+
+def _known_data(name: str) -> bool:
+    from advlab.data import available_datasets
+
+    return name in available_datasets() or name.startswith(FILE_DATA)
+
+
+def _datasets(raw: dict[str, Any], where: _Where, base: Path) -> dict[str, dict[str, Any]]:
     from advlab.data import available_datasets
 
     out = {}
@@ -255,11 +282,13 @@ def _datasets(raw: dict[str, Any], where: _Where) -> dict[str, dict[str, Any]]:
         d = _table(d, where, tname)
         _known(d, _DATA_KEYS, where, tname, f"[{tname}]")
         name = _str(d.get("name", dname), where, tname, "name")
-        if not (name in available_datasets() or name.startswith(("npz:", "folder:"))):
+        if not _known_data(name):
             raise SpecError(f"{where.at(tname, 'name')}: unknown dataset {name!r}; use one of "
-                            f"{', '.join(available_datasets())}, npz:PATH or folder:PATH")
+                            f"{', '.join(available_datasets())}, npz:PATH, csv:PATH or folder:PATH")
         n = _int(d["n"], where, tname, "n") if "n" in d else None
         entry: dict[str, Any] = {"name": name, "n": n}
+        if name.startswith(FILE_DATA):
+            entry.update(_file_data(name, base, where, tname))
         if "data_dir" in d:
             entry["data_dir"] = _str(d["data_dir"], where, tname, "data_dir")
         out[dname] = entry
@@ -267,17 +296,21 @@ def _datasets(raw: dict[str, Any], where: _Where) -> dict[str, dict[str, Any]]:
 
 
 def _data_ref(value: Any, datasets: dict[str, dict[str, Any]], where: _Where, tname: str,
-              index: int | None = None) -> dict[str, Any]:
+              index: int | None = None, base: Path | None = None) -> dict[str, Any]:
     """A measurement's or model's ``data``: a [data.NAME] of the spec, or a dataset name."""
     from advlab.data import available_datasets
 
     name = _str(value, where, tname, "data", index)
     if name in datasets:
         return {k: v for k, v in datasets[name].items() if k != "data_dir"}
-    if name in available_datasets() or name.startswith(("npz:", "folder:")):
-        return {"name": name, "n": None}
+    if _known_data(name):
+        entry: dict[str, Any] = {"name": name, "n": None}
+        if name.startswith(FILE_DATA):
+            entry.update(_file_data(name, base if base is not None else Path.cwd(), where, tname, index))
+        return entry
     raise SpecError(f"{where.at(tname, 'data', index)}: data {name!r} is neither a [data.NAME] of this spec "
-                    f"({', '.join(datasets) or 'none defined'}) nor a dataset ({', '.join(available_datasets())})")
+                    f"({', '.join(datasets) or 'none defined'}) nor a dataset ({', '.join(available_datasets())}, "
+                    "npz:PATH, csv:PATH, folder:PATH)")
 
 
 def _file_sha256(path: Path) -> str:
@@ -312,7 +345,8 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
             raise SpecError(f"{where.at(tname, 'recipe')}: unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
         config = {
             "source": "zoo", "architecture": arch,
-            "data": {"name": _data_ref(m["data"], datasets, where, tname)["name"]},
+            "data": {k: v for k, v in _data_ref(m["data"], datasets, where, tname, base=base).items()
+                     if k in ("name", "sha256", "listing_sha256")},
             "epochs": _int(m.get("epochs", 2), where, tname, "epochs"),
             "seed": _int(m.get("seed", 0), where, tname, "seed", minimum=0),
             "lr": _float(m.get("lr", 1e-3), where, tname, "lr"),
@@ -440,7 +474,7 @@ def _eps_list(value: Any, where: _Where, tname: str, index: int) -> list[float]:
 
 
 def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
-             models: dict[str, Cell | dict[str, Any]], where: _Where) -> list[Cell]:
+             models: dict[str, Cell | dict[str, Any]], where: _Where, base: Path) -> list[Cell]:
     tname = "measure"
     kind = m.get("kind")
     if kind not in MEASURE_KINDS:
@@ -452,7 +486,7 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
     _known(m, _MEASURE_KEYS[kind], where, tname, f"a kind = {kind!r} measurement", index=i)
     if "data" not in m:
         raise SpecError(f"{where.at(tname, None, i)}: [[measure]] #{i + 1} needs data = ...")
-    data = _data_ref(m["data"], datasets, where, tname, i)
+    data = _data_ref(m["data"], datasets, where, tname, i, base=base)
     seeds = m.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise SpecError(f"{where.at(tname, 'seeds', i)}: seeds must be a non-empty list of integers")
