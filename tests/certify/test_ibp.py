@@ -391,7 +391,7 @@ def test_unsupported_layers_are_named(digits, model, match):
     x = digits["x_test"][:2]
     with pytest.raises(ValueError, match=match) as info:
         interval_bounds(model.eval(), x, x)
-    assert "supported layers: Linear, Conv2d" in str(info.value)
+    assert "supported layers: Linear, Conv1d, Conv2d" in str(info.value)
 
 
 def test_residual_network_is_refused(digits):
@@ -439,3 +439,30 @@ def test_bad_arguments_to_the_verifier(models, digits):
         verified_radius(model, x + 2, y)
     with pytest.raises(ValueError, match="class 12"):
         verified_margin(model, x, torch.tensor([0, 1, 12]), 0.1)
+
+
+@pytest.mark.parametrize("arch, shape", [("tabular-mlp", (30,)), ("cnn1d", (3, 24))])
+def test_tables_and_signals_are_bounded_soundly(arch, shape):
+    """Issue #14 item 3: a table (B, D) and a signal (B, C, T) model, behind a per-feature /
+    per-channel Normalize (it took images only, and Conv1d/MaxPool1d had no interval rule): the
+    bounds contain sampled perturbations and PGD breaks no verified point."""
+    g = torch.Generator().manual_seed(1)
+    net = build_seeded(arch, in_shape=shape, num_classes=3, seed=0)
+    model = Normalize(net, mean=torch.rand(shape[0], generator=g), std=0.5 + torch.rand(shape[0], generator=g)).eval()
+    x = torch.rand(12, *shape, generator=g)
+    y = model(x).argmax(1)
+    eps = 0.01
+    lo, hi = _box(x, eps)
+    z_lo, z_hi = interval_bounds(model, lo, hi)
+    u = torch.rand(200, *x.shape, generator=g)
+    corners = torch.randint(0, 2, (50, *x.shape), generator=g).float()
+    samples = torch.cat([lo + u * (hi - lo), lo + corners * (hi - lo)])
+    with torch.no_grad():
+        out = model(samples.flatten(0, 1)).view(250, 12, 3)
+    assert bool((out >= z_lo - TOL).all()) and bool((out <= z_hi + TOL).all())
+    assert float((out.amax(0) - out.amin(0)).mean()) > 0
+    radius = verified_radius(model, x, y)
+    ok = radius > 0
+    assert bool(ok.any())
+    r = PGD(eps=float(radius[ok].min()), steps=20, random_start=True)(model, x[ok], y[ok])
+    assert not bool(r.success.any())

@@ -75,7 +75,20 @@ def test_rejects_inconsistent_channels(mean: tuple, std: tuple, message: str) ->
 
 def test_rejects_wrong_input_channels_at_call() -> None:
     model = Normalize(nn.Identity(), mean=MEAN, std=STD)
-    with pytest.raises(ValueError, match=r"expected input of shape \(B, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, 3, \.\.\.\)"):
         model(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, 3, \.\.\.\)"):
+        model(torch.rand(3))  # no batch axis
+
+
+def test_standardises_tables_per_feature_and_signals_per_channel() -> None:
+    """Issue #14 item 3: Normalize took (B, C, H, W) only; a table is standardised per feature
+    (axis 1) and a signal per channel, broadcast over time."""
+    table = Normalize(nn.Identity(), mean=(1.0, 2.0), std=(2.0, 4.0))
+    assert torch.equal(table(torch.tensor([[3.0, 6.0]])), torch.tensor([[1.0, 1.0]]))
+    signal = Normalize(nn.Identity(), mean=MEAN, std=STD)
+    x = torch.rand(2, 3, 7)
+    expect = (x - torch.tensor(MEAN)[None, :, None]) / torch.tensor(STD)[None, :, None]
+    assert torch.allclose(signal(x), expect)
     with pytest.raises(TypeError, match="nn.Module"):
         Normalize(lambda x: x, mean=MEAN, std=STD)  # type: ignore[arg-type]

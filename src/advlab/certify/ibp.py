@@ -6,10 +6,10 @@ of Interval Bound Propagation for Training Verifiably Robust Models" (2018), Sec
 An input box ``[lo, hi]`` (per coordinate) is pushed through the network layer by layer, each layer
 mapping a box to a box that contains its image:
 
-* affine layers (``Linear``, ``Conv2d``, eval-mode ``BatchNorm``) in the center/radius form
+* affine layers (``Linear``, ``Conv1d``, ``Conv2d``, eval-mode ``BatchNorm``) in the center/radius form
   ``μ = (hi + lo)/2``, ``r = (hi − lo)/2``: ``μ' = Wμ + b``, ``r' = |W| r`` (Eq. 6);
 * monotone non-decreasing layers (``ReLU``, ``LeakyReLU`` with slope ≥ 0, ``Tanh``, ``Sigmoid``,
-  ``MaxPool2d``, ``AvgPool2d`` and their adaptive forms, advlab's :class:`~advlab.models.Normalize`)
+  max and average pools in 1-D and 2-D and their adaptive forms, advlab's :class:`~advlab.models.Normalize`)
   on both ends: ``[h(lo), h(hi)]`` (Eq. 7);
 * shape-only and identity layers (``Flatten``, ``Identity``, ``Dropout`` in eval mode) on both ends.
 
@@ -29,8 +29,9 @@ The model is flattened into a chain of layers by these rules, applied recursivel
 1. ``nn.Sequential``: its children in order;
 2. :class:`~advlab.models.Normalize`: the standardisation ``(x − mean)/std`` (monotone, ``std > 0``),
    then the wrapped model;
-3. advlab's zoo: ``MLP`` and ``BatchNormMLP`` are ``net``; ``SmallCNN`` and ``LeNet5`` are
-   ``features`` then ``classifier``; ``SmallResNet`` has residual connections and is refused;
+3. advlab's zoo: ``MLP``, ``BatchNormMLP`` and ``TabularMLP`` are ``net``; ``SmallCNN``, ``LeNet5``
+   and the signal model ``CNN1d`` are ``features`` then ``classifier``; ``SmallResNet`` has residual
+   connections and is refused (so inputs may be images, tables ``(B, D)`` or signals ``(B, C, T)``);
 4. any other module whose ``forward(x)`` is a *plain chain of its children*: traced with
    :mod:`torch.fx` with each direct child as a leaf, the graph must be one input, then only
    ``self.child(previous)`` calls (a child may be called more than once), then the output. A
@@ -59,13 +60,13 @@ from torch import Tensor, nn
 
 from advlab._checks import as_labels, check_inputs, check_logits, check_model, check_number, eval_mode, model_device
 from advlab.models.wrappers import Normalize
-from advlab.models.zoo import MLP, BatchNormMLP, LeNet5, SmallCNN, SmallResNet, _ConvNet
+from advlab.models.zoo import CNN1d, MLP, BatchNormMLP, LeNet5, SmallCNN, SmallResNet, TabularMLP, _ConvNet
 
 __all__ = ["interval_bounds", "verified_margin", "verified_radius", "verified_accuracy", "SUPPORTED_LAYERS"]
 
-_AFFINE = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
-_MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d,
-             nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
+_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+_MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
+             nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _LEAVES = (*_AFFINE, *_MONOTONE, *_PASS, Normalize)
 
@@ -145,9 +146,9 @@ def _chain(module: nn.Module, name: str = "") -> list[_Step]:
     if isinstance(module, SmallResNet):
         raise _unsupported(name, module, "it has residual connections (out + shortcut(x)), which this "
                                          "interval bound propagation does not follow")
-    if type(module) in (MLP, BatchNormMLP):
+    if type(module) in (MLP, BatchNormMLP, TabularMLP):
         return _chain(module.net, _join(name, "net"))  # type: ignore[arg-type]
-    if type(module) in (SmallCNN, LeNet5) or type(module) is _ConvNet:
+    if type(module) in (SmallCNN, LeNet5, CNN1d) or type(module) is _ConvNet:
         return [*_chain(module.features, _join(name, "features")),  # type: ignore[arg-type]
                 *_chain(module.classifier, _join(name, "classifier"))]  # type: ignore[arg-type]
     if type(module).__module__.startswith("torch.nn"):  # a torch layer we do not bound (LSTM, ...)
@@ -183,7 +184,7 @@ def _layer(step: _Step, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     if isinstance(m, nn.Linear):
         return _affine((hi + lo) / 2, (hi - lo) / 2, lambda t: F.linear(t, m.weight, m.bias),
                        lambda t: F.linear(t, m.weight.abs()))
-    if isinstance(m, nn.Conv2d):
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return _affine((hi + lo) / 2, (hi - lo) / 2, lambda t: m._conv_forward(t, m.weight, m.bias),
                        lambda t: m._conv_forward(t, m.weight.abs(), None))
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -197,10 +198,11 @@ def _layer(step: _Step, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         mu, r = scale * mu + shift, scale.abs() * r
         return mu - r, mu + r
     if isinstance(m, Normalize):
-        if lo.dim() != 4 or lo.shape[1] != m.num_channels:
-            raise ValueError(f"expects inputs of shape (B, {m.num_channels}, H, W)")
-        mean = m.mean.to(lo.dtype)[None, :, None, None]
-        std = m.std.to(lo.dtype)[None, :, None, None]
+        if lo.dim() < 2 or lo.shape[1] != m.num_channels:
+            raise ValueError(f"expects inputs of shape (B, {m.num_channels}, ...)")
+        shape = (1, m.num_channels) + (1,) * (lo.dim() - 2)
+        mean = m.mean.to(lo.dtype).view(shape)
+        std = m.std.to(lo.dtype).view(shape)
         return (lo - mean) / std, (hi - mean) / std
     if isinstance(m, nn.ReLU):
         return lo.clamp_min(0), hi.clamp_min(0)
@@ -212,7 +214,7 @@ def _layer(step: _Step, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         return torch.tanh(lo), torch.tanh(hi)
     if isinstance(m, nn.Sigmoid):
         return torch.sigmoid(lo), torch.sigmoid(hi)
-    if isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) and m.return_indices:
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)) and m.return_indices:
         raise _unsupported(step.name, m, "return_indices=True returns a tuple, not a tensor")
     if isinstance(m, (*_MONOTONE, nn.Flatten)):  # pools (monotone in every input) and flatten
         return m(lo), m(hi)

@@ -39,11 +39,12 @@ def _as_channel_vector(name: str, value: float | Sequence[float] | torch.Tensor)
 
 
 class Normalize(nn.Module):
-    """Standardise inputs per channel, then call the wrapped model.
+    """Standardise inputs per channel (per feature of a table), then call the wrapped model.
 
     ``forward(x) = model((x - mean) / std)`` with ``mean`` and ``std`` of shape ``(C,)`` stored as
-    buffers (they follow ``.to(device)`` and appear in the state dict). Shapes: ``(B, C, H, W)`` →
-    whatever ``model`` returns, normally logits ``(B, num_classes)``.
+    buffers (they follow ``.to(device)`` and appear in the state dict), taken along axis 1 of any
+    input: images ``(B, C, H, W)``, signals ``(B, C, T)`` (per channel), tables ``(B, D)`` (per
+    feature, ``C = D``) → whatever ``model`` returns, normally logits ``(B, num_classes)``.
 
     Example::
 
@@ -98,18 +99,19 @@ class Normalize(nn.Module):
         return self.mean.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.num_channels:
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
             raise ValueError(
-                f"Normalize: expected input of shape (B, {self.num_channels}, H, W), "
-                f"got {tuple(x.shape)}"
+                f"Normalize: expected input of shape (B, {self.num_channels}, ...) (an image "
+                f"(B, C, H, W), a signal (B, C, T) or a table (B, D)), got {tuple(x.shape)}"
             )
         if x.device != self.mean.device:
             raise ValueError(
                 f"Normalize: input is on {x.device} but mean/std are on {self.mean.device}; "
                 "move the model or the input so they agree"
             )
-        mean = self.mean.to(x.dtype)[None, :, None, None]  # (1, C, 1, 1)
-        std = self.std.to(x.dtype)[None, :, None, None]
+        shape = (1, self.num_channels) + (1,) * (x.dim() - 2)  # (1, C, 1, ...)
+        mean = self.mean.to(x.dtype).view(shape)
+        std = self.std.to(x.dtype).view(shape)
         return self.model((x - mean) / std)
 
     def extra_repr(self) -> str:
