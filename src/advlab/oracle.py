@@ -301,9 +301,13 @@ class QuerySession:
             idx = index.detach().to("cpu", torch.long)
             if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] != idx.shape[0]:
                 raise ValueError("the query and its index must have the same number of rows")
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
-                raise ValueError(f"index holds point numbers outside [0, {self.n})")
-        cost = torch.bincount(idx, minlength=self.n)
+        # (bincount refuses a negative number; a number >= n makes the count longer than n)
+        try:
+            cost = torch.bincount(idx, minlength=self.n)
+        except RuntimeError:
+            cost = None
+        if cost is None or cost.shape[0] > self.n:
+            raise ValueError(f"index holds point numbers outside [0, {self.n})")
         if self.oracle.budget is not None:
             over = (self._queries + cost) > self.oracle.budget
             if bool(over.any()):

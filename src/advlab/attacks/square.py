@@ -119,6 +119,9 @@ def _window_index(top: Tensor, left: Tensor, s: int, channels: int) -> tuple[Ten
     return a, c, rows, cols
 
 
+_DRAWS = 8  # sign vectors drawn at once by the 1-D L∞ candidate
+
+
 def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
     bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
     return (bits * 2 - 1).to(like.dtype)
@@ -259,42 +262,67 @@ class SquareAttack(Attack):
         scores = session(x_cur, idx)
         adv = run.adversarial(scores, idx)
         obj = score_objective(scores, y, target, self.loss, probs)
+        # L∞ on 1-D windows: the two values each coordinate can take, ±ε projected into the ball,
+        # the box and the mask once, instead of projecting every candidate
+        fast_1d = layout != "image" and self.norm == "linf"
+        up = threat.project(x + eps, x) if fast_1d else None
+        down = threat.project(x - eps, x) if fast_1d else None
+        # The search runs on a compacted working set: the points still active, gathered once each
+        # time the set changes (a point succeeds under early_stop, or spends its queries), not at
+        # every iteration; a point's queries left are known, since it spends one per iteration.
+        left = (limit[idx] - session.queries[idx].to(x.device)).tolist()
+        ends = {int(v) for v in left}
+        a = None
         for it in range(budget - 1):
-            active = session.queries[idx].to(x.device) < limit[idx]
-            if self.early_stop:
-                active &= ~adv
-            if not bool(active.any()):
-                break
-            a = active.nonzero().squeeze(1)
+            if a is None or it in ends:
+                if a is not None:  # write the working set back before it changes
+                    x_cur[a], scores[a], adv[a], obj[a] = cur_a, scores_a, adv_a, obj_a
+                active = session.queries[idx].to(x.device) < limit[idx]
+                if self.early_stop:
+                    active &= ~adv
+                if not bool(active.any()):
+                    a = None
+                    break
+                a = active.nonzero().squeeze(1)
+                x_a, cur_a, scores_a, adv_a, obj_a = x[a], x_cur[a], scores[a], adv[a], obj[a]
+                y_a, t_a, idx_a = y[a], rows(target, a), idx[a]
+                if fast_1d:
+                    up_a, down_a = up[a], down[a]  # type: ignore[index]
             p = square_p_schedule(self.p_init, it, budget)
             if layout != "image":
                 s = min(max(int(round(p * n_pos)), 1), max(n_pos - 1, 1))
-                pos = self._positions(x[a], s, gen, layout, free)
-                cand = self._candidate_1d(x[a], x_cur[a], pos, gen, lo, hi, layout, threat)
+                pos = self._positions(x_a, s, gen, layout, free)
+                if fast_1d:
+                    cand = self._linf_candidate_1d(x_a, cur_a, pos, gen, layout, up_a, down_a)
+                else:
+                    cand = threat.project(self._candidate_1d(x_a, cur_a, pos, gen, lo, hi, layout, threat), x_a)
             elif self.norm == "linf":
                 s = int(round(math.sqrt(p * n_features / c)))
                 s = min(max(s, 1), side_max)
-                cand = self._linf_candidate(x[a], x_cur[a], s, gen, lo, hi)
+                cand = threat.project(self._linf_candidate(x_a, cur_a, s, gen, lo, hi), x_a)
             else:
                 s = int(round(math.sqrt(p * n_features / c)))
                 s = max(s, 3)
                 s += 1 - s % 2
                 s = min(max(s, 1), side_max)
-                cand = self._l2_candidate(x[a], x_cur[a], s, gen, free)
-            cand = threat.project(cand, x[a])
-            ans = session(cand, idx[a])
-            adv_new = run.adversarial(ans, idx[a])
-            o_new = score_objective(ans, y[a], rows(target, a), self.loss, probs)
-            adv_old = adv[a]
-            take = ((o_new > obj[a]) & (adv_new | ~adv_old)) | (adv_new & ~adv_old)
-            sel = a[take]
-            x_cur[sel] = cand[take]
-            scores[sel] = ans[take]
-            adv[sel] = adv_new[take]
-            obj[sel] = o_new[take]
-            if it % 100 == 0:
-                log.debug("square %s iteration %d: p=%.4g s=%d, %d active, %d adversarial",
-                          self.norm, it, p, s, a.numel(), int(adv.sum()))
+                cand = threat.project(self._l2_candidate(x_a, cur_a, s, gen, free), x_a)
+            ans = session(cand, idx_a)
+            adv_new = run.adversarial(ans, idx_a)
+            o_new = score_objective(ans, y_a, t_a, self.loss, probs)
+            newly = adv_new & ~adv_a
+            take = ((o_new > obj_a) & (adv_new | ~adv_a)) | newly
+            cur_a[take] = cand[take]
+            scores_a[take] = ans[take]
+            obj_a[take] = o_new[take]
+            adv_a |= newly
+            if self.early_stop and bool(newly.any()):
+                x_cur[a], scores[a], adv[a], obj[a] = cur_a, scores_a, adv_a, obj_a
+                a = None  # regather: the points just broken are done
+            if it % 100 == 0 and log.isEnabledFor(logging.DEBUG):
+                log.debug("square %s iteration %d: p=%.4g s=%d, %d active, %d adversarial among them",
+                          self.norm, it, p, s, int(adv_a.numel()), int(adv_a.sum()))
+        if a is not None:
+            x_cur[a], scores[a], adv[a], obj[a] = cur_a, scores_a, adv_a, obj_a
         best.offer(idx, x_cur, scores, adv, obj)
 
     def _linf_candidate(self, x: Tensor, x_cur: Tensor, s: int, gen: torch.Generator,
@@ -384,6 +412,38 @@ class SquareAttack(Attack):
         if free is not None:
             keys = keys + (~free).to(keys.dtype)[None, :] * 2  # frozen features sort last
         return keys.argsort(dim=1)[:, :s]
+
+    def _linf_candidate_1d(self, x: Tensor, x_cur: Tensor, pos: Tensor, gen: torch.Generator, layout: str,
+                           up: Tensor, down: Tensor) -> Tensor:
+        """The L∞ candidate on the windows ``pos`` of 1-D inputs, already feasible: each window
+        entry takes ``up`` or ``down`` (``x ± ε`` projected into the ball, the box and the mask)
+        by its sign, drawn again while the window would not change."""
+        shape = x.shape
+        a, s, dev = x.shape[0], pos.shape[1], x.device
+        length = shape[-1]
+        cur3 = x_cur.reshape(a, -1, length)
+        c = cur3.shape[1]
+        win = (torch.arange(a, device=dev)[:, None, None], torch.arange(c, device=dev)[None, :, None],
+               pos[:, None, :])                                                  # (A, C, s)
+        up_win, down_win, cur_win = up.reshape(a, c, length)[win], down.reshape(a, c, length)[win], cur3[win]
+        keep_up = (up_win - cur_win).abs() < 1e-7
+        keep_down = (down_win - cur_win).abs() < 1e-7
+        sign_shape = (a, c, 1) if layout == "signal" else (a, 1, s)
+        # The reference redraws the signs while the window would not change (rejection sampling).
+        # The same distribution, drawn 8 at a time: each row takes its first draw that changes
+        # its window; the rare row none of the 8 changes draws on, one at a time as before.
+        draws = _random_signs((_DRAWS, *sign_shape), gen, x)                   # (K, A, ., .)
+        changes = ~torch.where(draws > 0, keep_up, keep_down).flatten(2).all(2)  # (K, A)
+        signs = draws[changes.to(torch.uint8).argmax(0), torch.arange(a, device=dev)]
+        same = ~changes.any(0)
+        for _ in range(100):
+            if not bool(same.any()):
+                break
+            signs = torch.where(_view(same, signs), _random_signs(sign_shape, gen, x), signs)
+            same = torch.where(signs > 0, keep_up, keep_down).flatten(1).all(1)
+        cand = cur3.clone()
+        cand[win] = torch.where(signs > 0, up_win, down_win)
+        return cand.reshape(shape)
 
     def _candidate_1d(self, x: Tensor, x_cur: Tensor, pos: Tensor, gen: torch.Generator,
                       lo: float | Tensor, hi: float | Tensor, layout: str, threat: Any) -> Tensor:
