@@ -473,6 +473,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-experiment", metavar="NAME", help="the MLflow experiment (default: the spec's name)")
     p.add_argument("--no-progress", action="store_true")
 
+    p = _command(sub, "reproduce", help="reproduce the seeds' claims: specs run into a store, one report",
+                 description="Run the built-in specs of the seed documents' claims (MI-FGSM transfer, the decay "
+                             "factor, success vs eps, the eps list, FGSM-mix training, transfer across learning "
+                             "techniques, the panda figure) through the runs layer into one store, judge each "
+                             "claim from the stored rows (the statistical test named) and write one HTML page. "
+                             "Resumable: cells already in the store are reused.")
+    p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim keys or numbers (default: all); "
+                   "`advlab reproduce --list` names them")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="the default: 200 points, small models (minutes on 2 cores)")
+    size.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="the whole test set, 10 epochs, 3 seeds (hours; resumable)")
+    size.add_argument("--tiny", dest="mode", action="store_const", const="tiny",
+                      help="digits, 40 points (a smoke test)")
+    p.add_argument("--list", action="store_true", help="list the claims and exit")
+    p.add_argument("--store", default="reproduce.db", metavar="FILE", help="the results store (default reproduce.db)")
+    p.add_argument("--out", default="reproduce", metavar="DIR", help="the report folder (default reproduce)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default) or ray")
+    p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads per cell")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
+    p.add_argument("--no-progress", action="store_true")
+
     for name, text in (("results", "tables from the store: robust accuracy per attack and the worst case per point"),
                        ("leaderboard", "models ranked per dataset and threat by their worst-case robust accuracy")):
         p = _command(sub, name, help=text, description=text[:1].upper() + text[1:] + ", over every run stored.")
@@ -598,6 +623,17 @@ def _run(args: argparse.Namespace) -> int:
                         query_budget=args.query_budget, projection_steps=args.projection_steps)
     elif args.command == "run":
         return _run_spec(args)
+    elif args.command == "reproduce":
+        from advlab.reproduce import CLAIMS, reproduce
+
+        if args.list:
+            for c in CLAIMS.values():
+                print(f"{c.number:3d}  {c.key:16s} seed {c.seed}  {c.title}")
+            return 0
+        page = reproduce(args.claims or None, mode=args.mode or "quick", store=args.store, out=args.out,
+                         executor=args.executor, address=args.address, data_dir=args.data_dir, device=args.device,
+                         progress=not args.no_progress, threads=args.threads)
+        print(f"report written to {page}")
     elif args.command in ("results", "leaderboard"):
         from advlab.runs.results import BOARD_COLUMNS, leaderboard, render, results_text
         from advlab.runs.store import Store

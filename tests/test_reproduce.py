@@ -1,0 +1,225 @@
+"""`advlab reproduce` (issue #15): the tests behind the verdicts, every claim's spec at every size,
+the verdict logic on synthetic stores (a claim that does not hold is reported so), and the whole
+thing end to end on the tiny setting: resumable, and the page's numbers are the store's."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from advlab.cli import main
+from advlab.reproduce import reproduce
+from advlab.reproduce.claims import CLAIMS, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SETTINGS, TINY, Evidence, claim
+from advlab.reproduce.stats import compare, paired_bootstrap, sign_test, wilson
+from advlab.runs.cells import technique_label
+from advlab.runs.spec import parse_spec
+from advlab.runs.store import Store
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- the statistics --------------------------------------------------------------------------
+
+def test_sign_test_is_the_exact_binomial():
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    assert sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    # 7 vs 2: 2 * P(X <= 2), X ~ Bin(9, 1/2) = 2 * (1 + 9 + 36) / 512
+    assert sign_test(7, 2) == pytest.approx(2 * 46 / 512)
+    assert sign_test(2, 7) == sign_test(7, 2)
+    with pytest.raises(ValueError):
+        sign_test(-1, 2)
+
+
+def test_wilson_and_bootstrap():
+    low, high = wilson(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in wilson(0, 0))
+    a = np.array([1] * 60 + [0] * 40, dtype=bool)
+    b = np.array([1] * 40 + [0] * 60, dtype=bool)
+    lo, hi = paired_bootstrap(a, b)
+    assert lo <= 0.2 <= hi and lo > 0  # a real +20-point difference, interval excludes 0
+    p = compare(a, b)
+    assert (p.a_only, p.b_only) == (20, 0) and p.greater() and not p.lower()
+    assert not compare(b, b).greater() and compare(b, b).p == 1.0
+
+
+# --- every claim's spec ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", sorted(SETTINGS))
+def test_every_claims_spec_expands_at_every_size(mode):
+    for c in CLAIMS.values():
+        spec = parse_spec(c.spec(SETTINGS[mode]))
+        assert spec.cells, c.key
+    # claims share their models: the same model (architecture, data, epochs) is one train cell
+    trains = {}
+    for c in CLAIMS.values():
+        for cell in parse_spec(c.spec(SETTINGS[mode])).cells:
+            if cell.kind == "train":
+                trains.setdefault((cell.config["architecture"], cell.config["recipe"]["name"]), set()).add(cell.hash)
+    assert all(len(h) == 1 for h in trains.values()), trains
+
+
+def test_claims_are_found_by_key_or_number():
+    assert claim("1") is claim("mifgsm-transfer") and claim("21").key == "panda"
+    with pytest.raises(ValueError, match="unknown claim 'nope'; claims: 1 mifgsm-transfer"):
+        claim("nope")
+
+
+# --- the verdicts, on synthetic stores ---------------------------------------------------------
+
+def _fill(store: Store, cells, outcomes_of) -> None:
+    """Mark ``cells`` done and store, per cell and ε, the outcomes ``outcomes_of(cell, eps)``
+    returns (``(clean_correct, success)`` arrays) or metric rows (a list of dicts)."""
+    with store.transaction() as db:
+        for c in cells:
+            db.execute("INSERT OR REPLACE INTO cells (hash, kind, label, config, status, seconds, updated) "
+                       "VALUES (?, ?, ?, ?, 'done', 0, 0)", (c.hash, c.kind, c.label, json.dumps(c.config)))
+            for e in c.config.get("eps", []):
+                got = outcomes_of(c, e)
+                if got is None:
+                    continue
+                if isinstance(got, list):
+                    for m in got:
+                        db.execute("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)",
+                                   (c.hash, m["attack"], e, m["name"], m["value"]))
+                    continue
+                correct, success = got
+                for i, (cc, s) in enumerate(zip(correct, success)):
+                    db.execute("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                               (c.hash, "x", e, i, int(cc), int(s)))
+
+
+def _rate(n: int, k: int, seed: int) -> np.ndarray:
+    """``n`` outcomes with the first ``k`` of a seeded permutation True."""
+    out = np.zeros(n, dtype=bool)
+    out[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return out
+
+
+@pytest.mark.parametrize("mi, ifgsm, expect", [(60, 20, REPRODUCED), (20, 60, NOT_REPRODUCED), (30, 30, NOT_REPRODUCED)])
+def test_claim_1_verdict_follows_the_numbers(tmp_path, mi, ifgsm, expect):
+    c = claim("mifgsm-transfer")
+    spec = parse_spec(c.spec(TINY))
+    n = 100
+
+    def outcomes(cell, eps):
+        a = cell.config["attack"]["name"]
+        white = cell.config["source"]["name"] == cell.config["model"]["name"]
+        pct = 95 if white else {"mifgsm": mi, "ifgsm": ifgsm, "fgsm": 25}[a]
+        return np.ones(n, dtype=bool), _rate(n, pct, seed=int(cell.hash[:8], 16))
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, outcomes)
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == expect, f.summary
+    assert f"MI-FGSM {mi:.1f}%" in f.summary and f"I-FGSM {ifgsm:.1f}%" in f.summary
+    if expect == NOT_REPRODUCED:
+        assert "does not transfer significantly better than I-FGSM" in f.summary
+    assert len(f.figures) == 3 and all(p.is_file() for _, p in f.figures)
+
+
+@pytest.mark.parametrize("k, expect", [(90, REPRODUCED), (40, NOT_REPRODUCED), (55, NOT_REPRODUCED)])
+def test_claim_15_verdict_is_the_wilson_interval_above_half(tmp_path, k, expect):
+    c = claim("techniques")
+    spec = parse_spec(c.spec(TINY))
+    learners = spec.cells[0].config["learners"]
+
+    def metrics(cell, eps):
+        rows = []
+        for s in learners:
+            for t in learners:
+                got = k if (s, t) == ("lr", "tree") else 30
+                rows += [{"attack": technique_label(s, t), "name": "transferred", "value": got},
+                         {"attack": technique_label(s, t), "name": "target_correct", "value": 100}]
+        return rows
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, metrics)
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == expect and f"({k}/100)" in f.summary  # 55/100: Wilson low 45%, not above 50%
+
+
+def test_a_claim_whose_cells_are_missing_is_not_run(tmp_path):
+    c = claim("fgsm-mix")
+    spec = parse_spec(c.spec(TINY))
+    with Store(tmp_path / "s.db") as store:
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == NOT_RUN and "never run" in f.summary
+
+
+# --- end to end, tiny --------------------------------------------------------------------------
+
+HARNESS = """<!DOCTYPE html><html><body><pre id="result">pending</pre>
+<iframe id="f" src="index.html" style="width:1200px;height:800px"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", function () {
+  var doc = this.contentDocument, imgs = Array.from(doc.images);
+  var rows = Array.from(doc.querySelectorAll("#table-8 tr")).map(function (tr) {
+    return Array.from(tr.children).map(function (td) { return td.textContent; }); });
+  var verdicts = Array.from(doc.querySelectorAll("h2 .verdict")).map(function (s) {
+    return [s.getAttribute("data-claim"), s.getAttribute("data-verdict")]; });
+  document.getElementById("result").textContent = JSON.stringify({
+    images: imgs.length, loaded: imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
+    rows: rows, verdicts: verdicts});
+});
+</script></body></html>"""
+
+
+def test_reproduce_tiny_end_to_end_resumes_and_the_page_shows_the_stores_numbers(tmp_path, capsys):
+    db, out = tmp_path / "repro.db", tmp_path / "page"
+    assert main(["reproduce", "--tiny", "--store", str(db), "--out", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("claim ") == len(CLAIMS) and f"report written to {out / 'index.html'}" in said
+    with Store(db) as store:
+        first = {r["hash"]: r["updated"] for r in store.query("SELECT hash, updated FROM cells")}
+        assert not store.query("SELECT hash FROM cells WHERE status != 'done'")
+        # claim 8's numbers, straight from the outcomes table
+        spec = parse_spec(claim("eps-list").spec(TINY))
+        expect = {}
+        for cell in spec.cells:
+            if cell.kind != "robust":
+                continue
+            acc = []
+            for e in cell.config["eps"]:
+                rows = store.query("SELECT clean_correct, success FROM outcomes WHERE cell = ? AND abs(eps - ?) < 1e-9",
+                                   (cell.hash, e))
+                acc.append(sum(r["clean_correct"] and not r["success"] for r in rows) / len(rows))
+            expect[cell.config["model"]["architecture"]] = [f"{100 * a:.1f}%" for a in acc]
+    # again: every cell is reused, none recomputed
+    page = reproduce(None, mode="tiny", store=db, out=out, progress=False, say=lambda s: None)
+    with Store(db) as store:
+        assert {r["hash"]: r["updated"] for r in store.query("SELECT hash, updated FROM cells")} == first
+
+    text = page.read_text()
+    for c in CLAIMS.values():
+        assert f'id="claim-{c.number}"' in text
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("ADVLAB_REQUIRE_PEERS"):
+            pytest.fail("chromium is not installed (apt-get install chromium); the reproduce page test needs it")
+        pytest.skip("no chromium on this machine")
+    (out / "check.html").write_text(HARNESS)
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                          "--virtual-time-budget=10000", "--dump-dom", (out / "check.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    raw = dom.stdout.split('<pre id="result">')[1].split("</pre>")[0]
+    result = json.loads(raw.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    assert result["images"] >= len(CLAIMS) and result["loaded"] == result["images"], result
+    assert {int(k) for k, _ in result["verdicts"]} == {c.number for c in CLAIMS.values()}
+    assert all(v in (REPRODUCED, NOT_REPRODUCED) for _, v in result["verdicts"]), result["verdicts"]
+    shown = {r[0]: r[1:] for r in result["rows"][1:]}
+    assert shown == expect  # what a reader sees is the store's, to the tenth of a percent
