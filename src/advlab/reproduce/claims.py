@@ -345,7 +345,7 @@ def _judge_2(ev: Evidence, s: Setting, out: Path) -> Finding:
         REPRODUCED if ok else NOT_REPRODUCED,
         f"best μ = {best:g} (black-box {_pct(float(black[best].mean()))}); μ = 1: {_pct(at_one.a)}; μ = 0 "
         f"(I-FGSM): {_pct(vs_zero.b)}" + ("" if ok else "; μ = 1 is significantly below the best μ or not above μ = 0"),
-        ours=[f"Black-box success per μ: " + ", ".join(f"μ = {m:g}: {_pct(float(black[m].mean()))}" for m in MUS) + ".",
+        ours=["Black-box success per μ: " + ", ".join(f"μ = {m:g}: {_pct(float(black[m].mean()))}" for m in MUS) + ".",
               f"μ = 1 against the best μ: {at_one.text('μ = 1', f'μ = {best:g}')}.",
               f"μ = 1 against μ = 0: {vs_zero.text('μ = 1', 'μ = 0')}."],
         test="exact sign test (pooled over targets and points): reproduced if μ = 1 is not significantly "
@@ -594,7 +594,7 @@ def _judge_21(ev: Evidence, s: Setting, out: Path) -> Finding:
         REPRODUCED if ok else NOT_REPRODUCED,
         f"{int(fooled.sum())} of {fooled.size} stored examples fooled; median confidence in the wrong class "
         f"{_pct(median)} (paper: 57.7% panda → 99.3% gibbon)",
-        ours=[f"Confidence of the wrong class on each fooled stored example: "
+        ours=["Confidence of the wrong class on each fooled stored example: "
               + ", ".join(_pct(float(v)) for v in conf) + "."],
         test="descriptive, on the cell's 8 stored examples: reproduced if the model is, in the median, at least "
              "50% sure of the wrong class it now gives",
