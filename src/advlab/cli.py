@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "`advlab reproduce --list` names them")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="the default: 200 points, small models (minutes on 2 cores)")
+                      help="the default: 500 test points, models trained 3 epochs (minutes on 2 cores)")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="the whole test set, 10 epochs, 3 seeds (hours; resumable)")
     size.add_argument("--tiny", dest="mode", action="store_const", const="tiny",

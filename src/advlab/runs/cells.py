@@ -38,7 +38,8 @@ def run_cell(kind: str, config: Mapping[str, Any], cell_hash: str, *, files: str
     t0 = time.perf_counter()
     torch.manual_seed(int(config.get("seed", 0)))
     runner = {"train": _train, "robust": _robust, "strong": _strong, "minimal": _minimal,
-              "transfer": _transfer, "audit": _audit, "certify": _certify, "techniques": _techniques}[kind]
+              "transfer": _transfer, "audit": _audit, "certify": _certify, "techniques": _techniques,
+              "study": _study}[kind]
     metrics, outcomes, summary = runner(config, cell_hash=cell_hash, files=files, data_dir=data_dir,
                                         device=device, progress=progress)
     return CellResult(metrics=metrics, outcomes=outcomes, seconds=time.perf_counter() - t0, summary=summary)
@@ -105,13 +106,24 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
     dev = resolve_device(device)
     r = dict(config["recipe"])
     name = r.pop("name")
-    recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
-                          beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0), sigma=r.get("sigma", 0.25))
-    model = build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
-                         num_classes=train_set.num_classes, seed=config["seed"]).to(dev)
-    history = train(model, recipe, train_set.x.to(dev), train_set.y.to(dev), epochs=config["epochs"],
-                    batch_size=config["batch_size"], lr=config["lr"], lr_schedule=config["lr_schedule"],
-                    seed=config["seed"], progress=progress, checkpoint_dir=files / cell_hash / "state")
+    if name == "distill":  # two stages, teacher then student, both at temperature T
+        from advlab.defenses import distill
+
+        result = distill(lambda s: build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
+                                                num_classes=train_set.num_classes, seed=s).to(dev),
+                         train_set.x.to(dev), train_set.y.to(dev), temperature=r["temperature"],
+                         epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
+                         lr_schedule=config["lr_schedule"], seed=config["seed"], progress=progress,
+                         checkpoint_dir=files / cell_hash / "state")
+        model, history = result.student, result.student_history
+    else:
+        recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
+                              beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0), sigma=r.get("sigma", 0.25))
+        model = build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
+                             num_classes=train_set.num_classes, seed=config["seed"]).to(dev)
+        history = train(model, recipe, train_set.x.to(dev), train_set.y.to(dev), epochs=config["epochs"],
+                        batch_size=config["batch_size"], lr=config["lr"], lr_schedule=config["lr_schedule"],
+                        seed=config["seed"], progress=progress, checkpoint_dir=files / cell_hash / "state")
     model.eval()
     acc = accuracy(model, test.x.to(dev), test.y.to(dev))
     card = {"dataset": train_set.name, "class_names": tuple(train_set.class_names), "clean_accuracy": acc,
@@ -341,6 +353,13 @@ def _transfer(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_di
                      for i in range(n)]
         summary[f"{e:g}"] = n_broken / n_correct if n_correct else None
     return metrics, outcomes, {"success_rate": summary}
+
+
+def _study(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: str | None, device: str,
+           progress: bool) -> tuple[list, list, dict]:
+    from advlab.runs.study_cells import run_study
+
+    return run_study(config, files=files, data_dir=data_dir, device=device, progress=progress)
 
 
 def technique_label(source: str, target: str) -> str:

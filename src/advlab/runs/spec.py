@@ -48,12 +48,12 @@ from typing import Any, Mapping, Sequence
 #: bump when a cell's meaning changes for the same configuration (old results are then not reused)
 CELL_FORMAT = 1
 
-MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit", "certify", "techniques")
+MEASURE_KINDS = ("robust", "strong", "minimal", "transfer", "audit", "certify", "techniques", "study")
 MODEL_SOURCES = ("zoo", "checkpoint", "factory", "sklearn")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
 _ZOO_KEYS = {"zoo", "data", "epochs", "seed", "lr", "batch_size", "limit", "recipe", "recipe_eps",
-             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma"}
+             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma", "temperature"}
 _CHECKPOINT_KEYS = {"checkpoint"}
 _SKLEARN_KEYS = {"sklearn", "trust"}
 _FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
@@ -67,13 +67,16 @@ _MEASURE_KEYS = {
                 "batch_size"},
     # Papernot et al.'s cross-technique matrix: the spec fits the techniques itself (no models =)
     "techniques": {"kind", "data", "learners", "eps", "norm", "seeds", "steps", "budget", "limit", "batch_size"},
+    # the seeds' studies that are not an attack grid (advlab.runs.study_cells)
+    "study": {"kind", "study", "models", "data", "eps", "seeds", "steps", "batch_size", "gaas_eps", "max_directions",
+              "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
 _ATTACK_OPTIONS = {"name", "steps", "step_size", "random_start", "restarts", "loss", "budget",
                    "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop",
                    "binary_search_steps", "c_init", "gamma", "theta", "saliency", "pixels"}
-RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian")
+RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian", "distill")
 
 
 class SpecError(ValueError):
@@ -355,10 +358,13 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
             "lr_schedule": _str(m.get("lr_schedule", "constant"), where, tname, "lr_schedule"),
             "recipe": {"name": recipe,
                        **({"eps": _float(m.get("recipe_eps", 0.1), where, tname, "recipe_eps")}
-                          if recipe not in ("standard", "vat", "gaussian") else {}),
+                          if recipe not in ("standard", "vat", "gaussian", "distill") else {}),
                        **({"steps": _int(m["recipe_steps"], where, tname, "recipe_steps")}
                           if "recipe_steps" in m else {}),
-                       **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps", "sigma") if k in m})},
+                       **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps", "sigma") if k in m}),
+                       # defensive distillation (Papernot et al. 2016): teacher and student at T
+                       **({"temperature": _float(m.get("temperature", 100.0), where, tname, "temperature")}
+                          if recipe == "distill" else {})},
         }
         return Cell(kind="train", config=config, label=mname)
     if kind == "checkpoint":
@@ -464,6 +470,18 @@ def _attacks(value: Any, where: _Where, tname: str, index: int, *, kind: str) ->
     return out
 
 
+def _full_budget(attack: dict[str, Any]) -> dict[str, Any]:
+    """``early_stop = false`` for an iterative attack that did not set it."""
+    import dataclasses
+
+    from advlab.attacks.registry import entry
+
+    fields = {f.name for f in dataclasses.fields(entry(attack["name"]).cls)}
+    if "early_stop" in fields and "early_stop" not in attack:
+        return {**attack, "early_stop": False}
+    return attack
+
+
 def _eps_list(value: Any, where: _Where, tname: str, index: int) -> list[float]:
     if not isinstance(value, list) or not value:
         raise SpecError(f"{where.at(tname, 'eps', index)}: eps must be a non-empty list of increasing numbers")
@@ -519,11 +537,61 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                                       "limit": _int(m["limit"], where, tname, "limit", index=i)
                                       if "limit" in m else None}))
         return cells
+    if kind == "study":
+        from advlab.runs.study_cells import STUDIES
+
+        study = m.get("study")
+        if study not in STUDIES:
+            raise SpecError(f"{where.at(tname, 'study', i)}: study must be one of {', '.join(STUDIES)}; got {study!r}")
+        names = m.get("models")
+        if not isinstance(names, list) or not names or (study == "ensemble" and len(names) < 2):
+            raise SpecError(f"{where.at(tname, 'models', i)}: a study needs models = [names]" +
+                            (" (the ensemble's members, then the hold-out: at least 2)" if study == "ensemble" else ""))
+        eps = _eps_list(m.get("eps"), where, tname, i)
+        extra = {"steps": _int(m.get("steps", 10), where, tname, "steps", index=i)}
+        if study == "noise":
+            extra["gaas_eps"] = _float(m.get("gaas_eps", 2.0), where, tname, "gaas_eps", i)
+            extra["max_directions"] = _int(m.get("max_directions", 64), where, tname, "max_directions", index=i)
+        if study == "detector":
+            extra["fit_n"] = _int(m.get("fit_n", 1000), where, tname, "fit_n", index=i)
+        if study == "patch":
+            sizes = m.get("sizes", [0.05, 0.1, 0.2])
+            if not isinstance(sizes, list) or not sizes or any(not isinstance(v, (int, float)) or not 0 < v <= 1
+                                                                 for v in sizes):
+                raise SpecError(f"{where.at(tname, 'sizes', i)}: sizes must be a list of patch areas in (0, 1], "
+                                f"got {sizes!r}")
+            extra["sizes"] = [float(v) for v in sizes]
+            extra["target"] = _int(m.get("target", 0), where, tname, "target", minimum=0, index=i)
+            extra["steps"] = _int(m.get("steps", 200), where, tname, "steps", index=i)
+        if study == "substitute":
+            extra.update(seed_n=_int(m.get("seed_n", 150), where, tname, "seed_n", index=i),
+                         rounds=_int(m.get("rounds", 4), where, tname, "rounds", index=i),
+                         sub_epochs=_int(m.get("sub_epochs", 10), where, tname, "sub_epochs", index=i),
+                         architecture=_str(m.get("architecture", "small-cnn"), where, tname, "architecture", i))
+        refs = [_model_ref(n, models, where, tname, "models", i) for n in names]
+        groups = [refs] if study == "ensemble" else [[r] for r in refs]
+        for group in groups:
+            needs = tuple(h for _, nd in group for h in nd)
+            who = ", ".join(r.get("name", "?") for r, _ in group)
+            for seed in seeds:
+                config = {"study": study, "data": data, "eps": eps, "norm": "linf", "seed": seed,
+                          "batch_size": batch, **extra}
+                if study == "ensemble":
+                    config["models"] = [r for r, _ in group]
+                else:
+                    config["model"] = group[0][0]
+                cells.append(Cell(kind=kind, needs=needs, label=f"{study} {who}", config=config))
+        return cells
     if kind == "transfer":
         for key in ("sources", "targets"):
             if not isinstance(m.get(key), list) or not m[key]:
                 raise SpecError(f"{where.at(tname, key, i)}: a transfer measurement needs {key} = [model names]")
         attacks = _attacks(m.get("attacks"), where, tname, i, kind=kind)
+        # Crafting on the source runs every iteration, as the transfer papers do (Dong et al. 2018,
+        # Kurakin et al. 2017): stopping at the first iterate that fools the source (evaluation
+        # mode, the robust kind's default) leaves examples just past its boundary, which transfer
+        # far less. Written into the config, so the cells made before this rule keep their hashes.
+        attacks = [_full_budget(a) for a in attacks]
         eps = _eps_list(m.get("eps"), where, tname, i)
         for s in m["sources"]:
             src, src_needs = _model_ref(s, models, where, tname, "sources", i)

@@ -1,0 +1,271 @@
+"""The ``study`` measurement kind: studies of the seeds that are not an attack grid, as cells.
+
+``kind = "study"`` with ``study =``:
+
+* ``"cosine"`` — the cosine similarity of successive updates of I-FGSM and MI-FGSM (Dong et al.
+  2018): per attacked point, the mean over steps (outcome ``norm``), attacks ``I-FGSM`` and
+  ``MI-FGSM`` (:func:`advlab.evaluation.perturbation_cosine_similarity`).
+* ``"noise"`` — PGD against random noise of the same L∞ norm (every coordinate ``±ε``, then the
+  box): per point, broken or not by each (attacks ``PGD`` and ``noise``); and the dimension of the
+  adversarial subspace at L2 radius ``gaas_eps`` (Tramèr et al. 2017's GAAS, attack ``GAAS``, the
+  estimate in ``norm``; :func:`advlab.evaluation.adversarial_subspace_dim`).
+* ``"universal"`` — one universal perturbation (Moosavi-Dezfooli et al. 2017) fitted on the first
+  half of the test points, shown to the second half, beside one random ``±ε`` noise vector
+  (attacks ``UAP`` and ``noise``; outcomes over the held-out points).
+* ``"targeted"`` — targeted PGD (random start, ``steps``) toward every class ``t`` in turn, on the
+  correctly classified points of another class (attack ``target t``; success: classified ``t``).
+* ``"detector"`` — SafetyNet (Lu et al. 2017) fitted on ``fit_n`` training images and their PGD
+  examples; on the test points: the share of PGD and FGSM examples it flags, the clean points it
+  flags, and PGD through the guarded classifier plainly and adaptively (:class:`AdaptivePGD`,
+  attacking classifier and detector together); success through the guard = fooled and accepted.
+* ``"patch"`` — an adversarial patch (Brown et al. 2017) toward class 0 per size in ``sizes``
+  (fractions of the image area), fitted on the first half, pasted once per held-out point at a
+  random placement; beside a random patch of the same size (``patch S``, ``random patch S``).
+* ``"substitute"`` — Papernot et al. 2017: a substitute trained from the model's labels with
+  Jacobian augmentation (``rounds`` rounds, seed set of ``seed_n`` test points); after each round,
+  FGSM crafted on it and shown once to the model, on the other test points (``round r``, the
+  labels spent in the outcome's ``queries``).
+* ``"ensemble"`` — Dong et al.'s ensemble attack: FGSM, I-FGSM and MI-FGSM crafted white-box on
+  the ensemble of every model but the last, fused in logits, predictions or loss
+  (:class:`advlab.models.Ensemble`), shown to the last (the hold-out); attacks
+  ``"<attack> <fusion>"``.
+
+Every per-point number is an outcome row, so judges (and ``advlab results``) read them from the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+STUDIES = ("cosine", "noise", "universal", "ensemble", "targeted", "detector", "patch", "substitute")
+
+
+def _rows(label: str, eps: float, correct: torch.Tensor, success: torch.Tensor,
+          value: torch.Tensor | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    out = []
+    for i in range(int(correct.numel())):
+        v = None if value is None else float(value[i])
+        out.append({"attack": label, "eps": eps, "point": offset + i, "clean_correct": bool(correct[i]),
+                    "success": bool(success[i]), "norm": v if v is None or v == v else None, "queries": None})
+    return out
+
+
+def _rate(label: str, eps: float, correct: torch.Tensor, success: torch.Tensor) -> list[dict[str, Any]]:
+    n_correct = int(correct.sum())
+    broken = int((success & correct).sum())
+    return [{"attack": label, "eps": eps, "name": "n", "value": int(correct.numel())},
+            {"attack": label, "eps": eps, "name": "n_correct", "value": n_correct},
+            {"attack": label, "eps": eps, "name": "success_rate", "value": broken / n_correct if n_correct else None}]
+
+
+def _noise(shape: tuple[int, ...], eps: float, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return eps * (torch.randint(0, 2, shape, generator=gen, device=like.device) * 2 - 1).to(like.dtype)
+
+
+def run_study(config: Mapping[str, Any], *, files: Path, data_dir: str | None, device: str,
+              progress: bool) -> tuple[list, list, dict]:
+    from advlab.evaluation import clean_predictions
+    from advlab.runs.cells import _test_data, open_ref, ref_bounds
+
+    ds, x, y = _test_data(config, data_dir, device)
+    shape = tuple(ds.input_shape)
+    study = config["study"]
+    gen = torch.Generator(device=x.device).manual_seed(int(config["seed"]))
+    metrics: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    steps = int(config.get("steps", 10))
+    if study == "ensemble":
+        from advlab.attacks import FGSM, IFGSM, MIFGSM, TransferAttack
+        from advlab.models import Ensemble
+        from advlab.oracle import Oracle
+
+        refs = config["models"]
+        members = [open_ref(r, files=files, device=device, input_shape=shape) for r in refs[:-1]]
+        holdout = open_ref(refs[-1], files=files, device=device, input_shape=shape)
+        correct = clean_predictions(holdout, x, y=y) == y
+        idx = correct.nonzero().squeeze(1)
+        for e in config["eps"]:
+            makers = {"FGSM": FGSM(eps=e), "I-FGSM": IFGSM(eps=e, steps=steps),
+                      "MI-FGSM": MIFGSM(eps=e, steps=steps, decay=1.0)}
+            for fusion in ("logits", "predictions", "loss"):
+                ens = Ensemble(members, fusion=fusion).eval()
+                for name, attack in makers.items():
+                    broken = torch.zeros_like(correct)
+                    for i in range(0, idx.numel(), int(config["batch_size"])):
+                        b = idx[i:i + int(config["batch_size"])]
+                        r = TransferAttack(attack=attack, source=ens)(Oracle(holdout, output="label"), x[b], y[b],
+                                                                      generator=gen)
+                        broken[b] = r.target.success.to(broken.device)
+                    label = f"{name} {fusion}"
+                    outcomes += _rows(label, e, correct.cpu(), broken.cpu())
+                    metrics += _rate(label, e, correct.cpu(), broken.cpu())
+                    summary[f"{label} {e:g}"] = float(broken[correct].float().mean()) if bool(correct.any()) else None
+        return metrics, outcomes, summary
+    model = open_ref(config["model"], files=files, device=device, input_shape=shape)
+    bounds = ref_bounds(config["model"])
+    pred = clean_predictions(model, x, y=y)
+    correct = pred == y
+    if study == "cosine":
+        from advlab.attacks import IFGSM, MIFGSM
+        from advlab.evaluation import perturbation_cosine_similarity
+
+        for e in config["eps"]:
+            cs = perturbation_cosine_similarity(
+                model, x, y, attacks={"I-FGSM": IFGSM(eps=e, steps=steps, bounds=bounds),
+                                      "MI-FGSM": MIFGSM(eps=e, steps=steps, decay=1.0, bounds=bounds)},
+                only_correct=True, generator=gen)
+            idx = correct.nonzero().squeeze(1).cpu()
+            for name in ("I-FGSM", "MI-FGSM"):
+                per_point = torch.nanmean(cs.update_cosine[name].float().cpu(), dim=1)  # (n_used,)
+                value = torch.full((int(y.numel()),), float("nan"))
+                value[idx] = per_point
+                succ = torch.zeros(int(y.numel()), dtype=torch.bool)
+                succ[idx] = cs.success[name].cpu()
+                outcomes += _rows(name, e, correct.cpu(), succ, value)
+                metrics.append({"attack": name, "eps": e, "name": "mean_cosine",
+                                "value": float(torch.nanmean(per_point)) if per_point.numel() else None})
+        return metrics, outcomes, summary
+    if study == "noise":
+        from advlab.attacks import PGD
+        from advlab.evaluation import adversarial_subspace_dim, evaluate
+
+        for e in config["eps"]:
+            ev = evaluate(model, x, y, attacks={"PGD": PGD(eps=e, steps=steps, random_start=True, bounds=bounds,
+                                                           early_stop=True)},
+                          eps=[e], seed=int(config["seed"]), progress=False)
+            noisy = (x + _noise(tuple(x.shape), e, gen, x)).clamp(*bounds)
+            fooled = (clean_predictions(model, noisy) != y).cpu() & correct.cpu()
+            outcomes += _rows("noise", e, correct.cpu(), fooled)
+            metrics += _rate("noise", e, correct.cpu(), fooled)
+            broken = ev.per_point[f"PGD@{e:g}"].cpu().bool()
+            outcomes += _rows("PGD", e, correct.cpu(), broken & correct.cpu())
+            metrics += _rate("PGD", e, correct.cpu(), broken & correct.cpu())
+        g_eps = float(config.get("gaas_eps", 2.0))
+        dims = adversarial_subspace_dim(model, x, y, eps=g_eps, max_directions=int(config.get("max_directions", 64)),
+                                        generator=gen)
+        d = dims.dims.cpu()
+        measured = d >= 0
+        outcomes += _rows("GAAS", g_eps, measured & correct.cpu(), d > 0, d.float())
+        metrics.append({"attack": "GAAS", "eps": g_eps, "name": "median_dim",
+                        "value": float(d[measured].float().median()) if bool(measured.any()) else None})
+        return metrics, outcomes, summary
+    if study == "universal":
+        from advlab.attacks.universal import UniversalPerturbation
+
+        half = int(y.numel()) // 2
+        for e in config["eps"]:
+            uap = UniversalPerturbation(norm="linf", eps=e, bounds=bounds, max_epochs=int(config.get("steps", 10)))
+            v = uap(model, x[:half], y[:half], generator=gen).perturbation
+            xs, ys, cs = x[half:], y[half:], correct[half:].cpu()
+            fooled = (clean_predictions(model, (xs + v).clamp(*bounds)) != ys).cpu() & cs
+            noise = _noise(tuple(v.shape), e, gen, v)
+            by_noise = (clean_predictions(model, (xs + noise).clamp(*bounds)) != ys).cpu() & cs
+            outcomes += _rows("UAP", e, cs, fooled, offset=half) + _rows("noise", e, cs, by_noise, offset=half)
+            metrics += _rate("UAP", e, cs, fooled) + _rate("noise", e, cs, by_noise)
+        return metrics, outcomes, summary
+    if study == "targeted":
+        from advlab.attacks import PGD
+
+        n_classes = len(ds.class_names)
+        bs = int(config["batch_size"])
+        for e in config["eps"]:
+            attack = PGD(eps=e, steps=steps, random_start=True, bounds=bounds, early_stop=True)
+            for t in range(n_classes):
+                units = correct & (y != t)
+                idx = units.nonzero().squeeze(1)
+                hit = torch.zeros_like(units)
+                for i in range(0, idx.numel(), bs):
+                    b = idx[i:i + bs]
+                    r = attack(model, x[b], y[b], target=torch.full_like(y[b], t), generator=gen)
+                    hit[b] = r.success.to(hit.device)
+                outcomes += _rows(f"target {t}", e, units.cpu(), hit.cpu())
+                metrics += _rate(f"target {t}", e, units.cpu(), hit.cpu())
+        return metrics, outcomes, summary
+    if study == "detector":
+        from advlab.attacks import FGSM, PGD
+        from advlab.defenses import SafetyNet
+        from advlab.defenses.guarded import AdaptivePGD, GuardedClassifier, guarded_success
+        from advlab.runs._common import load_data
+
+        e = config["eps"][0]
+        fit = load_data(config["data"]["name"], split="train", data_dir=data_dir, limit=int(config.get("fit_n", 1000)))
+        xf, yf = fit.x.to(x.device), fit.y.to(x.device)
+        pgd = PGD(eps=e, steps=steps, random_start=True, bounds=bounds)
+        rf = pgd(model, xf, yf, generator=gen)
+        ok_fit = clean_predictions(model, xf) == yf
+        det = SafetyNet(levels=2).fit(model, xf[ok_fit], rf.x_adv[rf.success & ok_fit])
+        c = correct.cpu()
+        rp = pgd(model, x, y, generator=gen)
+        rg = FGSM(eps=e, bounds=bounds)(model, x, y)
+        for label, r in (("PGD", rp), ("FGSM", rg)):
+            broken = r.success.cpu() & c
+            flagged = det.predict(r.x_adv).cpu().bool()
+            outcomes += _rows(f"{label} flagged", e, broken, flagged & broken)
+            metrics += _rate(f"{label} flagged", e, broken, flagged & broken)
+        clean_flag = det.predict(x).cpu().bool()
+        everyone = torch.ones_like(c)
+        outcomes += _rows("clean flagged", e, everyone, clean_flag)
+        guarded = GuardedClassifier(model, det)
+        gpred, rejected = guarded.predict(x)
+        accepted = (gpred == y).cpu() & ~rejected.cpu()
+        plain = guarded_success(guarded, rp.x_adv, y).cpu() & accepted
+        adaptive = torch.zeros_like(accepted)
+        idx = accepted.nonzero().squeeze(1)
+        if idx.numel():
+            ra = AdaptivePGD(eps=e, steps=max(steps, 50))(guarded, x[idx.to(x.device)], y[idx.to(x.device)], generator=gen)
+            adaptive[idx] = ra.success.cpu()
+        for label, hit in (("plain PGD through the guard", plain), ("adaptive PGD through the guard", adaptive)):
+            outcomes += _rows(label, e, accepted, hit)
+            metrics += _rate(label, e, accepted, hit)
+        return metrics, outcomes, summary
+    if study == "patch":
+        import dataclasses
+
+        from advlab.attacks.patch import AdversarialPatch
+
+        half = int(y.numel()) // 2
+        target = int(config.get("target", 0))
+        for size in config["sizes"]:
+            res = AdversarialPatch(target_class=target, patch_size=float(size), steps=int(config.get("steps", 200)),
+                                   bounds=bounds)(model, x[:half], y[:half], generator=gen)
+            xs, ys = x[half:], y[half:]
+            units = (correct[half:] & (ys != target)).cpu()
+            place = res.sample_placements(int(ys.numel()), (xs.shape[2], xs.shape[3]), generator=gen)
+            hit = (clean_predictions(model, res.apply(xs, place)) == target).cpu() & units
+            noise = dataclasses.replace(res, patch=torch.rand(res.patch.shape, generator=gen, device=res.patch.device)
+                                        * (bounds[1] - bounds[0]) + bounds[0])
+            by_noise = (clean_predictions(model, noise.apply(xs, place)) == target).cpu() & units
+            outcomes += (_rows(f"patch {size:g}", float(size), units, hit, offset=half)
+                         + _rows(f"random patch {size:g}", float(size), units, by_noise, offset=half))
+            metrics += _rate(f"patch {size:g}", float(size), units, hit) + _rate(f"random patch {size:g}", float(size),
+                                                                                units, by_noise)
+        return metrics, outcomes, summary
+    if study == "substitute":
+        from advlab.attacks import FGSM, TransferAttack, train_substitute
+        from advlab.oracle import Oracle
+
+        seed_n = int(config.get("seed_n", 150))
+        sub = train_substitute(Oracle(model, output="label"), x[:seed_n], architecture=config.get("architecture",
+                                                                                                   "small-cnn"),
+                               rounds=int(config.get("rounds", 4)), epochs=int(config.get("sub_epochs", 10)),
+                               num_classes=len(ds.class_names), bounds=bounds, seed=int(config["seed"]),
+                               keep_round_models=True)
+        xs, ys, units = x[seed_n:], y[seed_n:], correct[seed_n:].cpu()
+        for e in config["eps"]:
+            for r, sm in enumerate(sub.round_models):
+                res = TransferAttack(attack=FGSM(eps=e, bounds=bounds), source=sm.eval())(
+                    Oracle(model, output="label"), xs, ys, generator=gen)
+                hit = res.target.success.cpu() & units
+                queries = int(sum(sub.queries_per_round[:r + 1]))
+                rows = _rows(f"round {r}", e, units, hit, offset=seed_n)
+                for row in rows:
+                    row["queries"] = queries
+                outcomes += rows
+                metrics += _rate(f"round {r}", e, units, hit) + [
+                    {"attack": f"round {r}", "eps": e, "name": "labels_spent", "value": queries}]
+        return metrics, outcomes, summary
+    raise ValueError(f"unknown study {study!r}: use one of {', '.join(STUDIES)}")
