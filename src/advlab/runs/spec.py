@@ -69,7 +69,8 @@ _MEASURE_KEYS = {
     "techniques": {"kind", "data", "learners", "eps", "norm", "seeds", "steps", "budget", "limit", "batch_size"},
     # the seeds' studies that are not an attack grid (advlab.runs.study_cells)
     "study": {"kind", "study", "models", "data", "eps", "seeds", "steps", "batch_size", "gaas_eps", "max_directions",
-              "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture"},
+              "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture", "epochs", "limit",
+              "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
@@ -186,7 +187,9 @@ def parse_spec(text: str, *, path: Path | None = None) -> Spec:
     name = _str(study.get("name", path.stem if path else "study"), where, "study", "name")
     datasets = _datasets(_table(raw.get("data", {}), where, "data"), where, base)
     models = _table(raw.get("models", {}), where, "models")
-    fits_its_own = all(isinstance(m, dict) and m.get("kind") == "techniques" for m in raw.get("measure", []) or [{}])
+    fits_its_own = all(isinstance(m, dict) and (m.get("kind") == "techniques" or
+                                                (m.get("kind") == "study" and m.get("study") == "vat"))
+                       for m in raw.get("measure", []) or [{}])
     if not models and not fits_its_own:
         raise SpecError(f"{where.at(None)}: the spec defines no [models.NAME] table")
     model_cells: dict[str, Cell | dict[str, Any]] = {}
@@ -543,10 +546,13 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
         study = m.get("study")
         if study not in STUDIES:
             raise SpecError(f"{where.at(tname, 'study', i)}: study must be one of {', '.join(STUDIES)}; got {study!r}")
-        names = m.get("models")
-        if not isinstance(names, list) or not names or (study == "ensemble" and len(names) < 2):
-            raise SpecError(f"{where.at(tname, 'models', i)}: a study needs models = [names]" +
-                            (" (the ensemble's members, then the hold-out: at least 2)" if study == "ensemble" else ""))
+        names = m.get("models", [] if study == "vat" else None)
+        least = {"ensemble": 2, "ensemble-training": 3, "vat": 0, "bounds": 1}.get(study, 1)
+        if not isinstance(names, list) or len(names) < least:
+            raise SpecError(f"{where.at(tname, 'models', i)}: a {study} study needs models = [names]" + {
+                "ensemble": " (the ensemble's members, then the hold-out: at least 2)",
+                "ensemble-training": " (the undefended model, the static models, then a held-out source: at least 3)",
+            }.get(study, ""))
         eps = _eps_list(m.get("eps"), where, tname, i)
         extra = {"steps": _int(m.get("steps", 10), where, tname, "steps", index=i)}
         if study == "noise":
@@ -568,15 +574,28 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                          rounds=_int(m.get("rounds", 4), where, tname, "rounds", index=i),
                          sub_epochs=_int(m.get("sub_epochs", 10), where, tname, "sub_epochs", index=i),
                          architecture=_str(m.get("architecture", "small-cnn"), where, tname, "architecture", i))
+        if study in ("ensemble-training", "vat"):
+            extra.update(epochs=_int(m.get("epochs", 2), where, tname, "epochs", index=i),
+                         architecture=_str(m.get("architecture", "small-cnn" if study != "vat" else "mlp-bn"), where,
+                                           tname, "architecture", i),
+                         limit=_int(m["limit"], where, tname, "limit", index=i) if "limit" in m else None)
+        if study == "bounds":
+            extra.update(points=_int(m.get("points", 100), where, tname, "points", index=i),
+                         latent_dim=_int(m.get("latent_dim", 10), where, tname, "latent_dim", index=i),
+                         vae_epochs=_int(m.get("vae_epochs", 8), where, tname, "vae_epochs", index=i),
+                         limit=_int(m["limit"], where, tname, "limit", index=i) if "limit" in m else None)
+        if study == "vat":
+            extra.update(labels=_int(m.get("labels", 1000), where, tname, "labels", index=i),
+                         vat_eps=_float(m.get("vat_eps", 2.0), where, tname, "vat_eps", i))
         refs = [_model_ref(n, models, where, tname, "models", i) for n in names]
-        groups = [refs] if study == "ensemble" else [[r] for r in refs]
+        groups = [refs] if study in ("ensemble", "ensemble-training", "vat", "bounds") else [[r] for r in refs]
         for group in groups:
             needs = tuple(h for _, nd in group for h in nd)
             who = ", ".join(r.get("name", "?") for r, _ in group)
             for seed in seeds:
                 config = {"study": study, "data": data, "eps": eps, "norm": "linf", "seed": seed,
                           "batch_size": batch, **extra}
-                if study == "ensemble":
+                if study in ("ensemble", "ensemble-training", "vat", "bounds"):
                     config["models"] = [r for r, _ in group]
                 else:
                     config["model"] = group[0][0]

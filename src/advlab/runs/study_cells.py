@@ -25,6 +25,20 @@
   Jacobian augmentation (``rounds`` rounds, seed set of ``seed_n`` test points); after each round,
   FGSM crafted on it and shown once to the model, on the other test points (``round r``, the
   labels spent in the outcome's ``queries``).
+* ``"ensemble-training"`` — Tramèr et al. 2018: ``architecture`` trained (``epochs``, ``limit``
+  training images) with ensemble adversarial training on FGSM examples of the static models
+  ``models[1:-1]`` (and of itself); ``models[0]`` is the undefended model, ``models[-1]`` a
+  held-out source. FGSM, I-FGSM and MI-FGSM crafted on the source are shown to both (``<attack>
+  → standard`` / ``→ ens-adv``), and I-FGSM / MI-FGSM crafted on the logit ensemble of the static
+  models and the source are shown to the defended model (``<attack> ensemble → ens-adv``).
+* ``"vat"`` — Miyato et al. 2018: ``architecture`` trained on the first ``labels`` training images,
+  plainly (``supervised``) and with semi-supervised VAT using the rest as unlabelled data
+  (``vat``); the outcome's success is *classified correctly* on each test point.
+* ``"bounds"`` — Fawzi et al. 2018: a VAE (latent ``latent_dim``, ``vae_epochs``) trained on the
+  training split is the generator ``g``; at ``points`` codes ``z ~ N(0, I)`` (the same for every
+  model) the latent, in-distribution and unconstrained robustness of each model
+  (:func:`advlab.evaluation.theory.bounds_table`): outcomes ``latent / r_in / r_unc <model>``
+  with the value in ``norm``; metrics the Lipschitz estimate and Theorem 1's median bounds.
 * ``"ensemble"`` — Dong et al.'s ensemble attack: FGSM, I-FGSM and MI-FGSM crafted white-box on
   the ensemble of every model but the last, fused in logits, predictions or loss
   (:class:`advlab.models.Ensemble`), shown to the last (the hold-out); attacks
@@ -40,7 +54,8 @@ from typing import Any, Mapping
 
 import torch
 
-STUDIES = ("cosine", "noise", "universal", "ensemble", "targeted", "detector", "patch", "substitute")
+STUDIES = ("cosine", "noise", "universal", "ensemble", "targeted", "detector", "patch", "substitute",
+           "ensemble-training", "vat", "bounds")
 
 
 def _rows(label: str, eps: float, correct: torch.Tensor, success: torch.Tensor,
@@ -105,6 +120,10 @@ def run_study(config: Mapping[str, Any], *, files: Path, data_dir: str | None, d
                     metrics += _rate(label, e, correct.cpu(), broken.cpu())
                     summary[f"{label} {e:g}"] = float(broken[correct].float().mean()) if bool(correct.any()) else None
         return metrics, outcomes, summary
+    if study in ("ensemble-training", "vat"):
+        return _trained_here(study, config, ds, x, y, gen, files=files, data_dir=data_dir, device=device)
+    if study == "bounds":
+        return _bounds(config, ds, x, y, files=files, data_dir=data_dir, device=device)
     model = open_ref(config["model"], files=files, device=device, input_shape=shape)
     bounds = ref_bounds(config["model"])
     pred = clean_predictions(model, x, y=y)
@@ -269,3 +288,122 @@ def run_study(config: Mapping[str, Any], *, files: Path, data_dir: str | None, d
                     {"attack": f"round {r}", "eps": e, "name": "labels_spent", "value": queries}]
         return metrics, outcomes, summary
     raise ValueError(f"unknown study {study!r}: use one of {', '.join(STUDIES)}")
+
+
+def _trained_here(study: str, config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor,
+                  gen: torch.Generator, *, files: Path, data_dir: str | None, device: str) -> tuple[list, list, dict]:
+    """The studies that train their own model inside the cell (its result is the cell's rows)."""
+    from advlab.defenses import Standard, train
+    from advlab.evaluation import clean_predictions
+    from advlab.models import build_seeded
+    from advlab.models.user import resolve_device
+    from advlab.runs._common import load_data
+    from advlab.runs.cells import open_ref
+
+    dev = resolve_device(device)
+    seed, epochs, steps = int(config["seed"]), int(config.get("epochs", 2)), int(config.get("steps", 10))
+    train_set = load_data(config["data"]["name"], split="train", data_dir=data_dir, limit=config.get("limit"))
+    tx, ty = train_set.x.to(dev), train_set.y.to(dev)
+    arch = config.get("architecture", "small-cnn")
+
+    def fresh(s: int) -> torch.nn.Module:
+        return build_seeded(arch, in_shape=tuple(train_set.input_shape), num_classes=train_set.num_classes, seed=s).to(dev)
+
+    metrics: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    if study == "vat":
+        from advlab.defenses import VAT
+
+        k = int(config["labels"])
+        sup = fresh(seed)
+        train(sup, Standard(), tx[:k], ty[:k], epochs=epochs, seed=seed, progress=False)
+        vat = fresh(seed)
+        train(vat, VAT(eps=float(config.get("vat_eps", 2.0)), semi_supervised=True), tx[:k], ty[:k], epochs=epochs,
+              seed=seed, progress=False, x_unlabelled=tx[k:])
+        everyone = torch.ones(int(y.numel()), dtype=torch.bool)
+        for label, m in (("supervised", sup.eval()), ("vat", vat.eval())):
+            ok = (clean_predictions(m, x) == y).cpu()
+            outcomes += _rows(label, 0.0, everyone, ok)
+            metrics.append({"attack": label, "eps": 0.0, "name": "clean_accuracy", "value": float(ok.float().mean())})
+        return metrics, outcomes, {}
+    from advlab.attacks import FGSM, IFGSM, MIFGSM, TransferAttack
+    from advlab.models import Ensemble
+    from advlab.oracle import Oracle
+    from advlab.runs.defend import build_recipe
+
+    shape = tuple(ds.input_shape)
+    refs = config["models"]
+    standard = open_ref(refs[0], files=files, device=device, input_shape=shape)
+    static = [open_ref(r, files=files, device=device, input_shape=shape) for r in refs[1:-1]]
+    source = open_ref(refs[-1], files=files, device=device, input_shape=shape)
+    e_train = float(config.get("train_eps", config["eps"][0]))
+    defended = fresh(seed)
+    train(defended, build_recipe("ensemble", eps=e_train, static_models=static), tx, ty, epochs=epochs, seed=seed,
+          progress=False)
+    defended.eval()
+    targets = {"standard": standard, "ens-adv": defended}
+    correct = {k: (clean_predictions(m, x, y=y) == y) for k, m in targets.items()}
+    bs = int(config["batch_size"])
+
+    def shown(attack: Any, crafted_on: torch.nn.Module, target: str) -> torch.Tensor:
+        idx = correct[target].nonzero().squeeze(1)
+        hit = torch.zeros_like(correct[target])
+        for i in range(0, idx.numel(), bs):
+            b = idx[i:i + bs]
+            r = TransferAttack(attack=attack, source=crafted_on)(Oracle(targets[target], output="label"), x[b], y[b],
+                                                                 generator=gen)
+            hit[b] = r.target.success.to(hit.device)
+        return hit.cpu()
+
+    ens = Ensemble([*static, source], fusion="logits").eval()
+    for e in config["eps"]:
+        makers = {"FGSM": FGSM(eps=e), "I-FGSM": IFGSM(eps=e, steps=steps), "MI-FGSM": MIFGSM(eps=e, steps=steps)}
+        for name, attack in makers.items():
+            for target in targets:
+                label = f"{name} → {target}"
+                hit = shown(attack, source, target)
+                outcomes += _rows(label, e, correct[target].cpu(), hit)
+                metrics += _rate(label, e, correct[target].cpu(), hit)
+        for name in ("I-FGSM", "MI-FGSM"):
+            label = f"{name} ensemble → ens-adv"
+            hit = shown(makers[name], ens, "ens-adv")
+            outcomes += _rows(label, e, correct["ens-adv"].cpu(), hit)
+            metrics += _rate(label, e, correct["ens-adv"].cpu(), hit)
+    for k in targets:
+        metrics.append({"attack": k, "eps": None, "name": "clean_accuracy", "value": float(correct[k].float().mean())})
+    return metrics, outcomes, {}
+
+
+def _bounds(config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor, *, files: Path,
+            data_dir: str | None, device: str) -> tuple[list, list, dict]:
+    from advlab.evaluation.theory import bounds_table
+    from advlab.models.generative import VAE, fit_vae
+    from advlab.runs._common import load_data
+    from advlab.runs.cells import open_ref
+
+    shape = tuple(ds.input_shape)
+    seed = int(config["seed"])
+    train_set = load_data(config["data"]["name"], split="train", data_dir=data_dir, limit=config.get("limit"))
+    latent = int(config.get("latent_dim", 10))
+    vae = VAE(in_shape=shape, latent_dim=latent, hidden=400, seed=seed)
+    fit_vae(vae, train_set.x, epochs=int(config.get("vae_epochs", 8)), batch_size=128, lr=1e-3, seed=seed,
+            progress=False)
+    vae.eval()
+    classifiers = {r.get("name", f"model {i}"): open_ref(r, files=files, device="cpu", input_shape=shape)
+                   for i, r in enumerate(config["models"])}
+    table = bounds_table(classifiers, vae.decoder, latent_dim=latent, n=int(config.get("points", 100)), seed=seed,
+                         test_data=(x.cpu(), y.cpu()), input_shape=shape, progress=False)
+    metrics: list[dict[str, Any]] = [{"attack": "bounds", "eps": None, "name": "lipschitz", "value": float(table.lipschitz)},
+                                     {"attack": "bounds", "eps": None, "name": "median_bound_r_in",
+                                      "value": float(table.bound("r_in"))}]
+    outcomes: list[dict[str, Any]] = []
+    for name, res in table.results.items():
+        metrics.append({"attack": name, "eps": None, "name": "classwise_bound_r_in",
+                        "value": float(table.classwise_bound(name))})
+        metrics.append({"attack": name, "eps": None, "name": "fraction_r_in_below_bound",
+                        "value": float(table.fraction_below_bound(name))})
+        for q in ("latent", "r_in", "r_unc"):
+            v = res.values(q).double().cpu()
+            found = torch.isfinite(v)
+            outcomes += _rows(f"{q} {name}", 0.0, torch.ones_like(found), found, v)
+    return metrics, outcomes, {}
