@@ -223,3 +223,70 @@ def test_reproduce_tiny_end_to_end_resumes_and_the_page_shows_the_stores_numbers
     assert all(v in (REPRODUCED, NOT_REPRODUCED) for _, v in result["verdicts"]), result["verdicts"]
     shown = {r[0]: r[1:] for r in result["rows"][1:]}
     assert shown == expect  # what a reader sees is the store's, to the tenth of a percent
+
+
+def test_reproduce_on_ray_stores_the_local_rows(tmp_path):
+    """`advlab reproduce --executor ray`: the claims' cells run as Ray tasks (one cluster for all),
+    and the rows, hence the verdicts and the page's numbers, are the local executor's."""
+    from _helpers import require_peer
+
+    require_peer("ray")
+    keys = ["eps-list", "panda"]
+    reproduce(keys, mode="tiny", store=tmp_path / "local.db", out=tmp_path / "local", progress=False, threads=1,
+              say=lambda s: None)
+    reproduce(keys, mode="tiny", store=tmp_path / "ray.db", out=tmp_path / "ray", executor="ray",
+              progress=False, threads=1, say=lambda s: None)
+
+    def rows(db):
+        with Store(db) as store:
+            return sorted(tuple(r) for r in store.query("SELECT cell, attack, eps, point, clean_correct, success "
+                                                        "FROM outcomes"))
+    assert rows(tmp_path / "ray.db") == rows(tmp_path / "local.db") and rows(tmp_path / "local.db")
+    with Store(tmp_path / "ray.db") as store:
+        assert store.query("SELECT executor FROM runs")[0]["executor"] == "ray"
+    local, ray = (tmp_path / "local" / "index.html").read_text(), (tmp_path / "ray" / "index.html").read_text()
+    cut = lambda t: t.split('<h2 id="claim-8">')[1].split("<h2")[0]  # noqa: E731
+    assert cut(local) == cut(ray)
+
+
+@pytest.mark.parametrize("last, expect", [(0.05, REPRODUCED), (0.40, NOT_REPRODUCED)])
+def test_claim_8_verdict_needs_a_collapse(tmp_path, last, expect):
+    """Accuracy that falls to 5% collapses; one that keeps 40% at ε = 0.7 is reported as not reproduced."""
+    c = claim("eps-list")
+    spec = parse_spec(c.spec(TINY))
+    n = 200
+    eps = [e for cell in spec.cells if cell.kind == "robust" for e in cell.config["eps"]][:5]
+    acc = dict(zip(eps, np.linspace(0.9, last, len(eps))))
+
+    def outcomes(cell, e):
+        if cell.kind != "robust":
+            return None
+        correct = np.ones(n, dtype=bool)
+        return correct, ~_rate(n, int(round(acc[e] * n)), seed=1)  # robust on the first acc·n of a permutation
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, outcomes)
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == expect and f"{100 * last:.1f}%" in f.summary
+    if expect == NOT_REPRODUCED:
+        assert "keeps more than 10%" in f.summary
+
+
+def test_claim_18_vat_that_does_not_help_is_not_reproduced(tmp_path):
+    c = claim("vat")
+    spec = parse_spec(c.spec(TINY))
+    n = 300
+
+    def outcomes(cell, e):
+        return None
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, outcomes)
+        with store.transaction() as db:
+            for cell in spec.cells:
+                for label, k in (("supervised", 240), ("vat", 238)):
+                    for i, ok in enumerate(_rate(n, k, seed=3)):
+                        db.execute("INSERT INTO outcomes VALUES (?, ?, 0.0, ?, 1, ?, NULL, NULL)",
+                                   (cell.hash, label, i, int(ok)))
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == NOT_REPRODUCED and "79.3% vs supervised only 80.0%" in f.summary
