@@ -64,12 +64,13 @@ def test_every_claims_spec_expands_at_every_size(mode):
     for c in CLAIMS.values():
         spec = parse_spec(c.spec(SETTINGS[mode]))
         assert spec.cells, c.key
-    # claims share their models: the same model (architecture, data, epochs) is one train cell
+    # claims share their models: the same model (architecture, recipe, training images) is one train cell
     trains = {}
     for c in CLAIMS.values():
         for cell in parse_spec(c.spec(SETTINGS[mode])).cells:
             if cell.kind == "train":
-                trains.setdefault((cell.config["architecture"], cell.config["recipe"]["name"]), set()).add(cell.hash)
+                trains.setdefault((cell.config["architecture"], cell.config["recipe"]["name"], cell.config["limit"]),
+                                  set()).add(cell.hash)
     assert all(len(h) == 1 for h in trains.values()), trains
 
 
