@@ -123,7 +123,7 @@ def write_page(outcomes: Sequence[Outcome], setting: Setting, out: Path, *, stor
              "are reused, not rerun).</p>",
              "<h2>Summary</h2>", "<table>",
              "<tr><th>#</th><th>claim</th><th>seed</th><th>verdict</th><th>what advlab measured</th>"
-             "<th>cells</th><th>cell time</th></tr>"]
+             "<th>cells</th><th>cell time*</th></tr>"]
     for o in outcomes:
         c = o.claim
         parts.append(f'<tr><td>{c.number}</td><td><a href="#claim-{c.number}">{esc(c.title)}</a></td>'
@@ -131,6 +131,8 @@ def write_page(outcomes: Sequence[Outcome], setting: Setting, out: Path, *, stor
                      f"<td class=\"num\">{o.cells}{f' ({o.failed} failed)' if o.failed else ''}</td>"
                      f'<td class="num">{o.seconds:.0f} s</td></tr>')
     parts.append("</table>")
+    parts.append('<p class="note">* The stored seconds of the claim\'s cells when they ran; a model several claims '
+                 "share counts in each of them.</p>")
     for o in outcomes:
         c, f = o.claim, o.finding
         parts += [f'<h2 id="claim-{c.number}">{c.number}. {esc(c.title)} {_verdict(f.verdict, c.number)}</h2>',
