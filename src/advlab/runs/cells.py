@@ -117,8 +117,13 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
                          checkpoint_dir=files / cell_hash / "state")
         model, history = result.student, result.student_history
     else:
-        recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
-                              beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0), sigma=r.get("sigma", 0.25))
+        if name == "batch-mix":
+            from advlab.defenses import BatchMix
+
+            recipe: Any = BatchMix(eps=r["eps"], k=int(r["k"]), lam=float(r["lam"]))
+        else:
+            recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
+                                  beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0), sigma=r.get("sigma", 0.25))
         model = build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
                              num_classes=train_set.num_classes, seed=config["seed"]).to(dev)
         history = train(model, recipe, train_set.x.to(dev), train_set.y.to(dev), epochs=config["epochs"],

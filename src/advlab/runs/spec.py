@@ -53,7 +53,7 @@ MODEL_SOURCES = ("zoo", "checkpoint", "factory", "sklearn")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
 _ZOO_KEYS = {"zoo", "data", "epochs", "seed", "lr", "batch_size", "limit", "recipe", "recipe_eps",
-             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma", "temperature"}
+             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma", "temperature", "k", "lam"}
 _CHECKPOINT_KEYS = {"checkpoint"}
 _SKLEARN_KEYS = {"sklearn", "trust"}
 _FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
@@ -70,14 +70,14 @@ _MEASURE_KEYS = {
     # the seeds' studies that are not an attack grid (advlab.runs.study_cells)
     "study": {"kind", "study", "models", "data", "eps", "seeds", "steps", "batch_size", "gaas_eps", "max_directions",
               "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture", "epochs", "limit",
-              "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs"},
+              "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs", "projected_n", "query_budget"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
 _ATTACK_OPTIONS = {"name", "steps", "step_size", "random_start", "restarts", "loss", "budget",
                    "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop",
                    "binary_search_steps", "c_init", "gamma", "theta", "saliency", "pixels"}
-RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian", "distill")
+RECIPES = ("standard", "fgsm-mix", "batch-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian", "distill")
 
 
 class SpecError(ValueError):
@@ -367,7 +367,10 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
                        **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps", "sigma") if k in m}),
                        # defensive distillation (Papernot et al. 2016): teacher and student at T
                        **({"temperature": _float(m.get("temperature", 100.0), where, tname, "temperature")}
-                          if recipe == "distill" else {})},
+                          if recipe == "distill" else {}),
+                       # Kurakin et al. 2017's batch mix: k of each batch adversarial, their loss weighted λ
+                       **({"k": _int(m.get("k", 64), where, tname, "k"), "lam": _float(m.get("lam", 0.3), where, tname, "lam")}
+                          if recipe == "batch-mix" else {})},
         }
         return Cell(kind="train", config=config, label=mname)
     if kind == "checkpoint":
@@ -583,6 +586,8 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
             extra.update(points=_int(m.get("points", 100), where, tname, "points", index=i),
                          latent_dim=_int(m.get("latent_dim", 10), where, tname, "latent_dim", index=i),
                          vae_epochs=_int(m.get("vae_epochs", 8), where, tname, "vae_epochs", index=i),
+                         projected_n=_int(m.get("projected_n", 0), where, tname, "projected_n", minimum=0, index=i),
+                         query_budget=_int(m.get("query_budget", 1000), where, tname, "query_budget", index=i),
                          limit=_int(m["limit"], where, tname, "limit", index=i) if "limit" in m else None)
         if study == "vat":
             extra.update(labels=_int(m.get("labels", 1000), where, tname, "labels", index=i),

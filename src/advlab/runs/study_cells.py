@@ -163,6 +163,19 @@ def run_study(config: Mapping[str, Any], *, files: Path, data_dir: str | None, d
             broken = ev.per_point[f"PGD@{e:g}"].cpu().bool()
             outcomes += _rows("PGD", e, correct.cpu(), broken & correct.cpu())
             metrics += _rate("PGD", e, correct.cpu(), broken & correct.cpu())
+        # decision-boundary cross-sections (CS231n's maps, after Warde-Farley & Goodfellow 2016): the class
+        # on a grid through each of the first `maps` correct points, FGSM direction × a random one;
+        # outcome point = row-major cell, norm = the class there, eps = the grid's extent
+        from advlab.evaluation import decision_map
+
+        extent, res = 2.5 * float(config["eps"][-1]), 41
+        for j, i in enumerate(correct.nonzero().squeeze(1)[: int(config.get("maps", 3))].tolist()):
+            dm = decision_map(model, x[i:i + 1], y[i:i + 1], extent=extent, resolution=res, bounds=bounds, generator=gen)
+            cls = torch.as_tensor(dm.classes).reshape(-1).cpu()
+            outcomes += _rows(f"map {j}", extent, torch.ones_like(cls, dtype=torch.bool), cls != int(y[i]), cls.float())
+            metrics += [{"attack": f"map {j}", "eps": extent, "name": "resolution", "value": res},
+                        {"attack": f"map {j}", "eps": extent, "name": "true_class", "value": int(y[i])},
+                        {"attack": f"map {j}", "eps": extent, "name": "point", "value": int(i)}]
         g_eps = float(config.get("gaas_eps", 2.0))
         dims = adversarial_subspace_dim(model, x, y, eps=g_eps, max_directions=int(config.get("max_directions", 64)),
                                         generator=gen)
@@ -400,8 +413,13 @@ def _bounds(config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor
     vae.eval()
     classifiers = {r.get("name", f"model {i}"): open_ref(r, files=files, device="cpu", input_shape=shape)
                    for i, r in enumerate(config["models"])}
+    projected_n = int(config.get("projected_n", 0))
+    theorems: dict[str, Any] = {}
+    if projected_n:  # Theorem 2: the classifier composed with the projection onto the generator's range
+        theorems = dict(projected=True, projected_n=projected_n, query_budget=int(config.get("query_budget", 1000)),
+                        projection={"steps": 300, "encoder": lambda t: vae.encode(t)[0]})
     table = bounds_table(classifiers, vae.decoder, latent_dim=latent, n=int(config.get("points", 100)), seed=seed,
-                         test_data=(x.cpu(), y.cpu()), input_shape=shape, progress=False)
+                         test_data=(x.cpu(), y.cpu()), input_shape=shape, progress=False, **theorems)
     metrics: list[dict[str, Any]] = [{"attack": "bounds", "eps": None, "name": "lipschitz", "value": float(table.lipschitz)},
                                      {"attack": "bounds", "eps": None, "name": "median_bound_r_in",
                                       "value": float(table.bound("r_in"))}]
@@ -415,4 +433,10 @@ def _bounds(config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor
             v = res.values(q).double().cpu()
             found = torch.isfinite(v)
             outcomes += _rows(f"{q} {name}", 0.0, torch.ones_like(found), found, v)
+        if name in table.projected:
+            pr = table.projected[name]
+            for q in ("r_unc_projected", "r_in_tight"):
+                v = getattr(pr, q).double().cpu()
+                found = torch.isfinite(v)
+                outcomes += _rows(f"{q} {name}", 0.0, pr.label_kept.cpu().bool(), found, v)
     return metrics, outcomes, {}
