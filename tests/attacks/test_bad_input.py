@@ -112,3 +112,17 @@ def test_wrong_rank_input_names_the_batch_dimension(cnn_model, xy):
     x, y = xy
     with pytest.raises(ValueError, match="batch dimension"):
         PGD(eps=0.1, steps=1)(cnn_model, x[0, 0, 0], y)
+
+
+def test_low_precision_logits_that_round_to_a_sum_of_one_are_not_called_probabilities():
+    """Reproducer (registry property test, PGD, bfloat16, one row, 4 classes): logits 0.4414, 0.1006,
+    0.3613, 0.0962 sum to 0.9995, which bfloat16 rounds to 1.0; they were refused as probabilities."""
+    from advlab._checks import check_logits
+
+    row = torch.tensor([[0.4414, 0.1006, 0.3613, 0.0962]], dtype=torch.bfloat16)
+    check_logits(row, torch.tensor([3]), None)  # no error
+    probs = torch.softmax(torch.randn(8, 4), dim=1)
+    with pytest.raises(ValueError, match="appears to return probabilities"):
+        check_logits(probs, torch.zeros(8, dtype=torch.long), None)
+    with pytest.raises(ValueError, match="appears to return probabilities"):
+        check_logits(probs.to(torch.bfloat16), torch.zeros(8, dtype=torch.long), None)
