@@ -70,7 +70,8 @@ _MEASURE_KEYS = {
     # the seeds' studies that are not an attack grid (advlab.runs.study_cells)
     "study": {"kind", "study", "models", "data", "eps", "seeds", "steps", "batch_size", "gaas_eps", "max_directions",
               "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture", "epochs", "limit",
-              "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs", "projected_n", "query_budget"},
+              "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs", "projected_n", "query_budget",
+              "maps"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
@@ -559,6 +560,7 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
         eps = _eps_list(m.get("eps"), where, tname, i)
         extra = {"steps": _int(m.get("steps", 10), where, tname, "steps", index=i)}
         if study == "noise":
+            extra["maps"] = _int(m.get("maps", 3), where, tname, "maps", minimum=0, index=i)  # cross-sections stored
             extra["gaas_eps"] = _float(m.get("gaas_eps", 2.0), where, tname, "gaas_eps", i)
             extra["max_directions"] = _int(m.get("max_directions", 64), where, tname, "max_directions", index=i)
         if study == "detector":
