@@ -474,11 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = _command(sub, "reproduce", help="reproduce the seeds' claims: specs run into a store, one report",
-                 description="Run the built-in specs of the seed documents' claims (MI-FGSM transfer, the decay "
-                             "factor, success vs eps, the eps list, FGSM-mix training, transfer across learning "
-                             "techniques, the panda figure) through the runs layer into one store, judge each "
-                             "claim from the stored rows (the statistical test named) and write one HTML page. "
-                             "Resumable: cells already in the store are reused.")
+                 description="Run the built-in specs of the seed documents' 21 claims (MI-FGSM's transfer, "
+                             "decay and iterations, ensembles, the eps list, adversarial training, distillation, "
+                             "detectors, universal perturbations and patches, substitutes, transfer across "
+                             "learning techniques, Fawzi et al.'s bounds, noise and the adversarial subspace, VAT, "
+                             "RBF networks, targeted attacks, the panda figure) through the runs layer into one "
+                             "store, judge each claim from the stored rows (the statistical test named) and write "
+                             "one HTML page. Resumable: cells already in the store are reused.")
     p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim keys or numbers (default: all); "
                    "`advlab reproduce --list` names them")
     size = p.add_mutually_exclusive_group()
