@@ -291,3 +291,43 @@ def test_claim_18_vat_that_does_not_help_is_not_reproduced(tmp_path):
                                    (cell.hash, label, i, int(ok)))
         f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
     assert f.verdict == NOT_REPRODUCED and "79.3% vs supervised only 80.0%" in f.summary
+
+
+def test_the_bounds_study_stores_theorem_2_on_projected_points(tmp_path):
+    """Claim 16's study with Theorem 2 (left out of the quick and tiny claims for its cost: every
+    query is projected onto the generator's range): the projected robustness of f̃ and r_in at each
+    projected point are outcome rows, and Theorem 2's r_unc(f̃) ≥ ½ r_in holds there."""
+    from advlab.runs.grid import run_spec
+
+    spec = parse_spec("""
+[data.d]
+name = "digits"
+n = 30
+[models.mlp]
+zoo = "mlp"
+data = "digits"
+epochs = 2
+[[measure]]
+kind = "study"
+study = "bounds"
+models = ["mlp"]
+data = "d"
+eps = [0.0]
+points = 4
+vae_epochs = 1
+projected_n = 1
+query_budget = 50
+""")
+    with Store(tmp_path / "b.db") as store:
+        assert run_spec(spec, store, progress=False, threads=1).status == "done"
+        cell = [c for c in spec.cells if c.kind == "study"][0]
+        ev = Evidence(store, spec.cells)
+        from advlab.reproduce.claims import _labelled
+
+        kept, found, r_p = _labelled(ev, cell, "r_unc_projected mlp", 0.0)
+        _, _, r_t = _labelled(ev, cell, "r_in_tight mlp", 0.0)
+        _, _, r_in = _labelled(ev, cell, "r_in mlp", 0.0)
+        assert r_p.shape == (1,) and r_in.shape == (4,)
+        use = kept & found
+        assert use.all() and (r_p[use] >= 0.5 * r_t[use] - 1e-6).all()
+        assert ev.metric(cell, "lipschitz", attack="bounds") > 0

@@ -962,7 +962,8 @@ def _spec_16(s: Setting) -> str:
             f"data = \"test\"\neps = [0.0]\npoints = {points}\nvae_epochs = {2 if s.mode == 'tiny' else 8}\n"
             # Theorem 2 projects every query of its attacks onto the generator's range (300 Adam steps
             # each): minutes per point and model, so the quick setting leaves it to --full
-            f"projected_n = {({'tiny': 4, 'quick': 0, 'full': 30})[s.mode]}\n"
+            f"projected_n = {30 if s.mode == 'full' else 0}\n"
+            f"query_budget = {200 if s.mode == 'tiny' else 1000}\n"
             + "seeds = [0]\n")
 
 
