@@ -190,3 +190,16 @@ def test_a_low_precision_linf_random_start_lies_inside_the_ball():
         tm = ThreatModel(norm="linf", eps=0.011389182894266521)
         start = tm.random_start(x, generator=g)
         assert start.dtype == dtype and bool(tm.contains(start, x).all())
+
+
+def test_an_empty_batch_is_measured_and_contained():
+    """Reproducer (fault injection, evaluate --strong killed then rerun): resuming a cascade checked
+    the stored examples of the broken points, none in a batch, and _flat's reshape(0, -1) raised."""
+    import torch
+
+    from advlab.threat import ThreatModel
+
+    t = ThreatModel(norm="linf", eps=0.1)
+    empty = torch.zeros(0, 1, 8, 8)
+    assert t.contains(empty, empty).shape == (0,)
+    assert t.norm_of(empty).shape == (0,)

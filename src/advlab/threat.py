@@ -65,7 +65,9 @@ def canonical_norm(norm: str | float, *, allow_l0: bool = False) -> str:
 
 
 def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)
+    """``(B, ...)`` as ``(B, D)``; an empty batch too (``reshape(0, -1)`` is ambiguous: a cascade
+    resumed with no broken point in a batch checked an empty selection)."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
 def per_sample(v: Tensor, like: Tensor) -> Tensor:
