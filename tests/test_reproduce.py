@@ -64,13 +64,14 @@ def test_every_claims_spec_expands_at_every_size(mode):
     for c in CLAIMS.values():
         spec = parse_spec(c.spec(SETTINGS[mode]))
         assert spec.cells, c.key
-    # claims share their models: the same model (architecture, recipe, training images) is one train cell
+    # claims share their models: the same model (architecture, options, recipe, training images) is one train cell
     trains = {}
     for c in CLAIMS.values():
         for cell in parse_spec(c.spec(SETTINGS[mode])).cells:
             if cell.kind == "train":
-                trains.setdefault((cell.config["architecture"], cell.config["recipe"]["name"], cell.config["limit"]),
-                                  set()).add(cell.hash)
+                key = (cell.config["architecture"], cell.config["recipe"]["name"], cell.config["limit"],
+                       str(cell.config.get("options")))
+                trains.setdefault(key, set()).add(cell.hash)
     assert all(len(h) == 1 for h in trains.values()), trains
 
 
@@ -331,3 +332,155 @@ query_budget = 50
         use = kept & found
         assert use.all() and (r_p[use] >= 0.5 * r_t[use] - 1e-6).all()
         assert ev.metric(cell, "lipschitz", attack="bounds") > 0
+
+
+def _study_rows(db, cell, label: str, correct, success, norm) -> None:
+    for i, (cc, s, v) in enumerate(zip(correct, success, norm)):
+        db.execute("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                   (cell.hash, label, 0.0 if label.split()[0] in ("clean", "noise") or label.startswith(("latent", "r_", "joint"))
+                    else float(cell.config["eps"][-1]), i, int(cc), int(s), None if v is None else float(v)))
+
+
+@pytest.mark.parametrize("case, expect, why", [
+    ("holds", REPRODUCED, ""),
+    ("confident", NOT_REPRODUCED, "its units are not significantly lower on the examples that fool it"),
+    ("not robust", NOT_REPRODUCED, "it is not significantly more robust under PGD"),
+])
+def test_claim_19_verdict_reads_robustness_training_and_unit_confidence(tmp_path, case, expect, why):
+    """Goodfellow et al.'s reading: the shallow RBF more accurate under PGD, less accurate clean
+    (harder to train) and with low unit outputs on the examples that fool it; each failing part
+    makes the claim "not reproduced" and says which."""
+    c = claim("rbf")
+    spec = parse_spec(c.spec(TINY))
+    n = 200
+    clean = {"linear": 190, "rbf0": 150, "mlp": 190, "rbfovr": 185}
+    robust = {"linear": 20, "rbf0": 20 if case == "not robust" else 90, "mlp": 30, "rbfovr": 25}
+
+    def outcomes(cell, eps):
+        if cell.kind != "robust":
+            return None
+        m = cell.config["model"]["name"]
+        correct = np.arange(n) < clean[m]
+        # success on correct points so that robust accuracy = robust[m] / n
+        success = correct & (np.arange(n) >= robust[m])
+        return correct, success
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, outcomes)
+        with store.transaction() as db:
+            for cell in spec.cells:
+                if cell.kind != "study":
+                    continue
+                m = cell.config["model"]["name"]
+                correct = np.arange(n) < clean[m]
+                fooled = correct & (np.arange(n) >= robust[m])
+                soft = np.full(n, 0.9)
+                _study_rows(db, cell, "clean", correct, ~correct, soft)
+                _study_rows(db, cell, "FGSM", correct, fooled, soft)
+                _study_rows(db, cell, "noise", np.zeros(n, bool), np.zeros(n, bool), soft)
+                if m.startswith("rbf"):
+                    u_clean = np.full(n, 0.6)
+                    u_adv = np.full(n, 0.7 if case == "confident" else 0.012)
+                    _study_rows(db, cell, "clean unit", correct, ~correct, u_clean)
+                    _study_rows(db, cell, "FGSM unit", correct, fooled, u_adv)
+                    _study_rows(db, cell, "noise unit", np.zeros(n, bool), np.zeros(n, bool), np.full(n, 1e-3))
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == expect, f.summary
+    assert why in f.summary
+    assert "clean 75.0% vs 95.0%" in f.summary  # the shallow pair's clean accuracy, from the store
+    if case == "holds":
+        assert "units 1.2% on fooling FGSM examples vs 60.0% clean" in f.summary
+    rbf_row = [r for r in f.table if r["model"].startswith("RBF network (shallow")][0]
+    assert rbf_row["PGD-20"] == _pct(robust["rbf0"] / n)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+@pytest.mark.parametrize("joint, expect", [(0.3, REPRODUCED), (math.inf, NOT_REPRODUCED)])
+def test_claim_16_theorem_3_below_its_bound_is_not_reproduced(tmp_path, joint, expect):
+    """Theorem 3's bound 1 − √(π/2)e^{−(η/L)²/2} − 2δ is a lower bound on the joint-fooling rate:
+    a store whose pairs are never fooled together (no joint perturbation found), with δ = 0 and
+    L = 1, contradicts it at every radius where the bound is positive."""
+    c = claim("bounds")
+    spec = parse_spec(c.spec(TINY))
+    cell = [x for x in spec.cells if x.kind == "study"][0]
+    names = [r["name"] for r in cell.config["models"]]
+    n = 50
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, lambda cc, e: None)
+        with store.transaction() as db:
+            metrics = [("bounds", "lipschitz", 1.0), ("bounds", "median_bound_r_in", 1.355)]
+            metrics += [(m, "classwise_bound_r_in", 1.4) for m in names]
+            for a, b in cell.config["transfer_pairs"]:
+                metrics += [(f"joint {a} & {b}", "delta", 0.0), (f"joint {a} & {b}", "f_transfers", 0.5),
+                            (f"joint {a} & {b}", "delta_samples", 1000)]
+                v = np.full(n, joint)
+                _study_rows(db, cell, f"joint {a} & {b}", np.ones(n, bool), np.isfinite(v), np.where(np.isfinite(v), v, np.nan))
+            for attack, name, value in metrics:
+                db.execute("INSERT OR REPLACE INTO metrics VALUES (?, ?, NULL, ?, ?)", (cell.hash, attack, name, value))
+            for m in names:
+                for q, v in (("latent", 0.2), ("r_in", 0.5), ("r_unc", 0.1)):
+                    _study_rows(db, cell, f"{q} {m}", np.ones(n, bool), np.ones(n, bool), np.full(n, v))
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == expect, f.summary
+    thm3 = [line for line in f.ours if line.startswith("Theorem 3")][0]
+    assert "mlp & lenet: δ = 0.000" in thm3
+    if expect == REPRODUCED:
+        assert "never significantly below it" in thm3 and "measured ≥ the bound at 40 of 40 radii" in thm3
+    else:
+        assert "significantly below it at η = " in thm3
+    assert any(p.name == "claim16_theorem3.png" and p.is_file() for _, p in f.figures)
+
+
+def test_the_confidence_study_stores_softmax_and_unit_outputs_per_point(tmp_path):
+    """Claim 19's study on digits: per point the softmax confidence for every model and the RBF
+    units (exp(logit)) only for a model that has them; FGSM's fooled points are clean-correct ones;
+    the noise rows are as many as the test points."""
+    from advlab.runs.grid import run_spec
+    from advlab.reproduce.claims import _labelled
+
+    spec = parse_spec("""
+[data.d]
+name = "digits"
+n = 30
+[models.lin]
+zoo = "mlp"
+hidden = []
+data = "digits"
+epochs = 2
+[models.rbf]
+zoo = "rbf"
+hidden = []
+recipe = "ovr"
+data = "digits"
+epochs = 2
+lr = 0.01
+[[measure]]
+kind = "study"
+study = "confidence"
+models = ["lin", "rbf"]
+data = "d"
+eps = [0.1]
+""")
+    with Store(tmp_path / "c.db") as store:
+        assert run_spec(spec, store, progress=False, threads=1).status == "done"
+        ev = Evidence(store, spec.cells)
+        cells = {c.config["model"]["name"]: c for c in spec.cells if c.kind == "study"}
+        for name, cell in cells.items():
+            correct, wrong, soft = _labelled(ev, cell, "clean", 0.0)
+            _, fooled, soft_adv = _labelled(ev, cell, "FGSM", 0.1)
+            noise_correct, _, soft_noise = _labelled(ev, cell, "noise", 0.0)
+            assert correct.size == 30 and (wrong == ~correct).all() and not (fooled & ~correct).any()
+            assert ((soft > 0.1) & (soft <= 1)).all() and soft_noise.size == 30 and not noise_correct.any()
+            if name == "rbf":
+                _, _, units = _labelled(ev, cell, "clean unit", 0.0)
+                assert ((units >= 0) & (units <= 1)).all() and (units <= soft + 1e-9).any()
+                assert ev.metric(cell, "mean_unit_where_wrong", 0.1, "FGSM") >= 0
+            else:
+                with pytest.raises(Exception, match="no clean unit outcomes"):
+                    _labelled(ev, cell, "clean unit", 0.0)
+        # the RBF trained with the one-vs-rest recipe, its card says so
+        rbf_train = [c for c in spec.cells if c.kind == "train" and c.label == "rbf"][0]
+        assert rbf_train.config["recipe"]["name"] == "ovr" and rbf_train.config["options"] == {"hidden": []}

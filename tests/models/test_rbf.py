@@ -127,3 +127,30 @@ def test_bad_arguments(kwargs, message) -> None:
     if "hidden" in kwargs:
         with pytest.raises(ValueError, match=message):
             MLP(in_shape=(1, 8, 8), num_classes=10, **kwargs)
+
+
+def test_one_vs_rest_recipe_is_the_units_binary_likelihood_and_refuses_positive_logits() -> None:
+    """The recipe reads exp(logit_k) as p(y = k | x): −Σ_k [1{y=k} log p_k + 1{y≠k} log(1 − p_k)]."""
+    from advlab.defenses import OneVsRest, train
+    from advlab.runs.defend import build_recipe
+
+    model = RBFNet(in_shape=(1, 8, 8), num_classes=3, hidden=()).train()
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    loss, logs = OneVsRest().batch_loss(model, x, y, generator=torch.Generator())
+    p = model(x).exp().detach()
+    onehot = F.one_hot(y, 3).bool()
+    expected = -(torch.where(onehot, p.log(), (1 - p).log())).sum(1).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-5)
+    assert set(logs) == {"loss", "acc"} and isinstance(build_recipe("ovr", eps=0.0), OneVsRest)
+    with pytest.raises(ValueError, match="reads each logit as log p_k <= 0 .* use the rbf architecture"):
+        OneVsRest().batch_loss(MLP(in_shape=(1, 8, 8), num_classes=3, hidden=()).train(), x, y,
+                               generator=torch.Generator())
+    # it trains: the units rise on their own class
+    ds = load_digits_dataset(split="train")
+    net = build_seeded("rbf", in_shape=(1, 8, 8), num_classes=10, seed=0, hidden=())
+    with torch.no_grad():
+        before = net.eval().unit_outputs(ds.x[:200]).gather(1, ds.y[:200, None]).mean()
+    train(net, OneVsRest(), ds.x, ds.y, epochs=3, batch_size=64, lr=1e-2, seed=0, progress=False)
+    with torch.no_grad():
+        after = net.eval().unit_outputs(ds.x[:200]).gather(1, ds.y[:200, None]).mean()
+    assert float(after) > float(before) + 0.1 and accuracy(net, ds.x[:200], ds.y[:200]) > 0.8

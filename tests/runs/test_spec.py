@@ -106,6 +106,7 @@ def _line_of(text: str, needle: str) -> int:
     ('{ name = "pgd", steps = 5 }', '{ name = "pgd", stepz = 5 }', "attack option 'stepz' is not known"),
     ('{ name = "pgd", steps = 5 }', '{ name = "fgsm", steps = 5 }', "fgsm does not take steps"),
     ('recipe = "pgd"', 'recipe = "pgdd"', "unknown recipe 'pgdd'"),
+    ('recipe = "pgd"', 'recipe = "pgd"\nhidden = [16]', "architecture 'small-cnn' takes no hidden widths"),
 ])
 def test_a_bad_spec_is_refused_naming_the_key_the_line_and_the_choices(tmp_path, old, new, message):
     assert old in GOOD
@@ -202,3 +203,25 @@ eps = [0.1]
     got = {c.config["attack"]["name"]: c.config["attack"] for c in spec.cells if c.kind == "transfer"}
     assert got["fgsm"] == {"name": "fgsm"}
     assert got["mifgsm"]["early_stop"] is False and got["ifgsm"]["early_stop"] is True
+
+
+def test_hidden_widths_and_theorem_3_pairs_are_checked_and_keep_the_old_hashes():
+    """``hidden = [...]`` builds the zoo architecture with those widths (a new model, a new hash);
+    leaving it out keeps the hashes of the cells made before the key existed. Likewise a bounds
+    study's ``transfer_pairs`` (Theorem 3)."""
+    mlp = GOOD.replace('zoo = "small-cnn"\ndata = "digits"\nepochs = 1\n\n', 'zoo = "mlp"\ndata = "digits"\nepochs = 1\n\n', 1)
+    plain = {c.label: c for c in parse_spec(mlp).cells}
+    wide = {c.label: c for c in parse_spec(mlp.replace('zoo = "mlp"\n', 'zoo = "mlp"\nhidden = []\n', 1)).cells}
+    assert "options" not in plain["cnn"].config and wide["cnn"].config["options"] == {"hidden": []}
+    assert plain["cnn"].hash != wide["cnn"].hash and plain["pgd"].hash == wide["pgd"].hash
+    for bad in ("[0]", "[16.5]", '"16"', "[true]"):
+        with pytest.raises(SpecError, match="hidden must be a list of positive layer widths"):
+            parse_spec(mlp.replace('zoo = "mlp"\n', f'zoo = "mlp"\nhidden = {bad}\n', 1))
+    bounds = GOOD + '\n[[measure]]\nkind = "study"\nstudy = "bounds"\nmodels = ["cnn", "pgd"]\ndata = "digits"\neps = [0.0]\n'
+    before = [c for c in parse_spec(bounds).cells if c.kind == "study"][0]
+    pairs = [c for c in parse_spec(bounds + 'transfer_pairs = [["cnn", "pgd"]]\n').cells if c.kind == "study"][0]
+    assert "transfer_pairs" not in before.config and pairs.config["transfer_pairs"] == [["cnn", "pgd"]]
+    assert before.hash != pairs.hash
+    for bad in ('[["cnn", "cnn"]]', '[["cnn", "mlp"]]', '[["cnn"]]', '"cnn"'):
+        with pytest.raises(SpecError, match="transfer_pairs must be a list of pairs of two different names"):
+            parse_spec(bounds + f"transfer_pairs = {bad}\n")

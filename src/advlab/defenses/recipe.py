@@ -84,6 +84,37 @@ class Standard:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OneVsRest:
+    """The RBF network's own likelihood (Goodfellow, Shlens & Szegedy, ICLR 2015, Sec. 7): each unit
+    output ``p_k(x) = exp(logit_k(x))`` in ``(0, 1]`` is read as a binary classifier of ``y = k``,
+
+        L = −Σ_k [ 1{y = k} log p_k + 1{y ≠ k} log(1 − p_k) ]   (batch mean),
+
+    so a unit's output is a confidence that fades to 0 away from its centre (cross-entropy on the
+    softmax is invariant to a shift of all logits and leaves that level free). Needs logits ``<= 0``
+    (:class:`advlab.models.RBFNet`); anything else is refused with a clear error.
+    """
+
+    name: ClassVar[str] = "ovr"
+
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator,
+                   x_unlabelled: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        logits = model(x)
+        if bool((logits.detach() > 0).any()):
+            raise ValueError("the one-vs-rest recipe reads each logit as log p_k <= 0 (an RBF unit); this model "
+                             f"returned a logit of {float(logits.detach().max()):.3g} > 0: train it with the "
+                             "standard recipe, or use the rbf architecture")
+        onehot = F.one_hot(y, logits.shape[1]).bool()
+        log_not = torch.log(-torch.expm1(logits.clamp(max=-1e-6)))  # log(1 − e^l), stable for l ≤ 0
+        loss = -torch.where(onehot, logits, log_not).sum(1).mean()
+        return loss, {"loss": float(loss.detach()),
+                      "acc": float((logits.detach().argmax(1) == y).float().mean())}
+
+    def card(self) -> dict[str, Any]:
+        return recipe_card(self)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GaussianNoise:
     """Training under Gaussian noise, the base classifier of randomized smoothing (Cohen et al.
     2019, Sec. 3.3): ``L = CE(f(x + σ·ε), y)``, ``ε ~ N(0, I)`` drawn from the trainer's generator.

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from advlab.reproduce.stats import Paired, compare, wilson
+from advlab.reproduce.stats import Paired, compare, sign_test, wilson
 
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 
@@ -485,36 +485,96 @@ def _judge_3(ev: Evidence, s: Setting, out: Path) -> Finding:
 # --- claim 19: RBF networks resist adversarial examples but are hard to train ---------------------
 
 def _spec_19(s: Setting) -> str:
-    return (_data(s) + _model("mlp", s) + _model("rbf", s, arch="rbf") +
-            "[[measure]]\nkind = \"robust\"\nmodels = [\"mlp\", \"rbf\"]\ndata = \"test\"\n"
-            f"attacks = [\"fgsm\", {{ name = \"pgd\", steps = 20 }}]\neps = [{s.eps / 2}, {s.eps}]\n{_seeds(s)}\n")
+    # Goodfellow et al.'s network is the shallow RBF on the pixels; the seed speaks of deep ones: both
+    # pairs, each against the same-size network with a linear output layer (softmax regression for the
+    # shallow one), the RBF nets trained with their one-vs-rest unit likelihood (bench/RBF.md)
+    return (_data(s) + _model("linear", s, arch="mlp", hidden=[]) +
+            _model("rbf0", s, arch="rbf", recipe="ovr", hidden=[]) + _model("mlp", s) +
+            _model("rbfovr", s, arch="rbf", recipe="ovr") +
+            "[[measure]]\nkind = \"robust\"\nmodels = [\"linear\", \"rbf0\", \"mlp\", \"rbfovr\"]\ndata = \"test\"\n"
+            f"attacks = [\"fgsm\", {{ name = \"pgd\", steps = 20 }}]\neps = [{s.eps / 2}, {s.eps}]\n{_seeds(s)}\n\n"
+            "[[measure]]\nkind = \"study\"\nstudy = \"confidence\"\nmodels = [\"linear\", \"rbf0\", \"mlp\", \"rbfovr\"]\n"
+            f"data = \"test\"\neps = [{s.eps}]\nseeds = [0]\n")
+
+
+def _ptext(p: float) -> str:
+    return "< 1e-4" if p < 1e-4 else f"= {p:.2g}"
+
+
+PAIRS_19 = {"shallow": ("rbf0", "linear", "softmax regression"), "deep": ("rbfovr", "mlp", "ReLU MLP")}
 
 
 def _judge_19(ev: Evidence, s: Setting, out: Path) -> Finding:
-    res = {}
-    for m in ("mlp", "rbf"):
+    res: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for m in ("linear", "rbf0", "mlp", "rbfovr"):
         for a in ("fgsm", "pgd"):
             correct, success = ev.outcomes(ev.cell("robust", model=m, attack={"name": a}), s.eps)
             res[(m, a)] = (correct, correct & ~success)
-    clean = compare(res[("rbf", "pgd")][0], res[("mlp", "pgd")][0])
-    robust = compare(res[("rbf", "pgd")][1], res[("mlp", "pgd")][1])
-    fgsm = compare(res[("rbf", "fgsm")][1], res[("mlp", "fgsm")][1])
-    ok = robust.greater() and clean.lower()
-    why = [w for w, bad in (("the RBF network is not significantly more robust under PGD", not robust.greater()),
+    conf = {c.config["model"]["name"]: c for c in _study_cells(ev, "confidence")}
+    found: dict[str, dict[str, Any]] = {}
+    table = []
+    for pair, (rbf, base, base_name) in PAIRS_19.items():
+        clean = compare(res[(rbf, "pgd")][0], res[(base, "pgd")][0])
+        robust = compare(res[(rbf, "pgd")][1], res[(base, "pgd")][1])
+        fgsm = compare(res[(rbf, "fgsm")][1], res[(base, "fgsm")][1])
+        # the paper's confidence reading: the RBF units on the FGSM examples that fooled it, against
+        # the same points' clean units (per point: lower or higher; exact sign test)
+        c_rbf, c_base = conf[rbf], conf[base]
+        correct, fooled, u_adv = _labelled(ev, c_rbf, "FGSM unit", s.eps)
+        _, _, u_clean = _labelled(ev, c_rbf, "clean unit", 0.0)
+        lower, higher = int((fooled & (u_adv < u_clean)).sum()), int((fooled & (u_adv > u_clean)).sum())
+        p_units = sign_test(lower, higher)
+        units_low = lower > higher and p_units < 0.05
+        _, b_fooled, b_soft = _labelled(ev, c_base, "FGSM", s.eps)
+        _, _, u_noise = _labelled(ev, c_rbf, "noise unit", 0.0)
+        mean = lambda v, m: float(np.mean(v[m])) if m.any() else math.nan  # noqa: E731
+        found[pair] = dict(clean=clean, robust=robust, fgsm=fgsm, lower=lower, higher=higher, p=p_units,
+                           units_low=units_low, unit_adv=mean(u_adv, fooled), unit_clean=mean(u_clean, correct),
+                           unit_noise=float(np.mean(u_noise)), base_soft=mean(b_soft, b_fooled),
+                           ok=robust.greater() and clean.lower() and units_low, base_name=base_name)
+        for m, name in ((base, base_name), (rbf, f"RBF network ({pair}, one-vs-rest)")):
+            row = {"model": name, "clean": _pct(float(res[(m, 'pgd')][0].mean())),
+                   "FGSM": _pct(float(res[(m, 'fgsm')][1].mean())), "PGD-20": _pct(float(res[(m, 'pgd')][1].mean()))}
+            if m == rbf:
+                row["unit output: clean / FGSM where fooled / noise"] = (
+                    f"{_pct(found[pair]['unit_clean'])} / {_pct(found[pair]['unit_adv'])} / "
+                    f"{_pct(found[pair]['unit_noise'])}")
+            else:
+                row["unit output: clean / FGSM where fooled / noise"] = (
+                    f"softmax where fooled {_pct(found[pair]['base_soft'])}")
+            table.append(row)
+    sh, dp = found["shallow"], found["deep"]
+    ok = sh["ok"]
+    why = [w for w, bad in (("it is not significantly more robust under PGD", not sh["robust"].greater()),
                             ("its clean accuracy is not significantly lower (not 'hard to train' here)",
-                             not clean.lower())) if bad]
+                             not sh["clean"].lower()),
+                            ("its units are not significantly lower on the examples that fool it",
+                             not sh["units_low"])) if bad]
+
+    def line(pair: str, f: dict[str, Any]) -> str:
+        return (f"{pair} RBF: PGD-20 {_pct(f['robust'].a)} vs {_pct(f['robust'].b)} ({f['base_name']}), clean "
+                f"{_pct(f['clean'].a)} vs {_pct(f['clean'].b)}, units {_pct(f['unit_adv'])} on fooling FGSM examples "
+                f"vs {_pct(f['unit_clean'])} clean")
+
     return Finding(
         REPRODUCED if ok else NOT_REPRODUCED,
-        f"under PGD-20 at ε = {s.eps:g}: RBF {_pct(robust.a)} vs ReLU MLP {_pct(robust.b)}; clean {_pct(clean.a)} vs "
-        f"{_pct(clean.b)} after {s.epochs} epoch(s)" + ("" if ok else "; " + "; ".join(why)),
-        ours=[f"Accuracy under PGD-20 at ε = {s.eps:g}: {robust.text('RBF', 'MLP')}.",
-              f"Under FGSM: {fgsm.text('RBF', 'MLP')}.",
-              f"Clean accuracy after the same {s.epochs} epoch(s): {clean.text('RBF', 'MLP')}."],
-        test="exact sign tests on per-point correctness: reproduced if the RBF network is significantly more "
-             "accurate under PGD and significantly less accurate clean after the same training (harder to train)",
-        table=[{"model": name, "clean": _pct(float(res[(m, 'pgd')][0].mean())),
-                "FGSM": _pct(float(res[(m, 'fgsm')][1].mean())), "PGD-20": _pct(float(res[(m, 'pgd')][1].mean()))}
-               for m, name in (("mlp", "ReLU MLP"), ("rbf", "RBF network"))])
+        f"at ε = {s.eps:g}: " + line("shallow", sh) + "; " + line("deep", dp)
+        + ("" if ok else "; the shallow RBF (the paper's network): " + "; ".join(why))
+        + ("" if dp["ok"] else "; the deep pair does not show it" + (" (it is less robust)" if dp["robust"].lower()
+                                                                      else "")),
+        ours=[f"{pair}: PGD-20 {f['robust'].text('RBF', f['base_name'])}; FGSM {f['fgsm'].text('RBF', f['base_name'])}; "
+              f"clean {f['clean'].text('RBF', f['base_name'])}; RBF units lower on {f['lower']} and higher on "
+              f"{f['higher']} of the points FGSM fooled (sign test p {_ptext(f['p'])})."
+              for pair, f in found.items()]
+             + ["Goodfellow et al. read a unit's output exp(logit_k) as the RBF's confidence (1.2% on its mistaken "
+                "adversarial examples, 60.6% on clean ones, MNIST); the RBF nets here are trained with that "
+                "one-vs-rest unit likelihood, so the reading applies (bench/RBF.md: under softmax cross-entropy "
+                "the units' level is free and they are not more robust)."],
+        test="on the shallow RBF network (the paper's): exact sign tests on per-point correctness, significantly "
+             "more accurate under PGD-20 and significantly less accurate clean after the same training (harder to "
+             "train) than softmax regression, and its unit output significantly lower on the FGSM examples that "
+             "fool it than on the same points clean; the deep pair is reported beside it",
+        table=table)
 
 
 # --- claim 4: success vs ε, white- and black-box --------------------------------------------------
@@ -964,6 +1024,8 @@ def _spec_16(s: Setting) -> str:
             # each): minutes per point and model, so the quick setting leaves it to --full
             f"projected_n = {30 if s.mode == 'full' else 0}\n"
             f"query_budget = {200 if s.mode == 'tiny' else 1000}\n"
+            # Theorem 3 on three pairs: neighbouring architectures, and a model and its PGD-trained twin
+            'transfer_pairs = [["mlp", "lenet"], ["lenet", "cnn"], ["cnn", "cnnpgd"]]\n'
             + "seeds = [0]\n")
 
 
@@ -1005,7 +1067,9 @@ def _judge_16(ev: Evidence, s: Setting, out: Path) -> Finding:
     for r in rows:
         hit = [t for t in thm2 if t[0] == r["model"]]
         r["Thm 2: r_unc(f̃) ≥ ½ r_in"] = f"{hit[0][1]}/{hit[0][2]}" if hit else "–"
-    ok = all(holds) and len(names) >= 4 and thm2_ok
+    thm3 = _theorem3(ev, c, lip)
+    thm3_ok = all(t["consistent"] for t in thm3)
+    ok = all(holds) and len(names) >= 4 and thm2_ok and thm3_ok
     fig = new_figure((6.0, 3.8))
     ax = fig.add_subplot()
     top = 2 * max(ev.metric(c, "median_bound_r_in", attack="bounds"), 1e-6)
@@ -1021,6 +1085,27 @@ def _judge_16(ev: Evidence, s: Setting, out: Path) -> Finding:
     ax.legend(fontsize=8)
     path = out / "claim16_bounds_cdf.png"
     save_png(fig, path)
+    figures = [("The CDF of the in-distribution robustness r_in per model beside Theorem 1's lower bound on it "
+                "(the seed's CDF figure; a VAE trained on the data is the generator).", path)]
+    if thm3:
+        fig = new_figure((6.0, 3.8))
+        ax = fig.add_subplot()
+        for k, t in enumerate(thm3):
+            colour = f"C{k}"
+            ax.plot(t["etas"], 100 * np.asarray(t["rates"]), "-o", color=colour, markersize=3,
+                    label=f"{t['pair']}: one v fools both")
+            ax.plot(t["etas"], 100 * np.asarray(t["bounds"]), "--", color=colour, label=f"bound (δ = {t['delta']:.3f})")
+        ax.set_xscale("log")
+        ax.set_xlabel("η (L2, log scale)")
+        ax.set_ylabel("% of points x = g(z)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path3 = out / "claim16_theorem3.png"
+        save_png(fig, path3)
+        figures.append(("Theorem 3 (transfer): the share of generated points where one generated perturbation of "
+                        "norm ≤ η changes both models' labels (solid; a lower estimate of the theorem's "
+                        "probability), beside the bound 1 − √(π/2)·exp(−(η/L)²/2) − 2δ (dashed).", path3))
     return Finding(
         REPRODUCED if ok else NOT_REPRODUCED,
         "median r_unc ≤ median r_in ≤ Theorem 1's bound on " + f"{sum(holds)} of {len(names)} models (" +
@@ -1030,13 +1115,54 @@ def _judge_16(ev: Evidence, s: Setting, out: Path) -> Finding:
               "minimum); Theorem 1 bounds the median of the true r_in.",
               "Theorem 2 (the classifier composed with the projection onto the generator's range): "
               + ("; ".join(f"{n}: r_unc(f̃) ≥ ½ r_in at {k} of {m} points (median ratio {q:.2f})" for n, k, m, q in thm2)
-                 if thm2 else "not measured in this setting (it is in --full and in the tests' tiny one)") + "."],
+                 if thm2 else "not measured in this setting (it is in --full and in the tests' tiny one)") + ".",
+              "Theorem 3 (one perturbation fools both models of a pair): "
+              + ("; ".join(t["text"] for t in thm3) if thm3 else "not measured in this setting") + "."],
         test="reproduced if, for every model (three architectures and a PGD-trained one), the median unconstrained "
-             "robustness ≤ the median in-distribution robustness ≤ Theorem 1's class-wise median bound, and, where "
-             "measured, Theorem 2's r_unc(f̃) ≥ ½ r_in holds at every projected point",
-        figures=[("The CDF of the in-distribution robustness r_in per model beside Theorem 1's lower bound on it "
-                  "(the seed's CDF figure; a VAE trained on the data is the generator).", path)],
+             "robustness ≤ the median in-distribution robustness ≤ Theorem 1's class-wise median bound; where "
+             "measured, Theorem 2's r_unc(f̃) ≥ ½ r_in holds at every projected point, and Theorem 3's bound is "
+             "not above the Wilson 95% interval of the measured joint-fooling rate at any η",
+        figures=figures,
         table=rows)
+
+
+def _theorem3(ev: Evidence, c: Any, lip: float) -> list[dict[str, Any]]:
+    """Theorem 3 per stored pair of a bounds cell: the joint-fooling rate at 40 radii (geometric) up
+    to twice Theorem 1's median bound, its Wilson 95% interval, and the bound ``1 − √(π/2)e^{−(η/L)²/2} − 2δ``."""
+    from advlab.evaluation.theory.bounds import median_upper_bound, transfer_bound
+
+    out = []
+    for a, b in c.config.get("transfer_pairs", []):
+        pair = f"{a} & {b}"
+        delta = ev.metric(c, "delta", attack=f"joint {pair}")
+        _, found, v = _labelled(ev, c, f"joint {pair}", 0.0)
+        v = np.where(found, v, np.inf)
+        top = 2 * median_upper_bound(lip)
+        etas = np.geomspace(top / 1000, top, 40)  # from where the measured joint radii lie to the bound's
+        rates, bounds, lows, highs = [], [], [], []
+        for e in etas:
+            k = int((v <= e).sum())
+            lo, hi = wilson(k, v.size)
+            rates.append(k / v.size)
+            lows.append(lo)
+            highs.append(hi)
+            bounds.append(float(transfer_bound(float(e), lip, delta=delta)))
+        consistent = all(h >= bd - 1e-12 for h, bd in zip(highs, bounds))
+        informative = [i for i, bd in enumerate(bounds) if bd > 0]
+        if informative:
+            i = informative[0]
+            where = (f"the bound is positive from η = {etas[i]:.2f} ({100 * bounds[i]:.1f}%, measured "
+                     f"{100 * rates[i]:.1f}%) to η = {etas[-1]:.2f} ({100 * bounds[-1]:.1f}%, measured "
+                     f"{100 * rates[-1]:.1f}%)")
+        else:
+            where = f"the bound is 0 at every η up to {etas[-1]:.2f} (2δ = {2 * delta:.2f} outweighs it)"
+        out.append({"pair": pair, "delta": delta, "etas": etas.tolist(), "rates": rates, "bounds": bounds,
+                    "consistent": consistent, "median": float(np.median(v)),
+                    "text": f"{pair}: δ = {delta:.3f}, median joint radius {float(np.median(v)):.3f}; {where}; measured ≥ the bound at "
+                            f"{sum(r >= bd for r, bd in zip(rates, bounds))} of {len(etas)} radii, "
+                            + ("never significantly below it" if consistent else "significantly below it at "
+                               + ", ".join(f"η = {e:.2f}" for e, h, bd in zip(etas, highs, bounds) if h < bd))})
+    return out
 
 
 # --- claim 17: random noise rarely changes the class; the adversarial subspace is many-dimensional ---
@@ -1467,10 +1593,13 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in (
           "Papernot, McDaniel & Goodfellow 2016 (as the CS231n review quotes it): examples crafted on logistic "
           "regression fool a decision tree 87.4% of the time (MNIST); the whole matrix transfers.",
           _spec_15, _judge_15),
-    Claim(16, "bounds", "003", "r_unc ≤ r_in ≤ the bound (Fawzi et al. 2018, Theorem 1)",
+    Claim(16, "bounds", "003", "r_unc ≤ r_in ≤ the bound (Fawzi et al. 2018, Theorems 1–3)",
           "Fawzi, Fawzi & Fawzi 2018 (the seed review's SVHN/CIFAR tables): for every classifier the unconstrained "
           "robustness is below the in-distribution robustness, which is below the bound given by the generator's "
-          "Lipschitz constant; adversarial training raises both toward it.", _spec_16, _judge_16),
+          "Lipschitz constant; adversarial training raises both toward it. Theorem 2: the classifier composed "
+          "with the projection onto the generator's range has r_unc ≥ ½ r_in. Theorem 3: two classifiers that "
+          "disagree on generated data with probability δ share a perturbation of norm ≤ η that fools both with "
+          "probability ≥ 1 − √(π/2)·exp(−(η/L)²/2) − 2δ.", _spec_16, _judge_16),
     Claim(17, "noise", "002", "Random noise rarely changes the class; the adversarial subspace has many dimensions",
           "The CS231n review: noise of the same size seldom changes the class while an adversarial direction "
           "does; adversarial examples span a subspace of ≈ 25 dimensions on MNIST (Tramèr et al. 2017).",
@@ -1479,8 +1608,11 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in (
           "Miyato et al. 2018 (the CS231n review): VAT uses unlabelled data, reaching 1.36% error on MNIST with 100 "
           "labels where supervised training alone stays far higher.", _spec_18, _judge_18),
     Claim(19, "rbf", "002", "RBF networks resist adversarial examples but are hard to train",
-          "Goodfellow et al. 2015 (as the CS231n review recounts): RBF networks are highly non-linear and "
-          "resist adversarial examples, but are hard to train.", _spec_19, _judge_19),
+          "The CS231n review: deep RBF networks are hard to train, but trained they resist adversarial examples; "
+          "highly non-linear, with wide flat regions, a small change of the input hardly raises their loss. "
+          "Goodfellow et al. 2015 (Sec. 7) measured a shallow RBF network on MNIST under FGSM at ε = 0.25: "
+          "55.4% error, with 1.2% confidence on its mistakes (60.6% on clean examples), against softmax "
+          "regression's 99.9% error at 79.3% confidence.", _spec_19, _judge_19),
     Claim(20, "targeted", "002", "Adversarially trained models still fall to targeted attacks toward every class",
           "The CS231n review's CIFAR-10 figure: an adversarially trained model's truck image is turned into each of "
           "the other classes by a targeted attack.", _spec_20, _judge_20),

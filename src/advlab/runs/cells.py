@@ -106,11 +106,12 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
     dev = resolve_device(device)
     r = dict(config["recipe"])
     name = r.pop("name")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.get("options", {}).items()}
     if name == "distill":  # two stages, teacher then student, both at temperature T
         from advlab.defenses import distill
 
         result = distill(lambda s: build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
-                                                num_classes=train_set.num_classes, seed=s).to(dev),
+                                                num_classes=train_set.num_classes, seed=s, **options).to(dev),
                          train_set.x.to(dev), train_set.y.to(dev), temperature=r["temperature"],
                          epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
                          lr_schedule=config["lr_schedule"], seed=config["seed"], progress=progress,
@@ -125,7 +126,7 @@ def _train(config: Mapping[str, Any], *, cell_hash: str, files: Path, data_dir: 
             recipe = build_recipe(name, eps=r.get("eps", 0.1), steps=r.get("steps"), alpha=r.get("alpha", 0.5),
                                   beta=r.get("beta", 6.0), vat_eps=r.get("vat_eps", 2.0), sigma=r.get("sigma", 0.25))
         model = build_seeded(config["architecture"], in_shape=tuple(train_set.input_shape),
-                             num_classes=train_set.num_classes, seed=config["seed"]).to(dev)
+                             num_classes=train_set.num_classes, seed=config["seed"], **options).to(dev)
         history = train(model, recipe, train_set.x.to(dev), train_set.y.to(dev), epochs=config["epochs"],
                         batch_size=config["batch_size"], lr=config["lr"], lr_schedule=config["lr_schedule"],
                         seed=config["seed"], progress=progress, checkpoint_dir=files / cell_hash / "state")

@@ -29,7 +29,7 @@ from advlab.models import build_seeded, load, load_card
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "ensemble", "distill", "vat", "ibp", "gaussian")
+RECIPES = ("standard", "fgsm-mix", "pgd", "fast", "trades", "ensemble", "distill", "vat", "ibp", "gaussian", "ovr")
 
 
 @dataclass
@@ -48,7 +48,8 @@ def build_recipe(name: str, *, eps: float, steps: int | None = None, alpha: floa
 
     ``ibp``: interval-bound training at L∞ ``eps`` (Gowal et al. 2018), certified by
     ``advlab certify --method ibp``; ``gaussian``: training under N(0, ``sigma``²) noise, the base
-    classifier of randomized smoothing, certified by ``advlab certify --method smoothing``."""
+    classifier of randomized smoothing, certified by ``advlab certify --method smoothing``; ``ovr``:
+    an RBF network's one-vs-rest likelihood (:class:`~advlab.defenses.OneVsRest`)."""
     from advlab.defenses import Standard
     from advlab.defenses.adversarial import TRADES, EnsembleAdversarial, FastFGSM, FGSMMix, PGDTraining
     from advlab.defenses.vat import VAT
@@ -77,6 +78,10 @@ def build_recipe(name: str, *, eps: float, steps: int | None = None, alpha: floa
         from advlab.defenses import GaussianNoise
 
         return GaussianNoise(sigma=sigma)
+    if name == "ovr":
+        from advlab.defenses import OneVsRest
+
+        return OneVsRest()
     raise ValueError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
 
 

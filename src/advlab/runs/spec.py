@@ -53,7 +53,7 @@ MODEL_SOURCES = ("zoo", "checkpoint", "factory", "sklearn")
 
 _DATA_KEYS = {"name", "n", "data_dir"}
 _ZOO_KEYS = {"zoo", "data", "epochs", "seed", "lr", "batch_size", "limit", "recipe", "recipe_eps",
-             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma", "temperature", "k", "lam"}
+             "recipe_steps", "alpha", "beta", "vat_eps", "lr_schedule", "sigma", "temperature", "k", "lam", "hidden"}
 _CHECKPOINT_KEYS = {"checkpoint"}
 _SKLEARN_KEYS = {"sklearn", "trust"}
 _FACTORY_KEYS = {"factory", "weights", "input_shape", "bounds", "mean", "std", "classes"}
@@ -71,14 +71,14 @@ _MEASURE_KEYS = {
     "study": {"kind", "study", "models", "data", "eps", "seeds", "steps", "batch_size", "gaas_eps", "max_directions",
               "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture", "epochs", "limit",
               "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs", "projected_n", "query_budget",
-              "maps"},
+              "maps", "transfer_pairs"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
 _STUDY_KEYS = {"name", "description"}
 _ATTACK_OPTIONS = {"name", "steps", "step_size", "random_start", "restarts", "loss", "budget",
                    "targeted", "decay", "confidence", "lr", "n_target_classes", "early_stop",
                    "binary_search_steps", "c_init", "gamma", "theta", "saliency", "pixels"}
-RECIPES = ("standard", "fgsm-mix", "batch-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian", "distill")
+RECIPES = ("standard", "fgsm-mix", "batch-mix", "pgd", "fast", "trades", "vat", "ibp", "gaussian", "distill", "ovr")
 
 
 class SpecError(ValueError):
@@ -362,7 +362,7 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
             "lr_schedule": _str(m.get("lr_schedule", "constant"), where, tname, "lr_schedule"),
             "recipe": {"name": recipe,
                        **({"eps": _float(m.get("recipe_eps", 0.1), where, tname, "recipe_eps")}
-                          if recipe not in ("standard", "vat", "gaussian", "distill") else {}),
+                          if recipe not in ("standard", "vat", "gaussian", "distill", "ovr") else {}),
                        **({"steps": _int(m["recipe_steps"], where, tname, "recipe_steps")}
                           if "recipe_steps" in m else {}),
                        **({k: _float(m[k], where, tname, k) for k in ("alpha", "beta", "vat_eps", "sigma") if k in m}),
@@ -373,6 +373,17 @@ def _model(mname: str, m: dict[str, Any], datasets: dict[str, dict[str, Any]], w
                        **({"k": _int(m.get("k", 64), where, tname, "k"), "lam": _float(m.get("lam", 0.3), where, tname, "lam")}
                           if recipe == "batch-mix" else {})},
         }
+        if "hidden" in m:  # the architecture's hidden widths (absent: its defaults, and the old hashes)
+            from advlab.models.zoo import ARCHITECTURES
+
+            hidden = m["hidden"]
+            if "hidden" not in getattr(ARCHITECTURES[arch], "OPTIONS", ()):
+                raise SpecError(f"{where.at(tname, 'hidden')}: architecture {arch!r} takes no hidden widths")
+            if not isinstance(hidden, list) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                                   for w in hidden):
+                raise SpecError(f"{where.at(tname, 'hidden')}: hidden must be a list of positive layer widths "
+                                f"([] for none), got {hidden!r}")
+            config["options"] = {"hidden": [int(w) for w in hidden]}
         return Cell(kind="train", config=config, label=mname)
     if kind == "checkpoint":
         _known(m, _CHECKPOINT_KEYS, where, tname, f"[{tname}] (a checkpoint)")
@@ -591,6 +602,13 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                          projected_n=_int(m.get("projected_n", 0), where, tname, "projected_n", minimum=0, index=i),
                          query_budget=_int(m.get("query_budget", 1000), where, tname, "query_budget", index=i),
                          limit=_int(m["limit"], where, tname, "limit", index=i) if "limit" in m else None)
+            pairs = m.get("transfer_pairs", [])  # Theorem 3: pairs of the study's model names
+            if (not isinstance(pairs, list) or any(not isinstance(p, list) or len(p) != 2 or p[0] == p[1]
+                                                   or any(q not in names for q in p) for p in pairs)):
+                raise SpecError(f"{where.at(tname, 'transfer_pairs', i)}: transfer_pairs must be a list of pairs of "
+                                f"two different names of models = {names!r}, got {pairs!r}")
+            if pairs:  # (absent when empty: the cells made before Theorem 3 keep their hashes)
+                extra["transfer_pairs"] = [[str(a), str(b)] for a, b in pairs]
         if study == "vat":
             extra.update(labels=_int(m.get("labels", 1000), where, tname, "labels", index=i),
                          vat_eps=_float(m.get("vat_eps", 2.0), where, tname, "vat_eps", i))

@@ -38,7 +38,17 @@
   training split is the generator ``g``; at ``points`` codes ``z ~ N(0, I)`` (the same for every
   model) the latent, in-distribution and unconstrained robustness of each model
   (:func:`advlab.evaluation.theory.bounds_table`): outcomes ``latent / r_in / r_unc <model>``
-  with the value in ``norm``; metrics the Lipschitz estimate and Theorem 1's median bounds.
+  with the value in ``norm``; metrics the Lipschitz estimate and Theorem 1's median bounds. With
+  ``projected_n``, Theorem 2 at the first ``projected_n`` points (``r_unc_projected / r_in_tight
+  <model>``); with ``transfer_pairs = [[a, b], ...]``, Theorem 3 per pair: the smallest generated
+  perturbation that changes both labels (``joint / joint_latent <a> & <b>``) and metrics ``delta``
+  (their disagreement on generated data), ``f_transfers`` and ``delta_samples``.
+* ``"confidence"`` — Goodfellow et al. 2015, Sec. 7: how confident the model is where it is wrong.
+  Per point, the softmax confidence (max probability) and, for a model with RBF units
+  (``unit_outputs``), the largest unit output ``max_k exp(logit_k)``: on the clean test points
+  (``clean`` / ``clean unit``, success = misclassified), on FGSM examples at each ε (``FGSM`` /
+  ``FGSM unit``, success = a clean-correct point fooled) and on as many uniform-noise images
+  (``noise`` / ``noise unit``, clean_correct false); the value in ``norm``.
 * ``"ensemble"`` — Dong et al.'s ensemble attack: FGSM, I-FGSM and MI-FGSM crafted white-box on
   the ensemble of every model but the last, fused in logits, predictions or loss
   (:class:`advlab.models.Ensemble`), shown to the last (the hold-out); attacks
@@ -55,7 +65,7 @@ from typing import Any, Mapping
 import torch
 
 STUDIES = ("cosine", "noise", "universal", "ensemble", "targeted", "detector", "patch", "substitute",
-           "ensemble-training", "vat", "bounds")
+           "ensemble-training", "vat", "bounds", "confidence")
 
 
 def _rows(label: str, eps: float, correct: torch.Tensor, success: torch.Tensor,
@@ -124,6 +134,8 @@ def run_study(config: Mapping[str, Any], *, files: Path, data_dir: str | None, d
         return _trained_here(study, config, ds, x, y, gen, files=files, data_dir=data_dir, device=device)
     if study == "bounds":
         return _bounds(config, ds, x, y, files=files, data_dir=data_dir, device=device)
+    if study == "confidence":
+        return _confidence(config, x, y, gen, files=files, device=device)
     model = open_ref(config["model"], files=files, device=device, input_shape=shape)
     bounds = ref_bounds(config["model"])
     pred = clean_predictions(model, x, y=y)
@@ -418,6 +430,9 @@ def _bounds(config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor
     if projected_n:  # Theorem 2: the classifier composed with the projection onto the generator's range
         theorems = dict(projected=True, projected_n=projected_n, query_budget=int(config.get("query_budget", 1000)),
                         projection={"steps": 300, "encoder": lambda t: vae.encode(t)[0]})
+    pairs = [tuple(p) for p in config.get("transfer_pairs", [])]
+    if pairs:  # Theorem 3: the smallest generated perturbation that fools both models of each pair
+        theorems["transfer"] = pairs
     table = bounds_table(classifiers, vae.decoder, latent_dim=latent, n=int(config.get("points", 100)), seed=seed,
                          test_data=(x.cpu(), y.cpu()), input_shape=shape, progress=False, **theorems)
     metrics: list[dict[str, Any]] = [{"attack": "bounds", "eps": None, "name": "lipschitz", "value": float(table.lipschitz)},
@@ -439,4 +454,66 @@ def _bounds(config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor
                 v = getattr(pr, q).double().cpu()
                 found = torch.isfinite(v)
                 outcomes += _rows(f"{q} {name}", 0.0, pr.label_kept.cpu().bool(), found, v)
+    for pair, tr in table.transfer.items():
+        for key in ("delta", "f_transfers", "delta_samples"):
+            metrics.append({"attack": f"joint {pair}", "eps": None, "name": key, "value": float(getattr(tr, key))})
+        for q, v in (("joint", tr.joint), ("joint_latent", tr.joint_latent)):
+            v = v.double().cpu()
+            found = torch.isfinite(v)
+            outcomes += _rows(f"{q} {pair}", 0.0, torch.ones_like(found), found, v)
     return metrics, outcomes, {}
+
+
+def _confidence(config: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *,
+                files: Path, device: str) -> tuple[list, list, dict]:
+    from advlab.attacks import FGSM
+    from advlab.runs.cells import open_ref, ref_bounds
+
+    ref = config["model"]
+    model = open_ref(ref, files=files, device=device, input_shape=tuple(x.shape[1:]))
+    bounds = ref_bounds(ref)
+    units = getattr(model, "unit_outputs", None)
+    bs = int(config["batch_size"])
+
+    def read(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        preds, soft, unit = [], [], []
+        with torch.no_grad():
+            for i in range(0, inputs.shape[0], bs):
+                logits = model(inputs[i:i + bs])
+                preds.append(logits.argmax(1))
+                soft.append(logits.softmax(1).amax(1))
+                if units is not None:
+                    unit.append(logits.exp().amax(1))  # exp(logit_k): RBFNet.unit_outputs
+        return torch.cat(preds).cpu(), torch.cat(soft).double().cpu(), torch.cat(unit).double().cpu() if unit else None
+
+    metrics: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+
+    def record(label: str, eps: float, correct: torch.Tensor, success: torch.Tensor, soft: torch.Tensor,
+               unit: torch.Tensor | None) -> None:
+        nonlocal outcomes
+        outcomes += _rows(label, eps, correct, success, soft)
+        if unit is not None:
+            outcomes += _rows(f"{label} unit", eps, correct, success, unit)
+        pick = success if bool(success.any()) else torch.ones_like(success)
+        metrics.append({"attack": label, "eps": eps, "name": "mean_confidence_where_wrong" if bool(success.any())
+                        else "mean_confidence", "value": float(soft[pick].mean())})
+        if unit is not None:
+            metrics.append({"attack": label, "eps": eps, "name": "mean_unit_where_wrong" if bool(success.any())
+                            else "mean_unit", "value": float(unit[pick].mean())})
+
+    pred, soft, unit = read(x)
+    correct = pred == y.cpu()
+    record("clean", 0.0, correct, ~correct, soft, unit)
+    for e in config["eps"]:
+        adv = torch.cat([FGSM(eps=float(e), bounds=bounds)(model, x[i:i + bs], y[i:i + bs]).x_adv
+                         for i in range(0, x.shape[0], bs)])
+        p_adv, s_adv, u_adv = read(adv)
+        record("FGSM", float(e), correct, correct & (p_adv != y.cpu()), s_adv, u_adv)
+    lo, hi = bounds
+    noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * (hi - lo) + lo
+    _, s_noise, u_noise = read(noise)
+    none = torch.zeros(x.shape[0], dtype=torch.bool)
+    record("noise", 0.0, none, none, s_noise, u_noise)
+    return metrics, outcomes, {"units": units is not None}
+
