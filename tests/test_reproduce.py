@@ -205,6 +205,24 @@ def test_reproduce_tiny_end_to_end_resumes_and_the_page_shows_the_stores_numbers
     page = reproduce(None, mode="tiny", store=db, out=out, progress=False, say=lambda s: None)
     with Store(db) as store:
         assert {r["hash"]: r["updated"] for r in store.query("SELECT hash, updated FROM cells")} == first
+    # --no-run judges from the store alone: the same page; on a store missing a claim's cells, "not run"
+    assert main(["reproduce", "--tiny", "--no-run", "--store", str(db), "--out", str(tmp_path / "judged"),
+                 "--no-progress"]) == 0
+    assert "judging only (--no-run)" in capsys.readouterr().out
+    strip = lambda t: t.split("<h2>Summary</h2>")[1].split("<h2>Provenance</h2>")[0]  # noqa: E731
+    assert strip((tmp_path / "judged" / "index.html").read_text()) == strip(page.read_text())
+    with Store(db) as store:
+        assert {r["hash"]: r["updated"] for r in store.query("SELECT hash, updated FROM cells")} == first
+        gone = [c.hash for k in ("panda", "techniques") for c in parse_spec(claim(k).spec(TINY)).cells
+                if c.kind != "train"]
+        with store.transaction() as tx:
+            tx.executemany("DELETE FROM cells WHERE hash = ?", [(h,) for h in gone])
+    reproduce(["panda", "techniques", "eps-list"], mode="tiny", store=db, out=tmp_path / "part", run=False,
+              say=lambda s: None)
+    part = (tmp_path / "part" / "index.html").read_text()
+    assert part.count('data-verdict="not run"') == 2 * 2 and 'data-claim="8" data-verdict="not run"' not in part
+    with pytest.raises(FileNotFoundError, match="nothing to judge without running"):
+        reproduce(None, mode="tiny", store=tmp_path / "none.db", out=tmp_path / "x", run=False, say=lambda s: None)
 
     text = page.read_text()
     for c in CLAIMS.values():

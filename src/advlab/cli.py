@@ -491,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--tiny", dest="mode", action="store_const", const="tiny",
                       help="digits, 40 points (a smoke test)")
     p.add_argument("--list", action="store_true", help="list the claims and exit")
+    p.add_argument("--no-run", action="store_true",
+                   help="run nothing: judge the claims from the cells already in the store and write the page "
+                        "(a claim with cells missing says 'not run'); for a --full run done claim by claim")
     p.add_argument("--store", default="reproduce.db", metavar="FILE", help="the results store (default reproduce.db)")
     p.add_argument("--out", default="reproduce", metavar="DIR", help="the report folder (default reproduce)")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default) or ray")
@@ -634,7 +637,7 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         page = reproduce(args.claims or None, mode=args.mode or "quick", store=args.store, out=args.out,
                          executor=args.executor, address=args.address, data_dir=args.data_dir, device=args.device,
-                         progress=not args.no_progress, threads=args.threads)
+                         progress=not args.no_progress, threads=args.threads, run=not args.no_run)
         print(f"report written to {page}")
     elif args.command in ("results", "leaderboard"):
         from advlab.runs.results import BOARD_COLUMNS, leaderboard, render, results_text

@@ -39,9 +39,11 @@ class Outcome:
 def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "quick", store: str | Path,
               out: str | Path, executor: str = "local", address: str | None = None, data_dir: str | None = None,
               device: str = "cpu", progress: bool = True, threads: int | None = None,
-              say: Callable[[str], None] = print) -> Path:
+              say: Callable[[str], None] = print, run: bool = True) -> Path:
     """Run the ``claims`` (keys or numbers; all by default) at ``mode`` on ``store`` and write
-    ``out/index.html``; return its path. Resumable: cells already done in the store are reused."""
+    ``out/index.html``; return its path. Resumable: cells already done in the store are reused.
+    ``run=False`` runs nothing: the claims are judged from the cells already done (a claim with
+    cells missing is "not run"), e.g. to write one page over a long run made claim by claim."""
     from advlab.runs.grid import run_spec
     from advlab.runs.spec import Spec, parse_spec
     from advlab.runs.store import Store
@@ -64,18 +66,27 @@ def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "qui
     cells = [c for c in seen.values() if c.kind == "train"] + [c for c in seen.values() if c.kind != "train"]
     merged = Spec(path=None, name=f"reproduce-{setting.mode}", cells=cells,
                   text="\n\n".join(f"# claim {c.number}: {c.key}\n" + c.spec(setting) for c in chosen))
+    if not run and not Path(store).exists():
+        raise FileNotFoundError(f"no store at {store}: there is nothing to judge without running (leave out --no-run)")
     with Store(store) as st:
         say(f"{len(chosen)} claim(s), {len(cells)} cells ({setting.describe()})")
-        summary = run_spec(merged, st, executor=executor, address=address, data_dir=data_dir, device=device,
-                           progress=progress, threads=threads)
+        if run:
+            failed = set(run_spec(merged, st, executor=executor, address=address, data_dir=data_dir, device=device,
+                                  progress=progress, threads=threads).failed)
+        else:
+            hashes = [c.hash for c in cells]
+            done = {r["hash"] for r in st.query(f"SELECT hash FROM cells WHERE status = 'done' AND hash IN "
+                                                f"({','.join('?' * len(hashes))})", hashes)} if hashes else set()
+            failed = {r["hash"] for r in st.query(f"SELECT hash FROM cells WHERE status = 'failed' AND hash IN "
+                                                  f"({','.join('?' * len(hashes))})", hashes)} if hashes else set()
+            say(f"judging only (--no-run): {len(done)} of {len(cells)} cells done in the store")
         for c in chosen:
             spec = specs[c.key]
             finding = c.judge(Evidence(st, spec.cells), setting, out)
             hashes = [cell.hash for cell in spec.cells]
             rows = st.query(f"SELECT seconds FROM cells WHERE hash IN ({','.join('?' * len(hashes))})", hashes)
             seconds = sum(float(r["seconds"] or 0.0) for r in rows)
-            failed = sum(h in summary.failed for h in hashes)
-            outcomes.append(Outcome(c, finding, len(spec.cells), failed, seconds))
+            outcomes.append(Outcome(c, finding, len(spec.cells), sum(h in failed for h in hashes), seconds))
             say(f"claim {c.number} ({c.key}): {finding.verdict}: {finding.summary}")
         page = write_page(outcomes, setting, out, store=st, wall=time.perf_counter() - t0)
     return page
