@@ -443,6 +443,8 @@ def test_claim_16_theorem_3_below_its_bound_is_not_reproduced(tmp_path, joint, e
                     _study_rows(db, cell, f"{q} {m}", np.ones(n, bool), np.ones(n, bool), np.full(n, v))
         f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
     assert f.verdict == expect, f.summary
+    pairs = len(cell.config["transfer_pairs"])
+    assert f"Theorem 3: {pairs if expect == REPRODUCED else 0} of {pairs} pairs never significantly below" in f.summary
     thm3 = [line for line in f.ours if line.startswith("Theorem 3")][0]
     assert "mlp & lenet: δ = 0.000" in thm3
     if expect == REPRODUCED:

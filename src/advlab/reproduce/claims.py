@@ -1112,7 +1112,13 @@ def _judge_16(ev: Evidence, s: Setting, out: Path) -> Finding:
         REPRODUCED if ok else NOT_REPRODUCED,
         "median r_unc ≤ median r_in ≤ Theorem 1's bound on " + f"{sum(holds)} of {len(names)} models (" +
         "; ".join(f"{r['model']}: {r['median r_unc']} ≤ {r['median r_in']} ≤ {r['Theorem 1 bound (median, class-wise)']}"
-                  for r in rows) + f"); generator Lipschitz estimate L = {lip:.1f}",
+                  for r in rows) + f"); generator Lipschitz estimate L = {lip:.1f}"
+        + (f"; Theorem 3: {sum(t['consistent'] for t in thm3)} of {len(thm3)} pairs never significantly below its "
+           "bound (" + (f"positive only from η = {min(froms):.1f}" if (froms := [t["positive_from"] for t in thm3
+                                                                              if t["positive_from"] is not None])
+                        else "0 at every radius measured")
+           + f"; median joint radius {min(t['median'] for t in thm3):.2f}–{max(t['median'] for t in thm3):.2f})"
+           if thm3 else ""),
         ours=["Every distance is a perturbation found and checked to change the label (an upper bound on the true "
               "minimum); Theorem 1 bounds the median of the true r_in.",
               "Theorem 2 (the classifier composed with the projection onto the generator's range): "
@@ -1159,6 +1165,7 @@ def _theorem3(ev: Evidence, c: Any, lip: float) -> list[dict[str, Any]]:
         else:
             where = f"the bound is 0 at every η up to {etas[-1]:.2f} (2δ = {2 * delta:.2f} outweighs it)"
         out.append({"pair": pair, "delta": delta, "etas": etas.tolist(), "rates": rates, "bounds": bounds,
+                    "positive_from": float(etas[informative[0]]) if informative else None,
                     "consistent": consistent, "median": float(np.median(v)),
                     "text": f"{pair}: δ = {delta:.3f}, median joint radius {float(np.median(v)):.3f}; {where}; measured ≥ the bound at "
                             f"{sum(r >= bd for r, bd in zip(rates, bounds))} of {len(etas)} radii, "
