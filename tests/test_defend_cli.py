@@ -37,6 +37,8 @@ def test_defend_fast_beats_the_undefended_model_under_white_box_pgd(tmp_path):
     (["--recipe", "pgd", "--labels", "50"], "--labels (semi-supervised training) is for the vat recipe"),
     (["--recipe", "pgd", "--eps", "-1"], "eps must be a finite number > 0"),
     (["--recipe", "fast", "--static", "x"], "--static models are for the ensemble recipe"),
+    (["--recipe", "ovr", "--model", "mlp"], "the ovr recipe trains RBF units (one-vs-rest likelihood of exp(logit) "
+                                             "<= 1): use --model rbf, not 'mlp'"),
 ])
 def test_defend_bad_options(argv, message, tmp_path, capsys):
     assert main(["defend", *argv, "--data", "digits", "--out", str(tmp_path / "x")]) != 0

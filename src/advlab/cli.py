@@ -316,9 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "surrogate and the black-box Square attack. Running the same command "
                                    "again resumes interrupted training.")
     p.add_argument("--recipe", required=True, choices=["standard", "fgsm-mix", "pgd", "fast", "trades",
-                                                        "ensemble", "distill", "vat", "ibp", "gaussian"],
+                                                        "ensemble", "distill", "vat", "ibp", "gaussian", "ovr"],
                    help="ibp: interval-bound training at --eps (certify with `advlab certify --method ibp`); "
-                        "gaussian: training under noise of --sigma (certify with --method smoothing)")
+                        "gaussian: training under noise of --sigma (certify with --method smoothing); "
+                        "ovr: an RBF network (--model rbf) trained with its one-vs-rest unit likelihood")
     _data_options(p, default="fashion-mnist")
     p.add_argument("--model", default="small-cnn", metavar="NAME", help="architecture (default small-cnn)")
     p.add_argument("--epochs", type=_positive_int, default=2)

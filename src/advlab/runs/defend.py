@@ -119,6 +119,9 @@ def defend_job(*, recipe: str, out: str | Path, data: str = "fashion-mnist", mod
         raise ValueError("--labels (semi-supervised training) is for the vat recipe")
     if static and recipe != "ensemble":
         raise ValueError("--static models are for the ensemble recipe")
+    if recipe == "ovr" and model != "rbf":
+        raise ValueError(f"the ovr recipe trains RBF units (one-vs-rest likelihood of exp(logit) <= 1): use "
+                         f"--model rbf, not {model!r}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     eval_eps = sorted(float(e) for e in (eval_eps or (eps / 2, eps, 2 * eps)))
