@@ -11,7 +11,8 @@ def test_defenses_api_is_pinned():
         "FGSMMix", "BatchMix", "PGDTraining", "FastFGSM", "TRADES", "EnsembleAdversarial",
         "Distillation", "DistillationResult", "distill", "VAT", "virtual_adversarial_perturbation",
         "SafetyNet", "ActivationDetector", "FittedDetector", "GuardedClassifier", "AdaptivePGD",
-        "detection_roc_auc", "guarded_success", "reject_aware_margin", "find_layer", "IBPTraining"}
+        "detection_roc_auc", "guarded_success", "reject_aware_margin", "find_layer", "IBPTraining",
+        "OneVsRest"}
     assert len(defenses.__all__) == len(set(defenses.__all__))
     for name in defenses.__all__:
         assert getattr(defenses, name).__doc__, name
