@@ -504,3 +504,71 @@ eps = [0.1]
         # the RBF trained with the one-vs-rest recipe, its card says so
         rbf_train = [c for c in spec.cells if c.kind == "train" and c.label == "rbf"][0]
         assert rbf_train.config["recipe"]["name"] == "ovr" and rbf_train.config["options"] == {"hidden": []}
+
+
+# --- replicates are not independent units (a --full finding) -------------------------------------
+
+def test_replicates_of_a_point_are_one_unit_so_duplicate_seeds_do_not_shrink_the_p_value():
+    """--full ran FGSM, I-FGSM and MI-FGSM under seeds 0, 1, 2: three identical copies of every
+    outcome, concatenated into the sign test, cut its p-value as if the test set were 3x larger.
+    Per point, replicates are averaged first: three copies give exactly one copy's test."""
+    from advlab.reproduce.claims import per_point
+
+    n = 200
+    counted = np.ones(n, bool)
+    a, b = _rate(n, 60, seed=1), _rate(n, 45, seed=2)
+    one = compare(per_point([(counted, a)]), per_point([(counted, b)]))
+    three = compare(per_point([(counted, a)] * 3), per_point([(counted, b)] * 3))
+    concatenated = compare(np.concatenate([a] * 3), np.concatenate([b] * 3))  # what --full did
+    assert (three.a_only, three.b_only, three.p) == (one.a_only, one.b_only, one.p)
+    assert three.a == pytest.approx(one.a) and three.b == pytest.approx(one.b)
+    assert concatenated.p < one.p / 4      # the inflation the averaging removes
+    # a point enters only the replicates that count it (a target that misclassifies it clean)
+    m1, m2 = np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)
+    got = per_point([(m1, np.array([1, 0, 1, 1], bool)), (m2, np.array([0, 1, 1, 1], bool))])
+    assert got.tolist() == [0.5, 0.0, 1.0]          # point 3 counted nowhere: left out
+
+
+def test_compare_on_per_point_rates_is_the_sign_test_of_the_differences():
+    a = np.array([1.0, 2 / 3, 1 / 3, 0.0, 0.5])
+    b = np.array([0.0, 2 / 3, 2 / 3, 0.0, 0.0])
+    t = compare(a, b)
+    assert (t.a_only, t.b_only, t.n) == (2, 1, 5)       # ties (0 vs 0, 2/3 vs 2/3) dropped
+    assert t.p == pytest.approx(sign_test(2, 1))
+    assert t.a == pytest.approx(a.mean()) and t.b == pytest.approx(b.mean())
+    with pytest.raises(ValueError, match="finite"):
+        compare(np.array([np.nan]), np.array([0.0]))
+
+
+def test_full_runs_the_deterministic_attacks_once_and_the_randomised_ones_per_seed():
+    from advlab.reproduce.claims import FULL
+
+    for key in ("1", "2", "3", "4", "6", "8"):
+        seeds = {cell.config["seed"] for cell in parse_spec(claim(key).spec(FULL)).cells if cell.kind != "train"}
+        assert seeds == {0}, key
+    for key in ("9", "10", "18"):   # PGD's random start; VAT's trainings
+        seeds = {cell.config["seed"] for cell in parse_spec(claim(key).spec(FULL)).cells if cell.kind != "train"}
+        assert seeds == set(FULL.seeds), key
+    assert "deterministic and run once" in FULL.describe()
+
+
+def test_claim_10_pools_its_seeds_per_point(tmp_path):
+    """Three PGD seeds on one model: the verdict's units are the points (rates over the seeds)."""
+    import dataclasses
+
+    s = dataclasses.replace(TINY, seeds=(0, 1, 2))
+    c = claim("10")
+    spec = parse_spec(c.spec(s))
+    n = 120
+
+    def outcomes(cell, e):
+        distilled = cell.config["model"]["name"] == "cnndistill"
+        cw = cell.config["attack"].get("loss") == "cw"
+        k = (90 if cw else 10) if distilled else 80
+        return np.ones(n, bool), _rate(n, k, seed=cell.config["seed"] + (7 if cw else 0))
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, outcomes)
+        f = c.judge(Evidence(store, spec.cells), s, tmp_path)
+    assert f.verdict == REPRODUCED, f.summary
+    assert "(n = 120;" in " ".join(f.ours)          # points, not 3 x 120 replicates

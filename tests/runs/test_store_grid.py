@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
+import torch
 
 from advlab.cli import main
 from advlab.runs.grid import run_spec
@@ -389,3 +391,87 @@ def test_a_store_created_by_another_run_while_this_one_opens_it_is_not_called_a_
     monkeypatch.undo()
     with Store(db) as store:
         assert store.path == db
+
+
+TRANSFER = """
+[study]
+name = "transfer"
+
+[data.digits]
+name = "digits"
+n = 60
+
+[models.mlp]
+zoo = "mlp"
+data = "digits"
+epochs = 2
+
+[models.cnn]
+zoo = "small-cnn"
+data = "digits"
+epochs = 1
+limit = 400
+
+[[measure]]
+kind = "transfer"
+sources = ["cnn"]
+targets = ["cnn", "mlp"]
+data = "digits"
+attacks = [{ name = "mifgsm", steps = 5, decay = 1.0 }, { name = "pgd", steps = 5 }]
+eps = [0.1, 0.3]
+"""
+
+
+def test_a_transfer_matrix_crafts_once_per_source_and_matches_crafting_per_target(tmp_path, capsys):
+    """Before, every (source, target) cell attacked the source again (a --full matrix of 4 x 4
+    paid 16 attacks for 4 sources' worth of examples). Now the examples are crafted once per
+    source, attack, ε and seed and read back by the other targets' cells; the outcomes are those
+    of crafting on each target's correctly classified points with TransferAttack, point for
+    point (MI-FGSM is per-point deterministic)."""
+    from advlab.attacks import MIFGSM, TransferAttack
+    from advlab.evaluation import clean_predictions
+    from advlab.models import load
+    from advlab.oracle import Oracle
+    from advlab.runs._common import load_data
+    from advlab.runs.cells import CRAFTED, trained_dir
+
+    spec_path = tmp_path / "transfer.toml"
+    spec_path.write_text(TRANSFER)
+    db = tmp_path / "runs.db"
+    assert main(["run", str(spec_path), "--store", str(db), "--no-progress"]) == 0
+    files = Path(str(db) + ".files")
+    crafted = sorted((files / CRAFTED).glob("*.safetensors"))
+    assert len(crafted) == 2                      # (MI-FGSM, PGD) from cnn; not one per target
+    spec = load_spec(spec_path)
+    cells = {c.label: c for c in spec.cells}
+    ds = load_data("digits", split="test", limit=60)
+    with Store(db) as store:
+        for tgt in ("cnn", "mlp"):
+            cell = cells[f"mifgsm cnn→{tgt}"]
+            source = load(trained_dir(files, cell.config["source"]["cell"]))
+            target = load(trained_dir(files, cell.config["model"]["cell"]))
+            for eps in (0.1, 0.3):
+                rows = store.query("SELECT point, clean_correct, success FROM outcomes WHERE cell = ? AND "
+                                   "abs(eps - ?) < 1e-9 ORDER BY point", (cell.hash, eps))
+                correct = clean_predictions(target, ds.x) == ds.y
+                idx = correct.nonzero().squeeze(1)
+                ref = TransferAttack(attack=MIFGSM(eps=eps, steps=5, decay=1.0), source=source)(
+                    Oracle(target, output="label"), ds.x[idx], ds.y[idx])
+                want = torch.zeros(60, dtype=torch.bool)
+                want[idx] = ref.target.success
+                assert [bool(r["success"]) for r in rows] == want.tolist(), (tgt, eps)
+                assert [bool(r["clean_correct"]) for r in rows] == correct.tolist()
+        # a kept file that no longer fits the cell (corrupted) is crafted anew, not trusted
+        before = {r["cell"]: r["n"] for r in store.query(
+            "SELECT cell, sum(success) AS n FROM outcomes GROUP BY cell")}
+    for f in crafted:
+        f.write_bytes(b"not a safetensors file")
+    with Store(db) as store, store.transaction() as conn:
+        conn.execute("DELETE FROM outcomes WHERE cell IN (SELECT hash FROM cells WHERE kind = 'transfer')")
+        conn.execute("DELETE FROM metrics WHERE cell IN (SELECT hash FROM cells WHERE kind = 'transfer')")
+        conn.execute("DELETE FROM cells WHERE kind = 'transfer'")
+    assert main(["run", str(spec_path), "--store", str(db), "--no-progress"]) == 0
+    with Store(db) as store:
+        after = {r["cell"]: r["n"] for r in store.query("SELECT cell, sum(success) AS n FROM outcomes GROUP BY cell")}
+    assert after == before
+    capsys.readouterr()

@@ -49,7 +49,10 @@ class Setting:
         defended = (" (the FGSM-mix, distilled and PGD-trained models on the first 20,000: they cost several plain "
                     "epochs each)" if self.mode == "quick" and self.data in ("fashion-mnist", "mnist") else "")
         return (f"{self.mode}: {self.data}, {self.n:,} test points per measurement, models trained {self.epochs} "
-                f"epoch(s) on {train}{defended}, attack seeds {seeds}")
+                f"epoch(s) on {train}{defended}, attack seeds {seeds}"
+                + (" (for the randomised attacks and trainings; FGSM, I-FGSM and MI-FGSM are deterministic and run "
+                   "once), each comparison's units the test points, a point's seeds averaged" if len(self.seeds) > 1
+                   else ""))
 
 
 QUICK = Setting(mode="quick", n=500, limit=None, epochs=3)
@@ -243,16 +246,44 @@ def _models(s: Setting, names: Sequence[str]) -> str:
     return "".join(_model(n, s) for n in names)
 
 
-def _seeds(s: Setting) -> str:
-    return "seeds = [" + ", ".join(map(str, s.seeds)) + "]"
+def _seeds(s: Setting, *, deterministic: bool = False) -> str:
+    """The measurement's seeds: the setting's, or only the first for ``deterministic`` attacks
+    (FGSM, I-FGSM, MI-FGSM on fixed models: every seed would repeat the same numbers, at the
+    same cost, and add no evidence)."""
+    return "seeds = [" + ", ".join(map(str, s.seeds[:1] if deterministic else s.seeds)) + "]"
 
 
 def _list(values: Sequence[Any]) -> str:
     return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in values) + "]"
 
 
-def _pooled(evidence: Evidence, cells: Sequence[Any], eps: float) -> np.ndarray:
-    return np.concatenate([evidence.success_on_correct(c, eps) for c in cells]) if cells else np.zeros(0, bool)
+def per_point(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per data point, the mean outcome over the replicates ``parts`` that count it.
+
+    Each part is ``(counts, outcome)`` over the same points in the same order (one cell: a seed,
+    a target, a source, an ε); a point enters the mean of the parts whose ``counts`` mask holds it,
+    and a point no part counts is left out. The units of a test are the points: two seeds, two
+    targets or two ε of one point are not independent observations, and a sign test over their
+    concatenation would count one point's evidence several times (with a deterministic attack,
+    three identical seeds would cut the p-value as if the test set were three times larger). With
+    one part this is the part's outcome on its counted points (booleans)."""
+    if not parts:
+        return np.zeros(0, bool)
+    if len(parts) == 1:
+        mask, value = parts[0]
+        return np.asarray(value)[np.asarray(mask, dtype=bool)]
+    masks = np.stack([np.asarray(m, dtype=bool) for m, _ in parts])
+    values = np.stack([np.asarray(v, dtype=float) for _, v in parts])
+    k = masks.sum(axis=0)
+    units = k > 0
+    return (values * masks).sum(axis=0)[units] / k[units]
+
+
+def _pooled(evidence: Evidence, cells: Sequence[Any], eps: float | Sequence[float]) -> np.ndarray:
+    """Success per point (the points some cell's model classifies correctly), averaged over the
+    cells (and over the ε of a list): see :func:`per_point`."""
+    eps_list = [eps] if isinstance(eps, (int, float)) else list(eps)
+    return per_point([evidence.outcomes(c, e) for c in cells for e in eps_list])
 
 
 def _pct(v: float) -> str:
@@ -303,7 +334,7 @@ def _spec_1(s: Setting) -> str:
             "[[measure]]\nkind = \"transfer\"\n"
             f"sources = {_list(names)}\ntargets = {_list(names)}\ndata = \"test\"\n"
             f"attacks = [{', '.join(_attack_toml(a) for a in ATTACKS_1.values())}]\n"
-            f"eps = [{s.eps}]\n{_seeds(s)}\n")
+            f"eps = [{s.eps}]\n{_seeds(s, deterministic=True)}\n")
 
 
 def _judge_1(ev: Evidence, s: Setting, out: Path) -> Finding:
@@ -373,7 +404,7 @@ def _spec_2(s: Setting) -> str:
     attacks = ", ".join(_attack_toml({"name": "mifgsm", "steps": 10, "decay": mu}) for mu in MUS)
     return (_data(s) + _models(s, names) +
             f"[[measure]]\nkind = \"transfer\"\nsources = [\"cnn\"]\ntargets = {_list(names)}\ndata = \"test\"\n"
-            f"attacks = [{attacks}]\neps = [{s.eps}]\n{_seeds(s)}\n")
+            f"attacks = [{attacks}]\neps = [{s.eps}]\n{_seeds(s, deterministic=True)}\n")
 
 
 def _judge_2(ev: Evidence, s: Setting, out: Path) -> Finding:
@@ -427,7 +458,7 @@ def _spec_3(s: Setting) -> str:
                         for n in ("ifgsm", "mifgsm") for t in STEPS_3)
     return (_data(s) + _models(s, names) +
             f"[[measure]]\nkind = \"transfer\"\nsources = [\"cnn\"]\ntargets = {_list(names)}\ndata = \"test\"\n"
-            f"attacks = [{attacks}]\neps = [{s.eps}]\n{_seeds(s)}\n")
+            f"attacks = [{attacks}]\neps = [{s.eps}]\n{_seeds(s, deterministic=True)}\n")
 
 
 def _judge_3(ev: Evidence, s: Setting, out: Path) -> Finding:
@@ -586,7 +617,7 @@ def _spec_4(s: Setting) -> str:
     return (_data(s) + _models(s, ["cnn", "mlp"]) +
             "[[measure]]\nkind = \"transfer\"\nsources = [\"cnn\"]\ntargets = [\"cnn\", \"mlp\"]\ndata = \"test\"\n"
             f"attacks = [{', '.join(_attack_toml(a) for a in ATTACKS_1.values())}]\n"
-            f"eps = {_list(EPS_4)}\n{_seeds(s)}\n")
+            f"eps = {_list(EPS_4)}\n{_seeds(s, deterministic=True)}\n")
 
 
 def _judge_4(ev: Evidence, s: Setting, out: Path) -> Finding:
@@ -599,7 +630,7 @@ def _judge_4(ev: Evidence, s: Setting, out: Path) -> Finding:
             cells = [c for c in ev.cells if c.kind == "transfer" and _is(c, "cnn", tgt, a)]
             per = [_pooled(ev, cells, e) for e in EPS_4]
             curves[(label, box)] = [float(v.mean()) for v in per]
-            pooled[(label, box)] = np.concatenate(per)
+            pooled[(label, box)] = _pooled(ev, cells, EPS_4)  # per point, over the ε list
     wb = compare(pooled[("MI-FGSM", "white-box")], pooled[("FGSM", "white-box")])
     bb = compare(pooled[("MI-FGSM", "black-box")], pooled[("FGSM", "black-box")])
     rising = all(c[-1] > c[0] for c in curves.values())
@@ -700,7 +731,7 @@ def _spec_6(s: Setting) -> str:
     # the members first, the hold-out last (the paper's -Inc-v3: the ensemble of the others)
     return (_data(s) + _models(s, ["mlp", "lenet", "mlpbn", "cnn"]) +
             "[[measure]]\nkind = \"study\"\nstudy = \"ensemble\"\nmodels = [\"mlp\", \"lenet\", \"mlpbn\", \"cnn\"]\n"
-            f"data = \"test\"\neps = [{s.eps}]\nsteps = 10\n{_seeds(s)}\n")
+            f"data = \"test\"\neps = [{s.eps}]\nsteps = 10\n{_seeds(s, deterministic=True)}\n")
 
 
 def _judge_6(ev: Evidence, s: Setting, out: Path) -> Finding:
@@ -708,11 +739,7 @@ def _judge_6(ev: Evidence, s: Setting, out: Path) -> Finding:
     got: dict[tuple[str, str], np.ndarray] = {}
     for attack in ENSEMBLE_TABLE:
         for fusion in FUSIONS_6:
-            parts = []
-            for c in cells:
-                correct, success, _ = _labelled(ev, c, f"{attack} {fusion}", s.eps)
-                parts.append(success[correct])
-            got[(attack, fusion)] = np.concatenate(parts)
+            got[(attack, fusion)] = per_point([_labelled(ev, c, f"{attack} {fusion}", s.eps)[:2] for c in cells])
     tests = {a: (compare(got[(a, "logits")], got[(a, "predictions")]),
                  compare(got[(a, "predictions")], got[(a, "loss")])) for a in ENSEMBLE_TABLE}
     reversed_ = [a for a, (lp, pl) in tests.items() if lp.lower() or pl.lower()]
@@ -750,8 +777,10 @@ def _judge_10(ev: Evidence, s: Setting, out: Path) -> Finding:
                  and c.config["attack"]["name"] == "pgd" and c.config["attack"].get("loss") == loss]
         if not cells:
             raise Missing(f"no PGD cell ({loss or 'ce'}) on {model}")
+        # per point over the seeds (one model: the same clean verdict under every seed)
         parts = [ev.outcomes(c, s.eps) for c in cells]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        everywhere = np.ones_like(parts[0][0])
+        return parts[0][0], per_point([(everywhere, p[1]) for p in parts])
 
     c_std, ce_std = broken("cnn", None)
     c_dis, ce_dis = broken("cnndistill", None)
@@ -1320,8 +1349,9 @@ def _spec_18(s: Setting) -> str:
 
 def _judge_18(ev: Evidence, s: Setting, out: Path) -> Finding:
     cells = _study_cells(ev, "vat")
-    sup = np.concatenate([_labelled(ev, c, "supervised", 0.0)[1] for c in cells])
-    vat = np.concatenate([_labelled(ev, c, "vat", 0.0)[1] for c in cells])
+    # per test point, the fraction of seeds (networks) that classify it correctly
+    sup = per_point([(np.ones(len(o[1]), bool), o[1]) for o in (_labelled(ev, c, "supervised", 0.0) for c in cells)])
+    vat = per_point([(np.ones(len(o[1]), bool), o[1]) for o in (_labelled(ev, c, "vat", 0.0) for c in cells)])
     t = compare(vat, sup)
     labels = cells[0].config["labels"]
     ok = t.greater()
@@ -1346,7 +1376,7 @@ def _spec_8(s: Setting) -> str:
     eps = [e / 2 for e in EPS_8]  # the same perturbation on inputs in [0, 1]
     return (_data(s) + _models(s, names) +
             f"[[measure]]\nkind = \"robust\"\nmodels = {_list(names)}\ndata = \"test\"\nattacks = [\"fgsm\"]\n"
-            f"eps = {_list(eps)}\n{_seeds(s)}\n")
+            f"eps = {_list(eps)}\n{_seeds(s, deterministic=True)}\n")
 
 
 def _judge_8(ev: Evidence, s: Setting, out: Path) -> Finding:

@@ -1,8 +1,9 @@
 """The tests behind the verdicts: paired comparisons on the same points, and intervals for a rate.
 
-* :func:`sign_test` — the exact two-sided sign (McNemar) test on paired binary outcomes: of the
-  ``b`` units where A succeeded and B failed and the ``c`` where B succeeded and A failed, is the
-  split further from ``b = c`` than chance (Binomial(b + c, ½))?
+* :func:`sign_test` — the exact two-sided sign (McNemar) test on paired outcomes: of the ``b``
+  units where A did better (succeeded where B failed, or a higher per-unit rate) and the ``c``
+  where B did, is the split further from ``b = c`` than chance (Binomial(b + c, ½))? The units
+  are data points: replicates of one point (seeds, targets) are averaged into its rate first.
 * :func:`paired_bootstrap` — a percentile 95% interval of ``mean(A) − mean(B)`` over units resampled
   with replacement (seeded, 2,000 resamples by default).
 * :func:`wilson` — the Wilson score 95% interval of a binomial rate.
@@ -82,12 +83,20 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     return float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
 
 
-def compare(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray, *, seed: int = 0) -> Paired:
-    """Paired comparison of binary outcomes ``a`` and ``b`` on the same units."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+def compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, seed: int = 0) -> Paired:
+    """Paired comparison of outcomes ``a`` and ``b`` on the same units.
+
+    Binary outcomes (booleans) are McNemar's setting; outcomes in ``[0, 1]`` (a point's success
+    averaged over replicates: seeds, targets) are compared by the sign of each unit's difference,
+    the classical sign test, ties dropped. Either way ``a_only`` counts the units where A is
+    higher, ``b_only`` those where B is."""
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be paired 1-D arrays, got shapes {a.shape} and {b.shape}")
-    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    a, b = a.astype(float), b.astype(float)
+    if a.size and (not np.isfinite(a).all() or not np.isfinite(b).all()):
+        raise ValueError("a and b must be finite outcomes (booleans or rates in [0, 1])")
+    a_only, b_only = int((a > b).sum()), int((b > a).sum())
     low, high = paired_bootstrap(a, b, seed=seed)
     n = int(a.size)
     return Paired(a=float(a.mean()) if n else math.nan, b=float(b.mean()) if n else math.nan, n=n,
