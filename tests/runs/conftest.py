@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
-TINY = """
-[study]
-name = "tiny"
-
+# 60 digits and two tiny models: the head of the specs here (a study name goes above it)
+DIGITS_MODELS = """
 [data.digits]
 name = "digits"
 n = 60
@@ -26,7 +24,12 @@ zoo = "small-cnn"
 data = "digits"
 epochs = 1
 limit = 400
+"""
 
+TINY = """
+[study]
+name = "tiny"
+""" + DIGITS_MODELS + """
 [[measure]]
 kind = "robust"
 models = ["mlp", "cnn"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DIGITS_MODELS
 
 from advlab.cli import main
 from advlab.runs.grid import run_spec
@@ -396,22 +397,7 @@ def test_a_store_created_by_another_run_while_this_one_opens_it_is_not_called_a_
 TRANSFER = """
 [study]
 name = "transfer"
-
-[data.digits]
-name = "digits"
-n = 60
-
-[models.mlp]
-zoo = "mlp"
-data = "digits"
-epochs = 2
-
-[models.cnn]
-zoo = "small-cnn"
-data = "digits"
-epochs = 1
-limit = 400
-
+""" + DIGITS_MODELS + """
 [[measure]]
 kind = "transfer"
 sources = ["cnn"]
