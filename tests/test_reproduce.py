@@ -572,3 +572,32 @@ def test_claim_10_pools_its_seeds_per_point(tmp_path):
         f = c.judge(Evidence(store, spec.cells), s, tmp_path)
     assert f.verdict == REPRODUCED, f.summary
     assert "(n = 120;" in " ".join(f.ours)          # points, not 3 x 120 replicates
+
+
+def test_claim_5_counts_a_point_once_across_its_models(tmp_path):
+    """The cosine claim pooled its four models by concatenation: 10 vs 3 points, seen by four
+    models, became 40 vs 12 (p = 1.3e-4). A point is one unit: its cosines are averaged over the
+    models first, so the test is 10 vs 3 (p = 0.09) and the claim is not reproduced."""
+    c = claim("5")
+    spec = parse_spec(c.spec(TINY))
+    studies = [cell for cell in spec.cells if cell.kind == "study"]
+    assert len(studies) == 4
+    n = 40
+    i_cos = np.full(n, 0.5)
+    mi_cos = i_cos.copy()
+    mi_cos[:10] = 0.9          # MI-FGSM higher on 10 points ...
+    mi_cos[10:13] = 0.2        # ... lower on 3, equal on the rest, in every model
+    mi_cos[-2:] = np.nan       # and two points no model measured
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, lambda cell, e: None)
+        with store.transaction() as db:
+            for cell in studies:
+                for label, cos in (("I-FGSM", i_cos), ("MI-FGSM", mi_cos)):
+                    for p in range(n):
+                        db.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, 1, 1, ?, NULL)",
+                                   (cell.hash, label, TINY.eps, p, None if np.isnan(cos[p]) else float(cos[p])))
+        f = c.judge(Evidence(store, spec.cells), TINY, tmp_path)
+    assert f.verdict == NOT_REPRODUCED, f.summary
+    assert "higher on 10 of 38 points" in f.summary
+    assert compare(np.tile(mi_cos[:38], 4), np.tile(i_cos[:38], 4)).p < 1e-3   # what concatenating claimed
+    assert compare(mi_cos[:38], i_cos[:38]).p == pytest.approx(sign_test(10, 3))
