@@ -601,3 +601,33 @@ def test_claim_5_counts_a_point_once_across_its_models(tmp_path):
     assert "higher on 10 of 38 points" in f.summary
     assert compare(np.tile(mi_cos[:38], 4), np.tile(i_cos[:38], 4)).p < 1e-3   # what concatenating claimed
     assert compare(mi_cos[:38], i_cos[:38]).p == pytest.approx(sign_test(10, 3))
+
+
+def test_claim_15_interval_counts_the_points_once_over_its_seeds(tmp_path):
+    """--full summed LR → tree counts over its three seeds' cells (17,007 of 22,341 on a
+    10,000-point test set) and put Wilson's interval on that sum. The units are the points: the
+    interval is that of one seed's worth (the mean counts), three times as wide in variance."""
+    import dataclasses
+
+    s = dataclasses.replace(TINY, seeds=(0, 1, 2))
+    c = claim("15")
+    spec = parse_spec(c.spec(s))
+    cells = [cell for cell in spec.cells if cell.kind == "techniques"]
+    assert len(cells) == 3
+
+    def metrics(cell, e):
+        rows = []
+        for src in cell.config["learners"]:
+            for tgt in cell.config["learners"]:
+                rows += [{"attack": technique_label(src, tgt), "name": "transferred", "value": 30.0},
+                         {"attack": technique_label(src, tgt), "name": "target_correct", "value": 50.0}]
+        return rows
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, metrics)
+        f = c.judge(Evidence(store, spec.cells), s, tmp_path)
+    text = " ".join(f.ours)
+    lo, hi = wilson(30, 50)
+    assert f"(90/150 over 3 seed(s)), Wilson 95% [{100 * lo:.1f}%, {100 * hi:.1f}%] on 50 points" in text
+    assert wilson(90, 150)[0] > 0.5 >= lo          # the summed counts would have called it
+    assert f.verdict == NOT_REPRODUCED

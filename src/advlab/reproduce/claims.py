@@ -1512,16 +1512,25 @@ def _judge_15(ev: Evidence, s: Setting, out: Path) -> Finding:
                         path))
         rows += [{"ε": f"{e:g}", "source": src, **{tgt: f"{grid[i, j]:.1f}" for j, tgt in enumerate(learners)}}
                  for i, src in enumerate(learners)]
+    # the counts are summed over the seeds' cells, which attack the same test points: the interval
+    # is Wilson's over one seed's worth of units (the mean counts), not over r times as many points
+    r = len(cells)
+
+    def interval(a: int, b: int) -> tuple[float, float]:
+        return wilson(round(a / r), round(b / r))
+
     k, n = lr_tree[2 * s.eps]
-    low, high = wilson(k, n)
+    low, high = interval(k, n)
     ok = low > 0.5
     return Finding(
         REPRODUCED if ok else NOT_REPRODUCED,
         f"LR → decision tree {_pct(k / max(n, 1))} ({k}/{n}) at ε = {2 * s.eps:g} (paper 87.4% on MNIST)"
         + ("" if ok else "; its 95% interval reaches 50% or below"),
-        ours=[f"LR → tree at ε = {e:g}: {_pct(a / max(b, 1))} ({a}/{b}), Wilson 95% [{_pct(wilson(a, b)[0])}, "
-              f"{_pct(wilson(a, b)[1])}]" for e, (a, b) in lr_tree.items()],
-        test="Wilson 95% interval of the LR → tree success: reproduced if it lies above 50% (high transfer; the "
+        ours=[f"LR → tree at ε = {e:g}: {_pct(a / max(b, 1))} ({a}/{b} over {r} seed(s)), Wilson 95% "
+              f"[{_pct(interval(a, b)[0])}, {_pct(interval(a, b)[1])}] on {round(b / r)} points"
+              for e, (a, b) in lr_tree.items()],
+        test="Wilson 95% interval of the LR → tree success, its units the test points (the seeds' counts "
+             "averaged): reproduced if it lies above 50% (high transfer; the "
              "paper's attack and budget differ from advlab's PGD-20, so its 87.4% is a reference, not a target)",
         figures=figures, table=rows)
 

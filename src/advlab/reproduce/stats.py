@@ -86,16 +86,16 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
 def compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, seed: int = 0) -> Paired:
     """Paired comparison of outcomes ``a`` and ``b`` on the same units.
 
-    Binary outcomes (booleans) are McNemar's setting; outcomes in ``[0, 1]`` (a point's success
-    averaged over replicates: seeds, targets) are compared by the sign of each unit's difference,
-    the classical sign test, ties dropped. Either way ``a_only`` counts the units where A is
+    Binary outcomes (booleans) are McNemar's setting; real values per unit (a point's success
+    averaged over replicates: seeds, targets; or a measured quantity such as a mean cosine) are
+    compared by the sign of each unit's difference, the classical sign test, ties dropped. Either way ``a_only`` counts the units where A is
     higher, ``b_only`` those where B is."""
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be paired 1-D arrays, got shapes {a.shape} and {b.shape}")
     a, b = a.astype(float), b.astype(float)
     if a.size and (not np.isfinite(a).all() or not np.isfinite(b).all()):
-        raise ValueError("a and b must be finite outcomes (booleans or rates in [0, 1])")
+        raise ValueError("a and b must be finite per-unit outcomes (booleans, rates or measured values), got NaN or inf")
     a_only, b_only = int((a > b).sum()), int((b > a).sum())
     low, high = paired_bootstrap(a, b, seed=seed)
     n = int(a.size)
