@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -71,8 +72,9 @@ def test_torchrun_evaluate_strong_is_refused_clearly(checkpoint, tmp_path):
     done = _torchrun("evaluate", "--checkpoint", str(checkpoint), "--data", "digits", "--points", "20", "--eps", "0.1",
                      "--strong", "--out", str(tmp_path / "s"), "--no-progress")
     assert done.returncode != 0          # (torchrun reports a failed rank with exit code 1)
-    assert "advlab evaluate (rank 0/2): error: evaluate --strong is not sharded" in done.stderr
-    assert "advlab evaluate (rank 1/2): error:" in done.stderr
+    # every rank refuses, but torchrun stops the others once the first fails, so only one rank's
+    # message is certain to come out (CI saw rank 1's alone)
+    assert re.search(r"advlab evaluate \(rank [01]/2\): error: evaluate --strong is not sharded", done.stderr)
     assert "/advlab/" not in done.stderr    # no frame of advlab's code: torchrun's own report only
     assert not (tmp_path / "s").exists()
 
