@@ -549,6 +549,12 @@ def test_full_runs_the_deterministic_attacks_once_and_the_randomised_ones_per_se
     for key in ("9", "10", "18"):   # PGD's random start; VAT's trainings
         seeds = {cell.config["seed"] for cell in parse_spec(claim(key).spec(FULL)).cells if cell.kind != "train"}
         assert seeds == set(FULL.seeds), key
+    # claim 9's FGSM cells ran under all three seeds, and the judge read seed 0 alone
+    by_attack: dict[str, set[int]] = {}
+    for cell in parse_spec(claim("9").spec(FULL)).cells:
+        if cell.kind == "robust":
+            by_attack.setdefault(cell.config["attack"]["name"], set()).add(cell.config["seed"])
+    assert by_attack == {"fgsm": {0}, "pgd": set(FULL.seeds)}
     assert "deterministic and run once" in FULL.describe()
 
 
@@ -572,6 +578,35 @@ def test_claim_10_pools_its_seeds_per_point(tmp_path):
         f = c.judge(Evidence(store, spec.cells), s, tmp_path)
     assert f.verdict == REPRODUCED, f.summary
     assert "(n = 120;" in " ".join(f.ours)          # points, not 3 x 120 replicates
+
+
+def test_claim_9_pools_pgd_over_its_seeds_per_point(tmp_path):
+    """Claim 9 read only the first PGD cell of a model (seed 0 of three). Its PGD-10 column is
+    now a point's robust correctness averaged over the seeds: on 100 points, seed 0 alone gives
+    the FGSM-mix model 50% and the mean over three seeds 40%."""
+    import dataclasses
+
+    s = dataclasses.replace(TINY, seeds=(0, 1, 2))
+    c = claim("9")
+    spec = parse_spec(c.spec(s))
+    n = 100
+    broken_by_seed = {0: 50, 1: 70, 2: 60}   # PGD breaks 50 / 70 / 60 of the FGSM-mix model's points
+
+    def outcomes(cell, e):
+        name, attack = cell.config["model"]["name"], cell.config["attack"]["name"]
+        if attack == "fgsm":
+            return np.ones(n, bool), _rate(n, 90 if name == "cnnbase" else 20, seed=1)
+        k = 100 if name == "cnnbase" else broken_by_seed[cell.config["seed"]]
+        return np.ones(n, bool), np.arange(n) < k
+
+    with Store(tmp_path / "s.db") as store:
+        _fill(store, spec.cells, outcomes)
+        f = c.judge(Evidence(store, spec.cells), s, tmp_path)
+    mix = next(r for r in f.table if r["model"].startswith("FGSM-mix"))
+    assert mix["PGD-10"] == "40.0%"          # (50 + 30 + 40) / 300, not seed 0's 50.0%
+    assert mix["FGSM"] == "80.0%"
+    pgd_line = next(t for t in f.ours if t.startswith("FGSM-mix") and "PGD-10" in t)
+    assert "(n = 100;" in pgd_line           # the points, not 3 x 100 replicates
 
 
 def test_claim_5_counts_a_point_once_across_its_models(tmp_path):
