@@ -500,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default) or ray")
     p.add_argument("--address", metavar="ADDR", help="ray: an existing cluster (default: start a local one)")
     p.add_argument("--threads", type=_positive_int, help="torch threads per cell")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="local: N processes share out the cells on the store (default 1; `make reproduce` "
+                        "uses 2, one thread each, on 2 cores)")
+    p.add_argument("--no-judge", action="store_true", help=argparse.SUPPRESS)  # what an extra worker runs
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset files")
     p.add_argument("--no-progress", action="store_true")
@@ -638,8 +642,10 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         page = reproduce(args.claims or None, mode=args.mode or "quick", store=args.store, out=args.out,
                          executor=args.executor, address=args.address, data_dir=args.data_dir, device=args.device,
-                         progress=not args.no_progress, threads=args.threads, run=not args.no_run)
-        print(f"report written to {page}")
+                         progress=not args.no_progress, threads=args.threads, run=not args.no_run,
+                         workers=args.workers, judge=not args.no_judge)
+        if not args.no_judge:
+            print(f"report written to {page}")
     elif args.command in ("results", "leaderboard"):
         from advlab.runs.results import BOARD_COLUMNS, leaderboard, render, results_text
         from advlab.runs.store import Store

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +42,19 @@ class Outcome:
 def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "quick", store: str | Path,
               out: str | Path, executor: str = "local", address: str | None = None, data_dir: str | None = None,
               device: str = "cpu", progress: bool = True, threads: int | None = None,
-              say: Callable[[str], None] = print, run: bool = True) -> Path:
+              say: Callable[[str], None] = print, run: bool = True, workers: int = 1,
+              judge: bool = True) -> Path:
     """Run the ``claims`` (keys or numbers; all by default) at ``mode`` on ``store`` and write
     ``out/index.html``; return its path. Resumable: cells already done in the store are reused.
     ``run=False`` runs nothing: the claims are judged from the cells already done (a claim with
-    cells missing is "not run"), e.g. to write one page over a long run made claim by claim."""
+    cells missing is "not run"), e.g. to write one page over a long run made claim by claim.
+
+    ``workers > 1`` (local executor) starts ``workers - 1`` more processes of the same command on
+    the same store; the store's claims share the cells out (a cell runs once, a measurement waits
+    for the model another process trains), each process runs ``threads`` torch threads (default
+    the cores divided by ``workers``), and this one judges once all have finished. The quick run's
+    small models keep only about 1.4 of 2 threads busy, so two one-thread workers use the cores
+    better. ``judge=False`` runs the cells and writes nothing (what the extra workers do)."""
     from advlab.runs.grid import run_spec
     from advlab.runs.spec import Spec, parse_spec
     from advlab.runs.store import Store
@@ -51,6 +62,13 @@ def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "qui
     setting = SETTINGS[mode] if isinstance(mode, str) else mode
     if isinstance(mode, str) and mode not in SETTINGS:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(SETTINGS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number ≥ 1, got {workers!r}")
+    if workers > 1 and (executor != "local" or not run or not isinstance(mode, str)):
+        raise ValueError("workers > 1 needs the local executor, a run (not --no-run) and a named mode "
+                         "(quick, full or tiny): on Ray the cluster shares the cells out itself")
+    if workers > 1 and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
     chosen = [claim(k) for k in claims] if claims else list(CLAIMS.values())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,10 +87,23 @@ def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "qui
     if not run and not Path(store).exists():
         raise FileNotFoundError(f"no store at {store}: there is nothing to judge without running (leave out --no-run)")
     with Store(store) as st:
-        say(f"{len(chosen)} claim(s), {len(cells)} cells ({setting.describe()})")
+        if judge:
+            say(f"{len(chosen)} claim(s), {len(cells)} cells ({setting.describe()})"
+                + (f"; {workers} worker processes, {threads} thread(s) each" if workers > 1 else ""))
         if run:
-            failed = set(run_spec(merged, st, executor=executor, address=address, data_dir=data_dir, device=device,
-                                  progress=progress, threads=threads).failed)
+            helpers = _start_workers(workers - 1, chosen, mode=str(mode), store=store, out=out, data_dir=data_dir,
+                                     device=device, threads=threads)
+            try:
+                failed = set(run_spec(merged, st, executor=executor, address=address, data_dir=data_dir,
+                                      device=device, progress=progress, threads=threads).failed)
+            finally:
+                bad = _finish_workers(helpers)
+            for text in bad:
+                say(text)
+            if bad:  # a helper's cells are stored as failed, or left undone: the judges say "not run"
+                failed |= {r["hash"] for r in st.query("SELECT hash FROM cells WHERE status = 'failed'")}
+            if not judge:
+                return out
         else:
             hashes = [c.hash for c in cells]
             done = {r["hash"] for r in st.query(f"SELECT hash FROM cells WHERE status = 'done' AND hash IN "
@@ -90,6 +121,46 @@ def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "qui
             say(f"claim {c.number} ({c.key}): {finding.verdict}: {finding.summary}")
         page = write_page(outcomes, setting, out, store=st, wall=time.perf_counter() - t0)
     return page
+
+
+def _start_workers(n: int, chosen: Sequence[Claim], *, mode: str, store: str | Path, out: Path,
+                   data_dir: str | None, device: str, threads: int | None) -> list[tuple[subprocess.Popen, Path]]:
+    """``n`` more processes of this run (``advlab reproduce ... --no-judge``), their output in
+    ``out/workers/worker-K.log``."""
+    if n <= 0:
+        return []
+    logs = out / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "advlab", "reproduce", *[c.key for c in chosen], f"--{mode}", "--store", str(store),
+           "--out", str(out), "--device", device, "--no-progress", "--no-judge"]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    procs = []
+    for k in range(n):
+        log = logs / f"worker-{k + 1}.log"
+        with open(log, "w") as fh:
+            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), log))
+    return procs
+
+
+def _finish_workers(procs: Sequence[tuple[subprocess.Popen, Path]]) -> list[str]:
+    """Wait for the helper processes (stopping them if this one is interrupted); a line per helper
+    that failed."""
+    bad = []
+    try:
+        for proc, log in procs:
+            if proc.wait() != 0:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                bad.append(f"worker process {proc.pid} exited with {proc.returncode} ({log}): "
+                           + (tail[0] if tail else "no output"))
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+    return bad
 
 
 CSS_EXTRA = """
