@@ -96,8 +96,10 @@ def reproduce(claims: Sequence[str] | None = None, *, mode: str | Setting = "qui
             try:
                 failed = set(run_spec(merged, st, executor=executor, address=address, data_dir=data_dir,
                                       device=device, progress=progress, threads=threads).failed)
-            finally:
-                bad = _finish_workers(helpers)
+            except BaseException:  # interrupted or failed: stop the helpers rather than wait for them
+                _stop_workers(helpers)
+                raise
+            bad = _finish_workers(helpers)
             for text in bad:
                 say(text)
             if bad:  # a helper's cells are stored as failed, or left undone: the judges say "not run"
@@ -156,11 +158,15 @@ def _finish_workers(procs: Sequence[tuple[subprocess.Popen, Path]]) -> list[str]
                 bad.append(f"worker process {proc.pid} exited with {proc.returncode} ({log}): "
                            + (tail[0] if tail else "no output"))
     finally:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
+        _stop_workers(procs)
     return bad
+
+
+def _stop_workers(procs: Sequence[tuple[subprocess.Popen, Path]]) -> None:
+    for proc, _ in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
 
 
 CSS_EXTRA = """
