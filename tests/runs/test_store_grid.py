@@ -461,3 +461,48 @@ def test_a_transfer_matrix_crafts_once_per_source_and_matches_crafting_per_targe
         after = {r["cell"]: r["n"] for r in store.query("SELECT cell, sum(success) AS n FROM outcomes GROUP BY cell")}
     assert after == before
     capsys.readouterr()
+
+
+def test_a_cell_set_aside_for_another_runs_model_runs_as_soon_as_that_model_is_done(tmp_path, tiny_spec):
+    """A measurement whose model another run on the store is training is set aside, and taken up
+    in its place once the model is done, not after everything else. Found 2026-12-07: two quick
+    `reproduce` workers each set the bounds study (the heaviest cell, first in the order) aside
+    because the other was training one of its models, and both ran it only at the end, alone
+    for 185 s after the other worker had finished."""
+    from advlab.runs.cells import run_cell
+
+    import dataclasses
+
+    spec = load_spec(tiny_spec)
+    cnn = next(c for c in spec.cells if c.kind == "train" and c.label == "cnn")
+    measures = [c for c in spec.cells if c.kind != "train"]
+    needing = [c.hash for c in measures if cnn.hash in c.needs]
+    free = [c.hash for c in measures if cnn.hash not in c.needs]
+    assert len(needing) == 2 and len(free) == 3
+    # the cnn's measurements first in the order (as the heaviest would be)
+    spec = dataclasses.replace(spec, cells=[c for c in spec.cells if c.kind == "train"]
+                               + sorted(measures, key=lambda c: c.hash not in needing))
+    order: list[str] = []
+    with Store(tmp_path / "runs.db") as store:
+        other = store.start_run(spec_name="other", spec_path=None, spec_text="", executor="local")
+        holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        try:
+            store.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
+                             (cnn.hash, other, __import__("socket").gethostname(), holder.pid, time.time()))
+
+            def on_cell(cell, status):
+                order.append(cell.hash)
+                if cell.hash == free[0]:   # the other run finishes its model now
+                    store.record(cnn, run_cell(cnn.kind, cnn.config, cnn.hash, files=store.files, progress=False),
+                                 run_id=other)
+                    store.db.execute("DELETE FROM claims WHERE cell = ?", (cnn.hash,))
+
+            summary = run_spec(spec, store, progress=False, on_cell=on_cell)
+        finally:
+            holder.kill()
+            holder.wait()
+    assert not summary.failed and summary.taken == {cnn.hash: other}
+    ran = [h for h in order if h != cnn.hash]
+    # after the first free measurement, the set-aside ones come next, before the free rest
+    after = ran[ran.index(free[0]) + 1:]
+    assert after[:len(needing)] == needing and after[len(needing):] == free[1:]

@@ -159,6 +159,16 @@ def _waits_on_others(cell: Cell, summary: RunSummary) -> bool:
     return any(h in summary.taken for h in cell.needs)
 
 
+def _others_finished(store: Store, summary: RunSummary, cell: Cell) -> bool:
+    """Whether every model cell ``cell`` needs that another run took is finished by now (done or
+    failed, or its run gone): nothing left to wait for."""
+    held = [h for h in cell.needs if h in summary.taken]
+    if not held:
+        return True
+    status = store.status(held)
+    return all(status.get(h) in ("done", "failed") or store.holder(h) is None for h in held)
+
+
 def _blocked(cell: Cell, failed: dict[str, str]) -> str | None:
     bad = [h for h in cell.needs if h in failed]
     return f"needs model cell {bad[0]}, which failed: {failed[bad[0]]}" if bad else None
@@ -185,11 +195,15 @@ def _local(todo: Sequence[Cell], store: Store, summary: RunSummary, *, data_dir:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="grid", unit="cell", disable=not progress, leave=True)
-    # a cell whose model another run on this store is training waits until the rest is done
-    # (only model cells are needed, and they need nothing, so one deferral pass suffices)
+    # a cell whose model another run on this store is still training is set aside, and taken up
+    # again (in its place in the order) as soon as that model is finished; what is left waits at the
+    # end (only model cells are needed, and they need nothing, so one deferral pass suffices)
     deferred: list[Cell] = []
     for cell in todo:
-        if _waits_on_others(cell, summary):
+        for ready in [d for d in deferred if _others_finished(store, summary, d)]:
+            deferred.remove(ready)
+            _local_one(ready, store, summary, bar=bar, data_dir=data_dir, device=device, on_cell=on_cell)
+        if _waits_on_others(cell, summary) and not _others_finished(store, summary, cell):
             deferred.append(cell)
         else:
             _local_one(cell, store, summary, bar=bar, data_dir=data_dir, device=device, on_cell=on_cell)
