@@ -46,8 +46,10 @@ reproduce: $(STAMP) data
 	$(BIN)/advlab reproduce --quick --workers $(REPRODUCE_WORKERS) --store reproduce.db --out reproduce
 
 # ten times the property-test cases of `make test` (about 100,000 over the registry; an hour or so)
+# and five random kills per command instead of one
 test-long: $(STAMP)
-	ADVLAB_REQUIRE_PEERS=1 HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/attacks
+	ADVLAB_REQUIRE_PEERS=1 HYPOTHESIS_PROFILE=long ADVLAB_FAULT_ROUNDS=5 $(BIN)/python -m pytest -q tests/attacks \
+	  tests/test_fault_injection.py
 
 # --- benchmarks ---------------------------------------------------------------------------------
 # `make bench`: builds .venv-bench once (torch==2.13.0 CPU first, then advlab editable, ART,

@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 # Property-test budgets: "ci" (the default, `make test`) runs about 10,000 cases over the registry
-# (tests/attacks/test_registry_properties.py: 22 attacks x 450), "long" (`make test-long`) ten
+# (tests/attacks/test_registry_properties.py: 23 distinct attacks x 450), "long" (`make test-long`) ten
 # times that, "dev" a quick look. Chosen with HYPOTHESIS_PROFILE.
 _COMMON = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.filter_too_much])

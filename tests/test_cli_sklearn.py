@@ -49,7 +49,7 @@ def test_a_logistic_regression_is_evaluated_white_box(files, tmp_path):
 def test_a_tree_defaults_to_score_based_attacks_and_refuses_gradient_ones(files, tmp_path, capsys):
     out = tmp_path / "tree"
     assert main(["evaluate", "--sklearn", str(files["tree"]), "--data", "digits", "--eps", "0.1,0.3",
-                 "--norm", "l2", "--n", "60", "--out", str(out), "--no-progress"]) == 0
+                 "--norm", "l2", "--n", "30", "--out", str(out), "--no-progress"]) == 0
     assert "has no gradients" in capsys.readouterr().out
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["attack"] for r in rows} == {"Square", "SimBA", "worst-case"}

@@ -401,6 +401,7 @@ points = 4
 vae_epochs = 1
 projected_n = 1
 query_budget = 50
+projection_steps = 40
 """)
     with Store(tmp_path / "b.db") as store:
         assert run_spec(spec, store, progress=False, threads=1).status == "done"

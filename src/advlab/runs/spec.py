@@ -71,6 +71,7 @@ _MEASURE_KEYS = {
     "study": {"kind", "study", "models", "data", "eps", "seeds", "steps", "batch_size", "gaas_eps", "max_directions",
               "fit_n", "sizes", "target", "seed_n", "rounds", "sub_epochs", "architecture", "epochs", "limit",
               "labels", "vat_eps", "train_eps", "points", "latent_dim", "vae_epochs", "projected_n", "query_budget",
+              "projection_steps",
               "maps", "transfer_pairs"},
 }
 _TOP_KEYS = {"study", "data", "models", "measure"}
@@ -609,6 +610,8 @@ def _measure(i: int, m: dict[str, Any], datasets: dict[str, dict[str, Any]],
                                 f"two different names of models = {names!r}, got {pairs!r}")
             if pairs:  # (absent when empty: the cells made before Theorem 3 keep their hashes)
                 extra["transfer_pairs"] = [[str(a), str(b)] for a, b in pairs]
+            if "projection_steps" in m:  # Theorem 2's Adam steps per projection (absent: 300, the hashes kept)
+                extra["projection_steps"] = _int(m["projection_steps"], where, tname, "projection_steps", index=i)
         if study == "vat":
             extra.update(labels=_int(m.get("labels", 1000), where, tname, "labels", index=i),
                          vat_eps=_float(m.get("vat_eps", 2.0), where, tname, "vat_eps", i))

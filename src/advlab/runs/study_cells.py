@@ -429,7 +429,7 @@ def _bounds(config: Mapping[str, Any], ds: Any, x: torch.Tensor, y: torch.Tensor
     theorems: dict[str, Any] = {}
     if projected_n:  # Theorem 2: the classifier composed with the projection onto the generator's range
         theorems = dict(projected=True, projected_n=projected_n, query_budget=int(config.get("query_budget", 1000)),
-                        projection={"steps": 300, "encoder": lambda t: vae.encode(t)[0]})
+                        projection={"steps": int(config.get("projection_steps", 300)), "encoder": lambda t: vae.encode(t)[0]})
     pairs = [tuple(p) for p in config.get("transfer_pairs", [])]
     if pairs:  # Theorem 3: the smallest generated perturbation that fools both models of each pair
         theorems["transfer"] = pairs
