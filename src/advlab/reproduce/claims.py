@@ -789,7 +789,6 @@ def _judge_10(ev: Evidence, s: Setting, out: Path) -> Finding:
     c_dis, ce_dis = broken("cnndistill", None)
     _, cw_dis = broken("cnndistill", "cw")
     _, cw_std = broken("cnn", "cw")
-    masked = compare(ce_std[c_std], ce_dis[c_dis]) if c_std.sum() == c_dis.sum() else None
     # paired on the points both classify correctly
     both = c_std & c_dis
     mask_test = compare(ce_std[both], ce_dis[both])
@@ -798,7 +797,6 @@ def _judge_10(ev: Evidence, s: Setting, out: Path) -> Finding:
     why = [w for w, bad in (("PGD-CE is not significantly weaker on the distilled model (no masking seen)",
                              not mask_test.greater()),
                             ("the C&W margin loss does not break significantly more", not breaks.greater())) if bad]
-    del masked
     return Finding(
         REPRODUCED if ok else NOT_REPRODUCED,
         f"PGD-20 (cross-entropy) at ε = {s.eps:g}: {_pct(float(ce_std[c_std].mean()))} on the standard CNN, "
