@@ -39,11 +39,11 @@ test: $(STAMP)
 	ADVLAB_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q
 
 # the seeds' claims on Fashion-MNIST, each judged from the store (see README "Reproducing the seeds");
-# resumable: the same command again reuses every cell already in reproduce.db. Two worker processes
-# of one torch thread each share the cells out (REPRODUCE_WORKERS=1 for one process of all threads)
-REPRODUCE_WORKERS ?= 2
+# resumable: the same command again reuses every cell already in reproduce.db. On 2 cores or more,
+# two worker processes of one torch thread each share the cells out (REPRODUCE_WORKERS=1: one process)
+REPRODUCE_WORKERS ?=
 reproduce: $(STAMP) data
-	$(BIN)/advlab reproduce --quick --workers $(REPRODUCE_WORKERS) --store reproduce.db --out reproduce
+	$(BIN)/advlab reproduce --quick $(if $(REPRODUCE_WORKERS),--workers $(REPRODUCE_WORKERS)) --store reproduce.db --out reproduce
 
 # ten times the property-test cases of `make test` (about 100,000 over the registry; an hour or so)
 # and five random kills per command instead of one

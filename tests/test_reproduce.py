@@ -238,6 +238,23 @@ def test_schedule_puts_the_longest_chain_first_and_keeps_every_cell_once(mode):
     assert [c.hash for c in order if c.kind == "transfer"] == transfers
 
 
+@pytest.mark.parametrize("cores, extra, expect", [(2, [], 2), (16, [], 2), (1, [], 1), (2, ["--workers", "3"], 3),
+                                                  (2, ["--executor", "ray"], 1), (2, ["--no-run"], 1),
+                                                  (2, ["--no-judge"], 1), (2, ["--device", "cuda"], 1)])
+def test_the_cli_runs_two_workers_on_two_cores_by_default(monkeypatch, tmp_path, cores, extra, expect):
+    """`advlab reproduce --quick` itself (the issue's command) fits 15 minutes on 2 cores only as two
+    one-thread workers (11 min 13 s; one process of two threads: 15 min 25 s, measured 2026-12-07);
+    a helper worker (--no-judge), Ray, a judge-only run and a GPU stay one process."""
+    import advlab.reproduce as rp
+
+    seen = {}
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(rp, "reproduce", lambda *a, **k: seen.update(k) or tmp_path / "index.html")
+    assert main(["reproduce", "panda", "--tiny", "--store", str(tmp_path / "s.db"), "--out", str(tmp_path),
+                 *extra]) == 0
+    assert seen["workers"] == expect
+
+
 @pytest.mark.parametrize("bad, match", [(dict(workers=0), "whole number"), (dict(workers=True), "whole number"),
                                         (dict(workers=2, executor="ray"), "local executor"),
                                         (dict(workers=2, run=False), "local executor")])
