@@ -203,7 +203,7 @@ def _local(todo: Sequence[Cell], store: Store, summary: RunSummary, *, data_dir:
         for ready in [d for d in deferred if _others_finished(store, summary, d)]:
             deferred.remove(ready)
             _local_one(ready, store, summary, bar=bar, data_dir=data_dir, device=device, on_cell=on_cell)
-        if _waits_on_others(cell, summary) and not _others_finished(store, summary, cell):
+        if not _others_finished(store, summary, cell):
             deferred.append(cell)
         else:
             _local_one(cell, store, summary, bar=bar, data_dir=data_dir, device=device, on_cell=on_cell)
